@@ -1,0 +1,58 @@
+"""Read the trials of a finished (or interrupted) run from its directory, without Ray.
+
+Tune leaves one directory per trial: `params.json` (its config), `result.json` (one JSON line per
+report), `error.txt` when it failed, and `checkpoint_<n>/` directories. This module turns them
+into plain records, so ranking and export work on any run directory, also after a resume.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    directory: Path
+    config: dict
+    results: list[dict] = field(default_factory=list)  # every report, in order
+    error: str | None = None
+
+    @property
+    def last(self) -> dict:
+        return self.results[-1] if self.results else {}
+
+    @property
+    def epochs_done(self) -> int:
+        return int(self.last.get("training_iteration", 0))
+
+    @property
+    def status(self) -> str:
+        """complete (ran every epoch), stopped (early, by the scheduler or an interruption) or failed."""
+        if self.error is not None:
+            return "failed"
+        return "complete" if self.epochs_done >= int(self.config.get("epochs", 0)) else "stopped"
+
+    def latest_checkpoint(self) -> Path | None:
+        checkpoints = sorted(self.directory.glob("checkpoint_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
+        return checkpoints[-1] if checkpoints else None
+
+
+def read_experiment(directory: Path) -> list[TrialRecord]:
+    """All trials of one Tune experiment directory (e.g. <run>/search); empty if it does not exist."""
+    records = []
+    for params in sorted(Path(directory).glob("*/params.json")):
+        trial_dir = params.parent
+        results = []
+        result_file = trial_dir / "result.json"
+        if result_file.is_file():
+            for line in result_file.read_text().splitlines():
+                if line.strip():
+                    results.append(json.loads(line))
+        error_file = trial_dir / "error.txt"
+        error = error_file.read_text().strip().splitlines()[-1] if error_file.is_file() else None
+        trial_id = results[-1]["trial_id"] if results else trial_dir.name.rsplit("_", 1)[-1]
+        records.append(TrialRecord(trial_id, trial_dir, json.loads(params.read_text()), results, error))
+    return records

@@ -1,0 +1,97 @@
+"""Run a knowledge-distillation hyperparameter search.
+
+    python search/run.py --space kd.yaml [--data DIR] [--storage runs] [--name NAME] [--samples N]
+                         [--subsets 5,25] [--set KEY=VALUE ...] [--gpus-per-trial F] [--cpus-per-trial F]
+                         [--address auto|HOST:PORT] [--resume]
+
+Every problem with the input ends in one short message and exit status 2, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from search.space import SpaceError, apply_override, build_space, read_space_file  # noqa: E402
+from trainables.asc_data import DatasetError, is_prepared  # noqa: E402
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors also exit 2, but with the usage block
+        raise SpaceError(message)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = _Parser(prog="search/run.py", description="Knowledge-distillation hyperparameter search on Ray Tune.")
+    parser.add_argument("--space", required=True, help="space file; a bare name is looked up in spaces/")
+    parser.add_argument("--data", help="a prepared dataset directory (default: the embedded synthetic dataset)")
+    parser.add_argument("--storage", default="runs", help="where runs and caches go (default: ./runs)")
+    parser.add_argument("--name", help="run name (default: the space file's name)")
+    parser.add_argument("--samples", type=int, help="trials per subset")
+    parser.add_argument("--subsets", help="comma-separated training subsets in percent, e.g. 5,25")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a fixed setting of the space; dotted keys for sections (teacher.epochs=1)")
+    parser.add_argument("--gpus-per-trial", type=float, help="GPUs per student trial; 0.25 packs four on one GPU")
+    parser.add_argument("--cpus-per-trial", type=float, help="CPUs per student trial")
+    parser.add_argument("--address", help="join a running Ray cluster (auto or HOST:PORT)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run of the same name")
+    return parser.parse_args(argv)
+
+
+def make_request(args: argparse.Namespace):
+    """Validate everything the user gave into a RunRequest; raises SpaceError or DatasetError."""
+    from search.service import RunRequest
+
+    raw = read_space_file(args.space)
+    for assignment in args.overrides:
+        apply_override(raw, assignment)
+    if args.samples is not None:
+        if args.samples < 1:
+            raise SpaceError(f"--samples must be at least 1, got {args.samples}")
+        raw["samples"] = args.samples
+    if args.subsets is not None:
+        try:
+            raw.setdefault("search", {})["subset"] = [int(s) for s in args.subsets.split(",") if s.strip()]
+        except (ValueError, AttributeError):
+            raise SpaceError(f"--subsets: expected comma-separated integers such as 5,25, got {args.subsets!r}") from None
+    resources = raw.setdefault("resources", {})
+    if not isinstance(resources, dict):
+        raise SpaceError("resources: must be a mapping")
+    if args.gpus_per_trial is not None:
+        resources["gpus_per_trial"] = args.gpus_per_trial
+    if args.cpus_per_trial is not None:
+        resources["cpus_per_trial"] = args.cpus_per_trial
+    space = build_space(raw)
+    data = None
+    if args.data is not None:
+        data = Path(args.data).resolve()
+        if not data.is_dir():
+            raise DatasetError(f"--data {args.data}: no such directory")
+        if not is_prepared(data):
+            raise DatasetError(f"--data {args.data}: holds no dataset (expected a prepared dataset with dataset.json)")
+    name = args.name or Path(args.space).stem
+    if not name or "/" in name or name in (".", "..", "cache"):
+        raise SpaceError(f"--name {name!r}: use a plain directory name")
+    return RunRequest(space=space, storage=Path(args.storage).resolve(), name=name, data=data,
+                      address=args.address, resume=args.resume)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    from search.service import check_run_dir, run
+
+    try:
+        request = make_request(parse_args(sys.argv[1:] if argv is None else argv))
+        check_run_dir(request)
+    except (SpaceError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    run(request)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

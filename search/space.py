@@ -1,0 +1,355 @@
+"""A space file, validated once into typed settings.
+
+A space file is YAML data (loaded with yaml.safe_load: nothing in it is evaluated as code):
+
+    system: asc_kd
+    metric: acc            # ranking metric; see trainables/metrics.py
+    mode: max
+    samples: 4             # trials per subset
+    search:                # searched by Optuna TPE, separately for every subset
+      subset: [5, 10, 25, 50, 100]
+      temperature: {low: 1.0, high: 5.0}
+      kd_lambda: {low: 0.0, high: 0.5}
+      lr: {low: 0.001, high: 0.02, log: true}
+    scheduler: {type: asha, grace_period: 2, reduction_factor: 2}
+    resources: {cpus_per_trial: 1, gpus_per_trial: 0}
+    teacher: {...}         # TeacherConfig fields
+    data: {...}            # SyntheticConfig fields (the embedded dataset)
+    epochs: 6              # every other top-level key: a fixed StudentConfig setting
+
+Every error is a `SpaceError` whose message names the offending key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainables.asc_data import SUBSETS
+from trainables.student_training import StudentConfig
+from trainables.synthetic_asc import SyntheticConfig
+from trainables.teacher import ARCHS, TeacherConfig
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
+METRIC_PATTERN = re.compile(r"^(acc|acc_seen|acc_unseen|macro_acc|acc_[a-z0-9]+)$")
+# Student settings that identify a trial rather than tune it.
+NOT_SEARCHABLE = {"subset", "seed", "eval_batch_size"}
+
+
+class SpaceError(ValueError):
+    """A space file or override that cannot be used; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched hyperparameter: a float or int range (optionally log-scaled) or a list of choices."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple | None = None
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    type: str = "asha"  # asha (early stopping) or fifo (every trial runs all epochs)
+    grace_period: int = 1  # epochs every trial gets before it can be stopped
+    reduction_factor: int = 2  # ASHA keeps 1/reduction_factor of the trials at each rung
+
+
+@dataclass(frozen=True)
+class ResourceSettings:
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0  # fractions pack several trials on one GPU
+    teacher_cpus_per_trial: float = 1.0
+    teacher_gpus_per_trial: float = 0.0
+
+
+@dataclass(frozen=True)
+class Space:
+    system: str
+    metric: str
+    mode: str
+    samples: int
+    subsets: tuple[int, ...]
+    dimensions: tuple[Dimension, ...]
+    scheduler: SchedulerSettings
+    resources: ResourceSettings
+    student: StudentConfig
+    teacher: TeacherConfig
+    data: SyntheticConfig
+    max_concurrent: int = 0  # 0: as many as the resources allow
+    compare_without_kd: bool = True  # retrain each subset's best configuration with kd_lambda = 1
+    max_failures: int = 0  # retries of a trial whose worker died
+    seed: int = 0  # seed of the Optuna sampler
+    source: dict = field(default_factory=dict, compare=False)  # the merged mapping, for the record
+
+
+_META_KEYS = {f.name for f in dataclasses.fields(Space)} - {"student", "dimensions", "subsets", "source"}
+_SECTIONS: dict[str, type] = {
+    "scheduler": SchedulerSettings,
+    "resources": ResourceSettings,
+    "teacher": TeacherConfig,
+    "data": SyntheticConfig,
+}
+_SCALAR_META = {"system": str, "metric": str, "mode": str, "samples": int, "max_concurrent": int,
+                "compare_without_kd": bool, "max_failures": int, "seed": int}  # fmt: skip
+
+
+def resolve_path(name_or_path: str) -> Path:
+    """A bare name (with or without .yaml) is looked up in spaces/; anything else is a path."""
+    path = Path(name_or_path)
+    if path.exists() or path.parent != Path("."):
+        return path
+    for candidate in (SPACES_DIR / name_or_path, SPACES_DIR / f"{name_or_path}.yaml"):
+        if candidate.exists():
+            return candidate
+    return path
+
+
+def read_space_file(name_or_path: str) -> dict:
+    path = resolve_path(name_or_path)
+    if not path.is_file():
+        raise SpaceError(f"space file {name_or_path!r} not found (looked in . and {SPACES_DIR})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpaceError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path}: a space file must be a mapping of keys to values")
+    return raw
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one `--set KEY=VALUE` (dotted keys for sections) to the raw mapping, in place."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise SpaceError(f"--set {assignment!r}: expected KEY=VALUE")
+    parts = key.split(".")
+    if len(parts) == 1:
+        if parts[0] not in _student_fields() and parts[0] not in _SCALAR_META:
+            raise SpaceError(f"--set {key}: unknown setting{_suggest(parts[0], _student_fields() | set(_SCALAR_META))}")
+    elif len(parts) == 2 and parts[0] in _SECTIONS:
+        names = {f.name for f in dataclasses.fields(_SECTIONS[parts[0]])}
+        if parts[1] not in names:
+            raise SpaceError(f"--set {key}: {parts[0]} has no setting {parts[1]!r}{_suggest(parts[1], names)}")
+    else:
+        raise SpaceError(f"--set {key}: unknown setting (sections: {', '.join(_SECTIONS)})")
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        value = text
+    target = raw
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise SpaceError(f"--set {key}: {part} is not a section in the space file")
+    target[parts[-1]] = value
+
+
+def build_space(raw: dict) -> Space:
+    """Validate the raw mapping into a `Space`; raise SpaceError naming the first problem."""
+    raw = dict(raw)
+    known = _META_KEYS | set(_SECTIONS) | {"search"} | _student_fields()
+    for key in raw:
+        if key not in known:
+            raise SpaceError(f"unknown key {key!r}{_suggest(str(key), known)}")
+    meta = {k: _coerce(raw[k], t, k) for k, t in _SCALAR_META.items() if k in raw}
+    if meta.get("system", "asc_kd") != "asc_kd":
+        raise SpaceError(f"system: {meta['system']!r} is not known; expected asc_kd")
+    metric, mode = meta.get("metric", "acc"), meta.get("mode", "max")
+    if not METRIC_PATTERN.match(metric):
+        raise SpaceError(f"metric: {metric!r} is not a metric; use acc, acc_seen, acc_unseen, macro_acc or acc_<device>")
+    if mode not in ("max", "min"):
+        raise SpaceError(f"mode: {mode!r} must be max or min")
+    if meta.get("samples", 1) < 1:
+        raise SpaceError(f"samples: must be at least 1, got {meta['samples']}")
+    if meta.get("max_concurrent", 0) < 0 or meta.get("max_failures", 0) < 0:
+        raise SpaceError("max_concurrent and max_failures must not be negative")
+    sections = {name: _build_dataclass(cls, raw.get(name, {}), name) for name, cls in _SECTIONS.items()}
+    _check_sections(sections)
+    student = _build_dataclass(StudentConfig, {k: v for k, v in raw.items() if k in _student_fields()}, "")
+    _check_student(student)
+    subsets, dimensions = _build_search(raw.get("search", {}))
+    return Space(
+        system="asc_kd", metric=metric, mode=mode, samples=meta.get("samples", 1), subsets=subsets,
+        dimensions=dimensions, student=student, max_concurrent=meta.get("max_concurrent", 0),
+        compare_without_kd=meta.get("compare_without_kd", True), max_failures=meta.get("max_failures", 0),
+        seed=meta.get("seed", 0), source=raw, **sections,
+    )  # fmt: skip
+
+
+def _build_search(search: Any) -> tuple[tuple[int, ...], tuple[Dimension, ...]]:
+    if not isinstance(search, dict) or not search:
+        raise SpaceError("search: must map each searched setting to its range")
+    subsets = search.get("subset", [100])
+    subsets = [subsets] if isinstance(subsets, int) else subsets
+    if not isinstance(subsets, list) or not subsets or any(s not in SUBSETS for s in subsets):
+        raise SpaceError(f"search.subset: must be a list drawn from {list(SUBSETS)}, got {search.get('subset')!r}")
+    hints = typing.get_type_hints(StudentConfig)
+    dimensions = []
+    for name, spec in search.items():
+        if name == "subset":
+            continue
+        where = f"search.{name}"
+        if name not in hints or name in NOT_SEARCHABLE:
+            searchable = set(hints) - NOT_SEARCHABLE
+            raise SpaceError(f"{where}: {name!r} is not a searchable setting{_suggest(name, searchable)}")
+        dimensions.append(_build_dimension(name, spec, hints[name], where))
+    if not dimensions:
+        raise SpaceError("search: declares no hyperparameter to search besides subset")
+    return tuple(sorted(set(subsets))), tuple(dimensions)
+
+
+def _build_dimension(name: str, spec: Any, kind: Any, where: str) -> Dimension:
+    integer = kind is int
+    if isinstance(spec, list):
+        if not spec:
+            raise SpaceError(f"{where}: an empty list of choices")
+        choices = tuple(_coerce(v, kind, where) for v in spec)
+        _check_bounds(name, min(choices), max(choices), where)
+        return Dimension(name, choices=choices, integer=integer)
+    if not isinstance(spec, dict):
+        raise SpaceError(f"{where}: expected {{low: …, high: …}} or a list of choices, got {spec!r}")
+    for key in spec:
+        if key not in ("low", "high", "log"):
+            raise SpaceError(f"{where}: unknown key {key!r} (expected low, high, log)")
+    if "low" not in spec or "high" not in spec:
+        raise SpaceError(f"{where}: needs both low and high")
+    low, high = _coerce(spec["low"], kind, f"{where}.low"), _coerce(spec["high"], kind, f"{where}.high")
+    log = _coerce(spec.get("log", False), bool, f"{where}.log")
+    if not low < high:
+        raise SpaceError(f"{where}: empty or inverted range [{low}, {high}]; low must be below high")
+    if log and low <= 0:
+        raise SpaceError(f"{where}: a log range needs low > 0, got {low}")
+    _check_bounds(name, low, high, where)
+    return Dimension(name, low=low, high=high, log=log, integer=integer)
+
+
+_BOUNDS = {"kd_lambda": (0.0, 1.0), "mixstyle_p": (0.0, 1.0), "warmup_fraction": (0.0, 0.999)}
+_POSITIVE = {"temperature", "lr", "epochs", "batch_size", "base_channels", "channels_multiplier", "expansion_rate"}
+
+
+def _check_bounds(name: str, low: float, high: float, where: str) -> None:
+    if name in _BOUNDS:
+        lo, hi = _BOUNDS[name]
+        if low < lo or high > hi:
+            raise SpaceError(f"{where}: {name} must lie in [{lo}, {hi}], got [{low}, {high}]")
+    if name in _POSITIVE and low <= 0:
+        raise SpaceError(f"{where}: {name} must be positive, got {low}")
+
+
+def _check_student(student: StudentConfig) -> None:
+    for name in _BOUNDS.keys() | _POSITIVE:
+        value = getattr(student, name)
+        _check_bounds(name, value, value, name)
+
+
+def _check_sections(sections: dict) -> None:
+    scheduler: SchedulerSettings = sections["scheduler"]
+    if scheduler.type not in ("asha", "fifo"):
+        raise SpaceError(f"scheduler.type: {scheduler.type!r} must be asha or fifo")
+    if scheduler.grace_period < 1 or scheduler.reduction_factor < 2:
+        raise SpaceError("scheduler: grace_period must be ≥ 1 and reduction_factor ≥ 2")
+    resources: ResourceSettings = sections["resources"]
+    for name, value in dataclasses.asdict(resources).items():
+        if value < 0 or (name.endswith("cpus_per_trial") and value <= 0):
+            raise SpaceError(f"resources.{name}: must be positive, got {value}")
+    teacher: TeacherConfig = sections["teacher"]
+    if teacher.arch not in ARCHS:
+        raise SpaceError(f"teacher.arch: {teacher.arch!r} must be one of {', '.join(ARCHS)}")
+    if teacher.weights and not Path(teacher.weights).is_file():
+        raise SpaceError(f"teacher.weights: no file at {teacher.weights}")
+    if teacher.epochs < 1 or teacher.lr <= 0:
+        raise SpaceError("teacher: epochs must be ≥ 1 and lr > 0")
+
+
+def _student_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(StudentConfig)}
+
+
+def _build_dataclass(cls: type, values: Any, where: str):
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise SpaceError(f"{where}: must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        label = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise SpaceError(f"unknown key {label!r}{_suggest(str(key), names)}")
+        kwargs[key] = _coerce(value, hints[key], label)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """Check (and gently convert) one value against a type hint."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        kind = next(t for t in options if t is not type(None))
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, list):
+            raise SpaceError(f"{where}: expected a list, got {value!r}")
+        inner = typing.get_args(kind)[0]
+        return tuple(_coerce(v, inner, where) for v in value)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    name = getattr(kind, "__name__", str(kind))
+    raise SpaceError(f"{where}: expected {name}, got {value!r}")
+
+
+def _suggest(word: str, options: set[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def space_to_yaml(space: Space) -> str:
+    """The resolved settings as YAML, kept next to the run so a resume can check nothing changed."""
+    record = {
+        "system": space.system, "metric": space.metric, "mode": space.mode, "samples": space.samples,
+        "subsets": list(space.subsets), "max_concurrent": space.max_concurrent,
+        "compare_without_kd": space.compare_without_kd, "max_failures": space.max_failures, "seed": space.seed,
+        "search": [dataclasses.asdict(d) for d in space.dimensions],
+        "student": dataclasses.asdict(space.student),
+        **{name: dataclasses.asdict(getattr(space, name)) for name in _SECTIONS},
+    }  # fmt: skip
+    return yaml.safe_dump(_plain(record), sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,73 @@
+"""Ray Tune function trainables: thin wrappers that run the plain-PyTorch trainers and report.
+
+Each is an ordinary function of a config dict. The config carries the trial's settings plus
+where to find the prepared dataset (`data_dir`), the teacher logits (`teacher_logits`) or the
+place to write them (`cache_path`). Everything else about Ray stays in this file.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from trainables.asc_data import load_prepared
+from trainables.logits_file import aligned_logits, save_logits
+from trainables.loop import default_device, split_metrics
+from trainables.student_training import StudentConfig, train_student
+from trainables.teacher import TeacherConfig, teacher_logits, train_teacher
+
+
+def _claim_device(config: dict) -> torch.device:
+    """Use the trial's CPU threads, and keep a fractional-GPU trial inside its share of GPU memory."""
+    torch.set_num_threads(max(1, int(config.get("cpus_per_trial", 1))))
+    device = default_device()
+    fraction = float(config.get("gpus_per_trial", 0))
+    if device.type == "cuda" and 0 < fraction < 1:
+        torch.cuda.set_per_process_memory_fraction(fraction)
+    return device
+
+
+def student_trial(config: dict) -> None:
+    """Train one student; report every epoch's metrics with a checkpoint (student.pt + train_state.pt)."""
+    device = _claim_device(config)
+    data = load_prepared(Path(config["data_dir"]))
+    settings = StudentConfig.from_dict(config)
+    logits = None
+    if settings.kd_lambda < 1.0:
+        path = Path(config["teacher_logits"][str(settings.subset)])
+        logits = aligned_logits(path, data, data.splits[f"split{settings.subset}"])
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resume = torch.load(Path(directory) / "train_state.pt", map_location="cpu", weights_only=True)
+
+    def report(metrics: dict, make_checkpoint) -> None:
+        state = make_checkpoint()
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(state["student"], Path(directory) / "student.pt")
+            torch.save(state["train_state"], Path(directory) / "train_state.pt")
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    train_student(settings, data, logits, report, resume=resume, device=device)
+
+
+def teacher_trial(config: dict) -> None:
+    """Train one teacher on one subset, write its logits for every clip to the cache, report its metrics."""
+    device = _claim_device(config)
+    data = load_prepared(Path(config["data_dir"]))
+    settings = TeacherConfig.from_dict(config["teacher"])
+    subset = int(config["subset"])
+    model, _ = train_teacher(settings, data, subset, on_epoch=tune.report, device=device)
+    logits = teacher_logits(model, data, settings.eval_batch_size)
+    train_devices = data.train_devices(subset)
+    metrics: dict[str, float] = {}
+    for split in ("val", "test"):
+        rows = data.splits[split]
+        found = split_metrics(torch.from_numpy(logits[rows]), data, rows, train_devices)
+        metrics.update({f"{split}_{k}": v for k, v in found.items()})
+    save_logits(Path(config["cache_path"]), data.filenames, logits, metrics)
+    tune.report(metrics)

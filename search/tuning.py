@@ -1,0 +1,142 @@
+"""Ray Tune experiments of a run: teachers, the student search, and the no-distillation references."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from search.per_subset import HonestOptunaSearch, PerSubsetScheduler, PerSubsetSearch
+from search.service import RunRequest
+from search.space import Dimension, Space
+from search.trials import student_trial, teacher_trial
+
+
+def _trial_dirname(trial) -> str:
+    return f"subset{trial.config['subset']}_{trial.trial_id}"
+
+
+def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: bool) -> tune.RunConfig:
+    checkpoints = tune.CheckpointConfig(
+        # The best epoch's checkpoint and, always, the latest one (Tune never deletes the latest).
+        num_to_keep=1, checkpoint_score_attribute=space.metric, checkpoint_score_order=space.mode,
+    ) if keep_checkpoints else None  # fmt: skip
+    return tune.RunConfig(
+        name=name,
+        storage_path=str(request.run_dir),
+        checkpoint_config=checkpoints,
+        failure_config=tune.FailureConfig(max_failures=space.max_failures),
+        verbose=1,
+    )
+
+
+def _fit(request: RunRequest, name: str, trainable, **tuner_kwargs) -> None:
+    path = request.run_dir / name
+    if request.resume and tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, **tuner_kwargs)
+    tuner.fit()
+
+
+def _resources(cpus: float, gpus: float) -> dict:
+    return {"cpu": cpus, "gpu": gpus}
+
+
+def run_teachers(request: RunRequest, data_dir: Path, missing: dict[int, Path]) -> None:
+    """Train one teacher per subset that has no cached logits; the trials run in parallel."""
+    space = request.space
+    res = space.resources
+    trainable = tune.with_resources(teacher_trial, _resources(res.teacher_cpus_per_trial, res.teacher_gpus_per_trial))
+    param_space = {
+        "data_dir": str(data_dir),
+        "teacher": dataclasses.asdict(space.teacher),
+        "subset": tune.grid_search(sorted(missing)),
+        "cache_path": tune.sample_from(lambda config: str(missing[config["subset"]])),
+        "cpus_per_trial": res.teacher_cpus_per_trial,
+        "gpus_per_trial": res.teacher_gpus_per_trial,
+    }
+    tune_config = tune.TuneConfig(trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname)
+    _fit(request, "teachers", trainable, param_space=param_space, tune_config=tune_config,
+         run_config=_run_config(request, "teachers", space, keep_checkpoints=False))  # fmt: skip
+    still_missing = [s for s, p in missing.items() if not p.is_file()]
+    if still_missing:
+        raise RuntimeError(f"teacher training failed for subsets {still_missing}; see {request.run_dir / 'teachers'}")
+
+
+def _distribution(d: Dimension) -> optuna.distributions.BaseDistribution:
+    if d.choices is not None:
+        return optuna.distributions.CategoricalDistribution(list(d.choices))
+    if d.integer:
+        return optuna.distributions.IntDistribution(int(d.low), int(d.high), log=d.log)
+    return optuna.distributions.FloatDistribution(d.low, d.high, log=d.log)
+
+
+def _student_constants(space: Space, data_dir: Path, teacher_paths: dict[int, Path]) -> dict:
+    searched = {d.name for d in space.dimensions} | {"subset"}
+    constants = {k: v for k, v in dataclasses.asdict(space.student).items() if k not in searched}
+    return {
+        **constants,
+        "data_dir": str(data_dir),
+        "teacher_logits": {str(s): str(p) for s, p in teacher_paths.items()},
+        "cpus_per_trial": space.resources.cpus_per_trial,
+        "gpus_per_trial": space.resources.gpus_per_trial,
+    }
+
+
+def _student_trainable(space: Space):
+    return tune.with_resources(student_trial, _resources(space.resources.cpus_per_trial, space.resources.gpus_per_trial))
+
+
+def run_search(request: RunRequest, data_dir: Path, teacher_paths: dict[int, Path]) -> None:
+    """The student search: one Optuna TPE study and one ASHA per subset, all in one Tune experiment."""
+    space = request.space
+    epochs = space.student.epochs
+    optuna_space = {d.name: _distribution(d) for d in space.dimensions}
+
+    def make_searcher(subset: int) -> HonestOptunaSearch:
+        sampler = optuna.samplers.TPESampler(seed=space.seed + subset, n_startup_trials=max(2, space.samples // 3))
+        return HonestOptunaSearch(space=optuna_space, metric=space.metric, mode=space.mode, sampler=sampler,
+                                  study_name=f"subset{subset}", full_epochs=epochs)  # fmt: skip
+
+    def make_scheduler():
+        if space.scheduler.type == "fifo":
+            return FIFOScheduler()
+        return ASHAScheduler(max_t=epochs, grace_period=min(space.scheduler.grace_period, epochs),
+                             reduction_factor=space.scheduler.reduction_factor)  # fmt: skip
+
+    search = PerSubsetSearch(list(space.subsets), space.samples, make_searcher, space.metric, space.mode)
+    tune_config = tune.TuneConfig(
+        metric=space.metric,
+        mode=space.mode,
+        search_alg=search,
+        scheduler=PerSubsetScheduler(list(space.subsets), make_scheduler),
+        num_samples=space.samples * len(space.subsets),
+        max_concurrent_trials=space.max_concurrent or None,
+        trial_dirname_creator=_trial_dirname,
+        trial_name_creator=_trial_dirname,
+    )
+    _fit(request, "search", _student_trainable(space), param_space=_student_constants(space, data_dir, teacher_paths),
+         tune_config=tune_config, run_config=_run_config(request, "search", space, keep_checkpoints=True))  # fmt: skip
+
+
+def run_references(request: RunRequest, data_dir: Path, board: pd.DataFrame) -> None:
+    """Retrain each subset's best configuration with kd_lambda = 1: what the same student does without a teacher."""
+    space = request.space
+    best = {}
+    for subset, rows in board[board["status"] == "complete"].groupby("subset"):
+        best[int(subset)] = {d.name: rows.iloc[0][d.name] for d in space.dimensions}
+    if not best:
+        return
+    param_space = _student_constants(space, data_dir, {})
+    for name in {d.name for d in space.dimensions} - {"kd_lambda"}:
+        param_space[name] = tune.sample_from(lambda config, name=name: best[config["subset"]][name])
+    param_space.update(subset=tune.grid_search(sorted(best)), kd_lambda=1.0)
+    tune_config = tune.TuneConfig(max_concurrent_trials=space.max_concurrent or None,
+                                  trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname)  # fmt: skip
+    _fit(request, "no_kd", _student_trainable(space), param_space=param_space, tune_config=tune_config,
+         run_config=_run_config(request, "no_kd", space, keep_checkpoints=True))  # fmt: skip

@@ -1,0 +1,59 @@
+"""Small pieces both training loops (teacher and student) use: batching, schedule, evaluation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from trainables.asc_data import AscData
+from trainables.metrics import device_metrics
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite; the trial is a failure, not a result."""
+
+
+def batches(rows: np.ndarray, batch_size: int, shuffle: bool) -> Iterator[np.ndarray]:
+    """Row indices in batches; shuffled through torch's global generator so checkpoints can resume it."""
+    order = rows[torch.randperm(len(rows)).numpy()] if shuffle else rows
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup_steps`, then cosine decay to zero at `total_steps` (stepped per batch)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def predict(
+    model: Callable[[torch.Tensor], torch.Tensor], data: AscData, rows: np.ndarray, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """Logits [len(rows), classes] (on the CPU) of a model that maps waveforms to logits, in `rows` order."""
+    outputs = [model(data.waveforms(batch).to(device)).cpu() for batch in batches(rows, batch_size, shuffle=False)]
+    return torch.cat(outputs) if outputs else torch.empty(0, len(data.classes))
+
+
+def split_metrics(logits: torch.Tensor, data: AscData, rows: np.ndarray, train_devices: list[str]) -> dict[str, float]:
+    return device_metrics(
+        logits.argmax(dim=1).numpy(), data.labels[rows], data.devices[rows], train_devices, len(data.classes)
+    )
+
+
+def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(f"training loss became {loss.item()} in epoch {epoch}, step {step}")

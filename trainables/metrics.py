@@ -1,0 +1,46 @@
+"""Device-wise accuracy, the figures ASC users rank by.
+
+All accuracies are fractions in [0, 1]:
+- `acc_<device>`: accuracy on the clips of one recording device;
+- `acc_seen` / `acc_unseen`: pooled accuracy over the devices that do / do not occur in the
+  training split (for TAU22 the unseen ones are s4–s6);
+- `macro_acc`: the unweighted mean of the class-wise accuracies (DCASE's official metric);
+- `acc`: the unweighted mean of the per-device accuracies, the default ranking metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+
+def device_metrics(
+    predictions: np.ndarray,
+    labels: np.ndarray,
+    devices: Sequence[str],
+    train_devices: Iterable[str],
+    n_classes: int,
+) -> dict[str, float]:
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    devices = np.asarray(devices)
+    correct = predictions == labels
+    train_devices = set(train_devices)
+    metrics: dict[str, float] = {}
+    per_device = []
+    for device in sorted(set(devices.tolist()), key=device_sort_key):
+        accuracy = float(correct[devices == device].mean())
+        metrics[f"acc_{device}"] = accuracy
+        per_device.append(accuracy)
+    seen = np.isin(devices, list(train_devices))
+    metrics["acc_seen"] = float(correct[seen].mean()) if seen.any() else float("nan")
+    metrics["acc_unseen"] = float(correct[~seen].mean()) if (~seen).any() else float("nan")
+    class_acc = [correct[labels == c].mean() for c in range(n_classes) if (labels == c).any()]
+    metrics["macro_acc"] = float(np.mean(class_acc))
+    metrics["acc"] = float(np.mean(per_device))
+    return metrics
+
+
+def device_sort_key(device: str) -> tuple[int, str]:
+    """Order a, b, c before s1 … s9 (and anything else after)."""
+    return (0 if len(device) == 1 else 1 if device.startswith("s") else 2, device.zfill(3))

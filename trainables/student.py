@@ -1,0 +1,162 @@
+"""The DCASE 2024 Task 1 baseline student: a simplified CP-Mobile.
+
+Mirrors the published architecture table (CPJKU/dcase2024_task1_baseline, README):
+
+| stage   | block | in → out | expansion | stride (freq, time) | shortcut      |
+|---------|-------|----------|-----------|---------------------|---------------|
+| in_c    | conv  | 1 → 8    | –         | (2, 2)              | –             |
+| in_c    | conv  | 8 → 32   | –         | (2, 2)              | –             |
+| stage 1 | b1    | 32 → 32  | 64        | (1, 1)              | identity      |
+| stage 1 | b2    | 32 → 32  | 64        | (1, 1)              | identity      |
+| stage 1 | b3    | 32 → 32  | 64        | (1, 2)              | AvgPool(3, s) |
+| stage 2 | b4    | 32 → 56  | 64        | (2, 1)              | none          |
+| stage 2 | b5    | 56 → 56  | 120       | (1, 1)              | identity      |
+| stage 3 | b6    | 56 → 104 | 120       | (1, 1)              | none          |
+| head    | 1×1   | 104 → 10 | –         | –                   | BN, avg pool  |
+
+With the defaults this is 61,148 parameters and 29,419,156 multiply-accumulates for a
+1×256×65 input (one second of audio through the front end in `frontend.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round `value` to the nearest multiple of `divisor`, never more than 10 % below it."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+@dataclass(frozen=True)
+class StudentArch:
+    """Everything that rebuilds the student network (not its front end)."""
+
+    n_classes: int = 10
+    in_channels: int = 1
+    base_channels: int = 32
+    channels_multiplier: float = 1.8
+    expansion_rate: float = 2.1
+    n_blocks: tuple[int, int, int] = (3, 2, 1)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "n_blocks": list(self.n_blocks)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "StudentArch":
+        return cls(**{**values, "n_blocks": tuple(values.get("n_blocks", cls.n_blocks))})
+
+
+def _conv_bn(in_ch: int, out_ch: int, kernel: int, stride=1, groups: int = 1, relu: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_ch),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class Block(nn.Module):
+    """Inverted bottleneck: 1×1 expand, 3×3 depthwise (maybe strided), 1×1 project, ReLU after the sum."""
+
+    def __init__(self, in_ch: int, out_ch: int, expansion_rate: float, stride: tuple[int, int]):
+        super().__init__()
+        expanded = make_divisible(in_ch * expansion_rate, 8)
+        self.block = nn.Sequential(
+            _conv_bn(in_ch, expanded, 1),
+            _conv_bn(expanded, expanded, 3, stride=stride, groups=expanded),
+            _conv_bn(expanded, out_ch, 1, relu=False),
+        )
+        self.shortcut: nn.Module | None = None
+        if in_ch == out_ch:
+            strided = stride != (1, 1)
+            self.shortcut = nn.AvgPool2d(3, stride=stride, padding=1) if strided else nn.Identity()
+        self.after = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        if self.shortcut is not None:
+            y = y + self.shortcut(x)
+        return self.after(y)
+
+
+# Block strides of the published model, by 1-based global block index; unlisted blocks use (1, 1).
+_STRIDES = {3: (1, 2), 4: (2, 1)}
+
+
+class Student(nn.Module):
+    """Maps a log-mel spectrogram [B, 1, n_mels, frames] to class logits [B, n_classes]."""
+
+    def __init__(self, arch: StudentArch = StudentArch()):
+        super().__init__()
+        self.arch = arch
+        base = make_divisible(arch.base_channels, 8)
+        self.in_c = nn.Sequential(
+            _conv_bn(arch.in_channels, base // 4, 3, stride=2),
+            _conv_bn(base // 4, base, 3, stride=2),
+        )
+        stage_channels = [make_divisible(base * arch.channels_multiplier**i, 8) for i in range(len(arch.n_blocks))]
+        stages: list[nn.Module] = []
+        in_ch, index = base, 0
+        for out_ch, count in zip(stage_channels, arch.n_blocks):
+            blocks = []
+            for _ in range(count):
+                index += 1
+                blocks.append(Block(in_ch, out_ch, arch.expansion_rate, _STRIDES.get(index, (1, 1))))
+                in_ch = out_ch
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(
+            nn.Conv2d(in_ch, arch.n_classes, 1, bias=False),
+            nn.BatchNorm2d(arch.n_classes),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.in_c(x))).flatten(1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass, counted the way DCASE's NeSsi (torchinfo) counts them.
+
+    A convolution costs its weight (and bias) count times the output's spatial size; any other
+    module with parameters costs its parameter count once per example.
+    """
+    total = 0
+
+    def hook(module: nn.Module, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        own = sum(p.numel() for p in module.parameters(recurse=False))
+        if isinstance(module, nn.Conv2d):
+            total += own * output.shape[0] * output.shape[2] * output.shape[3]
+        elif own:
+            total += own * output.shape[0]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(input_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return total

@@ -1,0 +1,161 @@
+"""Train one DCASE24 baseline student with knowledge distillation: plain PyTorch, no Ray.
+
+`train_student` reads top to bottom: build the front end and model, then for each epoch shuffle
+the subset, augment, compute the KD loss against cached teacher logits, step AdamW and the
+warm-up/cosine schedule, evaluate device-wise accuracy on the validation split (and, after the
+last epoch, on the test split), and hand the epoch's metrics and a checkpoint to `on_epoch`.
+The Ray trainable in search/ passes an `on_epoch` that reports to Tune; tests pass a list.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+from trainables.asc_data import AscData
+from trainables.augment import freq_mixstyle, frequency_mask, time_roll
+from trainables.frontend import FrontendConfig, LogMel
+from trainables.kd_loss import DEFAULT_KD_LAMBDA, DEFAULT_TEMPERATURE, kd_loss
+from trainables.loop import batches, check_finite, default_device, predict, split_metrics, warmup_cosine
+from trainables.student import Student, StudentArch
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """One student trial's settings; defaults are the DCASE24 baseline's and the seeds' KD defaults."""
+
+    subset: int = 100  # training split in percent: 5, 10, 25, 50 or 100
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 0.005  # peak learning rate of AdamW
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05  # share of all steps spent warming up, in [0, 1)
+    temperature: float = DEFAULT_TEMPERATURE  # KD temperature T, > 0
+    kd_lambda: float = DEFAULT_KD_LAMBDA  # weight of the label loss, in [0, 1]; 1 = no distillation
+    roll_sec: float = 0.1  # maximum time roll, seconds
+    freqm: int = 48  # maximum frequency-mask width, mel bins
+    mixstyle_p: float = 0.4  # probability of Freq-MixStyle per batch
+    mixstyle_alpha: float = 0.3
+    base_channels: int = 32
+    channels_multiplier: float = 1.8
+    expansion_rate: float = 2.1
+    eval_batch_size: int = 128
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "StudentConfig":
+        """Take the fields this class knows from a trial config (which also holds search bookkeeping)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def arch(self, n_classes: int) -> StudentArch:
+        return StudentArch(
+            n_classes=n_classes,
+            base_channels=self.base_channels,
+            channels_multiplier=self.channels_multiplier,
+            expansion_rate=self.expansion_rate,
+        )
+
+
+EpochCallback = Callable[[dict[str, float], Callable[[], dict]], None]
+
+
+def student_export(model: Student, frontend: FrontendConfig, config: StudentConfig, metrics: dict) -> dict:
+    """The self-contained student file: everything that rebuilds the model and its front end."""
+    return {
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "config": {"arch": model.arch.as_dict(), "frontend": frontend.as_dict(), "train": asdict(config)},
+        "metrics": dict(metrics),
+    }
+
+
+def train_student(
+    config: StudentConfig,
+    data: AscData,
+    teacher_logits: np.ndarray | None,
+    on_epoch: EpochCallback,
+    resume: dict | None = None,
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """Train and return the last epoch's metrics.
+
+    teacher_logits: [clips, classes] aligned with `data` rows, or None when kd_lambda == 1.
+    on_epoch(metrics, make_checkpoint): called after every epoch; make_checkpoint() returns a dict
+        (`student` = the export format of `student_export`, `train_state` = what `resume` takes).
+    resume: a previous `train_state`, to continue after its epoch.
+    device: where to train; the GPU when there is one.
+    """
+    device = device or default_device()
+    torch.manual_seed(config.seed)
+    frontend_config = FrontendConfig(sample_rate=data.sample_rate)
+    frontend = LogMel(frontend_config).to(device)
+    # channels_last makes the depthwise convolutions about 1.5× faster on CPU.
+    model = Student(config.arch(len(data.classes))).to(device, memory_format=torch.channels_last)
+    train_rows = data.splits[f"split{config.subset}"]
+    train_devices = data.train_devices(config.subset)
+    steps_per_epoch = -(-len(train_rows) // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = warmup_cosine(optimizer, int(config.warmup_fraction * total_steps), total_steps)
+    targets = None if teacher_logits is None else torch.from_numpy(np.asarray(teacher_logits, dtype=np.float32))
+    labels = torch.as_tensor(data.labels)
+    max_shift = int(config.roll_sec * data.sample_rate)
+    first_epoch = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])  # before the optimizer, whose state follows the parameters' device
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        torch.set_rng_state(resume["rng"])
+        first_epoch = int(resume["epoch"])
+
+    def logits_of(waveform: torch.Tensor) -> torch.Tensor:
+        return model(frontend(waveform).contiguous(memory_format=torch.channels_last))
+
+    metrics: dict[str, float] = {}
+    for epoch in range(first_epoch, config.epochs):
+        started = time.perf_counter()
+        model.train()
+        loss_sum, seen = 0.0, 0
+        for step, rows in enumerate(batches(train_rows, config.batch_size, shuffle=True)):
+            waveform = time_roll(data.waveforms(rows), max_shift).to(device)
+            spec = freq_mixstyle(frequency_mask(frontend(waveform), config.freqm), config.mixstyle_p, config.mixstyle_alpha)
+            spec = spec.contiguous(memory_format=torch.channels_last)
+            teacher = None if targets is None else targets[rows].to(device)
+            loss = kd_loss(model(spec), labels[rows].to(device), teacher, config.temperature, config.kd_lambda)
+            check_finite(loss, epoch + 1, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item() * len(rows)
+            seen += len(rows)
+        train_seconds = time.perf_counter() - started
+
+        model.eval()
+        val_rows = data.splits["val"]
+        metrics = split_metrics(predict(logits_of, data, val_rows, config.eval_batch_size, device), data, val_rows, train_devices)
+        metrics.update(train_loss=loss_sum / seen, epoch=epoch + 1, lr=scheduler.get_last_lr()[0],
+                       clips_per_second=seen / train_seconds)  # fmt: skip
+        if epoch + 1 == config.epochs and "test" in data.splits:
+            test_rows = data.splits["test"]
+            test = split_metrics(predict(logits_of, data, test_rows, config.eval_batch_size, device), data, test_rows, train_devices)
+            metrics.update({f"test_{k}": v for k, v in test.items()})
+
+        def make_checkpoint(epoch_done: int = epoch + 1, epoch_metrics: dict = dict(metrics)) -> dict:
+            return {
+                "student": student_export(model, frontend_config, config, epoch_metrics),
+                "train_state": {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "epoch": epoch_done,
+                },
+            }
+
+        on_epoch(metrics, make_checkpoint)
+    return metrics

@@ -1,0 +1,211 @@
+"""The embedded default: a synthetic acoustic-scene dataset shaped like TAU22 Mobile.
+
+Generated deterministically from a seed, with no files or downloads needed:
+- the 10 TAU22 scene classes; 1-s clips at 32 kHz cut from 10-s segments (10 clips per segment),
+  named like TAU22: audio/<scene>-<city>-<location>-<segment>-<k>-<device>.wav;
+- a scene is a spectral envelope (a few log-frequency bumps and a tilt), an amplitude modulation
+  and a rate of tonal events; pairs of classes share a base envelope, so some are easily confused;
+- every recording location perturbs its scene's envelope, and every city adds its own background,
+  so a model must generalise across locations;
+- devices a, b, c, s1–s6 each have their own smooth frequency response and noise floor, the
+  simulated s-devices stronger than the real ones; s4–s6 occur only in the val and test splits;
+- the training pool is 73 % device a (as TAU22), with nested subsets 5/10/25/50/100 % made of whole
+  segments, each inside the next, with scenes balanced;
+- val and test have every device for every segment and locations not in training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trainables.asc_data import SUBSETS, write_prepared
+
+CLASSES = [
+    "airport", "bus", "metro", "metro_station", "park",
+    "public_square", "shopping_mall", "street_pedestrian", "street_traffic", "tram",
+]  # fmt: skip
+CITIES = ["barcelona", "helsinki", "lisbon", "london", "lyon", "milan", "paris", "prague", "stockholm", "vienna"]
+TRAIN_DEVICES_EXTRA = ["b", "c", "s1", "s2", "s3"]
+ALL_DEVICES = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]
+# Scenes that share a base envelope, and so are the hard confusions (as in TAU22's tram/metro/bus).
+_SHARED_BASE = {"bus": "tram", "metro": "tram", "metro_station": "airport", "shopping_mall": "airport",
+                "street_pedestrian": "public_square", "street_traffic": "public_square"}  # fmt: skip
+_SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Settings of the generator; the defaults make the embedded default dataset.
+
+    Sizes are in 10-s segments; levels in dB.
+    """
+
+    seed: int = 0
+    sample_rate: int = 32000
+    train_segments_per_class: int = 16  # device-a segments per scene in the 100 % pool
+    extra_device_share: float = 0.37  # chance a training segment is also recorded by one of b, c, s1–s3
+    val_segments_per_class: int = 1  # each recorded by all 9 devices
+    test_segments_per_class: int = 2  # each recorded by all 9 devices
+    locations_per_class: int = 6  # training locations per scene
+    class_spread_db: float = 4.0  # how far a scene's own bumps lie from its shared base envelope
+    location_jitter_db: float = 3.0  # per-location perturbation of a scene's envelope
+    background_snr_db: float = 3.0  # scene level over its city's background
+    real_device_db: float = 3.0  # std of the frequency response of devices b and c (a gets a third)
+    simulated_device_db: float = 5.0  # std of s1–s3's response; s4–s6 get 1.5 times this
+    noise_floor_db: float = -35.0  # device noise floor relative to the signal (s-devices 5 dB higher)
+
+    def fingerprint(self) -> str:
+        text = json.dumps({"generator": "synthetic_asc/1", **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def generate(config: SyntheticConfig, directory: Path) -> None:
+    """Write the synthetic dataset described by `config` as a prepared dataset into `directory`."""
+    world = _World(config)
+    rows: list[dict] = []
+    clips: list[np.ndarray] = []
+    splits: dict[str, list[str]] = {}
+    pool_segments: dict[int, list[list[str]]] = {c: [] for c in range(len(CLASSES))}
+
+    for split, per_class in (("train", config.train_segments_per_class), ("val", config.val_segments_per_class),
+                             ("test", config.test_segments_per_class)):  # fmt: skip
+        split_files: list[str] = []
+        for c, scene in enumerate(CLASSES):
+            for s in range(per_class):
+                rng = _rng(config.seed, _SPLIT_CODES[split], c, s)
+                city = CITIES[int(rng.integers(len(CITIES)))]
+                if split == "train":
+                    location = int(rng.integers(config.locations_per_class))
+                    devices = ["a"]
+                    if rng.random() < config.extra_device_share:
+                        devices.append(TRAIN_DEVICES_EXTRA[int(rng.integers(len(TRAIN_DEVICES_EXTRA)))])
+                else:  # held-out locations: ids after the training ones
+                    location = config.locations_per_class + _SPLIT_CODES[split] * 1000 + s
+                    devices = ALL_DEVICES
+                location_id = 1000 + c * 100000 + location
+                segment_id = _SPLIT_CODES[split] * 100000 + c * 1000 + s
+                scene_signal = world.scene_spectrum(c, city, location_id, rng)
+                for device in devices:
+                    audio = world.record(scene_signal, device, rng)
+                    names = []
+                    for k in range(10):
+                        name = f"audio/{scene}-{city}-{location_id}-{segment_id}-{k}-{device}.wav"
+                        names.append(name)
+                        rows.append({"filename": name, "scene_label": scene,
+                                     "identifier": f"{city}-{location_id}", "source_label": device})  # fmt: skip
+                        clips.append(audio[k * config.sample_rate:(k + 1) * config.sample_rate])
+                    split_files += names
+                    if split == "train":
+                        pool_segments[c].append(names)
+        splits[split] = split_files
+
+    out = {"val": splits["val"], "test": splits["test"]}
+    out.update(nested_subsets(pool_segments, _rng(config.seed, 9)))
+    audio = np.clip(np.stack(clips), -1.0, 1.0)
+    write_prepared(
+        Path(directory), pd.DataFrame(rows), (audio * 32767).astype(np.int16), out,
+        config.sample_rate, CLASSES, config.fingerprint(), source=f"synthetic:{json.dumps(asdict(config))}",
+    )  # fmt: skip
+
+
+def nested_subsets(segments_by_class: dict[int, list[list[str]]], rng: np.random.Generator) -> dict[str, list[str]]:
+    """Nested subsets 5 ⊂ 10 ⊂ 25 ⊂ 50 ⊂ 100 % of whole segments, each scene taking its own share.
+
+    Every class's segments are put in one random order; subset p % takes the first ceil(p/100 · n)
+    of them (at least one), so each subset is inside the next and scenes stay balanced.
+    """
+    order = {c: rng.permutation(len(segs)) for c, segs in segments_by_class.items()}
+    subsets = {}
+    for percent in SUBSETS:
+        files: list[str] = []
+        for c, segs in segments_by_class.items():
+            take = max(1, int(np.ceil(percent / 100 * len(segs))))
+            for i in order[c][:take]:
+                files += segs[i]
+        subsets[f"split{percent}"] = files
+    return subsets
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(k) for k in key]))
+
+
+class _World:
+    """The fixed properties of the synthetic world: scenes, locations, cities and devices."""
+
+    def __init__(self, config: SyntheticConfig):
+        self.config = config
+        self.samples = 10 * config.sample_rate
+        self.freqs = np.fft.rfftfreq(self.samples, 1 / config.sample_rate)
+        self.logf = np.log2(np.maximum(self.freqs, 20.0) / 20.0)  # 0 … ~9.6 octaves above 20 Hz
+        rng = _rng(config.seed, 0)
+        bases = {name: self._random_envelope(rng, 4, 10.0) for name in CLASSES}
+        self.envelopes = []
+        self.modulation = []
+        self.events = []
+        for scene in CLASSES:
+            base = bases[_SHARED_BASE.get(scene, scene)]
+            own = self._random_envelope(rng, 2, config.class_spread_db)
+            self.envelopes.append(base + own)
+            self.modulation.append((rng.uniform(0.2, 6.0), rng.uniform(0.1, 0.6)))  # rate Hz, depth
+            self.events.append((rng.uniform(0.2, 3.0), rng.uniform(300, 6000)))  # events/s, centre Hz
+        self.city_background = {city: self._random_envelope(rng, 3, 8.0) for city in CITIES}
+        self.device_response = {}
+        for device in ALL_DEVICES:
+            if device == "a":
+                std = config.real_device_db / 3
+            elif device in ("b", "c"):
+                std = config.real_device_db
+            elif device in ("s1", "s2", "s3"):
+                std = config.simulated_device_db
+            else:
+                std = 1.5 * config.simulated_device_db
+            response = self._random_envelope(rng, 5, std, width=(0.5, 1.5))
+            if device in ("s4", "s5", "s6"):  # small phone-like transducers: weak lows
+                response -= 12.0 * np.clip(1.0 - self.logf / rng.uniform(2.5, 4.0), 0, None)
+            self.device_response[device] = response
+        self.noise_floor = {d: config.noise_floor_db + (5.0 if d.startswith("s") else 0.0) for d in ALL_DEVICES}
+
+    def _random_envelope(self, rng: np.random.Generator, bumps: int, gain_db: float, width=(0.4, 1.2)) -> np.ndarray:
+        """A smooth dB curve over frequency: Gaussian bumps in log-frequency plus a tilt."""
+        env = rng.normal(0, gain_db / 4) * (self.logf - 5.0)
+        for _ in range(bumps):
+            centre, w = rng.uniform(0.5, 9.5), rng.uniform(*width)
+            env += rng.normal(0, gain_db) * np.exp(-0.5 * ((self.logf - centre) / w) ** 2)
+        return env
+
+    def scene_spectrum(self, c: int, city: str, location_id: int, rng: np.random.Generator) -> np.ndarray:
+        """The complex spectrum of one 10-s scene recording, before any device."""
+        loc_rng = _rng(self.config.seed, 7, location_id)
+        env_db = self.envelopes[c] + self._random_envelope(loc_rng, 3, self.config.location_jitter_db)
+        noise = np.fft.rfft(rng.standard_normal(self.samples))
+        scene = np.fft.irfft(noise * 10 ** (env_db / 20), n=self.samples)
+        t = np.arange(self.samples) / self.config.sample_rate
+        rate, depth = self.modulation[c]
+        scene *= 1 + depth * np.sin(2 * np.pi * rate * loc_rng.uniform(0.8, 1.25) * t + rng.uniform(0, 2 * np.pi))
+        event_rate, centre = self.events[c]
+        for _ in range(rng.poisson(event_rate * 10)):
+            start, length = int(rng.integers(self.samples)), int(rng.uniform(0.05, 0.4) * self.config.sample_rate)
+            freq = centre * 2 ** rng.normal(0, 0.3)
+            piece = np.sin(2 * np.pi * freq * np.arange(length) / self.config.sample_rate) * np.hanning(length)
+            end = min(self.samples, start + length)
+            scene[start:end] += 2.0 * scene.std() * piece[: end - start]
+        scene /= scene.std() + 1e-9
+        background = np.fft.irfft(np.fft.rfft(rng.standard_normal(self.samples)) *
+                                  10 ** (self.city_background[city] / 20), n=self.samples)  # fmt: skip
+        background /= background.std() + 1e-9
+        mix = scene * 10 ** (self.config.background_snr_db / 20) + background
+        return np.fft.rfft(mix / mix.std() * 10 ** (rng.uniform(-6, 6) / 20))
+
+    def record(self, spectrum: np.ndarray, device: str, rng: np.random.Generator) -> np.ndarray:
+        """What `device` records of a scene: its frequency response and its noise floor, at about −20 dBFS."""
+        audio = np.fft.irfft(spectrum * 10 ** (self.device_response[device] / 20), n=self.samples)
+        level = audio.std()
+        audio += rng.standard_normal(self.samples) * level * 10 ** (self.noise_floor[device] / 20)
+        return audio * 0.1 / (level + 1e-9) * 10 ** (rng.uniform(-3, 3) / 20)

@@ -1,0 +1,153 @@
+"""The PaSST teacher, built with hear21passt's own model code, and its training loop (plain PyTorch).
+
+Two configurations:
+- `passt_s_swa_p16_128_ap476`: the standard PaSST-S (768 wide, 12 blocks) the seeds fine-tune,
+  with AudioSet weights read from a local file (`weights`); nothing is downloaded.
+- `passt_tiny`: the same PaSST class, fewer blocks and a smaller width, trained from scratch; it
+  makes a useful teacher for the embedded synthetic dataset on 2 CPU cores in minutes.
+
+The front end is hear21passt's AugmentMelSTFT (128 mel bins, 25 ms window, 10 ms hop at 32 kHz),
+so the teacher sees the audio differently from the student, as in the seed systems.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hear21passt.models import passt as passt_module
+from hear21passt.models.preprocess import AugmentMelSTFT
+from torch import nn
+
+from trainables.asc_data import AscData
+from trainables.augment import freq_mixstyle, time_roll
+from trainables.loop import batches, check_finite, default_device, predict, split_metrics, warmup_cosine
+
+STANDARD_ARCH = "passt_s_swa_p16_128_ap476"
+TINY_ARCH = "passt_tiny"
+ARCHS = (TINY_ARCH, STANDARD_ARCH)
+
+passt_module.first_RUN = False  # hear21passt prints tensor shapes on its first forward pass otherwise
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """One teacher's settings. Learning rates are per step of Adam; epochs over the subset."""
+
+    arch: str = TINY_ARCH  # passt_tiny or passt_s_swa_p16_128_ap476
+    weights: str | None = None  # local AudioSet checkpoint for the standard arch (None: random init)
+    embed_dim: int = 96  # passt_tiny only
+    depth: int = 2  # passt_tiny only
+    num_heads: int = 4  # passt_tiny only
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 1e-3  # the seeds fine-tune the pretrained standard PaSST at 1e-5
+    weight_decay: float = 1e-3
+    warmup_fraction: float = 0.1
+    s_patchout_t: int = 0
+    s_patchout_f: int = 0  # the seeds drop 6 of the standard model's 12 frequency patches
+    freqm: int = 0  # frequency-mask width of the mel front end, bins of 128 (the seeds: 48)
+    timem: int = 0  # time-mask width, frames of 101 per second (the seeds: 20)
+    mixstyle_p: float = 0.4
+    mixstyle_alpha: float = 0.4
+    roll_sec: float = 0.1
+    eval_batch_size: int = 128
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TeacherConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+class PasstTeacher(nn.Module):
+    """Waveform [B, samples] at 32 kHz → class logits [B, n_classes]."""
+
+    def __init__(self, config: TeacherConfig, n_classes: int):
+        super().__init__()
+        self.mel = AugmentMelSTFT(n_mels=128, sr=32000, win_length=800, hopsize=320, n_fft=1024, freqm=config.freqm,
+                                  timem=config.timem, fmin_aug_range=1, fmax_aug_range=1000)  # fmt: skip
+        patchout = dict(s_patchout_t=config.s_patchout_t, s_patchout_f=config.s_patchout_f)
+        if config.arch == TINY_ARCH:
+            self.net = passt_module.PaSST(
+                img_size=(128, 101), patch_size=16, stride=(10, 10), in_chans=1, num_classes=n_classes,
+                embed_dim=config.embed_dim, depth=config.depth, num_heads=config.num_heads, distilled=True, **patchout,
+            )  # fmt: skip
+        elif config.arch == STANDARD_ARCH:
+            self.net = passt_module.get_model(arch=STANDARD_ARCH, pretrained=False, n_classes=n_classes,
+                                              input_tdim=101, **patchout)  # fmt: skip
+            if config.weights:
+                load_audioset_weights(self.net, Path(config.weights))
+        else:
+            raise ValueError(f"unknown teacher arch {config.arch!r}; expected one of {', '.join(ARCHS)}")
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        logits, _features = self.net(self.mel(waveform).unsqueeze(1))
+        return logits
+
+
+def load_audioset_weights(net: nn.Module, path: Path) -> None:
+    """Load AudioSet PaSST weights from a local file, dropping the 527-class heads (as hear21passt does)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = passt_module.checkpoint_filter_fn(state, net)
+    own = net.state_dict()
+    # The time positional embedding covers 10 s; a 1-s input uses its first patches, as PaSST crops at run time.
+    if "time_new_pos_embed" in state and state["time_new_pos_embed"].shape != own["time_new_pos_embed"].shape:
+        state["time_new_pos_embed"] = state["time_new_pos_embed"][..., : own["time_new_pos_embed"].shape[-1]]
+    state = {k: v for k, v in state.items() if not k.startswith(("head.1", "head_dist"))}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.startswith(("head.1", "head_dist"))]:
+        raise ValueError(f"{path} does not fit {STANDARD_ARCH}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def train_teacher(
+    config: TeacherConfig,
+    data: AscData,
+    subset: int,
+    on_epoch: Callable[[dict[str, float]], None] = lambda metrics: None,
+    device: torch.device | None = None,
+) -> tuple[PasstTeacher, dict[str, float]]:
+    """Train a teacher on one training subset; return it with its last validation metrics."""
+    device = device or default_device()
+    torch.manual_seed(config.seed)
+    model = PasstTeacher(config, len(data.classes)).to(device)
+    rows = data.splits[f"split{subset}"]
+    train_devices = data.train_devices(subset)
+    total_steps = -(-len(rows) // config.batch_size) * config.epochs
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = warmup_cosine(optimizer, int(config.warmup_fraction * total_steps), total_steps)
+    labels = torch.as_tensor(data.labels)
+    max_shift = int(config.roll_sec * data.sample_rate)
+    metrics: dict[str, float] = {}
+    for epoch in range(config.epochs):
+        started = time.perf_counter()
+        model.train()
+        loss_sum = 0.0
+        for step, batch in enumerate(batches(rows, config.batch_size, shuffle=True)):
+            spec = model.mel(time_roll(data.waveforms(batch), max_shift).to(device)).unsqueeze(1)
+            spec = freq_mixstyle(spec, config.mixstyle_p, config.mixstyle_alpha)
+            loss = F.cross_entropy(model.net(spec)[0], labels[batch].to(device))
+            check_finite(loss, epoch + 1, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item() * len(batch)
+        model.eval()
+        val = data.splits["val"]
+        metrics = split_metrics(predict(model, data, val, config.eval_batch_size, device), data, val, train_devices)
+        metrics.update(train_loss=loss_sum / len(rows), epoch=epoch + 1, seconds=time.perf_counter() - started)
+        on_epoch(metrics)
+    return model, metrics
+
+
+def teacher_logits(model: PasstTeacher, data: AscData, batch_size: int = 128) -> np.ndarray:
+    """Logits [clips, classes] for every clip of the dataset, in row order, without augmentation."""
+    model.eval()
+    device = next(model.parameters()).device
+    return predict(model, data, np.arange(len(data.filenames)), batch_size, device).numpy()

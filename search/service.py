@@ -90,10 +90,12 @@ def run(request: RunRequest) -> None:
 
     data_dir = prepare_dataset(request)
     fingerprint = load_prepared(data_dir).fingerprint
+    # Workers started here inherit this, so they import the project even where it is not installed.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    if request.address:
+    owns_ray = not ray.is_initialized()  # a test session (or a notebook) may have started Ray already
+    if owns_ray and request.address:
         ray.init(address=request.address, log_to_driver=False)
-    else:
+    elif owns_ray:
         ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
     try:
         needs_teacher = [s for s in space.subsets if _uses_teacher(space)]
@@ -114,7 +116,8 @@ def run(request: RunRequest) -> None:
         for path in export_best(request.run_dir, space.metric, space.mode):
             print(f"Exported {path}")
     finally:
-        ray.shutdown()
+        if owns_ray:
+            ray.shutdown()
 
 
 def _uses_teacher(space: Space) -> bool:

@@ -24,7 +24,7 @@ def save_logits(path: Path, filenames: list[str], logits: np.ndarray, metrics: d
     """Write atomically: a reader never sees half a file, and two writers of the same key do no harm."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    payload = {"filenames": list(filenames), "logits": torch.as_tensor(logits, dtype=torch.float32),
+    payload = {"filenames": list(filenames), "logits": torch.tensor(np.ascontiguousarray(logits), dtype=torch.float32),
                "metrics": {k: float(v) for k, v in metrics.items()}}  # fmt: skip
     torch.save(payload, tmp)
     os.replace(tmp, path)

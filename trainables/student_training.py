@@ -9,6 +9,7 @@ The Ray trainable in search/ passes an `on_epoch` that reports to Tune; tests pa
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -148,13 +149,14 @@ def train_student(
         def make_checkpoint(epoch_done: int = epoch + 1, epoch_metrics: dict = dict(metrics)) -> dict:
             return {
                 "student": student_export(model, frontend_config, config, epoch_metrics),
-                "train_state": {
+                # state_dict()s hold the live tensors: copy, so the checkpoint stays the epoch's.
+                "train_state": copy.deepcopy({
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "rng": torch.get_rng_state(),
                     "epoch": epoch_done,
-                },
+                }),
             }
 
         on_epoch(metrics, make_checkpoint)

@@ -44,6 +44,7 @@ class TeacherConfig:
     embed_dim: int = 96  # passt_tiny only
     depth: int = 2  # passt_tiny only
     num_heads: int = 4  # passt_tiny only
+    drop_path_rate: float = 0.0  # stochastic depth, passt_tiny only
     epochs: int = 8
     batch_size: int = 32
     lr: float = 1e-3  # the seeds fine-tune the pretrained standard PaSST at 1e-5
@@ -76,7 +77,8 @@ class PasstTeacher(nn.Module):
         if config.arch == TINY_ARCH:
             self.net = passt_module.PaSST(
                 img_size=(128, 101), patch_size=16, stride=(10, 10), in_chans=1, num_classes=n_classes,
-                embed_dim=config.embed_dim, depth=config.depth, num_heads=config.num_heads, distilled=True, **patchout,
+                embed_dim=config.embed_dim, depth=config.depth, num_heads=config.num_heads, distilled=True,
+                drop_path_rate=config.drop_path_rate, **patchout,
             )  # fmt: skip
         elif config.arch == STANDARD_ARCH:
             self.net = passt_module.get_model(arch=STANDARD_ARCH, pretrained=False, n_classes=n_classes,

@@ -1,0 +1,57 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from results.leaderboard import build_leaderboard, rank
+
+
+def _trial(experiment: Path, trial_id: str, subset: int, epochs_done: int, acc: float | None, error: str | None = None,
+           epochs: int = 3, lr: float = 0.01) -> None:  # fmt: skip
+    directory = experiment / f"subset{subset}_{trial_id}"
+    directory.mkdir(parents=True)
+    (directory / "params.json").write_text(json.dumps({"subset": subset, "epochs": epochs, "lr": lr, "temperature": 2.0}))
+    lines = []
+    for epoch in range(1, epochs_done + 1):
+        metrics = {"trial_id": trial_id, "training_iteration": epoch, "acc": (acc or 0) * epoch / epochs_done,
+                   "acc_a": 0.9, "acc_s4": 0.4, "acc_unseen": 0.4, "train_loss": 1.0}  # fmt: skip
+        lines.append(json.dumps(metrics))
+    (directory / "result.json").write_text("\n".join(lines) + "\n")
+    if error:
+        (directory / "error.txt").write_text(f"Traceback ...\n{error}\n")
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    run_dir = tmp_path / "run"
+    search = run_dir / "search"
+    (run_dir).mkdir()
+    (run_dir / "space.yaml").write_text(yaml.safe_dump({"metric": "acc", "mode": "max",
+                                                        "search": [{"name": "lr"}, {"name": "temperature"}]}))  # fmt: skip
+    _trial(search, "good", 5, 3, 0.70)
+    _trial(search, "better", 5, 3, 0.75)
+    _trial(search, "early", 5, 1, 0.90)  # stopped by ASHA after one epoch: ranked below complete trials
+    _trial(search, "nan", 5, 1, None, error="NonFiniteLoss: training loss became nan in epoch 1, step 0")
+    _trial(search, "big", 25, 3, 0.60)
+    return run_dir
+
+
+def test_ranks_per_subset_complete_before_stopped_before_failed(tmp_path):
+    board = build_leaderboard(_run_dir(tmp_path), "acc", "max")
+    five = board[board["subset"] == 5]
+    assert five["trial_id"].tolist() == ["better", "good", "early", "nan"]
+    assert five["rank"].tolist() == [1, 2, 3, 4]
+    assert five["status"].tolist() == ["complete", "complete", "stopped", "failed"]
+    assert "NonFiniteLoss" in five.iloc[3]["error"]
+    twenty_five = board[board["subset"] == 25]
+    assert twenty_five["rank"].tolist() == [1]
+    for column in ["rank", "trial_id", "subset", "lr", "temperature", "acc", "acc_a", "acc_s4", "acc_unseen"]:
+        assert column in board.columns
+    assert board.columns.tolist()[:5] == ["rank", "trial_id", "subset", "status", "epochs"]
+
+
+def test_mode_min_puts_the_lowest_first():
+    frame = pd.DataFrame({"trial_id": ["x", "y", "z"], "subset": [5, 5, 5], "status": ["complete"] * 3,
+                          "eer": [0.2, 0.1, float("nan")]})  # fmt: skip
+    assert rank(frame, "eer", "min")["trial_id"].tolist() == ["y", "x", "z"]
+    assert rank(frame, "eer", "max")["trial_id"].tolist() == ["x", "y", "z"]

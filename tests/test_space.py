@@ -1,0 +1,126 @@
+"""Bad input ends in one short message and exit status 2, before Ray starts."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from search.run import main
+from search.space import SpaceError, apply_override, build_space, read_space_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _space_file(tmp_path: Path, **changes) -> Path:
+    raw = read_space_file("kd")
+    for key, value in changes.items():
+        target = raw
+        *parents, last = key.split(".")
+        for part in parents:
+            target = target[part]
+        if value is _DELETE:
+            del target[last]
+        else:
+            target[last] = value
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+_DELETE = object()
+
+
+def _fails(capsys, argv, *needles):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_the_shipped_space_is_valid():
+    space = build_space(read_space_file("kd.yaml"))
+    assert space.subsets == (5, 10, 25, 50, 100)
+    assert {d.name for d in space.dimensions} == {"temperature", "kd_lambda", "lr"}
+    lr = next(d for d in space.dimensions if d.name == "lr")
+    assert lr.log and lr.low < lr.high
+
+
+@pytest.mark.parametrize(
+    ("changes", "needles"),
+    [
+        ({"epochz": 3}, ["'epochz'", "epochs"]),
+        ({"teacher.depht": 3}, ["teacher.depht", "depth"]),
+        ({"epochs": "many"}, ["epochs", "expected int"]),
+        ({"search.lr": {"low": 0.01, "high": 0.001}}, ["search.lr", "inverted"]),
+        ({"search.lr": {"low": 0.01, "high": 0.01}}, ["search.lr", "empty"]),
+        ({"search.temperature": {"low": 1.0}}, ["search.temperature", "high"]),
+        ({"search.kd_lambda": {"low": 0.0, "high": 1.5}}, ["kd_lambda", "[0.0, 1.0]"]),
+        ({"kd_lambda": -0.1}, ["kd_lambda", "[0.0, 1.0]"]),
+        ({"search.subset": [5, 7]}, ["search.subset"]),
+        ({"search.seed": [1, 2]}, ["search.seed", "not a searchable"]),
+        ({"metric": "accuracy"}, ["metric"]),
+        ({"samples": 0}, ["samples"]),
+        ({"scheduler.type": "pbt"}, ["scheduler.type"]),
+        ({"teacher.arch": "passt_xl"}, ["teacher.arch"]),
+    ],
+)
+def test_bad_space_files_are_refused(tmp_path, capsys, changes, needles):
+    path = _space_file(tmp_path, **changes)
+    _fails(capsys, ["--space", str(path), "--storage", str(tmp_path / "runs")], *needles)
+    assert not (tmp_path / "runs").exists(), "nothing is written for a refused space"
+
+
+def test_missing_and_unparsable_files(tmp_path, capsys):
+    _fails(capsys, ["--space", str(tmp_path / "nope.yaml")], "not found")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("search: {lr: [1, 2\nepochs: 3\n")
+    _fails(capsys, ["--space", str(broken)], "not valid YAML", "line")
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    _fails(capsys, ["--space", str(listed)], "mapping")
+
+
+def test_bad_flags(tmp_path, capsys):
+    _fails(capsys, ["--space", "kd", "--set", "epocs=2"], "epocs", "epochs")
+    _fails(capsys, ["--space", "kd", "--set", "teacher.epoch=1"], "teacher.epoch")
+    _fails(capsys, ["--space", "kd", "--set", "noequals"], "KEY=VALUE")
+    _fails(capsys, ["--space", "kd", "--samples", "0"], "--samples")
+    _fails(capsys, ["--space", "kd", "--subsets", "5,x"], "--subsets")
+    _fails(capsys, ["--space", "kd", "--gpus-per-trial", "-1"], "gpus_per_trial")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _fails(capsys, ["--space", "kd", "--data", str(empty)], "holds no dataset")
+    _fails(capsys, ["--space", "kd", "--data", str(tmp_path / "absent")], "no such directory")
+    _fails(capsys, ["--space", "kd", "--bogus"], "unrecognized")
+
+
+def test_overrides_reach_the_settings():
+    raw = read_space_file("kd")
+    apply_override(raw, "epochs=2")
+    apply_override(raw, "teacher.epochs=1")
+    apply_override(raw, "lr=1e-3")  # YAML 1.1 reads 1e-3 as text; a float setting still takes it
+    space = build_space(raw)
+    assert space.student.epochs == 2 and space.teacher.epochs == 1 and space.student.lr == 0.001
+    with pytest.raises(SpaceError):
+        apply_override(raw, "data.sed=1")
+
+
+def test_a_resume_of_nothing_and_an_existing_run_are_refused(tmp_path, capsys):
+    _fails(capsys, ["--space", "kd", "--storage", str(tmp_path), "--resume"], "no run to resume")
+    run_dir = tmp_path / "kd"
+    run_dir.mkdir()
+    (run_dir / "space.yaml").write_text("earlier run\n")
+    _fails(capsys, ["--space", "kd", "--storage", str(tmp_path)], "already holds a run")
+    _fails(capsys, ["--space", "kd", "--storage", str(tmp_path), "--resume"], "settings differ")
+    assert (run_dir / "space.yaml").read_text() == "earlier run\n", "the user's run is left alone"
+
+
+def test_the_command_line_prints_no_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "search/run.py", "--space", "kd", "--set", "kd_lambda=2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "kd_lambda" in result.stderr

@@ -1,0 +1,57 @@
+"""The training loops are plain PyTorch: called here directly, without Ray."""
+
+import numpy as np
+import pytest
+import torch
+
+from trainables.logits_file import LogitsMismatch, aligned_logits, save_logits
+from trainables.loop import NonFiniteLoss
+from trainables.student_training import StudentConfig, train_student
+from trainables.teacher import TeacherConfig, teacher_logits, train_teacher
+
+FAST = dict(subset=5, batch_size=50, epochs=2, eval_batch_size=300)
+
+
+def _train(config, data, logits, resume=None):
+    reports = []
+    train_student(config, data, logits, lambda m, c: reports.append((m, c())), resume=resume, device=torch.device("cpu"))
+    return reports
+
+
+def test_student_reports_device_metrics_and_resumes_exactly(tiny_data):
+    torch.set_num_threads(1)
+    logits = np.random.default_rng(0).normal(size=(len(tiny_data.filenames), 10)).astype(np.float32)
+    config = StudentConfig(**FAST, kd_lambda=0.5)
+    straight = _train(config, tiny_data, logits)
+    assert [m["epoch"] for m, _ in straight] == [1, 2]
+    first, last = straight[0][0], straight[-1][0]
+    for key in ["acc", "acc_a", "acc_s4", "acc_s6", "acc_seen", "acc_unseen", "macro_acc", "train_loss"]:
+        assert key in first
+    assert "test_acc" not in first and "test_acc_s5" in last, "test figures only after the last epoch"
+    resumed = _train(config, tiny_data, logits, resume=straight[0][1]["train_state"])
+    assert [m["epoch"] for m, _ in resumed] == [2]
+    a, b = straight[-1][1]["student"]["state_dict"], resumed[-1][1]["student"]["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a), "resuming after epoch 1 gives the same weights"
+
+
+def test_student_without_teacher_and_nan_loss(tiny_data):
+    torch.set_num_threads(1)
+    _train(StudentConfig(**{**FAST, "epochs": 1}, kd_lambda=1.0), tiny_data, None)
+    with pytest.raises(NonFiniteLoss):
+        _train(StudentConfig(**{**FAST, "epochs": 1}, kd_lambda=1.0, lr=1e30), tiny_data, None)
+
+
+def test_tiny_teacher_trains_and_its_logits_round_trip(tiny_data, tmp_path):
+    torch.set_num_threads(1)
+    config = TeacherConfig(epochs=1, embed_dim=32, depth=1, num_heads=2, batch_size=50, eval_batch_size=300)
+    model, metrics = train_teacher(config, tiny_data, 5, device=torch.device("cpu"))
+    assert 0.0 <= metrics["acc"] <= 1.0 and "acc_s4" in metrics
+    logits = teacher_logits(model, tiny_data, 300)
+    assert logits.shape == (len(tiny_data.filenames), 10) and np.isfinite(logits).all()
+    path = tmp_path / "logits.pt"
+    save_logits(path, tiny_data.filenames[::-1], logits[::-1], metrics)  # another order: keyed by filename
+    rows = tiny_data.splits["split5"]
+    assert np.allclose(aligned_logits(path, tiny_data, rows)[rows], logits[rows])
+    save_logits(path, tiny_data.filenames[:10], logits[:10], metrics)
+    with pytest.raises(LogitsMismatch, match="no logits for"):
+        aligned_logits(path, tiny_data, rows)

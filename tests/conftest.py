@@ -10,8 +10,10 @@ import pytest
 from trainables.asc_data import load_prepared
 from trainables.synthetic_asc import SyntheticConfig, generate
 
-# A small world: 3 device-a segments per scene in the training pool, 1 segment per scene in val and test.
-TINY = SyntheticConfig(seed=3, train_segments_per_class=3, val_segments_per_class=1, test_segments_per_class=1)
+# A small world: 3 device-a segments per scene in the training pool; val and test 1 segment per scene,
+# 4 clips of it per device (360 clips each).
+TINY = SyntheticConfig(seed=3, train_segments_per_class=3, val_segments_per_class=1, test_segments_per_class=1,
+                       held_out_clips_per_segment=4)
 
 
 @pytest.fixture(scope="session")

@@ -29,8 +29,8 @@ def test_layout_is_tau22_like(tiny_data):
     assert tiny_data.clips.shape[1] == 32000 and tiny_data.clips.dtype == np.int16
     for name in tiny_data.filenames:
         assert NAME.match(name), name
-    segments = Counter(_segment(n) for n in tiny_data.filenames)
-    assert set(segments.values()) == {10}
+    pool = [tiny_data.filenames[i] for i in tiny_data.splits["split100"]]
+    assert set(Counter(_segment(n) for n in pool).values()) == {10}, "training segments are 10 clips"
 
 
 def test_subsets_are_nested_whole_segments_and_balanced(tiny_data):

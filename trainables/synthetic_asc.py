@@ -52,6 +52,7 @@ class SyntheticConfig:
     extra_device_share: float = 0.37  # chance a training segment is also recorded by one of b, c, s1–s3
     val_segments_per_class: int = 1  # each recorded by all 9 devices
     test_segments_per_class: int = 2  # each recorded by all 9 devices
+    held_out_clips_per_segment: int = 10  # val/test keep the first k clips of a segment (fewer: faster tests)
     locations_per_class: int = 6  # training locations per scene
     class_spread_db: float = 4.0  # how far a scene's own bumps lie from its shared base envelope
     location_jitter_db: float = 3.0  # per-location perturbation of a scene's envelope
@@ -94,7 +95,7 @@ def generate(config: SyntheticConfig, directory: Path) -> None:
                 for device in devices:
                     audio = world.record(scene_signal, device, rng)
                     names = []
-                    for k in range(10):
+                    for k in range(10 if split == "train" else config.held_out_clips_per_segment):
                         name = f"audio/{scene}-{city}-{location_id}-{segment_id}-{k}-{device}.wav"
                         names.append(name)
                         rows.append({"filename": name, "scene_label": scene,

@@ -1,0 +1,119 @@
+"""A real search through Ray Tune and Optuna on tiny data: leaderboard, export, teacher cache, TensorBoard, NaN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from results.export import load_student
+from search.run import main
+from search.space import read_space_file
+from trainables.asc_data import load_prepared
+from trainables.loop import predict, split_metrics
+
+DEVICES = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]
+TINY_SETTINGS = [
+    "epochs=2", "batch_size=50", "eval_batch_size=300",
+    "teacher.epochs=1", "teacher.embed_dim=32", "teacher.depth=1", "teacher.num_heads=2", "teacher.eval_batch_size=300",
+    "data.seed=3", "data.train_segments_per_class=3", "data.test_segments_per_class=1",
+    "data.held_out_clips_per_segment=4",
+]  # fmt: skip
+
+
+def _argv(storage: Path, name: str, *extra: str, space: str = "kd") -> list[str]:
+    argv = ["--space", space, "--storage", str(storage), "--name", name, "--subsets", "5,10", *extra]
+    for setting in TINY_SETTINGS:
+        argv += ["--set", setting]
+    return argv
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_session, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("runs")
+    assert main(_argv(storage, "first", "--samples", "2")) == 0
+    return storage
+
+
+def test_leaderboard_ranks_every_trial_per_subset(first_run):
+    board = pd.read_csv(first_run / "first" / "leaderboard.csv")
+    assert len(board) == 4 and sorted(board["subset"].unique()) == [5, 10]
+    for _, rows in board.groupby("subset"):
+        assert rows["rank"].tolist() == [1, 2]
+        assert rows["acc"].is_monotonic_decreasing
+    expected = ["rank", "trial_id", "subset", "temperature", "kd_lambda", "lr", "acc", "acc_seen", "acc_unseen",
+                "macro_acc", *[f"acc_{d}" for d in DEVICES], *[f"test_acc_{d}" for d in DEVICES]]  # fmt: skip
+    assert set(expected) <= set(board.columns)
+    assert (board["status"] == "complete").all()
+    assert board["kd_lambda"].between(0.0, 0.5).all() and board["temperature"].between(1.0, 5.0).all()
+
+
+def test_exported_student_rebuilds_with_the_same_accuracy(first_run):
+    run_dir = first_run / "first"
+    board = pd.read_csv(run_dir / "leaderboard.csv")
+    data = load_prepared(next((first_run / "cache" / "datasets").iterdir()))
+    for subset in (5, 10):
+        path = run_dir / "best" / f"subset_{subset}" / "student.pt"
+        payload = torch.load(path, weights_only=True)
+        assert set(payload) >= {"state_dict", "config", "metrics"}
+        assert payload["trial_id"] == board[(board["subset"] == subset)].iloc[0]["trial_id"]
+        frontend, model, metrics = load_student(path)
+        rows = data.splits["test"]
+        logits = predict(lambda w: model(frontend(w)), data, rows, 300, torch.device("cpu"))
+        again = split_metrics(logits, data, rows, data.train_devices(subset))
+        for device in DEVICES:
+            assert again[f"acc_{device}"] == pytest.approx(metrics[f"test_acc_{device}"], abs=1e-9)
+
+
+def test_comparison_against_no_distillation(first_run):
+    compared = pd.read_csv(first_run / "first" / "comparison.csv")
+    assert sorted(compared["student"].unique()) == ["kd", "no_kd"]
+    assert sorted(compared["subset"].unique()) == [5, 10]
+    references = list((first_run / "first" / "no_kd").glob("*/params.json"))
+    assert len(references) == 2
+    for params in references:
+        assert yaml.safe_load(params.read_text())["kd_lambda"] == 1.0
+
+
+def test_tensorboard_has_per_device_curves(first_run):
+    event_files = list((first_run / "first" / "search").glob("*/events.out.tfevents.*"))
+    assert len(event_files) == 4
+    accumulator = EventAccumulator(str(event_files[0].parent)).Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    for tag in ["ray/tune/train_loss", "ray/tune/acc", "ray/tune/acc_unseen", *[f"ray/tune/acc_{d}" for d in DEVICES]]:
+        assert tag in tags, tag
+    assert len(accumulator.Scalars("ray/tune/acc_s4")) == 2  # one point per epoch
+
+
+def test_second_run_reuses_the_teacher_cache(first_run, capsys):
+    teachers = sorted((first_run / "cache" / "teachers").glob("*.pt"))
+    assert len(teachers) == 2 and (first_run / "first" / "teachers").is_dir()
+    stamps = [p.stat().st_mtime_ns for p in teachers]
+    capsys.readouterr()
+    assert main(_argv(first_run, "second", "--samples", "1", "--set", "compare_without_kd=false")) == 0
+    out = capsys.readouterr().out
+    assert out.count("cached") == 2 and "to train" not in out
+    assert not (first_run / "second" / "teachers").exists()
+    assert [p.stat().st_mtime_ns for p in teachers] == stamps
+    assert len(pd.read_csv(first_run / "second" / "leaderboard.csv")) == 2
+
+
+def test_a_nan_trial_fails_and_the_search_goes_on(first_run, tmp_path):
+    raw = read_space_file("kd")
+    raw["search"]["lr"] = [0.005, 1.0e30]  # the second choice blows the weights up
+    raw["samples"] = 4
+    space = tmp_path / "nan.yaml"
+    space.write_text(yaml.safe_dump(raw))
+    argv = _argv(first_run, "nan", "--set", "compare_without_kd=false", space=str(space))
+    argv[argv.index("--subsets") + 1] = "5"
+    assert main(argv) == 0
+    board = pd.read_csv(first_run / "nan" / "leaderboard.csv")
+    failed = board[board["status"] == "failed"]
+    assert len(failed) >= 1 and (failed["lr"] == 1.0e30).all()
+    assert failed["error"].str.contains("loss became").all()
+    assert (board[board["lr"] == 0.005]["status"] == "complete").all() and (board["lr"] == 0.005).any()
+    assert board.iloc[-1]["status"] == "failed", "failed trials rank last"

@@ -10,6 +10,7 @@ Every problem with the input ends in one short message and exit status 2, before
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search.space import SpaceError, apply_override, build_space, read_space_file  # noqa: E402
-from trainables.asc_data import DatasetError, is_prepared  # noqa: E402
+from trainables.asc_data import DatasetError, is_prepared, load_prepared  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,7 +29,8 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = _Parser(prog="search/run.py", description="Knowledge-distillation hyperparameter search on Ray Tune.")
     parser.add_argument("--space", required=True, help="space file; a bare name is looked up in spaces/")
-    parser.add_argument("--data", help="a prepared dataset directory (default: the embedded synthetic dataset)")
+    parser.add_argument("--data", help="TAU22 root (meta.csv + audio/) or a prepared dataset (default: embedded synthetic)")
+    parser.add_argument("--splits", help="folder of the DCASE24 split files split5.csv … test.csv (default: in --data)")
     parser.add_argument("--storage", default="runs", help="where runs and caches go (default: ./runs)")
     parser.add_argument("--name", help="run name (default: the space file's name)")
     parser.add_argument("--samples", type=int, help="trials per subset")
@@ -66,30 +68,55 @@ def make_request(args: argparse.Namespace):
     if args.cpus_per_trial is not None:
         resources["cpus_per_trial"] = args.cpus_per_trial
     space = build_space(raw)
-    data = None
-    if args.data is not None:
-        data = Path(args.data).resolve()
-        if not data.is_dir():
-            raise DatasetError(f"--data {args.data}: no such directory")
-        if not is_prepared(data):
-            raise DatasetError(f"--data {args.data}: holds no dataset (expected a prepared dataset with dataset.json)")
+    storage = Path(args.storage).resolve()
+    data = None if args.data is None else _dataset(Path(args.data), args.splits, storage)
+    if data is not None:
+        available = load_prepared(data).splits
+        missing = [s for s in space.subsets if f"split{s}" not in available]
+        if missing:
+            raise DatasetError(f"--data {args.data}: no split file for subsets {missing}; choose others with --subsets")
     name = args.name or Path(args.space).stem
     if not name or "/" in name or name in (".", "..", "cache"):
         raise SpaceError(f"--name {name!r}: use a plain directory name")
-    return RunRequest(space=space, storage=Path(args.storage).resolve(), name=name, data=data,
-                      address=args.address, resume=args.resume)  # fmt: skip
+    return RunRequest(space=space, storage=storage, name=name, data=data, address=args.address, resume=args.resume)
+
+
+def _dataset(path: Path, splits: str | None, storage: Path) -> Path:
+    """A prepared dataset directory for --data: as given, or TAU22 read and cached (stops on a bad file)."""
+    from trainables.tau22 import is_tau22_root, prepare_tau22
+
+    if not path.is_dir():
+        raise DatasetError(f"--data {path}: no such directory")
+    if is_prepared(path):
+        return path.resolve()
+    if is_tau22_root(path):
+        splits_dir = None if splits is None else Path(splits)
+        if splits_dir is not None and not splits_dir.is_dir():
+            raise DatasetError(f"--splits {splits}: no such directory")
+        return prepare_tau22(path, storage / "cache" / "datasets", splits_dir)
+    raise DatasetError(f"--data {path}: holds no dataset (neither a TAU22 root with meta.csv nor a prepared dataset)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from search.service import check_run_dir, run
+    from search.service import check_run_dir, prepare_dataset, run
+    from trainables.logits_file import LogitsMismatch
 
     try:
         request = make_request(parse_args(sys.argv[1:] if argv is None else argv))
         check_run_dir(request)
-    except (SpaceError, DatasetError) as err:
+        request = dataclasses.replace(request, data=prepare_dataset(request))
+        if "teacher" in request.space.sections and request.space.teacher.logits:
+            from search.teachers import check_external_logits
+
+            check_external_logits(request.space.teacher, load_prepared(request.data), request.space.subsets)
+    except (SpaceError, DatasetError, LogitsMismatch) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    run(request)
+    try:
+        run(request)
+    except SpaceError as err:  # found once Ray knows the cluster (an impossible resource request)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

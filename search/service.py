@@ -11,9 +11,6 @@ Shared caches (`<storage>/cache/`): prepared datasets and teacher logits, reused
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +27,7 @@ class RunRequest:
     space: Space
     storage: Path  # absolute
     name: str
-    data: Path | None  # a prepared dataset; None: the embedded synthetic one
+    data: Path | None  # a prepared dataset; None: the embedded synthetic one, until prepare_dataset
     address: str | None  # a running Ray cluster; None: start Ray here
     resume: bool
 
@@ -67,20 +64,14 @@ def prepare_dataset(request: RunRequest) -> Path:
     return directory
 
 
-def teacher_cache_path(cache_dir: Path, data_fingerprint: str, subset: int, space: Space) -> Path:
-    key = json.dumps({"data": data_fingerprint, "subset": subset, "teacher": dataclasses.asdict(space.teacher)},
-                     sort_keys=True)  # fmt: skip
-    return cache_dir / "teachers" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
-
-
 def run(request: RunRequest) -> None:
     """Everything after validation; starts (or joins) Ray."""
     import ray
 
     from results.export import export_best
     from results.leaderboard import build_leaderboard, print_comparison, print_leaderboard, write_tables
-    from search.tuning import run_references, run_search, run_teachers
-    from trainables.asc_data import load_prepared
+    from search.teachers import TeacherPlan, print_teachers
+    from search.tuning import run_references, run_search
 
     space = request.space
     request.run_dir.mkdir(parents=True, exist_ok=True)
@@ -88,8 +79,7 @@ def run(request: RunRequest) -> None:
     print(f"Run directory: {request.run_dir}")
     print(f"Watch it with: tensorboard --logdir {request.run_dir}", flush=True)
 
-    data_dir = prepare_dataset(request)
-    fingerprint = load_prepared(data_dir).fingerprint
+    data_dir = prepare_dataset(request)  # made before validation ended; here it is only looked up
     # Workers started here inherit this, so they import the project even where it is not installed.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     owns_ray = not ray.is_initialized()  # a test session (or a notebook) may have started Ray already
@@ -98,14 +88,11 @@ def run(request: RunRequest) -> None:
     elif owns_ray:
         ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
     try:
-        needs_teacher = [s for s in space.subsets if _uses_teacher(space)]
-        teacher_paths = {s: teacher_cache_path(request.cache_dir, fingerprint, s, space) for s in needs_teacher}
-        missing = {s: p for s, p in teacher_paths.items() if not p.is_file()}
-        for subset, path in teacher_paths.items():
-            print(f"Teacher for subset {subset}%: {'cached' if subset not in missing else 'to train'} ({path})")
-        if missing:
-            run_teachers(request, data_dir, missing)
-        _print_teachers(teacher_paths)
+        check_resources(space, [n["Resources"] for n in ray.nodes() if n.get("Alive")])
+        teacher_paths = {}
+        if _uses_teacher(space):
+            teacher_paths = TeacherPlan(request, data_dir).ensure(space.subsets)
+            print_teachers(teacher_paths)
         run_search(request, data_dir, teacher_paths)
         board = build_leaderboard(request.run_dir, space.metric, space.mode)
         if space.compare_without_kd and not board.empty:
@@ -120,21 +107,28 @@ def run(request: RunRequest) -> None:
             ray.shutdown()
 
 
+def check_resources(space: Space, nodes: list[dict]) -> None:
+    """Refuse, at start, a per-trial request no node can ever satisfy (Tune would leave it pending forever)."""
+    res = space.resources
+    requests = {"student": (res.cpus_per_trial, res.gpus_per_trial)}
+    if "teacher" in space.sections:
+        requests["teacher"] = (res.teacher_cpus_per_trial, res.teacher_gpus_per_trial)
+    for kind, (cpus, gpus) in requests.items():
+        if not any(node.get("CPU", 0) >= cpus and node.get("GPU", 0) >= gpus for node in nodes):
+            biggest = max(((n.get("CPU", 0), n.get("GPU", 0)) for n in nodes), default=(0, 0))
+            raise SpaceError(f"a {kind} trial asks for {cpus:g} CPUs and {gpus:g} GPUs, but the largest node has "
+                             f"{biggest[0]:g} CPUs and {biggest[1]:g} GPUs; lower resources.* or --cpus/--gpus-per-trial")
+    total_cpus = sum(n.get("CPU", 0) for n in nodes)
+    at_once = int(min(total_cpus // res.cpus_per_trial,
+                      sum(n.get("GPU", 0) for n in nodes) // res.gpus_per_trial if res.gpus_per_trial else 1e9))  # fmt: skip
+    print(f"Resources: {total_cpus:g} CPUs, {sum(n.get('GPU', 0) for n in nodes):g} GPUs: "
+          f"up to {at_once} student trials at once", flush=True)
+
+
 def _uses_teacher(space: Space) -> bool:
-    fixed = space.student.kd_lambda < 1.0
+    fixed = space.settings.kd_lambda < 1.0
     searched = [d for d in space.dimensions if d.name == "kd_lambda"]
     if not searched:
         return fixed
     d = searched[0]
     return (min(d.choices) if d.choices else d.low) < 1.0
-
-
-def _print_teachers(paths: dict[int, Path]) -> None:
-    from results.leaderboard import device_columns
-    from trainables.logits_file import read_logits
-
-    for subset, path in sorted(paths.items()):
-        metrics = read_logits(path)["metrics"]
-        devices = device_columns(metrics, prefix="test_acc_")
-        cells = "  ".join(f"{d}={metrics[f'test_acc_{d}']:.3f}" for d in devices)
-        print(f"Teacher {subset}%: test acc={metrics['test_acc']:.3f} unseen={metrics['test_acc_unseen']:.3f}  {cells}")

@@ -15,9 +15,11 @@ A space file is YAML data (loaded with yaml.safe_load: nothing in it is evaluate
     resources: {cpus_per_trial: 1, gpus_per_trial: 0}
     teacher: {...}         # TeacherConfig fields
     data: {...}            # SyntheticConfig fields (the embedded dataset)
-    epochs: 6              # every other top-level key: a fixed StudentConfig setting
+    epochs: 6              # every other top-level key: a fixed setting of the system's trial
 
-Every error is a `SpaceError` whose message names the offending key.
+`system` picks what a trial trains: `asc_kd` (a KD student; fixed settings are StudentConfig's) or
+`asc_teacher` (a PaSST teacher fine-tuning; fixed settings are TeacherConfig's). Every error is a
+`SpaceError` whose message names the offending key.
 """
 
 from __future__ import annotations
@@ -36,12 +38,10 @@ import yaml
 from trainables.asc_data import SUBSETS
 from trainables.student_training import StudentConfig
 from trainables.synthetic_asc import SyntheticConfig
-from trainables.teacher import ARCHS, TeacherConfig
+from trainables.teacher import ARCHS, TINY_ARCH, TeacherConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
-METRIC_PATTERN = re.compile(r"^(acc|acc_seen|acc_unseen|macro_acc|acc_[a-z0-9]+)$")
-# Student settings that identify a trial rather than tune it.
-NOT_SEARCHABLE = {"subset", "seed", "eval_batch_size"}
+ASC_METRIC = re.compile(r"^(acc|acc_seen|acc_unseen|macro_acc|acc_[a-z0-9]+)$")
 
 
 class SpaceError(ValueError):
@@ -76,34 +76,75 @@ class ResourceSettings:
 
 
 @dataclass(frozen=True)
+class SystemSchema:
+    """What a space of one system may say: its trials' settings type, its sections and its metrics."""
+
+    settings: type  # dataclass of a trial's fixed settings: the space's other top-level keys
+    sections: dict[str, type]  # named sections besides scheduler and resources
+    metric: re.Pattern
+    default_metric: str
+    default_mode: str
+    by_subset: bool  # trials are grouped, searched and ranked per training subset
+    not_searchable: frozenset[str]  # settings that identify a trial rather than tune it
+
+
+SYSTEMS: dict[str, SystemSchema] = {
+    "asc_kd": SystemSchema(StudentConfig, {"teacher": TeacherConfig, "data": SyntheticConfig}, ASC_METRIC,
+                           "acc", "max", True, frozenset({"subset", "seed", "eval_batch_size"})),
+    "asc_teacher": SystemSchema(TeacherConfig, {"data": SyntheticConfig}, ASC_METRIC, "acc", "max", True,
+                                frozenset({"seed", "eval_batch_size", "arch", "weights", "logits", "cochlscene"})),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Space:
     system: str
     metric: str
     mode: str
     samples: int
-    subsets: tuple[int, ...]
+    subsets: tuple[int, ...]  # empty for systems not grouped by subset
     dimensions: tuple[Dimension, ...]
     scheduler: SchedulerSettings
     resources: ResourceSettings
-    student: StudentConfig
-    teacher: TeacherConfig
-    data: SyntheticConfig
+    settings: Any  # the trial's fixed settings: SYSTEMS[system].settings
+    sections: dict = field(default_factory=dict)  # name → settings of each of the system's sections
     max_concurrent: int = 0  # 0: as many as the resources allow
     compare_without_kd: bool = True  # retrain each subset's best configuration with kd_lambda = 1
     max_failures: int = 0  # retries of a trial whose worker died
     seed: int = 0  # seed of the Optuna sampler
     source: dict = field(default_factory=dict, compare=False)  # the merged mapping, for the record
 
+    @property
+    def schema(self) -> SystemSchema:
+        return SYSTEMS[self.system]
 
-_META_KEYS = {f.name for f in dataclasses.fields(Space)} - {"student", "dimensions", "subsets", "source"}
-_SECTIONS: dict[str, type] = {
-    "scheduler": SchedulerSettings,
-    "resources": ResourceSettings,
-    "teacher": TeacherConfig,
-    "data": SyntheticConfig,
-}
+    @property
+    def teacher(self) -> TeacherConfig:
+        return self.sections["teacher"]
+
+    @property
+    def data(self):
+        return self.sections["data"]
+
+
 _SCALAR_META = {"system": str, "metric": str, "mode": str, "samples": int, "max_concurrent": int,
                 "compare_without_kd": bool, "max_failures": int, "seed": int}  # fmt: skip
+_COMMON_SECTIONS: dict[str, type] = {"scheduler": SchedulerSettings, "resources": ResourceSettings}
+
+
+def _schema_of(raw: dict) -> SystemSchema:
+    system = raw.get("system", "asc_kd")
+    if system not in SYSTEMS:
+        raise SpaceError(f"system: {system!r} is not known; expected one of {', '.join(SYSTEMS)}")
+    return SYSTEMS[system]
+
+
+def _sections_of(schema: SystemSchema) -> dict[str, type]:
+    return {**_COMMON_SECTIONS, **schema.sections}
+
+
+def _settings_fields(schema: SystemSchema) -> set[str]:
+    return {f.name for f in dataclasses.fields(schema.settings)}
 
 
 def resolve_path(name_or_path: str) -> Path:
@@ -138,15 +179,18 @@ def apply_override(raw: dict, assignment: str) -> None:
     if not sep or not key:
         raise SpaceError(f"--set {assignment!r}: expected KEY=VALUE")
     parts = key.split(".")
+    schema = _schema_of(raw)
+    sections = _sections_of(schema)
     if len(parts) == 1:
-        if parts[0] not in _student_fields() and parts[0] not in _SCALAR_META:
-            raise SpaceError(f"--set {key}: unknown setting{_suggest(parts[0], _student_fields() | set(_SCALAR_META))}")
-    elif len(parts) == 2 and parts[0] in _SECTIONS:
-        names = {f.name for f in dataclasses.fields(_SECTIONS[parts[0]])}
+        names = _settings_fields(schema) | set(_SCALAR_META)
+        if parts[0] not in names:
+            raise SpaceError(f"--set {key}: unknown setting{_suggest(parts[0], names)}")
+    elif len(parts) == 2 and parts[0] in sections:
+        names = {f.name for f in dataclasses.fields(sections[parts[0]])}
         if parts[1] not in names:
             raise SpaceError(f"--set {key}: {parts[0]} has no setting {parts[1]!r}{_suggest(parts[1], names)}")
     else:
-        raise SpaceError(f"--set {key}: unknown setting (sections: {', '.join(_SECTIONS)})")
+        raise SpaceError(f"--set {key}: unknown setting (sections: {', '.join(sections)})")
     try:
         value = yaml.safe_load(text) if text else None
     except yaml.YAMLError:
@@ -162,54 +206,58 @@ def apply_override(raw: dict, assignment: str) -> None:
 def build_space(raw: dict) -> Space:
     """Validate the raw mapping into a `Space`; raise SpaceError naming the first problem."""
     raw = dict(raw)
-    known = _META_KEYS | set(_SECTIONS) | {"search"} | _student_fields()
+    schema = _schema_of(raw)
+    sections = _sections_of(schema)
+    fields_ = _settings_fields(schema)
+    known = set(_SCALAR_META) | set(sections) | {"search"} | fields_
     for key in raw:
         if key not in known:
             raise SpaceError(f"unknown key {key!r}{_suggest(str(key), known)}")
     meta = {k: _coerce(raw[k], t, k) for k, t in _SCALAR_META.items() if k in raw}
-    if meta.get("system", "asc_kd") != "asc_kd":
-        raise SpaceError(f"system: {meta['system']!r} is not known; expected asc_kd")
-    metric, mode = meta.get("metric", "acc"), meta.get("mode", "max")
-    if not METRIC_PATTERN.match(metric):
-        raise SpaceError(f"metric: {metric!r} is not a metric; use acc, acc_seen, acc_unseen, macro_acc or acc_<device>")
+    metric, mode = meta.get("metric", schema.default_metric), meta.get("mode", schema.default_mode)
+    if not schema.metric.match(metric):
+        raise SpaceError(f"metric: {metric!r} is not a metric of {meta.get('system', 'asc_kd')}")
     if mode not in ("max", "min"):
         raise SpaceError(f"mode: {mode!r} must be max or min")
     if meta.get("samples", 1) < 1:
         raise SpaceError(f"samples: must be at least 1, got {meta['samples']}")
     if meta.get("max_concurrent", 0) < 0 or meta.get("max_failures", 0) < 0:
         raise SpaceError("max_concurrent and max_failures must not be negative")
-    sections = {name: _build_dataclass(cls, raw.get(name, {}), name) for name, cls in _SECTIONS.items()}
-    _check_sections(sections)
-    student = _build_dataclass(StudentConfig, {k: v for k, v in raw.items() if k in _student_fields()}, "")
-    _check_student(student)
-    subsets, dimensions = _build_search(raw.get("search", {}))
+    built = {name: _build_dataclass(cls, raw.get(name, {}), name) for name, cls in sections.items()}
+    _check_sections(built)
+    settings = _build_dataclass(schema.settings, {k: v for k, v in raw.items() if k in fields_}, "")
+    _check_settings(settings)
+    subsets, dimensions = _build_search(raw.get("search", {}), schema)
     return Space(
-        system="asc_kd", metric=metric, mode=mode, samples=meta.get("samples", 1), subsets=subsets,
-        dimensions=dimensions, student=student, max_concurrent=meta.get("max_concurrent", 0),
+        system=meta.get("system", "asc_kd"), metric=metric, mode=mode, samples=meta.get("samples", 1),
+        subsets=subsets, dimensions=dimensions, settings=settings, max_concurrent=meta.get("max_concurrent", 0),
         compare_without_kd=meta.get("compare_without_kd", True), max_failures=meta.get("max_failures", 0),
-        seed=meta.get("seed", 0), source=raw, **sections,
+        seed=meta.get("seed", 0), source=raw, scheduler=built.pop("scheduler"), resources=built.pop("resources"),
+        sections=built,
     )  # fmt: skip
 
 
-def _build_search(search: Any) -> tuple[tuple[int, ...], tuple[Dimension, ...]]:
+def _build_search(search: Any, schema: SystemSchema) -> tuple[tuple[int, ...], tuple[Dimension, ...]]:
     if not isinstance(search, dict) or not search:
         raise SpaceError("search: must map each searched setting to its range")
-    subsets = search.get("subset", [100])
-    subsets = [subsets] if isinstance(subsets, int) else subsets
-    if not isinstance(subsets, list) or not subsets or any(s not in SUBSETS for s in subsets):
-        raise SpaceError(f"search.subset: must be a list drawn from {list(SUBSETS)}, got {search.get('subset')!r}")
-    hints = typing.get_type_hints(StudentConfig)
+    subsets: list = []
+    if schema.by_subset:
+        subsets = search.get("subset", [100])
+        subsets = [subsets] if isinstance(subsets, int) else subsets
+        if not isinstance(subsets, list) or not subsets or any(s not in SUBSETS for s in subsets):
+            raise SpaceError(f"search.subset: must be a list drawn from {list(SUBSETS)}, got {search.get('subset')!r}")
+    hints = typing.get_type_hints(schema.settings)
     dimensions = []
     for name, spec in search.items():
-        if name == "subset":
+        if name == "subset" and schema.by_subset:
             continue
         where = f"search.{name}"
-        if name not in hints or name in NOT_SEARCHABLE:
-            searchable = set(hints) - NOT_SEARCHABLE
+        searchable = {n for n, t in hints.items() if t in (int, float, str)} - schema.not_searchable
+        if name not in searchable:
             raise SpaceError(f"{where}: {name!r} is not a searchable setting{_suggest(name, searchable)}")
         dimensions.append(_build_dimension(name, spec, hints[name], where))
     if not dimensions:
-        raise SpaceError("search: declares no hyperparameter to search besides subset")
+        raise SpaceError("search: declares no hyperparameter to search" + (" besides subset" if schema.by_subset else ""))
     return tuple(sorted(set(subsets))), tuple(dimensions)
 
 
@@ -238,8 +286,10 @@ def _build_dimension(name: str, spec: Any, kind: Any, where: str) -> Dimension:
     return Dimension(name, low=low, high=high, log=log, integer=integer)
 
 
-_BOUNDS = {"kd_lambda": (0.0, 1.0), "mixstyle_p": (0.0, 1.0), "warmup_fraction": (0.0, 0.999)}
-_POSITIVE = {"temperature", "lr", "epochs", "batch_size", "base_channels", "channels_multiplier", "expansion_rate"}
+_BOUNDS = {"kd_lambda": (0.0, 1.0), "mixstyle_p": (0.0, 1.0), "warmup_fraction": (0.0, 0.999),
+           "backbone_lr_ratio": (0.0, 1.0)}  # fmt: skip
+_POSITIVE = {"temperature", "lr", "epochs", "batch_size", "base_channels", "channels_multiplier", "expansion_rate",
+             "backbone_lr_ratio", "ensemble"}  # fmt: skip
 
 
 def _check_bounds(name: str, low: float, high: float, where: str) -> None:
@@ -251,10 +301,13 @@ def _check_bounds(name: str, low: float, high: float, where: str) -> None:
         raise SpaceError(f"{where}: {name} must be positive, got {low}")
 
 
-def _check_student(student: StudentConfig) -> None:
+def _check_settings(settings: Any, where: str = "") -> None:
     for name in _BOUNDS.keys() | _POSITIVE:
-        value = getattr(student, name)
-        _check_bounds(name, value, value, name)
+        value = getattr(settings, name, None)
+        if value is not None:
+            _check_bounds(name, value, value, f"{where}{name}")
+    if isinstance(settings, TeacherConfig):
+        _check_teacher(settings, where)
 
 
 def _check_sections(sections: dict) -> None:
@@ -267,17 +320,23 @@ def _check_sections(sections: dict) -> None:
     for name, value in dataclasses.asdict(resources).items():
         if value < 0 or (name.endswith("cpus_per_trial") and value <= 0):
             raise SpaceError(f"resources.{name}: must be positive, got {value}")
-    teacher: TeacherConfig = sections["teacher"]
+    if "teacher" in sections:
+        _check_settings(sections["teacher"], "teacher.")
+
+
+def _check_teacher(teacher: TeacherConfig, where: str) -> None:
     if teacher.arch not in ARCHS:
-        raise SpaceError(f"teacher.arch: {teacher.arch!r} must be one of {', '.join(ARCHS)}")
-    if teacher.weights and not Path(teacher.weights).is_file():
-        raise SpaceError(f"teacher.weights: no file at {teacher.weights}")
-    if teacher.epochs < 1 or teacher.lr <= 0:
-        raise SpaceError("teacher: epochs must be ≥ 1 and lr > 0")
-
-
-def _student_fields() -> set[str]:
-    return {f.name for f in dataclasses.fields(StudentConfig)}
+        raise SpaceError(f"{where}arch: {teacher.arch!r} must be one of {', '.join(ARCHS)}")
+    for name in ("weights", "cochlscene"):
+        path = getattr(teacher, name)
+        if path and not Path(path).exists():
+            raise SpaceError(f"{where}{name}: nothing at {path}")
+    if teacher.pretrain not in ("none", "synthetic"):
+        raise SpaceError(f"{where}pretrain: {teacher.pretrain!r} must be none or synthetic")
+    if teacher.pretrain == "synthetic" and teacher.arch != TINY_ARCH:
+        raise SpaceError(f"{where}pretrain: synthetic pretraining is for {TINY_ARCH}; the standard PaSST takes weights")
+    if teacher.ensemble < 1 or teacher.sit_epochs < 1 or teacher.pretrain_epochs < 1:
+        raise SpaceError(f"{where}ensemble, sit_epochs and pretrain_epochs must be at least 1")
 
 
 def _build_dataclass(cls: type, values: Any, where: str):
@@ -341,8 +400,10 @@ def space_to_yaml(space: Space) -> str:
         "subsets": list(space.subsets), "max_concurrent": space.max_concurrent,
         "compare_without_kd": space.compare_without_kd, "max_failures": space.max_failures, "seed": space.seed,
         "search": [dataclasses.asdict(d) for d in space.dimensions],
-        "student": dataclasses.asdict(space.student),
-        **{name: dataclasses.asdict(getattr(space, name)) for name in _SECTIONS},
+        "settings": dataclasses.asdict(space.settings),
+        "scheduler": dataclasses.asdict(space.scheduler),
+        "resources": dataclasses.asdict(space.resources),
+        **{name: dataclasses.asdict(value) for name, value in space.sections.items()},
     }  # fmt: skip
     return yaml.safe_dump(_plain(record), sort_keys=False)
 

@@ -15,7 +15,7 @@ from ray import tune
 
 from trainables.asc_data import load_prepared
 from trainables.logits_file import aligned_logits, save_logits
-from trainables.loop import default_device, split_metrics
+from trainables.loop import default_device, logits_metrics
 from trainables.student_training import StudentConfig, train_student
 from trainables.teacher import TeacherConfig, teacher_logits, train_teacher
 
@@ -56,18 +56,23 @@ def student_trial(config: dict) -> None:
 
 
 def teacher_trial(config: dict) -> None:
-    """Train one teacher on one subset, write its logits for every clip to the cache, report its metrics."""
+    """Train one teacher stage and write what it produced: a state dict (`state_path`) for a later stage,
+    and/or its logits for every clip (`logits_path`) with their device-wise figures."""
     device = _claim_device(config)
     data = load_prepared(Path(config["data_dir"]))
-    settings = TeacherConfig.from_dict(config["teacher"])
+    settings = TeacherConfig.from_dict({**config["teacher"], "seed": config.get("seed", config["teacher"]["seed"])})
+    init = None
+    if config.get("init_path"):
+        init = torch.load(config["init_path"], map_location="cpu", weights_only=True)
     subset = int(config["subset"])
-    model, _ = train_teacher(settings, data, subset, on_epoch=tune.report, device=device)
-    logits = teacher_logits(model, data, settings.eval_batch_size)
-    train_devices = data.train_devices(subset)
-    metrics: dict[str, float] = {}
-    for split in ("val", "test"):
-        rows = data.splits[split]
-        found = split_metrics(torch.from_numpy(logits[rows]), data, rows, train_devices)
-        metrics.update({f"{split}_{k}": v for k, v in found.items()})
-    save_logits(Path(config["cache_path"]), data.filenames, logits, metrics)
-    tune.report(metrics)
+    model, _ = train_teacher(settings, data, subset, on_epoch=tune.report, device=device, init_state=init,
+                             epochs=config.get("epochs"))  # fmt: skip
+    if config.get("state_path"):
+        path = Path(config["state_path"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
+        tmp.replace(path)
+    if config.get("logits_path"):
+        logits = teacher_logits(model, data, settings.eval_batch_size)
+        save_logits(Path(config["logits_path"]), data.filenames, logits, logits_metrics(logits, data, subset))

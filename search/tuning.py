@@ -6,6 +6,8 @@ import dataclasses
 from pathlib import Path
 
 import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 import pandas as pd
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -13,11 +15,13 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from search.per_subset import HonestOptunaSearch, PerSubsetScheduler, PerSubsetSearch
 from search.service import RunRequest
 from search.space import Dimension, Space
-from search.trials import student_trial, teacher_trial
+from search.trials import student_trial
 
 
 def _trial_dirname(trial) -> str:
-    return f"subset{trial.config['subset']}_{trial.trial_id}"
+    member = trial.config.get("member")
+    label = f"subset{trial.config['subset']}" + (f"_seed{member.split(':')[1]}" if member else "")
+    return f"{label}_{trial.trial_id}"
 
 
 def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: bool) -> tune.RunConfig:
@@ -43,29 +47,15 @@ def _fit(request: RunRequest, name: str, trainable, **tuner_kwargs) -> None:
     tuner.fit()
 
 
+def fit_experiment(request: RunRequest, name: str, trainable, param_space: dict) -> None:
+    """A plain experiment of the run (no search, no checkpoints): its grid runs in parallel."""
+    tune_config = tune.TuneConfig(trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname)
+    _fit(request, name, trainable, param_space=param_space, tune_config=tune_config,
+         run_config=_run_config(request, name, request.space, keep_checkpoints=False))  # fmt: skip
+
+
 def _resources(cpus: float, gpus: float) -> dict:
     return {"cpu": cpus, "gpu": gpus}
-
-
-def run_teachers(request: RunRequest, data_dir: Path, missing: dict[int, Path]) -> None:
-    """Train one teacher per subset that has no cached logits; the trials run in parallel."""
-    space = request.space
-    res = space.resources
-    trainable = tune.with_resources(teacher_trial, _resources(res.teacher_cpus_per_trial, res.teacher_gpus_per_trial))
-    param_space = {
-        "data_dir": str(data_dir),
-        "teacher": dataclasses.asdict(space.teacher),
-        "subset": tune.grid_search(sorted(missing)),
-        "cache_path": tune.sample_from(lambda config: str(missing[config["subset"]])),
-        "cpus_per_trial": res.teacher_cpus_per_trial,
-        "gpus_per_trial": res.teacher_gpus_per_trial,
-    }
-    tune_config = tune.TuneConfig(trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname)
-    _fit(request, "teachers", trainable, param_space=param_space, tune_config=tune_config,
-         run_config=_run_config(request, "teachers", space, keep_checkpoints=False))  # fmt: skip
-    still_missing = [s for s, p in missing.items() if not p.is_file()]
-    if still_missing:
-        raise RuntimeError(f"teacher training failed for subsets {still_missing}; see {request.run_dir / 'teachers'}")
 
 
 def _distribution(d: Dimension) -> optuna.distributions.BaseDistribution:
@@ -78,7 +68,7 @@ def _distribution(d: Dimension) -> optuna.distributions.BaseDistribution:
 
 def _student_constants(space: Space, data_dir: Path, teacher_paths: dict[int, Path]) -> dict:
     searched = {d.name for d in space.dimensions} | {"subset"}
-    constants = {k: v for k, v in dataclasses.asdict(space.student).items() if k not in searched}
+    constants = {k: v for k, v in dataclasses.asdict(space.settings).items() if k not in searched}
     return {
         **constants,
         "data_dir": str(data_dir),
@@ -95,13 +85,15 @@ def _student_trainable(space: Space):
 def run_search(request: RunRequest, data_dir: Path, teacher_paths: dict[int, Path]) -> None:
     """The student search: one Optuna TPE study and one ASHA per subset, all in one Tune experiment."""
     space = request.space
-    epochs = space.student.epochs
+    epochs = space.settings.epochs
     optuna_space = {d.name: _distribution(d) for d in space.dimensions}
+    # Kept next to the run: `optuna-dashboard <run>/optuna.journal` opens every subset's study.
+    storage = JournalStorage(JournalFileBackend(str(request.run_dir / "optuna.journal")))
 
     def make_searcher(subset: int) -> HonestOptunaSearch:
         sampler = optuna.samplers.TPESampler(seed=space.seed + subset, n_startup_trials=max(2, space.samples // 3))
         return HonestOptunaSearch(space=optuna_space, metric=space.metric, mode=space.mode, sampler=sampler,
-                                  study_name=f"subset{subset}", full_epochs=epochs)  # fmt: skip
+                                  study_name=f"subset{subset}", storage=storage, full_epochs=epochs)  # fmt: skip
 
     def make_scheduler():
         if space.scheduler.type == "fifo":

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 import torch
 import yaml
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from results.export import load_student
@@ -19,7 +23,7 @@ from trainables.loop import predict, split_metrics
 DEVICES = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]
 TINY_SETTINGS = [
     "epochs=2", "batch_size=50", "eval_batch_size=300",
-    "teacher.epochs=1", "teacher.embed_dim=32", "teacher.depth=1", "teacher.num_heads=2", "teacher.eval_batch_size=300",
+    "teacher.epochs=1", "teacher.pretrain=none", "teacher.embed_dim=32", "teacher.depth=1", "teacher.num_heads=2", "teacher.eval_batch_size=300",
     "data.seed=3", "data.train_segments_per_class=3", "data.test_segments_per_class=1",
     "data.held_out_clips_per_segment=4",
 ]  # fmt: skip
@@ -96,7 +100,7 @@ def test_second_run_reuses_the_teacher_cache(first_run, capsys):
     capsys.readouterr()
     assert main(_argv(first_run, "second", "--samples", "1", "--set", "compare_without_kd=false")) == 0
     out = capsys.readouterr().out
-    assert out.count("cached") == 2 and "to train" not in out
+    assert out.count("cached") == 2 and "to make" not in out
     assert not (first_run / "second" / "teachers").exists()
     assert [p.stat().st_mtime_ns for p in teachers] == stamps
     assert len(pd.read_csv(first_run / "second" / "leaderboard.csv")) == 2
@@ -117,3 +121,9 @@ def test_a_nan_trial_fails_and_the_search_goes_on(first_run, tmp_path):
     assert failed["error"].str.contains("loss became").all()
     assert (board[board["lr"] == 0.005]["status"] == "complete").all() and (board["lr"] == 0.005).any()
     assert board.iloc[-1]["status"] == "failed", "failed trials rank last"
+    # The study kept next to the run says the same as the leaderboard.
+    study = optuna.load_study(study_name="subset5",
+                              storage=JournalStorage(JournalFileBackend(str(first_run / "nan" / "optuna.journal"))))
+    expected = {"complete": TrialState.COMPLETE, "stopped": TrialState.PRUNED, "failed": TrialState.FAIL}
+    states = sorted(t.state.name for t in study.trials)
+    assert states == sorted(expected[s].name for s in board["status"])

@@ -104,7 +104,7 @@ def test_overrides_reach_the_settings():
     apply_override(raw, "teacher.epochs=1")
     apply_override(raw, "lr=1e-3")  # YAML 1.1 reads 1e-3 as text; a float setting still takes it
     space = build_space(raw)
-    assert space.student.epochs == 2 and space.teacher.epochs == 1 and space.student.lr == 0.001
+    assert space.settings.epochs == 2 and space.teacher.epochs == 1 and space.settings.lr == 0.001
     with pytest.raises(SpaceError):
         apply_override(raw, "data.sed=1")
 

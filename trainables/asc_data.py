@@ -55,18 +55,22 @@ class AscData:
 def write_prepared(
     directory: Path,
     meta: pd.DataFrame,
-    clips: np.ndarray,
+    clips: np.ndarray | None,
     splits: dict[str, list[str]],
     sample_rate: int,
     classes: list[str],
     fingerprint: str,
     source: str,
 ) -> None:
-    """Write a prepared dataset; dataset.json goes last, so a half-written directory never loads."""
+    """Write a prepared dataset; dataset.json goes last, so a half-written directory never loads.
+
+    clips: None when the caller already wrote clips.npy (memory-mapped, for data larger than RAM).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "splits").mkdir(exist_ok=True)
     meta[META_COLUMNS].to_csv(directory / "meta.csv", sep="\t", index=False)
-    np.save(directory / "clips.npy", clips)
+    if clips is not None:
+        np.save(directory / "clips.npy", clips)
     labels = dict(zip(meta["filename"], meta["scene_label"]))
     for name, files in splits.items():
         frame = pd.DataFrame({"filename": files, "scene_label": [labels[f] for f in files]})

@@ -52,3 +52,27 @@ def aligned_logits(path: Path, data: AscData, rows: np.ndarray) -> np.ndarray:
     if missing:
         raise LogitsMismatch(f"{path}: no logits for {len(missing)} training clips, e.g. {missing[0]}")
     return out
+
+
+def read_teacher_logits(path: Path, data: AscData) -> np.ndarray:
+    """Logits [clips, classes] in `data` row order from either format, refusing any that does not fit.
+
+    - the seed systems' file: a float tensor [rows of meta.csv, classes] in meta.csv row order (a
+      prepared dataset keeps meta.csv's order, so rows map one to one);
+    - this project's file: a dict with filenames, which must cover every clip.
+    """
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(payload, torch.Tensor):
+        if payload.ndim != 2 or payload.shape[0] != len(data.filenames) or payload.shape[1] != len(data.classes):
+            raise LogitsMismatch(f"{path}: a [{', '.join(map(str, payload.shape))}] tensor, but the dataset's meta.csv "
+                                 f"has {len(data.filenames)} rows of {len(data.classes)} classes")  # fmt: skip
+        return payload.float().numpy()
+    if isinstance(payload, dict) and {"filenames", "logits"} <= set(payload):
+        return aligned_logits(path, data, np.arange(len(data.filenames)))
+    raise LogitsMismatch(f"{path}: neither a [rows, classes] tensor nor a dict with filenames and logits")
+
+
+def write_seed_logits(path: Path, logits: np.ndarray) -> None:
+    """The seed systems' format: a float32 tensor [rows of meta.csv, classes] in meta.csv row order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(torch.tensor(np.ascontiguousarray(logits), dtype=torch.float32), path)

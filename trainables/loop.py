@@ -54,6 +54,17 @@ def split_metrics(logits: torch.Tensor, data: AscData, rows: np.ndarray, train_d
     )
 
 
+def logits_metrics(logits: np.ndarray, data: AscData, subset: int) -> dict[str, float]:
+    """Device-wise figures of precomputed logits [clips, classes] on val and test (keys val_*, test_*)."""
+    metrics: dict[str, float] = {}
+    for split in ("val", "test"):
+        if split in data.splits:
+            rows = data.splits[split]
+            found = split_metrics(torch.from_numpy(np.asarray(logits[rows])), data, rows, data.train_devices(subset))
+            metrics.update({f"{split}_{k}": v for k, v in found.items()})
+    return metrics
+
+
 def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
     if not torch.isfinite(loss):
         raise NonFiniteLoss(f"training loss became {loss.item()} in epoch {epoch}, step {step}")

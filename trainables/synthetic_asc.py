@@ -115,6 +115,50 @@ def generate(config: SyntheticConfig, directory: Path) -> None:
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class PretrainingConfig:
+    """The stand-in for AudioSet: another synthetic world, with its own sound classes and devices.
+
+    A PaSST teacher pretrained on it learns generic spectral shapes and device robustness, the way
+    the real one learns them from AudioSet; none of its classes, recordings or devices is TAU22's.
+    """
+
+    seed: int = 0
+    classes: int = 40
+    segments_per_class: int = 6  # 10-s recordings per class, each by one random device of the pool
+    devices: int = 24
+    val_segments_per_class: int = 1
+
+    def fingerprint(self) -> str:
+        text = json.dumps({"generator": "synthetic_pretraining/1", **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def generate_pretraining(config: PretrainingConfig, directory: Path) -> None:
+    """Write the pretraining world as a prepared dataset (train = split100, and val)."""
+    classes = [f"sound{i:02d}" for i in range(config.classes)]
+    devices = [f"p{i:02d}" for i in range(config.devices)]
+    world = _World(SyntheticConfig(seed=config.seed), classes, devices, stream=10_000)
+    rows, clips, splits = [], [], {"split100": [], "val": []}
+    for split, per_class in (("split100", config.segments_per_class), ("val", config.val_segments_per_class)):
+        for c, name in enumerate(classes):
+            for s in range(per_class):
+                rng = _rng(config.seed, 10_000 + _SPLIT_CODES["val" if split == "val" else "train"], c, s)
+                city = CITIES[int(rng.integers(len(CITIES)))]
+                device = devices[int(rng.integers(len(devices)))]
+                location_id = 1000 + c * 100000 + (s if split == "val" else 500 + s)
+                audio = world.record(world.scene_spectrum(c, city, location_id, rng), device, rng)
+                for k in range(10):
+                    filename = f"audio/{name}-{city}-{location_id}-{c * 1000 + s}-{k}-{device}.wav"
+                    rows.append({"filename": filename, "scene_label": name, "identifier": f"{city}-{location_id}",
+                                 "source_label": device})  # fmt: skip
+                    clips.append(audio[k * 32000 : (k + 1) * 32000])
+                    splits[split].append(filename)
+    audio = np.clip(np.stack(clips), -1.0, 1.0)
+    write_prepared(Path(directory), pd.DataFrame(rows), (audio * 32767).astype(np.int16), splits, 32000, classes,
+                   config.fingerprint(), source=f"synthetic-pretraining:{json.dumps(asdict(config))}")  # fmt: skip
+
+
 def nested_subsets(segments_by_class: dict[int, list[list[str]]], rng: np.random.Generator) -> dict[str, list[str]]:
     """Nested subsets 5 ⊂ 10 ⊂ 25 ⊂ 50 ⊂ 100 % of whole segments, each scene taking its own share.
 
@@ -138,26 +182,40 @@ def _rng(*key: int) -> np.random.Generator:
 
 
 class _World:
-    """The fixed properties of the synthetic world: scenes, locations, cities and devices."""
+    """The fixed properties of a synthetic world: sound classes, locations, cities and devices.
 
-    def __init__(self, config: SyntheticConfig):
+    The TAU22-like world has the 10 scenes and the 9 TAU22 devices. The pretraining world
+    (`devices` given) is another world drawn from another random stream: its own classes,
+    backgrounds and a pool of devices none of which is a TAU22 device.
+    """
+
+    def __init__(self, config: SyntheticConfig, classes: list[str] = CLASSES, devices: list[str] | None = None,
+                 stream: int = 0):  # fmt: skip
         self.config = config
         self.samples = 10 * config.sample_rate
         self.freqs = np.fft.rfftfreq(self.samples, 1 / config.sample_rate)
         self.logf = np.log2(np.maximum(self.freqs, 20.0) / 20.0)  # 0 … ~9.6 octaves above 20 Hz
-        rng = _rng(config.seed, 0)
-        bases = {name: self._random_envelope(rng, 4, 10.0) for name in CLASSES}
+        rng = _rng(config.seed, stream)
+        bases = {name: self._random_envelope(rng, 4, 10.0) for name in classes}
         self.envelopes = []
         self.modulation = []
         self.events = []
-        for scene in CLASSES:
-            base = bases[_SHARED_BASE.get(scene, scene)]
+        for scene in classes:
+            base = bases[_SHARED_BASE.get(scene, scene)] if devices is None else bases[scene]
             own = self._random_envelope(rng, 2, config.class_spread_db)
             self.envelopes.append(base + own)
             self.modulation.append((rng.uniform(0.2, 6.0), rng.uniform(0.1, 0.6)))  # rate Hz, depth
             self.events.append((rng.uniform(0.2, 3.0), rng.uniform(300, 6000)))  # events/s, centre Hz
         self.city_background = {city: self._random_envelope(rng, 3, 8.0) for city in CITIES}
         self.device_response = {}
+        if devices is not None:
+            for device in devices:
+                response = self._random_envelope(rng, 5, rng.uniform(1.0, 1.5 * config.simulated_device_db), (0.5, 1.5))
+                if rng.random() < 0.3:
+                    response -= 12.0 * np.clip(1.0 - self.logf / rng.uniform(2.5, 4.0), 0, None)
+                self.device_response[device] = response
+            self.noise_floor = {d: config.noise_floor_db + rng.uniform(0, 5) for d in devices}
+            return
         for device in ALL_DEVICES:
             if device == "a":
                 std = config.real_device_db / 3

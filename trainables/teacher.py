@@ -59,6 +59,14 @@ class TeacherConfig:
     roll_sec: float = 0.1
     eval_batch_size: int = 128
     seed: int = 0
+    # Where the KD search's teacher comes from, and how it is trained:
+    pretrain: str = "none"  # "synthetic": pretrain passt_tiny once on the synthetic AudioSet stand-in
+    pretrain_epochs: int = 10
+    backbone_lr_ratio: float = 1.0  # lr of all but the new head, relative to lr, in (0, 1]; < 1: SIT's slow learner
+    cochlscene: str | None = None  # CochlScene root: train on it first, then continue on the subset (SIT)
+    sit_epochs: int = 5  # epochs of the CochlScene stage
+    ensemble: int = 1  # teachers per subset (seeds seed … seed+ensemble−1) whose logits are averaged
+    logits: str | None = None  # distil from this logits file instead of training ({subset} becomes the subset)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TeacherConfig":
@@ -107,26 +115,51 @@ def load_audioset_weights(net: nn.Module, path: Path) -> None:
         raise ValueError(f"{path} does not fit {STANDARD_ARCH}: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
+def is_head(name: str) -> bool:
+    """Parameters of the classification heads, which a new task replaces."""
+    return name.startswith(("net.head.1", "net.head_dist"))
+
+
 def train_teacher(
     config: TeacherConfig,
     data: AscData,
     subset: int,
     on_epoch: Callable[[dict[str, float]], None] = lambda metrics: None,
     device: torch.device | None = None,
+    init_state: dict | None = None,
+    epochs: int | None = None,
 ) -> tuple[PasstTeacher, dict[str, float]]:
-    """Train a teacher on one training subset; return it with its last validation metrics."""
+    """Train a teacher on one training subset; return it with its last validation metrics.
+
+    init_state: a previous teacher's state dict (e.g. after CochlScene, SIT's first stage) to continue
+        from; its classification heads are dropped, since the classes differ. Everything but the
+        new heads then learns at lr · backbone_lr_ratio.
+    epochs: overrides config.epochs (the SIT stage uses sit_epochs).
+    """
     device = device or default_device()
     torch.manual_seed(config.seed)
-    model = PasstTeacher(config, len(data.classes)).to(device)
+    epochs = epochs or config.epochs
+    model = PasstTeacher(config, len(data.classes))
+    if init_state is not None:
+        kept = {k: v for k, v in init_state.items() if not is_head(k)}
+        missing, unexpected = model.load_state_dict(kept, strict=False)
+        if unexpected or any(not is_head(k) for k in missing):
+            raise ValueError(f"the SIT checkpoint does not fit this teacher: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    model = model.to(device)
     rows = data.splits[f"split{subset}"]
     train_devices = data.train_devices(subset)
-    total_steps = -(-len(rows) // config.batch_size) * config.epochs
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    total_steps = -(-len(rows) // config.batch_size) * epochs
+    named = list(model.named_parameters())
+    groups = [
+        {"params": [p for n, p in named if not is_head(n)], "lr": config.lr * config.backbone_lr_ratio},
+        {"params": [p for n, p in named if is_head(n)], "lr": config.lr},
+    ]
+    optimizer = torch.optim.Adam(groups, weight_decay=config.weight_decay)
     scheduler = warmup_cosine(optimizer, int(config.warmup_fraction * total_steps), total_steps)
     labels = torch.as_tensor(data.labels)
     max_shift = int(config.roll_sec * data.sample_rate)
     metrics: dict[str, float] = {}
-    for epoch in range(config.epochs):
+    for epoch in range(epochs):
         started = time.perf_counter()
         model.train()
         loss_sum = 0.0

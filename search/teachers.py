@@ -1,0 +1,181 @@
+"""Make sure every subset has teacher logits in the cache, training what is missing as Ray trials.
+
+Where a subset's teacher comes from, in order of the `teacher` section's settings:
+- `logits: FILE` (`{subset}` replaced by the subset): the seed systems' [meta.csv rows, classes]
+  tensor or this project's filename-keyed file; no teacher is trained.
+- otherwise PaSST teachers, trained in stages, each stage cached under `<storage>/cache/teachers/`:
+  1. initial weights: AudioSet weights from `weights` (standard PaSST), or for `passt_tiny` with
+     `pretrain: synthetic` a pretraining on the synthetic AudioSet stand-in (trainables/synthetic_asc.py);
+  2. `cochlscene: ROOT`: SIT's first stage, training on CochlScene's 13 scenes;
+  3. per subset and ensemble member (seeds seed … seed+ensemble−1): fine-tuning on the subset only,
+     the backbone at lr · backbone_lr_ratio (< 1: SIT's slow learner; 1: Seq-FT);
+  4. members averaged into one teacher when `ensemble` > 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from ray import tune
+
+from search.service import RunRequest
+from trainables.asc_data import AscData, is_prepared, load_prepared
+from trainables.cochlscene import prepare_cochlscene
+from trainables.logits_file import read_logits, read_teacher_logits, save_logits
+from trainables.loop import logits_metrics
+from trainables.synthetic_asc import PretrainingConfig, generate_pretraining
+from trainables.teacher import TeacherConfig
+
+# Settings that change what a stage produces; the others (logits, ensemble, …) do not enter its key.
+_INIT_KEYS = ("arch", "weights", "embed_dim", "depth", "num_heads", "drop_path_rate", "s_patchout_t", "s_patchout_f",
+              "freqm", "timem", "batch_size", "lr", "weight_decay", "warmup_fraction", "mixstyle_p", "mixstyle_alpha",
+              "roll_sec", "seed")  # fmt: skip
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _init_part(teacher: TeacherConfig) -> dict:
+    return {k: getattr(teacher, k) for k in _INIT_KEYS}
+
+
+def external_logits_path(teacher: TeacherConfig, subset: int) -> Path:
+    return Path(teacher.logits.replace("{subset}", str(subset)))
+
+
+def check_external_logits(teacher: TeacherConfig, data: AscData, subsets: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """Read and check `teacher.logits` for every subset before anything trains (LogitsMismatch on a misfit)."""
+    from trainables.logits_file import LogitsMismatch
+
+    found = {}
+    for subset in subsets:
+        path = external_logits_path(teacher, subset)
+        if not path.is_file():
+            raise LogitsMismatch(f"teacher.logits: no file at {path}")
+        found[subset] = read_teacher_logits(path, data)
+    return found
+
+
+class TeacherPlan:
+    """The cache paths of every stage of a run's teachers, and the Ray experiments that fill them."""
+
+    def __init__(self, request: RunRequest, data_dir: Path):
+        self.request = request
+        self.data_dir = data_dir
+        self.data = load_prepared(data_dir)
+        self.teacher: TeacherConfig = request.space.teacher
+        self.cache = request.cache_dir / "teachers"
+
+    @functools.cached_property
+    def stages(self) -> list[tuple[str, Path, Path]]:
+        """(name, prepared dataset, produced state dict) of the stages before fine-tuning, in order."""
+        stages = []
+        parts: list = [_init_part(self.teacher)]
+        if self.teacher.pretrain == "synthetic":
+            config = PretrainingConfig(seed=self.teacher.seed)
+            directory = self.request.cache_dir / "datasets" / f"pretraining-{config.fingerprint()}"
+            parts += ["pretrain", config.fingerprint(), self.teacher.pretrain_epochs]
+            stages.append(("pretrain", directory, self.cache / f"pretrained-{_key(*parts)}.pt"))
+        if self.teacher.cochlscene:
+            directory = prepare_cochlscene(Path(self.teacher.cochlscene), self.request.cache_dir / "datasets")
+            parts += ["sit", load_prepared(directory).fingerprint, self.teacher.sit_epochs]
+            stages.append(("sit", directory, self.cache / f"sit-{_key(*parts)}.pt"))
+        return stages
+
+    def member_path(self, subset: int, seed: int) -> Path:
+        teacher = dataclasses.replace(self.teacher, seed=seed)
+        stages = [str(path) for _, _, path in self.stages]
+        key = _key(self.data.fingerprint, subset, _init_part(teacher), teacher.epochs, teacher.backbone_lr_ratio, stages)
+        return self.cache / f"{key}.pt"
+
+    def subset_path(self, subset: int) -> Path:
+        """The logits file the students of `subset` read."""
+        if self.teacher.logits:
+            source = external_logits_path(self.teacher, subset)
+            return self.cache / f"file-{_key(self.data.fingerprint, hashlib.sha256(source.read_bytes()).hexdigest())}.pt"
+        seeds = range(self.teacher.seed, self.teacher.seed + self.teacher.ensemble)
+        if self.teacher.ensemble == 1:
+            return self.member_path(subset, self.teacher.seed)
+        return self.cache / f"ensemble-{_key([str(self.member_path(subset, s)) for s in seeds])}.pt"
+
+    def ensure(self, subsets: tuple[int, ...]) -> dict[int, Path]:
+        """Fill the cache for every subset (training only what is missing) and return the students' files."""
+        paths = {s: self.subset_path(s) for s in subsets}
+        for subset, path in paths.items():
+            print(f"Teacher for subset {subset}%: {'cached' if path.is_file() else 'to make'} ({path})", flush=True)
+        missing = [s for s, p in paths.items() if not p.is_file()]
+        if not missing:
+            return paths
+        if self.teacher.logits:
+            for subset in missing:
+                logits = read_teacher_logits(external_logits_path(self.teacher, subset), self.data)
+                save_logits(paths[subset], self.data.filenames, logits, logits_metrics(logits, self.data, subset))
+            return paths
+        init = self._run_init_stages()
+        seeds = list(range(self.teacher.seed, self.teacher.seed + self.teacher.ensemble))
+        members = {(s, seed): self.member_path(s, seed) for s in missing for seed in seeds}
+        todo = {key: path for key, path in members.items() if not path.is_file()}
+        if todo:
+            self._fine_tune(todo, init)
+        if self.teacher.ensemble > 1:
+            for subset in missing:
+                stacked = np.stack([read_logits(members[(subset, seed)])["logits"].numpy() for seed in seeds])
+                logits = stacked.mean(axis=0)
+                save_logits(paths[subset], self.data.filenames, logits, logits_metrics(logits, self.data, subset))
+        return paths
+
+    def _run_init_stages(self) -> Path | None:
+        init: Path | None = None
+        for name, directory, state_path in self.stages:
+            if name == "pretrain" and not is_prepared(directory):
+                print(f"Generating the synthetic AudioSet stand-in into {directory} …", flush=True)
+                generate_pretraining(PretrainingConfig(seed=self.teacher.seed), directory)
+            if not state_path.is_file():
+                epochs = self.teacher.pretrain_epochs if name == "pretrain" else self.teacher.sit_epochs
+                config = {"data_dir": str(directory), "subset": 100, "epochs": epochs, "state_path": str(state_path),
+                          "init_path": None if init is None else str(init)}  # fmt: skip
+                self._fit(f"teacher_{name}", config, grid=None)
+                if not state_path.is_file():
+                    raise RuntimeError(f"the teacher's {name} stage failed; see {self.request.run_dir / f'teacher_{name}'}")
+            init = state_path
+        return init
+
+    def _fine_tune(self, todo: dict[tuple[int, int], Path], init: Path | None) -> None:
+        # The longest trainings first, so the short ones fill the gaps.
+        order = sorted(todo, key=lambda key: (-key[0], key[1]))
+        config = {"data_dir": str(self.data_dir), "init_path": None if init is None else str(init),
+                  "member": tune.grid_search([f"{s}:{seed}" for s, seed in order]),
+                  "subset": tune.sample_from(lambda c: int(c["member"].split(":")[0])),
+                  "seed": tune.sample_from(lambda c: int(c["member"].split(":")[1])),
+                  "logits_path": tune.sample_from(lambda c: str(todo[tuple(map(int, c["member"].split(":")))]))}  # fmt: skip
+        self._fit("teachers", config, grid=True)
+        failed = [key for key, path in todo.items() if not path.is_file()]
+        if failed:
+            raise RuntimeError(f"teacher training failed for (subset, seed) {failed}; see {self.request.run_dir / 'teachers'}")
+
+    def _fit(self, name: str, config: dict, grid: bool | None) -> None:
+        from search.trials import teacher_trial
+        from search.tuning import fit_experiment
+
+        res = self.request.space.resources
+        trainable = tune.with_resources(teacher_trial, {"cpu": res.teacher_cpus_per_trial, "gpu": res.teacher_gpus_per_trial})
+        param_space = {"teacher": dataclasses.asdict(self.teacher), "cpus_per_trial": res.teacher_cpus_per_trial,
+                       "gpus_per_trial": res.teacher_gpus_per_trial, **config}  # fmt: skip
+        fit_experiment(self.request, name, trainable, param_space)
+
+
+def print_teachers(paths: dict[int, Path]) -> None:
+    """The sanity check the seeds do by hand: each teacher's device-wise accuracy on the test split."""
+    from results.leaderboard import device_columns
+
+    for subset, path in sorted(paths.items()):
+        metrics = read_logits(path)["metrics"]
+        devices = device_columns(metrics, prefix="test_acc_")
+        cells = "  ".join(f"{d}={metrics[f'test_acc_{d}']:.3f}" for d in devices)
+        print(f"Teacher {subset}%: test acc={metrics['test_acc']:.3f} unseen={metrics['test_acc_unseen']:.3f}  {cells}")

@@ -1,0 +1,83 @@
+"""A small dataset in the exact TAU22 layout, with real DCASE24 filenames from ../shared/tau22.
+
+24-bit wav files at 44.1 kHz, meta.csv and the split files written as TAU22 and the DCASE24
+baseline have them. The audio comes from the synthetic world, driven by each filename's scene,
+city, location and device. Tests that need ../shared/tau22 skip cleanly where it is absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+
+from trainables.asc_data import device_of
+from trainables.synthetic_asc import CLASSES, CITIES, SyntheticConfig, _World, _rng
+
+SHARED_SPLITS = Path(__file__).resolve().parents[2] / "shared" / "tau22"
+
+
+def _segments(frame: pd.DataFrame) -> pd.Series:
+    return frame["filename"].str.rsplit("-", n=2).str[0] + "-" + frame["filename"].str.rsplit("-", n=1).str[1]
+
+
+def _pick(frame: pd.DataFrame, per_class: int, rng: np.random.Generator, exclude: set[str] = frozenset()) -> list[str]:
+    """Whole segments, `per_class` of each scene, none of those in `exclude`."""
+    frame = frame.assign(segment=_segments(frame))
+    frame = frame[~frame["segment"].isin(exclude)]
+    files = []
+    for _, rows in frame.groupby("scene_label"):
+        segments = sorted(rows["segment"].unique())
+        for segment in rng.choice(segments, size=min(per_class, len(segments)), replace=False):
+            files += rows[rows["segment"] == segment]["filename"].tolist()
+    return files
+
+
+def write_tau22(root: Path, per_class: int = 2, test_locations_per_class: int = 2, seed: int = 0) -> Path:
+    """Write a TAU22-layout dataset into `root`: split5 ⊂ split10 ⊂ split25 ⊂ split50, and test."""
+    if not SHARED_SPLITS.is_dir():
+        pytest.skip(f"{SHARED_SPLITS} is absent")
+    rng = np.random.default_rng(seed)
+    read = {name: pd.read_csv(SHARED_SPLITS / f"{name}.csv", sep="\t") for name in ("split5", "split10", "split25", "split50", "test")}
+    chosen: dict[str, list[str]] = {}
+    previous: list[str] = []
+    for name in ("split5", "split10", "split25", "split50"):
+        taken = set(_segments(pd.DataFrame({"filename": previous}))) if previous else set()
+        extra = _pick(read[name], per_class if name == "split5" else 1, rng, taken)
+        chosen[name] = previous + [f for f in extra if f not in previous]
+        previous = chosen[name]
+    test = read["test"].assign(location=read["test"]["filename"].str.split("-").str[1:3].str.join("-"))
+    test = test.assign(segment=_segments(test), device=test["filename"].map(device_of))
+    test_files = []
+    for _, rows in test.groupby("scene_label"):
+        for location in sorted(rows["location"].unique())[:test_locations_per_class]:
+            at = rows[rows["location"] == location]
+            for _, by_device in at.groupby("device"):  # one segment of each device recorded there
+                test_files += by_device[by_device["segment"] == by_device["segment"].iloc[0]]["filename"].tolist()
+    all_files = sorted(set(chosen["split50"]) | set(test_files))
+    labels = pd.concat(read.values()).drop_duplicates("filename").set_index("filename")["scene_label"]
+
+    world = _World(SyntheticConfig(sample_rate=44100))
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    rows = []
+    recordings: dict[str, np.ndarray] = {}
+    for filename in all_files:
+        scene, city, location, segment, k, _ = Path(filename).stem.split("-")
+        device = device_of(filename)
+        key = f"{scene}-{city}-{location}-{segment}"
+        if key not in recordings:
+            recordings[key] = world.scene_spectrum(CLASSES.index(scene), city if city in CITIES else CITIES[0],
+                                                   int(location), _rng(seed, int(segment)))  # fmt: skip
+        audio = world.record(recordings[key], device, _rng(seed, int(segment), len(device), ord(device[-1])))
+        clip = audio[int(k) * 44100 : (int(k) + 1) * 44100]
+        soundfile.write(root / filename, np.clip(clip, -1, 1), 44100, subtype="PCM_24")
+        rows.append({"filename": filename, "scene_label": labels[filename], "identifier": f"{city}-{location}",
+                     "source_label": device})  # fmt: skip
+    pd.DataFrame(rows).to_csv(root / "meta.csv", sep="\t", index=False)
+    for name, files in {**chosen, "test": test_files}.items():
+        pd.DataFrame({"filename": files, "scene_label": [labels[f] for f in files]}).to_csv(
+            root / f"{name}.csv", sep="\t", index=False)  # fmt: skip
+    return root

@@ -1,0 +1,49 @@
+"""What Optuna is told: complete trials COMPLETE, early-stopped trials PRUNED, NaN or errored trials FAIL."""
+
+import math
+
+import optuna
+from optuna.trial import TrialState
+
+from search.per_subset import HonestOptunaSearch, PerSubsetSearch
+
+
+def _searcher(**kwargs) -> HonestOptunaSearch:
+    space = {"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
+    return HonestOptunaSearch(space=space, metric="acc", mode="max", full_epochs=3, **kwargs)
+
+
+def test_states_told_to_optuna():
+    searcher = _searcher()
+    for trial_id in ("done", "early", "nan", "crash"):
+        assert "lr" in searcher.suggest(trial_id)
+    for epoch in (1, 2, 3):
+        searcher.on_trial_result("done", {"acc": 0.5 + epoch / 10, "training_iteration": epoch})
+    searcher.on_trial_complete("done", {"acc": 0.8, "training_iteration": 3})
+    searcher.on_trial_result("early", {"acc": 0.2, "training_iteration": 1})
+    searcher.on_trial_complete("early", {"acc": 0.2, "training_iteration": 1})  # ASHA stopped it after epoch 1
+    searcher.on_trial_result("nan", {"acc": math.nan, "training_iteration": 1})
+    searcher.on_trial_complete("nan", {"acc": math.nan, "training_iteration": 3})
+    searcher.on_trial_complete("crash", None, error=True)
+    trials = searcher._ot_study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL]
+    assert trials[0].value == 0.8
+    assert trials[1].intermediate_values == {1: 0.2}, "a pruned trial keeps what it reached"
+    assert trials[2].intermediate_values == {}, "NaN is never reported as a value"
+
+
+def test_per_subset_search_gives_each_subset_its_own_study_and_budget():
+    studies = {}
+
+    def make(subset):
+        studies[subset] = _searcher(study_name=f"subset{subset}")
+        return studies[subset]
+
+    search = PerSubsetSearch([5, 100], samples=2, make_searcher=make, metric="acc", mode="max")
+    suggestions = [search.suggest(f"t{i}") for i in range(5)]
+    assert [s["subset"] for s in suggestions[:4]] == [100, 5, 100, 5], "largest subset first in every round"
+    assert suggestions[4] == PerSubsetSearch.FINISHED
+    search.on_trial_complete("t0", {"acc": 0.7, "training_iteration": 3})
+    assert len(studies[100]._ot_study.trials) == 2 and len(studies[5]._ot_study.trials) == 2
+    assert studies[100]._ot_study.trials[0].state == TrialState.COMPLETE
+    assert studies[5]._ot_study.trials[0].state == TrialState.RUNNING

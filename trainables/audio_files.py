@@ -1,0 +1,53 @@
+"""Decode audio files (any PCM width soundfile reads) into one resampled, memory-mapped int16 array."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio
+
+from trainables.asc_data import DatasetError
+
+
+def read_clip(path: Path, sample_rate: int, length: int, resamplers: dict) -> np.ndarray:
+    """Mono float32 [length] at `sample_rate`: resampled with torchaudio, zero-padded or cut to length."""
+    try:
+        audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as err:
+        raise DatasetError(f"{path}: unreadable audio ({err})") from None
+    mono = torch.from_numpy(audio.mean(axis=1))
+    if rate != sample_rate:
+        if rate not in resamplers:
+            resamplers[rate] = torchaudio.transforms.Resample(rate, sample_rate)
+        mono = resamplers[rate](mono)
+    clip = np.zeros(length, dtype=np.float32)
+    clip[: min(length, mono.numel())] = mono.numpy()[:length]
+    return clip
+
+
+def decode_to_memmap(paths: Sequence[Path], target: Path, sample_rate: int, seconds: float, label: str,
+                     progress: bool = True, pieces: int = 1) -> None:  # fmt: skip
+    """Write clips.npy int16 at `target`, showing a progress line on stderr.
+
+    Each file gives `pieces` consecutive rows of seconds/pieces each: [len(paths) · pieces, seconds·rate/pieces].
+    """
+    length = int(round(seconds * sample_rate))
+    clips = np.lib.format.open_memmap(target, mode="w+", dtype=np.int16, shape=(len(paths) * pieces, length // pieces))
+    resamplers: dict = {}
+    started = time.perf_counter()
+    for i, path in enumerate(paths):
+        audio = np.clip(read_clip(path, sample_rate, length, resamplers), -1, 1)
+        clips[i * pieces : (i + 1) * pieces] = np.round(audio[: length // pieces * pieces].reshape(pieces, -1) * 32767)
+        if progress and (i + 1 == len(paths) or (i + 1) % max(1, len(paths) // 50) == 0):
+            rate = (i + 1) / (time.perf_counter() - started)
+            print(f"\r{label}: {i + 1}/{len(paths)} clips ({rate:.0f}/s)", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    clips.flush()
+    del clips

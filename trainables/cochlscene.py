@@ -1,0 +1,67 @@
+"""Read CochlScene (13 acoustic scenes, 10-s clips) into a prepared dataset for the teacher's SIT stage.
+
+Layout: ROOT/{Train,Val,Test}/<Class>/*.wav. Each 10-s clip becomes ten 1-s clips at 32 kHz (named
+`<Split>/<Class>/<file>.wav:<k>`), so the teacher sees TAU22-length inputs in both SIT stages;
+Train → split100, Val → val, Test → test. CochlScene records no device: every clip's device is
+`cochl`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from trainables.asc_data import DatasetError, is_prepared, write_prepared
+from trainables.audio_files import decode_to_memmap
+
+SAMPLE_RATE = 32000
+CLASSES = ["Bus", "Cafe", "Car", "CrowdedIndoor", "Elevator", "Kitchen", "Park", "ResidentialArea", "Restaurant",
+           "Restroom", "Street", "Subway", "SubwayStation"]  # fmt: skip
+_SPLITS = {"Train": "split100", "Val": "val", "Test": "test"}
+PIECES = 10  # 1-s pieces per 10-s clip
+
+
+def prepare_cochlscene(root: Path, cache_dir: Path, progress: bool = True) -> Path:
+    """The prepared directory for a CochlScene ROOT, made once per fingerprint under cache_dir."""
+    root = Path(root).resolve()
+    files: list[tuple[str, str, Path]] = []  # (split, class, path)
+    for split in _SPLITS:
+        if not (root / split).is_dir():
+            raise DatasetError(f"{root} is not CochlScene: no {split}/ folder")
+        for label_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+            if label_dir.name not in CLASSES:
+                raise DatasetError(f"{label_dir}: unknown CochlScene class (expected one of {', '.join(CLASSES)})")
+            files += [(split, label_dir.name, p) for p in sorted(label_dir.glob("*.wav"))]
+    if not files:
+        raise DatasetError(f"{root}: no wav files under Train/, Val/, Test/")
+    digest = hashlib.sha256(b"cochlscene/1")
+    for _, _, path in files:
+        stat = os.stat(path)
+        digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    key = digest.hexdigest()[:16]
+    directory = Path(cache_dir) / f"cochlscene-{key}"
+    if is_prepared(directory):
+        return directory
+    work = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        decode_to_memmap([p for _, _, p in files], work / "clips.npy", SAMPLE_RATE, 10.0,
+                         "Resampling CochlScene to 32 kHz", progress, pieces=PIECES)  # fmt: skip
+        rows, splits = [], {name: [] for name in _SPLITS.values()}
+        for split, label, path in files:
+            relative = path.relative_to(root).as_posix()
+            for k in range(PIECES):
+                name = f"{relative}:{k}"
+                rows.append({"filename": name, "scene_label": label, "identifier": relative, "source_label": "cochl"})
+                splits[_SPLITS[split]].append(name)
+        write_prepared(work, pd.DataFrame(rows), None, splits, SAMPLE_RATE, CLASSES, key, source=f"cochlscene:{root}")
+        os.replace(work, directory)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return directory

@@ -1,0 +1,129 @@
+"""Read TAU Urban Acoustic Scenes 2022 Mobile from disk into a prepared dataset (see asc_data.py).
+
+ROOT holds `meta.csv` (tab-separated: filename with its `audio/` prefix, scene_label, identifier,
+source_label) and `audio/`. The DCASE24 split files `split5.csv` … `split100.csv` and `test.csv`
+(tab-separated filename, scene_label) lie in ROOT or in a separate folder. The 44.1 kHz wav files
+are read with soundfile whatever their PCM width, resampled to 32 kHz with torchaudio, and
+written once into a memory-mapped int16 array; the prepared directory's fingerprint covers
+meta.csv, the split files and every audio file's size and modification time, so a changed
+dataset gets a fresh cache.
+
+Validation: TAU22 has no validation split that contains the unseen devices s4–s6, and ranking on
+the test split would select on it. Unless the splits folder has its own `val.csv`, half of the
+test split's recording locations (every other one in sorted order) become `val`, on which the
+search ranks; the other half stays `test`, on which figures are reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from trainables.asc_data import META_COLUMNS, SUBSETS, DatasetError, device_of, is_prepared, write_prepared
+from trainables.audio_files import decode_to_memmap
+
+SAMPLE_RATE = 32000
+CLASSES = [
+    "airport", "bus", "metro", "metro_station", "park",
+    "public_square", "shopping_mall", "street_pedestrian", "street_traffic", "tram",
+]  # fmt: skip
+
+
+def is_tau22_root(root: Path) -> bool:
+    return (Path(root) / "meta.csv").is_file()
+
+
+def find_split_files(root: Path, splits_dir: Path | None) -> dict[str, Path]:
+    """split<N>/test/val files by name, from `splits_dir` if given, else from ROOT (or ROOT/split_setup)."""
+    folders = [splits_dir] if splits_dir else [root, root / "split_setup"]
+    found: dict[str, Path] = {}
+    for name in [*(f"split{s}" for s in SUBSETS), "test", "val"]:
+        for folder in folders:
+            if folder and (folder / f"{name}.csv").is_file():
+                found[name] = folder / f"{name}.csv"
+                break
+    if "test" not in found:
+        where = splits_dir or root
+        raise DatasetError(f"no test.csv in {where}; put the DCASE24 split files there or name their folder with --splits")
+    if not any(name.startswith("split") for name in found):
+        raise DatasetError(f"no split5.csv … split100.csv next to test.csv in {found['test'].parent}")
+    return found
+
+
+def read_meta(root: Path) -> pd.DataFrame:
+    try:
+        meta = pd.read_csv(root / "meta.csv", sep="\t")
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{root / 'meta.csv'}: cannot parse ({err})") from None
+    missing = [c for c in META_COLUMNS if c not in meta.columns]
+    if missing:
+        raise DatasetError(f"{root / 'meta.csv'}: missing columns {missing} (expected tab-separated {META_COLUMNS})")
+    return meta
+
+
+def fingerprint(root: Path, meta: pd.DataFrame, split_files: dict[str, Path]) -> str:
+    """A hash of meta.csv, the split files and each audio file's size and mtime; names the first missing file."""
+    digest = hashlib.sha256(b"tau22/1")
+    digest.update((root / "meta.csv").read_bytes())
+    for name in sorted(split_files):
+        digest.update(name.encode() + split_files[name].read_bytes())
+    for filename in meta["filename"]:
+        try:
+            stat = os.stat(root / filename)
+        except FileNotFoundError:
+            raise DatasetError(f"{root / filename} is named in meta.csv but missing") from None
+        digest.update(f"{filename}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _split_lists(meta: pd.DataFrame, split_files: dict[str, Path]) -> dict[str, list[str]]:
+    known = set(meta["filename"])
+    lists: dict[str, list[str]] = {}
+    for name, path in split_files.items():
+        files = pd.read_csv(path, sep="\t")["filename"].tolist()
+        unknown = [f for f in files if f not in known]
+        if unknown:
+            raise DatasetError(f"{path} names {len(unknown)} files not in meta.csv, e.g. {unknown[0]}")
+        lists[name] = files
+    if "val" not in lists:
+        location = meta.set_index("filename")["identifier"]
+        locations = sorted({location[f] for f in lists["test"]})
+        held = set(locations[::2])
+        lists["val"] = [f for f in lists["test"] if location[f] in held]
+        lists["test"] = [f for f in lists["test"] if location[f] not in held]
+    else:
+        val = set(lists["val"])
+        lists["test"] = [f for f in lists["test"] if f not in val]
+    return lists
+
+
+def prepare_tau22(root: Path, cache_dir: Path, splits_dir: Path | None = None, progress: bool = True) -> Path:
+    """The prepared directory for ROOT (made once per fingerprint under cache_dir); stops on a missing or bad file."""
+    root = Path(root).resolve()
+    meta = read_meta(root)
+    split_files = find_split_files(root, splits_dir)
+    key = fingerprint(root, meta, split_files)
+    directory = Path(cache_dir) / f"tau22-{key}"
+    if is_prepared(directory):
+        return directory
+    lists = _split_lists(meta, split_files)
+    unknown = sorted(set(meta["scene_label"]) - set(CLASSES))
+    if unknown:
+        raise DatasetError(f"{root / 'meta.csv'}: unknown scene labels {unknown}")
+    work = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        paths = [root / f for f in meta["filename"]]
+        decode_to_memmap(paths, work / "clips.npy", SAMPLE_RATE, 1.0, "Resampling TAU22 to 32 kHz", progress)
+        meta = meta.assign(source_label=[device_of(f) for f in meta["filename"]])
+        write_prepared(work, meta, None, lists, SAMPLE_RATE, CLASSES, key, source=f"tau22:{root}")
+        os.replace(work, directory)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return directory

@@ -38,7 +38,11 @@ def load_student(path: Path) -> tuple[LogMel, Student, dict]:
 
 
 def export_best(run_dir: Path, metric: str, mode: str) -> list[Path]:
-    """Copy the top complete trial's last checkpoint of each subset to best/subset_<N>/student.pt."""
+    """Copy the top complete trial's last checkpoint of each subset to best/subset_<N>/.
+
+    A student search exports student.pt; a teacher search its logits (logits.pt keyed by filename,
+    logits_meta_order.pt in the seed systems' format), ready for `teacher.logits` of a KD search.
+    """
     board = build_leaderboard(run_dir, metric, mode)
     exported = []
     if board.empty:
@@ -48,14 +52,18 @@ def export_best(run_dir: Path, metric: str, mode: str) -> list[Path]:
         checkpoint = sorted(Path(best["trial_dir"]).glob("checkpoint_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
         if not checkpoint:
             continue
-        payload = torch.load(checkpoint[-1] / "student.pt", map_location="cpu", weights_only=True)
-        payload["trial_id"] = str(best["trial_id"])
         target = Path(run_dir) / "best" / f"subset_{subset}"
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        torch.save(payload, target / "student.pt")
-        exported.append(target / "student.pt")
+        for source in sorted(checkpoint[-1].iterdir()):
+            if source.name == "student.pt":
+                payload = torch.load(source, map_location="cpu", weights_only=True)
+                payload["trial_id"] = str(best["trial_id"])
+                torch.save(payload, target / source.name)
+            elif source.name != "train_state.pt":  # resuming state, not a result
+                shutil.copy2(source, target / source.name)
+            exported.append(target / source.name)
     return exported
 
 

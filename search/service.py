@@ -71,7 +71,7 @@ def run(request: RunRequest) -> None:
     from results.export import export_best
     from results.leaderboard import build_leaderboard, print_comparison, print_leaderboard, write_tables
     from search.teachers import TeacherPlan, print_teachers
-    from search.tuning import run_references, run_search
+    from search.tuning import run_references, run_search, run_teacher_search
 
     space = request.space
     request.run_dir.mkdir(parents=True, exist_ok=True)
@@ -89,14 +89,17 @@ def run(request: RunRequest) -> None:
         ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
     try:
         check_resources(space, [n["Resources"] for n in ray.nodes() if n.get("Alive")])
-        teacher_paths = {}
-        if _uses_teacher(space):
-            teacher_paths = TeacherPlan(request, data_dir).ensure(space.subsets)
-            print_teachers(teacher_paths)
-        run_search(request, data_dir, teacher_paths)
-        board = build_leaderboard(request.run_dir, space.metric, space.mode)
-        if space.compare_without_kd and not board.empty:
-            run_references(request, data_dir, board)
+        if space.system == "asc_teacher":
+            run_teacher_search(request, data_dir, TeacherPlan(request, data_dir, space.settings).run_init_stages())
+        else:
+            teacher_paths = {}
+            if _uses_teacher(space):
+                teacher_paths = TeacherPlan(request, data_dir).ensure(space.subsets)
+                print_teachers(teacher_paths)
+            run_search(request, data_dir, teacher_paths)
+            board = build_leaderboard(request.run_dir, space.metric, space.mode)
+            if space.compare_without_kd and not board.empty:
+                run_references(request, data_dir, board)
         board = write_tables(request.run_dir, space.metric, space.mode)
         print_leaderboard(board, space.metric, [d.name for d in space.dimensions])
         print_comparison(request.run_dir, space.metric, space.mode)
@@ -111,7 +114,7 @@ def check_resources(space: Space, nodes: list[dict]) -> None:
     """Refuse, at start, a per-trial request no node can ever satisfy (Tune would leave it pending forever)."""
     res = space.resources
     requests = {"student": (res.cpus_per_trial, res.gpus_per_trial)}
-    if "teacher" in space.sections:
+    if "teacher" in space.sections or space.system == "asc_teacher":
         requests["teacher"] = (res.teacher_cpus_per_trial, res.teacher_gpus_per_trial)
     for kind, (cpus, gpus) in requests.items():
         if not any(node.get("CPU", 0) >= cpus and node.get("GPU", 0) >= gpus for node in nodes):

@@ -223,9 +223,9 @@ def build_space(raw: dict) -> Space:
         raise SpaceError(f"samples: must be at least 1, got {meta['samples']}")
     if meta.get("max_concurrent", 0) < 0 or meta.get("max_failures", 0) < 0:
         raise SpaceError("max_concurrent and max_failures must not be negative")
-    built = {name: _build_dataclass(cls, raw.get(name, {}), name) for name, cls in sections.items()}
+    built = {name: _absolute(_build_dataclass(cls, raw.get(name, {}), name)) for name, cls in sections.items()}
     _check_sections(built)
-    settings = _build_dataclass(schema.settings, {k: v for k, v in raw.items() if k in fields_}, "")
+    settings = _absolute(_build_dataclass(schema.settings, {k: v for k, v in raw.items() if k in fields_}, ""))
     _check_settings(settings)
     subsets, dimensions = _build_search(raw.get("search", {}), schema)
     return Space(
@@ -235,6 +235,19 @@ def build_space(raw: dict) -> Space:
         seed=meta.get("seed", 0), source=raw, scheduler=built.pop("scheduler"), resources=built.pop("resources"),
         sections=built,
     )  # fmt: skip
+
+
+_PATH_SETTINGS = ("weights", "cochlscene", "logits", "dir_path")
+
+
+def _absolute(settings: Any) -> Any:
+    """Paths made absolute here, since trials run in other working directories."""
+    changes = {}
+    for name in _PATH_SETTINGS:
+        value = getattr(settings, name, None)
+        if isinstance(value, str) and value:
+            changes[name] = str(Path(value).expanduser().resolve())
+    return dataclasses.replace(settings, **changes) if changes else settings
 
 
 def _build_search(search: Any, schema: SystemSchema) -> tuple[tuple[int, ...], tuple[Dimension, ...]]:
@@ -286,7 +299,7 @@ def _build_dimension(name: str, spec: Any, kind: Any, where: str) -> Dimension:
     return Dimension(name, low=low, high=high, log=log, integer=integer)
 
 
-_BOUNDS = {"kd_lambda": (0.0, 1.0), "mixstyle_p": (0.0, 1.0), "warmup_fraction": (0.0, 0.999),
+_BOUNDS = {"kd_lambda": (0.0, 1.0), "mixstyle_p": (0.0, 1.0), "warmup_fraction": (0.0, 0.999), "dir_prob": (0.0, 1.0),
            "backbone_lr_ratio": (0.0, 1.0)}  # fmt: skip
 _POSITIVE = {"temperature", "lr", "epochs", "batch_size", "base_channels", "channels_multiplier", "expansion_rate",
              "backbone_lr_ratio", "ensemble"}  # fmt: skip
@@ -308,6 +321,9 @@ def _check_settings(settings: Any, where: str = "") -> None:
             _check_bounds(name, value, value, f"{where}{name}")
     if isinstance(settings, TeacherConfig):
         _check_teacher(settings, where)
+    dir_path = getattr(settings, "dir_path", None)
+    if dir_path and not list(Path(dir_path).glob("*.wav")):
+        raise SpaceError(f"{where}dir_path: no .wav impulse responses in {dir_path}")
 
 
 def _check_sections(sections: dict) -> None:

@@ -65,11 +65,11 @@ def check_external_logits(teacher: TeacherConfig, data: AscData, subsets: tuple[
 class TeacherPlan:
     """The cache paths of every stage of a run's teachers, and the Ray experiments that fill them."""
 
-    def __init__(self, request: RunRequest, data_dir: Path):
+    def __init__(self, request: RunRequest, data_dir: Path, teacher: TeacherConfig | None = None):
         self.request = request
         self.data_dir = data_dir
         self.data = load_prepared(data_dir)
-        self.teacher: TeacherConfig = request.space.teacher
+        self.teacher: TeacherConfig = teacher or request.space.teacher
         self.cache = request.cache_dir / "teachers"
 
     @functools.cached_property
@@ -117,7 +117,7 @@ class TeacherPlan:
                 logits = read_teacher_logits(external_logits_path(self.teacher, subset), self.data)
                 save_logits(paths[subset], self.data.filenames, logits, logits_metrics(logits, self.data, subset))
             return paths
-        init = self._run_init_stages()
+        init = self.run_init_stages()
         seeds = list(range(self.teacher.seed, self.teacher.seed + self.teacher.ensemble))
         members = {(s, seed): self.member_path(s, seed) for s in missing for seed in seeds}
         todo = {key: path for key, path in members.items() if not path.is_file()}
@@ -130,7 +130,8 @@ class TeacherPlan:
                 save_logits(paths[subset], self.data.filenames, logits, logits_metrics(logits, self.data, subset))
         return paths
 
-    def _run_init_stages(self) -> Path | None:
+    def run_init_stages(self) -> Path | None:
+        """Train the stages before fine-tuning that are not cached; the state dict fine-tuning starts from."""
         init: Path | None = None
         for name, directory, state_path in self.stages:
             if name == "pretrain" and not is_prepared(directory):
@@ -138,7 +139,7 @@ class TeacherPlan:
                 generate_pretraining(PretrainingConfig(seed=self.teacher.seed), directory)
             if not state_path.is_file():
                 epochs = self.teacher.pretrain_epochs if name == "pretrain" else self.teacher.sit_epochs
-                config = {"data_dir": str(directory), "subset": 100, "epochs": epochs, "state_path": str(state_path),
+                config = {"data_dir": str(directory), "subset": 100, "stage_epochs": epochs, "state_path": str(state_path),
                           "init_path": None if init is None else str(init)}  # fmt: skip
                 self._fit(f"teacher_{name}", config, grid=None)
                 if not state_path.is_file():

@@ -14,7 +14,7 @@ import torch
 from ray import tune
 
 from trainables.asc_data import load_prepared
-from trainables.logits_file import aligned_logits, save_logits
+from trainables.logits_file import aligned_logits, save_logits, write_seed_logits
 from trainables.loop import default_device, logits_metrics
 from trainables.student_training import StudentConfig, train_student
 from trainables.teacher import TeacherConfig, teacher_logits, train_teacher
@@ -65,8 +65,8 @@ def teacher_trial(config: dict) -> None:
     if config.get("init_path"):
         init = torch.load(config["init_path"], map_location="cpu", weights_only=True)
     subset = int(config["subset"])
-    model, _ = train_teacher(settings, data, subset, on_epoch=tune.report, device=device, init_state=init,
-                             epochs=config.get("epochs"))  # fmt: skip
+    model, _ = train_teacher(settings, data, subset, on_epoch=lambda metrics, _: tune.report(metrics), device=device,
+                             init_state=init, epochs=config.get("stage_epochs"))  # fmt: skip
     if config.get("state_path"):
         path = Path(config["state_path"])
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,3 +76,28 @@ def teacher_trial(config: dict) -> None:
     if config.get("logits_path"):
         logits = teacher_logits(model, data, settings.eval_batch_size)
         save_logits(Path(config["logits_path"]), data.filenames, logits, logits_metrics(logits, data, subset))
+
+
+def teacher_search_trial(config: dict) -> None:
+    """One teacher fine-tuning of a teacher search: every epoch's validation figures; after the last,
+    its test figures and a checkpoint with its logits for every clip in both formats."""
+    device = _claim_device(config)
+    data = load_prepared(Path(config["data_dir"]))
+    settings = TeacherConfig.from_dict(config)
+    init = torch.load(config["init_path"], map_location="cpu", weights_only=True) if config.get("init_path") else None
+    subset = int(config["subset"])
+
+    def report(metrics: dict, model) -> None:
+        if metrics["epoch"] < settings.epochs:
+            tune.report(metrics)
+            return
+        logits = teacher_logits(model, data, settings.eval_batch_size)
+        found = logits_metrics(logits, data, subset)
+        test = {k.removeprefix("test_"): v for k, v in found.items() if k.startswith("test_")}
+        with tempfile.TemporaryDirectory() as directory:
+            save_logits(Path(directory) / "logits.pt", data.filenames, logits, found)
+            write_seed_logits(Path(directory) / "logits_meta_order.pt", logits)
+            tune.report({**metrics, **{f"test_{k}": v for k, v in test.items()}},
+                        checkpoint=tune.Checkpoint.from_directory(directory))  # fmt: skip
+
+    train_teacher(settings, data, subset, on_epoch=report, device=device, init_state=init)

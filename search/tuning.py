@@ -41,7 +41,8 @@ def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: 
 def _fit(request: RunRequest, name: str, trainable, **tuner_kwargs) -> None:
     path = request.run_dir / name
     if request.resume and tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+        # Errored trials (a NaN loss) stay failed; trials cut off by the crash continue from their checkpoints.
+        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False)
     else:
         tuner = tune.Tuner(trainable, **tuner_kwargs)
     tuner.fit()
@@ -66,24 +67,37 @@ def _distribution(d: Dimension) -> optuna.distributions.BaseDistribution:
     return optuna.distributions.FloatDistribution(d.low, d.high, log=d.log)
 
 
-def _student_constants(space: Space, data_dir: Path, teacher_paths: dict[int, Path]) -> dict:
+def trial_constants(space: Space, data_dir: Path, **extra) -> dict:
+    """A trial's config besides what the search suggests: the fixed settings, the data and resources."""
     searched = {d.name for d in space.dimensions} | {"subset"}
     constants = {k: v for k, v in dataclasses.asdict(space.settings).items() if k not in searched}
-    return {
-        **constants,
-        "data_dir": str(data_dir),
-        "teacher_logits": {str(s): str(p) for s, p in teacher_paths.items()},
-        "cpus_per_trial": space.resources.cpus_per_trial,
-        "gpus_per_trial": space.resources.gpus_per_trial,
-    }
+    return {**constants, "data_dir": str(data_dir), "cpus_per_trial": space.resources.cpus_per_trial,
+            "gpus_per_trial": space.resources.gpus_per_trial, **extra}  # fmt: skip
 
 
-def _student_trainable(space: Space):
-    return tune.with_resources(student_trial, _resources(space.resources.cpus_per_trial, space.resources.gpus_per_trial))
+def _student_constants(space: Space, data_dir: Path, teacher_paths: dict[int, Path]) -> dict:
+    return trial_constants(space, data_dir, teacher_logits={str(s): str(p) for s, p in teacher_paths.items()})
+
+
+def _trainable(space: Space, function=student_trial):
+    return tune.with_resources(function, _resources(space.resources.cpus_per_trial, space.resources.gpus_per_trial))
 
 
 def run_search(request: RunRequest, data_dir: Path, teacher_paths: dict[int, Path]) -> None:
     """The student search: one Optuna TPE study and one ASHA per subset, all in one Tune experiment."""
+    search_trials(request, _trainable(request.space), _student_constants(request.space, data_dir, teacher_paths))
+
+
+def run_teacher_search(request: RunRequest, data_dir: Path, init: Path | None) -> None:
+    """A teacher search (system asc_teacher): trials fine-tune teachers, searched and ranked like students."""
+    from search.trials import teacher_search_trial
+
+    constants = trial_constants(request.space, data_dir, init_path=None if init is None else str(init))
+    search_trials(request, _trainable(request.space, teacher_search_trial), constants)
+
+
+def search_trials(request: RunRequest, trainable, constants: dict) -> None:
+    """One Optuna TPE study and one ASHA per subset, all in one Tune experiment named `search`."""
     space = request.space
     epochs = space.settings.epochs
     optuna_space = {d.name: _distribution(d) for d in space.dimensions}
@@ -112,8 +126,8 @@ def run_search(request: RunRequest, data_dir: Path, teacher_paths: dict[int, Pat
         trial_dirname_creator=_trial_dirname,
         trial_name_creator=_trial_dirname,
     )
-    _fit(request, "search", _student_trainable(space), param_space=_student_constants(space, data_dir, teacher_paths),
-         tune_config=tune_config, run_config=_run_config(request, "search", space, keep_checkpoints=True))  # fmt: skip
+    _fit(request, "search", trainable, param_space=constants, tune_config=tune_config,
+         run_config=_run_config(request, "search", space, keep_checkpoints=True))  # fmt: skip
 
 
 def run_references(request: RunRequest, data_dir: Path, board: pd.DataFrame) -> None:
@@ -130,5 +144,5 @@ def run_references(request: RunRequest, data_dir: Path, board: pd.DataFrame) -> 
     param_space.update(subset=tune.grid_search(sorted(best)), kd_lambda=1.0)
     tune_config = tune.TuneConfig(max_concurrent_trials=space.max_concurrent or None,
                                   trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname)  # fmt: skip
-    _fit(request, "no_kd", _student_trainable(space), param_space=param_space, tune_config=tune_config,
+    _fit(request, "no_kd", _trainable(space), param_space=param_space, tune_config=tune_config,
          run_config=_run_config(request, "no_kd", space, keep_checkpoints=True))  # fmt: skip

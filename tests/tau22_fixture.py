@@ -36,8 +36,12 @@ def _pick(frame: pd.DataFrame, per_class: int, rng: np.random.Generator, exclude
     return files
 
 
-def write_tau22(root: Path, per_class: int = 2, test_locations_per_class: int = 2, seed: int = 0) -> Path:
-    """Write a TAU22-layout dataset into `root`: split5 ⊂ split10 ⊂ split25 ⊂ split50, and test."""
+def write_tau22(root: Path, per_class: int = 2, test_locations_per_class: int = 2, seed: int = 0,
+                test_clips_per_segment: int = 10) -> Path:  # fmt: skip
+    """Write a TAU22-layout dataset into `root`: split5 ⊂ split10 ⊂ split25 ⊂ split50, and test.
+
+    test_clips_per_segment < 10 keeps only the first clips of each test segment (a smaller test.csv).
+    """
     if not SHARED_SPLITS.is_dir():
         pytest.skip(f"{SHARED_SPLITS} is absent")
     rng = np.random.default_rng(seed)
@@ -56,7 +60,8 @@ def write_tau22(root: Path, per_class: int = 2, test_locations_per_class: int = 
         for location in sorted(rows["location"].unique())[:test_locations_per_class]:
             at = rows[rows["location"] == location]
             for _, by_device in at.groupby("device"):  # one segment of each device recorded there
-                test_files += by_device[by_device["segment"] == by_device["segment"].iloc[0]]["filename"].tolist()
+                segment = by_device[by_device["segment"] == by_device["segment"].iloc[0]]["filename"].tolist()
+                test_files += sorted(segment, key=lambda f: int(f.rsplit("-", 2)[1]))[:test_clips_per_segment]
     all_files = sorted(set(chosen["split50"]) | set(test_files))
     labels = pd.concat(read.values()).drop_duplicates("filename").set_index("filename")["scene_label"]
 
@@ -80,4 +85,23 @@ def write_tau22(root: Path, per_class: int = 2, test_locations_per_class: int = 
     for name, files in {**chosen, "test": test_files}.items():
         pd.DataFrame({"filename": files, "scene_label": [labels[f] for f in files]}).to_csv(
             root / f"{name}.csv", sep="\t", index=False)  # fmt: skip
+    return root
+
+
+COCHL_CLASSES = ["Bus", "Cafe", "Car", "CrowdedIndoor", "Elevator", "Kitchen", "Park", "ResidentialArea", "Restaurant",
+                 "Restroom", "Street", "Subway", "SubwayStation"]  # fmt: skip
+
+
+def write_cochlscene(root: Path, files_per_class: int = 1, seed: int = 0) -> Path:
+    """A CochlScene-layout folder: {Train,Val,Test}/<Class>/*.wav, 10-s clips at 44.1 kHz, 16-bit."""
+    world = _World(SyntheticConfig(sample_rate=44100), [c.lower() for c in COCHL_CLASSES], [f"q{i}" for i in range(4)],
+                   stream=20_000)  # fmt: skip
+    for split_index, split in enumerate(("Train", "Val", "Test")):
+        for c, name in enumerate(COCHL_CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(files_per_class):
+                rng = _rng(seed, 30_000 + split_index, c, i)
+                audio = world.record(world.scene_spectrum(c, CITIES[i % len(CITIES)], 1000 + i, rng), f"q{i % 4}", rng)
+                soundfile.write(folder / f"{name}_{i:04d}.wav", np.clip(audio, -1, 1), 44100, subtype="PCM_16")
     return root

@@ -5,6 +5,10 @@ All randomness comes from torch's global generator, which the training loop seed
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import soundfile
 import torch
 
 
@@ -47,3 +51,39 @@ def freq_mixstyle(spec: torch.Tensor, p: float, alpha: float) -> torch.Tensor:
     mixed_mean = weight * mean + (1 - weight) * mean[perm]
     mixed_std = weight * std + (1 - weight) * std[perm]
     return (spec - mean) / std * mixed_std + mixed_mean
+
+
+class DeviceImpulseResponses:
+    """DIR augmentation: convolve device-a clips with recorded device impulse responses.
+
+    The impulse responses are the wav files of a folder (read with soundfile, resampled to the
+    clips' rate, normalised to unit energy). With probability `p` a device-a clip is convolved with
+    one chosen at random (full convolution, cropped to the clip's length), as CP-JKU and NTU do.
+    """
+
+    def __init__(self, folder: Path, sample_rate: int, p: float):
+        from trainables.audio_files import read_clip
+
+        paths = sorted(Path(folder).glob("*.wav"))
+        if not paths:
+            raise ValueError(f"DIR augmentation: no .wav impulse responses in {folder}")
+        responses = []
+        for path in paths:
+            ir = read_clip(path, sample_rate, int(soundfile.info(path).duration * sample_rate) + 1, {})
+            ir = ir[: np.nonzero(np.abs(ir) > 1e-6)[0].max() + 1] if np.abs(ir).max() > 0 else ir[:1]
+            responses.append(torch.from_numpy(ir / (np.sqrt((ir**2).sum()) + 1e-12)))
+        self.responses = responses
+        self.p = p
+
+    def __call__(self, waveform: torch.Tensor, is_device_a: torch.Tensor) -> torch.Tensor:
+        chosen = is_device_a & (torch.rand(len(waveform)) < self.p)
+        if not chosen.any():
+            return waveform
+        out = waveform.clone()
+        length = waveform.shape[1]
+        for i in torch.nonzero(chosen).flatten().tolist():
+            ir = self.responses[int(torch.randint(len(self.responses), (1,)))]
+            size = length + len(ir) - 1
+            spectrum = torch.fft.rfft(waveform[i], n=size) * torch.fft.rfft(ir, n=size)
+            out[i] = torch.fft.irfft(spectrum, n=size)[:length]
+        return out

@@ -8,6 +8,7 @@ Keyed by filename, it stays valid whatever the row order of the dataset that rea
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,19 @@ def save_logits(path: Path, filenames: list[str], logits: np.ndarray, metrics: d
     os.replace(tmp, path)
 
 
+def _load(path: Path):
+    """torch.load that only ever reads tensors and plain containers: a planted pickle is refused, never run."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling refused"
+        raise LogitsMismatch(f"{path}: not a plain tensor file; refused to load it ({first})") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise LogitsMismatch(f"{path}: not a torch.save file ({err})") from None
+
+
 def read_logits(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return _load(path)
 
 
 def aligned_logits(path: Path, data: AscData, rows: np.ndarray) -> np.ndarray:
@@ -61,7 +73,7 @@ def read_teacher_logits(path: Path, data: AscData) -> np.ndarray:
       prepared dataset keeps meta.csv's order, so rows map one to one);
     - this project's file: a dict with filenames, which must cover every clip.
     """
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = _load(path)
     if isinstance(payload, torch.Tensor):
         if payload.ndim != 2 or payload.shape[0] != len(data.filenames) or payload.shape[1] != len(data.classes):
             raise LogitsMismatch(f"{path}: a [{', '.join(map(str, payload.shape))}] tensor, but the dataset's meta.csv "

@@ -13,12 +13,13 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from trainables.asc_data import AscData
-from trainables.augment import freq_mixstyle, frequency_mask, time_roll
+from trainables.augment import DeviceImpulseResponses, freq_mixstyle, frequency_mask, time_roll
 from trainables.frontend import FrontendConfig, LogMel
 from trainables.kd_loss import DEFAULT_KD_LAMBDA, DEFAULT_TEMPERATURE, kd_loss
 from trainables.loop import batches, check_finite, default_device, predict, split_metrics, warmup_cosine
@@ -41,6 +42,8 @@ class StudentConfig:
     freqm: int = 48  # maximum frequency-mask width, mel bins
     mixstyle_p: float = 0.4  # probability of Freq-MixStyle per batch
     mixstyle_alpha: float = 0.3
+    dir_path: str | None = None  # folder of device impulse responses (wav) for DIR augmentation; None: off
+    dir_prob: float = 0.6  # probability of convolving a device-a clip with one of them
     base_channels: int = 32
     channels_multiplier: float = 1.8
     expansion_rate: float = 2.1
@@ -105,6 +108,8 @@ def train_student(
     targets = None if teacher_logits is None else torch.from_numpy(np.asarray(teacher_logits, dtype=np.float32))
     labels = torch.as_tensor(data.labels)
     max_shift = int(config.roll_sec * data.sample_rate)
+    dirs = DeviceImpulseResponses(Path(config.dir_path), data.sample_rate, config.dir_prob) if config.dir_path else None
+    is_device_a = torch.from_numpy(data.devices == "a")
     first_epoch = 0
     if resume is not None:
         model.load_state_dict(resume["model"])  # before the optimizer, whose state follows the parameters' device
@@ -122,7 +127,10 @@ def train_student(
         model.train()
         loss_sum, seen = 0.0, 0
         for step, rows in enumerate(batches(train_rows, config.batch_size, shuffle=True)):
-            waveform = time_roll(data.waveforms(rows), max_shift).to(device)
+            waveform = data.waveforms(rows)
+            if dirs is not None:
+                waveform = dirs(waveform, is_device_a[rows])
+            waveform = time_roll(waveform, max_shift).to(device)
             spec = freq_mixstyle(frequency_mask(frontend(waveform), config.freqm), config.mixstyle_p, config.mixstyle_alpha)
             spec = spec.contiguous(memory_format=torch.channels_last)
             teacher = None if targets is None else targets[rows].to(device)

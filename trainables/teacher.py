@@ -124,13 +124,14 @@ def train_teacher(
     config: TeacherConfig,
     data: AscData,
     subset: int,
-    on_epoch: Callable[[dict[str, float]], None] = lambda metrics: None,
+    on_epoch: Callable[[dict[str, float], "PasstTeacher"], None] = lambda metrics, model: None,
     device: torch.device | None = None,
     init_state: dict | None = None,
     epochs: int | None = None,
 ) -> tuple[PasstTeacher, dict[str, float]]:
     """Train a teacher on one training subset; return it with its last validation metrics.
 
+    on_epoch(metrics, model): called after every epoch with the validation figures.
     init_state: a previous teacher's state dict (e.g. after CochlScene, SIT's first stage) to continue
         from; its classification heads are dropped, since the classes differ. Everything but the
         new heads then learns at lr · backbone_lr_ratio.
@@ -177,7 +178,7 @@ def train_teacher(
         val = data.splits["val"]
         metrics = split_metrics(predict(model, data, val, config.eval_batch_size, device), data, val, train_devices)
         metrics.update(train_loss=loss_sum / len(rows), epoch=epoch + 1, seconds=time.perf_counter() - started)
-        on_epoch(metrics)
+        on_epoch(metrics, model)
     return model, metrics
 
 

@@ -1,0 +1,107 @@
+"""Real-data workflows through search/run.py on small data in the real layouts.
+
+A KD search on a TAU22-layout dataset with a SIT teacher (CochlScene first) ensembled over two
+seeds; then the same search distilling from the seed systems' logits file; the refusal of a
+misaligned file; and a teacher search whose exported logits a KD search can use.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from search.run import main
+from tests.tau22_fixture import write_cochlscene, write_tau22
+from trainables.asc_data import load_prepared
+from trainables.logits_file import read_logits, read_teacher_logits, write_seed_logits
+
+TINY_STUDENT = ["epochs=1", "batch_size=50", "eval_batch_size=300", "compare_without_kd=false"]
+TINY_TEACHER = ["teacher.epochs=1", "teacher.pretrain=none", "teacher.embed_dim=32", "teacher.depth=1",
+                "teacher.num_heads=2", "teacher.eval_batch_size=300", "teacher.batch_size=50"]  # fmt: skip
+
+
+def _sets(settings: list[str]) -> list[str]:
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    base = tmp_path_factory.mktemp("real")
+    root = write_tau22(base / "TAU-urban-acoustic-scenes-2022-mobile-development", test_clips_per_segment=3)
+    return {"root": root, "cochl": write_cochlscene(base / "CochlScene"), "storage": base / "runs"}
+
+
+@pytest.fixture(scope="module")
+def sit_run(ray_session, layout):
+    argv = ["--space", "kd", "--data", str(layout["root"]), "--storage", str(layout["storage"]), "--name", "sit",
+            "--subsets", "5", "--samples", "1", *_sets(TINY_STUDENT + TINY_TEACHER),
+            "--set", f"teacher.cochlscene={layout['cochl']}", "--set", "teacher.sit_epochs=1",
+            "--set", "teacher.backbone_lr_ratio=0.1", "--set", "teacher.ensemble=2"]  # fmt: skip
+    assert main(argv) == 0
+    return layout["storage"]
+
+
+def test_kd_search_on_tau22_with_a_sit_ensemble(sit_run):
+    run_dir = sit_run / "sit"
+    board = pd.read_csv(run_dir / "leaderboard.csv")
+    assert len(board) == 1 and board.iloc[0]["status"] == "complete"
+    assert {"acc_s4", "acc_s5", "acc_s6", "acc_unseen"} <= set(board.columns)
+    assert (run_dir / "best" / "subset_5" / "student.pt").is_file()
+    assert len(list((run_dir / "teacher_sit").glob("*/params.json"))) == 1, "one CochlScene stage"
+    members = list((run_dir / "teachers").glob("*/params.json"))
+    assert len(members) == 2, "two ensemble members fine-tuned"
+    cache = sit_run / "cache" / "teachers"
+    assert len(list(cache.glob("sit-*.pt"))) == 1
+    (ensemble,) = cache.glob("ensemble-*.pt")
+    member_files = [p for p in cache.glob("*.pt") if not p.name.startswith(("sit-", "ensemble-"))]
+    assert len(member_files) == 2
+    mean = np.mean([read_logits(p)["logits"].numpy() for p in member_files], axis=0)
+    assert np.allclose(read_logits(ensemble)["logits"].numpy(), mean, atol=1e-6)
+
+
+def test_distils_from_a_seed_logits_file_and_refuses_a_misaligned_one(sit_run, layout, capsys, tmp_path):
+    data = load_prepared(next((sit_run / "cache" / "datasets").glob("tau22-*")))
+    (ensemble,) = (sit_run / "cache" / "teachers").glob("ensemble-*.pt")
+    logits = read_teacher_logits(ensemble, data)
+    seed_file = tmp_path / "sub5_ensemble.pt"
+    write_seed_logits(seed_file, logits)
+    assert torch.load(seed_file, weights_only=True).shape == (len(data.filenames), 10)
+    common = ["--space", "kd", "--data", str(layout["root"]), "--storage", str(sit_run), "--subsets", "5",
+              "--samples", "1", *_sets(TINY_STUDENT)]  # fmt: skip
+    capsys.readouterr()
+    assert main([*common, "--name", "from_file", "--set", f"teacher.logits={tmp_path}/sub{{subset}}_ensemble.pt"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"Teacher 5%: test acc=\d\.\d+ unseen=\d\.\d+ .*s6=\d\.\d+", out), "the sanity check is printed"
+    assert not (sit_run / "from_file" / "teachers").exists(), "no teacher trained"
+    assert len(pd.read_csv(sit_run / "from_file" / "leaderboard.csv")) == 1
+
+    short = tmp_path / "short.pt"
+    write_seed_logits(short, logits[:-1])
+    assert main([*common, "--name", "short", "--set", f"teacher.logits={short}"]) == 2
+    err = capsys.readouterr().err
+    assert "rows" in err and str(len(data.filenames)) in err and "Traceback" not in err
+    assert not (sit_run / "short").exists(), "refused before anything ran"
+
+
+def test_teacher_search_exports_logits_a_kd_search_can_use(ray_session, tmp_path, capsys):
+    storage = tmp_path / "runs"
+    data_settings = ["data.seed=3", "data.train_segments_per_class=3", "data.test_segments_per_class=1",
+                     "data.held_out_clips_per_segment=4"]  # fmt: skip
+    teacher = ["epochs=1", "pretrain=none", "embed_dim=32", "depth=1", "num_heads=2", "batch_size=50",
+               "eval_batch_size=300"]  # fmt: skip
+    argv = ["--space", "teacher_tiny", "--storage", str(storage), "--name", "teachers", "--subsets", "5",
+            "--samples", "2", *_sets(teacher + data_settings)]  # fmt: skip
+    assert main(argv) == 0
+    board = pd.read_csv(storage / "teachers" / "leaderboard.csv")
+    assert len(board) == 2 and {"lr", "backbone_lr_ratio", "acc", "acc_s4", "test_acc"} <= set(board.columns)
+    best = storage / "teachers" / "best" / "subset_5"
+    assert (best / "logits.pt").is_file() and (best / "logits_meta_order.pt").is_file()
+    kd = ["--space", "kd", "--storage", str(storage), "--name", "kd", "--subsets", "5", "--samples", "1",
+          "--set", f"teacher.logits={storage}/teachers/best/subset_{{subset}}/logits_meta_order.pt",
+          *_sets(TINY_STUDENT + data_settings)]  # fmt: skip
+    assert main(kd) == 0
+    assert pd.read_csv(storage / "kd" / "leaderboard.csv").iloc[0]["status"] == "complete"

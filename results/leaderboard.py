@@ -1,12 +1,16 @@
 """Rank a run's trials per subset by device-wise accuracy, write leaderboard.csv, print the top.
 
-Ranking, within each subset: trials that ran every epoch first, then trials stopped early, then
-failed ones; inside each group by the ranking metric of their last epoch (validation split).
-The `test_*` columns are the test-split figures of the last epoch, present for complete trials.
+Ranking, within each subset: configurations confirmed with several seeds first, by the mean of
+their ranking metric over the seeds; then trials that ran every epoch, then trials stopped early,
+then failed ones, each by the ranking metric of their last epoch (validation split).
+The `test_*` columns are the test-split figures of the last epoch, present for complete trials;
+`confirmed_*` columns are means (and `_std` the standard deviation) over the confirmation seeds.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from pathlib import Path
 
@@ -15,14 +19,18 @@ import yaml
 
 from results.trial_records import TrialRecord, read_experiment
 from trainables.metrics import device_sort_key
+from trainables.student import Complexity, StudentArch, complexity
 
 _STATUS_ORDER = {"complete": 0, "stopped": 1, "failed": 2}
 _SUMMARY = ["acc", "acc_seen", "acc_unseen", "macro_acc"]
 
 
+def _record(run_dir: Path) -> dict:
+    return yaml.safe_load((Path(run_dir) / "space.yaml").read_text())
+
+
 def searched_names(run_dir: Path) -> list[str]:
-    record = yaml.safe_load((Path(run_dir) / "space.yaml").read_text())
-    return [d["name"] for d in record["search"]]
+    return [d["name"] for d in _record(run_dir)["search"]]
 
 
 def device_columns(metrics: dict, prefix: str = "acc_") -> list[str]:
@@ -31,15 +39,34 @@ def device_columns(metrics: dict, prefix: str = "acc_") -> list[str]:
     return sorted((d for d in devices if d not in ("seen", "unseen")), key=device_sort_key)
 
 
-def _rows(records: list[TrialRecord], params: list[str]) -> list[dict]:
+@functools.lru_cache(maxsize=256)
+def _complexity(base_channels: int, channels_multiplier: float, expansion_rate: float, n_blocks: str) -> Complexity:
+    arch = StudentArch(base_channels=base_channels, channels_multiplier=channels_multiplier,
+                       expansion_rate=expansion_rate, n_blocks=tuple(int(n) for n in n_blocks.split(",")))  # fmt: skip
+    return complexity(arch)
+
+
+def _complexity_columns(config: dict, budget: dict) -> dict:
+    """Parameters, their memory and MACs per 1-s clip of a student trial, and whether they fit the budget."""
+    if "base_channels" not in config:
+        return {}
+    found = _complexity(int(config["base_channels"]), float(config["channels_multiplier"]),
+                        float(config["expansion_rate"]), str(config.get("n_blocks", "3,2,1")))  # fmt: skip
+    size = found.param_bytes(budget.get("bits", 16))
+    fits = (not budget.get("param_bytes") or size <= budget["param_bytes"]) and (
+        not budget.get("macs") or found.macs <= budget["macs"])
+    return {"params": found.params, "param_bytes": size, "macs": found.macs, "within_budget": fits}
+
+
+def _rows(records: list[TrialRecord], params: list[str], budget: dict) -> list[dict]:
     rows = []
     for record in records:
         last = record.last
         metrics = {k: v for k, v in last.items() if k.startswith(("acc", "macro_acc", "test_"))}
         row = {"trial_id": record.trial_id, "subset": int(record.config["subset"]), "status": record.status,
                "epochs": record.epochs_done, **{p: record.config.get(p) for p in params}, **metrics,
-               "train_loss": last.get("train_loss"), "error": record.error or "",
-               "trial_dir": str(record.directory)}  # fmt: skip
+               **_complexity_columns(record.config, budget), "train_loss": last.get("train_loss"),
+               "error": record.error or "", "trial_dir": str(record.directory)}  # fmt: skip
         rows.append(row)
     return rows
 
@@ -50,8 +77,12 @@ def rank(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
         return frame.assign(rank=pd.Series(dtype=int))
     sign = -1 if mode == "max" else 1
     key = frame[metric].astype(float) * sign if metric in frame else pd.Series(0.0, index=frame.index)
-    frame = frame.assign(_status=frame["status"].map(_STATUS_ORDER), _key=key.fillna(math.inf))
-    frame = frame.sort_values(["subset", "_status", "_key"], kind="stable").drop(columns=["_status", "_key"])
+    confirmed = f"confirmed_{metric}"
+    ckey = frame[confirmed].astype(float) * sign if confirmed in frame else pd.Series(math.nan, index=frame.index)
+    frame = frame.assign(_unconfirmed=ckey.isna(), _ckey=ckey.fillna(math.inf),
+                         _status=frame["status"].map(_STATUS_ORDER), _key=key.fillna(math.inf))  # fmt: skip
+    order = ["subset", "_unconfirmed", "_ckey", "_status", "_key"]
+    frame = frame.sort_values(order, kind="stable").drop(columns=order[1:])
     frame.insert(0, "rank", frame.groupby("subset").cumcount() + 1)
     return frame.reset_index(drop=True)
 
@@ -59,19 +90,57 @@ def rank(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
 def _ordered_columns(frame: pd.DataFrame, params: list[str]) -> pd.DataFrame:
     devices = device_columns(dict.fromkeys(frame.columns))
     test_devices = device_columns(dict.fromkeys(frame.columns), prefix="test_acc_")
-    head = ["rank", "trial_id", "subset", "status", "epochs", *params]
+    head = ["rank", "trial_id", "subset", "status", "epochs", *params, *[c for c in frame if c.startswith("confirmed_")]]
     metrics = _SUMMARY + [f"acc_{d}" for d in devices]
     tests = [f"test_{m}" for m in _SUMMARY] + [f"test_acc_{d}" for d in test_devices]
-    ordered = [c for c in head + metrics + tests + ["train_loss", "error", "trial_dir"] if c in frame]
+    sizes = ["params", "param_bytes", "macs", "within_budget"]
+    ordered = [c for c in head + metrics + tests + sizes + ["train_loss", "error", "trial_dir"] if c in frame]
     return frame[ordered + [c for c in frame.columns if c not in ordered]]
+
+
+def confirmations(run_dir: Path, metric: str) -> pd.DataFrame:
+    """Per confirmed search trial: mean and spread of its configuration over the confirmation seeds."""
+    runs: dict[str, list[dict]] = {}
+    for record in read_experiment(Path(run_dir) / "confirm"):
+        if record.status == "complete":
+            runs.setdefault(str(record.config["confirms"]), []).append(record.last)
+    rows = []
+    for trial_id, results in runs.items():
+        row = {"trial_id": trial_id, "confirmed_runs": len(results)}
+        for name in (metric, "test_acc", "test_macro_acc", "test_acc_unseen"):
+            values = pd.Series([r.get(name, math.nan) for r in results], dtype=float)
+            row[f"confirmed_{name}"] = values.mean()
+            row[f"confirmed_{name}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def build_leaderboard(run_dir: Path, metric: str, mode: str, experiment: str = "search") -> pd.DataFrame:
     params = searched_names(run_dir)
-    frame = pd.DataFrame(_rows(read_experiment(Path(run_dir) / experiment), params))
+    budget = _record(run_dir).get("budget") or {}
+    frame = pd.DataFrame(_rows(read_experiment(Path(run_dir) / experiment), params, budget))
     if frame.empty:
         return frame
+    confirmed = confirmations(run_dir, metric) if experiment == "search" else pd.DataFrame()
+    if not confirmed.empty:
+        frame = frame.merge(confirmed, on="trial_id", how="left")
     return _ordered_columns(rank(frame, metric, mode), params)
+
+
+def summary(board: pd.DataFrame) -> dict:
+    """DCASE's rank score: the mean over subsets of each subset's best (confirmed, if confirmed) test macro accuracy."""
+    subsets = {}
+    for subset, rows in board[board["status"] == "complete"].groupby("subset"):
+        best = rows.iloc[0]
+        confirmed = "confirmed_test_macro_acc" in best and not pd.isna(best["confirmed_test_macro_acc"])
+        subsets[int(subset)] = {
+            "trial_id": str(best["trial_id"]),
+            "test_macro_acc": float(best["confirmed_test_macro_acc"] if confirmed else best.get("test_macro_acc", math.nan)),
+            "test_macro_acc_std": float(best["confirmed_test_macro_acc_std"]) if confirmed else None,
+            "confirmed_runs": int(best["confirmed_runs"]) if confirmed else 0,
+        }  # fmt: skip
+    score = sum(s["test_macro_acc"] for s in subsets.values()) / len(subsets) if subsets else math.nan
+    return {"rank_score": score, "subsets": subsets}
 
 
 def comparison(run_dir: Path, metric: str, mode: str) -> pd.DataFrame:
@@ -94,6 +163,8 @@ def comparison(run_dir: Path, metric: str, mode: str) -> pd.DataFrame:
 def write_tables(run_dir: Path, metric: str, mode: str) -> pd.DataFrame:
     board = build_leaderboard(run_dir, metric, mode)
     board.to_csv(Path(run_dir) / "leaderboard.csv", index=False)
+    if not board.empty:
+        (Path(run_dir) / "summary.json").write_text(json.dumps(summary(board), indent=1))
     compared = comparison(run_dir, metric, mode)
     if not compared.empty:
         compared.to_csv(Path(run_dir) / "comparison.csv", index=False)
@@ -111,13 +182,23 @@ def print_leaderboard(board: pd.DataFrame, metric: str, params: list[str], top: 
         print("No trials finished.")
         return
     devices = device_columns(dict.fromkeys(board.columns))
-    columns = ["rank", "trial_id", "status", *params, "acc", "acc_unseen", *[f"acc_{d}" for d in devices]]
+    confirmed = [f"confirmed_{metric}", f"confirmed_{metric}_std"] if f"confirmed_{metric}" in board else []
+    columns = ["rank", "trial_id", "status", *params, *confirmed, "acc", "acc_unseen", *[f"acc_{d}" for d in devices]]
     print(f"\nLeaderboard (validation split, ranked by {metric}; full table in leaderboard.csv)")
     for subset, rows in board.groupby("subset"):
         failed = int((rows["status"] == "failed").sum())
         print(f"\nSubset {subset}%: {len(rows)} trials" + (f", {failed} failed" if failed else ""))
         shown = rows.head(top)[[c for c in columns if c in rows]]
         print(shown.to_string(index=False, formatters={c: _format for c in shown.columns}))
+
+
+def print_summary(board: pd.DataFrame) -> None:
+    if board.empty:
+        return
+    result = summary(board)
+    cells = ", ".join(f"{s}%: {v['test_macro_acc']:.3f}" + (f" ± {v['test_macro_acc_std']:.3f} ({v['confirmed_runs']} seeds)"
+                      if v["confirmed_runs"] else " (single run)") for s, v in result["subsets"].items())  # fmt: skip
+    print(f"\nDCASE rank score (mean over subsets of the best test macro accuracy): {result['rank_score']:.4f}  [{cells}]")
 
 
 def print_comparison(run_dir: Path, metric: str, mode: str) -> None:

@@ -69,9 +69,9 @@ def run(request: RunRequest) -> None:
     import ray
 
     from results.export import export_best
-    from results.leaderboard import build_leaderboard, print_comparison, print_leaderboard, write_tables
+    from results.leaderboard import build_leaderboard, print_comparison, print_leaderboard, print_summary, write_tables
     from search.teachers import TeacherPlan, print_teachers
-    from search.tuning import run_references, run_search, run_teacher_search
+    from search.tuning import run_confirmation, run_references, search_trials, trainable_for, trial_constants
 
     space = request.space
     request.run_dir.mkdir(parents=True, exist_ok=True)
@@ -90,19 +90,25 @@ def run(request: RunRequest) -> None:
     try:
         check_resources(space, [n["Resources"] for n in ray.nodes() if n.get("Alive")])
         if space.system == "asc_teacher":
-            run_teacher_search(request, data_dir, TeacherPlan(request, data_dir, space.settings).run_init_stages())
+            init = TeacherPlan(request, data_dir, space.settings).run_init_stages()
+            constants = trial_constants(space, data_dir, init_path=None if init is None else str(init))
         else:
             teacher_paths = {}
             if _uses_teacher(space):
                 teacher_paths = TeacherPlan(request, data_dir).ensure(space.subsets)
                 print_teachers(teacher_paths)
-            run_search(request, data_dir, teacher_paths)
-            board = build_leaderboard(request.run_dir, space.metric, space.mode)
-            if space.compare_without_kd and not board.empty:
-                run_references(request, data_dir, board)
+            constants = trial_constants(space, data_dir, teacher_logits={str(s): str(p) for s, p in teacher_paths.items()})
+        trainable = trainable_for(space)
+        search_trials(request, trainable, constants)
+        if space.confirm_top_k:
+            run_confirmation(request, constants, build_leaderboard(request.run_dir, space.metric, space.mode))
+        board = build_leaderboard(request.run_dir, space.metric, space.mode)
+        if space.system == "asc_kd" and space.compare_without_kd and not board.empty:
+            run_references(request, constants, board)
         board = write_tables(request.run_dir, space.metric, space.mode)
         print_leaderboard(board, space.metric, [d.name for d in space.dimensions])
         print_comparison(request.run_dir, space.metric, space.mode)
+        print_summary(board)
         for path in export_best(request.run_dir, space.metric, space.mode):
             print(f"Exported {path}")
     finally:

@@ -76,6 +76,15 @@ class ResourceSettings:
 
 
 @dataclass(frozen=True)
+class BudgetSettings:
+    """A complexity limit for students (DCASE24: 128,000 bytes of parameters at 16 bits, 30 MMACs per 1-s clip)."""
+
+    param_bytes: int = 0  # 0: no limit on parameter memory
+    bits: int = 16  # bits per parameter when counting its memory
+    macs: int = 0  # 0: no limit on multiply-accumulates per 1-s clip, front end excluded
+
+
+@dataclass(frozen=True)
 class SystemSchema:
     """What a space of one system may say: its trials' settings type, its sections and its metrics."""
 
@@ -89,7 +98,8 @@ class SystemSchema:
 
 
 SYSTEMS: dict[str, SystemSchema] = {
-    "asc_kd": SystemSchema(StudentConfig, {"teacher": TeacherConfig, "data": SyntheticConfig}, ASC_METRIC,
+    "asc_kd": SystemSchema(StudentConfig, {"teacher": TeacherConfig, "data": SyntheticConfig, "budget": BudgetSettings},
+                           ASC_METRIC,
                            "acc", "max", True, frozenset({"subset", "seed", "eval_batch_size"})),
     "asc_teacher": SystemSchema(TeacherConfig, {"data": SyntheticConfig}, ASC_METRIC, "acc", "max", True,
                                 frozenset({"seed", "eval_batch_size", "arch", "weights", "logits", "cochlscene"})),
@@ -112,6 +122,8 @@ class Space:
     compare_without_kd: bool = True  # retrain each subset's best configuration with kd_lambda = 1
     max_failures: int = 0  # retries of a trial whose worker died
     seed: int = 0  # seed of the Optuna sampler
+    confirm_top_k: int = 0  # the top k configurations of each subset are trained again …
+    confirm_seeds: int = 3  # … with this many new seeds, and ranked by their mean
     source: dict = field(default_factory=dict, compare=False)  # the merged mapping, for the record
 
     @property
@@ -126,9 +138,14 @@ class Space:
     def data(self):
         return self.sections["data"]
 
+    @property
+    def budget(self) -> BudgetSettings:
+        return self.sections.get("budget", BudgetSettings())
+
 
 _SCALAR_META = {"system": str, "metric": str, "mode": str, "samples": int, "max_concurrent": int,
-                "compare_without_kd": bool, "max_failures": int, "seed": int}  # fmt: skip
+                "compare_without_kd": bool, "max_failures": int, "seed": int, "confirm_top_k": int,
+                "confirm_seeds": int}  # fmt: skip
 _COMMON_SECTIONS: dict[str, type] = {"scheduler": SchedulerSettings, "resources": ResourceSettings}
 
 
@@ -221,8 +238,10 @@ def build_space(raw: dict) -> Space:
         raise SpaceError(f"mode: {mode!r} must be max or min")
     if meta.get("samples", 1) < 1:
         raise SpaceError(f"samples: must be at least 1, got {meta['samples']}")
-    if meta.get("max_concurrent", 0) < 0 or meta.get("max_failures", 0) < 0:
-        raise SpaceError("max_concurrent and max_failures must not be negative")
+    if meta.get("max_concurrent", 0) < 0 or meta.get("max_failures", 0) < 0 or meta.get("confirm_top_k", 0) < 0:
+        raise SpaceError("max_concurrent, max_failures and confirm_top_k must not be negative")
+    if meta.get("confirm_seeds", 3) < 2:
+        raise SpaceError(f"confirm_seeds: at least 2 seeds give a mean and a spread, got {meta['confirm_seeds']}")
     built = {name: _absolute(_build_dataclass(cls, raw.get(name, {}), name)) for name, cls in sections.items()}
     _check_sections(built)
     settings = _absolute(_build_dataclass(schema.settings, {k: v for k, v in raw.items() if k in fields_}, ""))
@@ -232,7 +251,8 @@ def build_space(raw: dict) -> Space:
         system=meta.get("system", "asc_kd"), metric=metric, mode=mode, samples=meta.get("samples", 1),
         subsets=subsets, dimensions=dimensions, settings=settings, max_concurrent=meta.get("max_concurrent", 0),
         compare_without_kd=meta.get("compare_without_kd", True), max_failures=meta.get("max_failures", 0),
-        seed=meta.get("seed", 0), source=raw, scheduler=built.pop("scheduler"), resources=built.pop("resources"),
+        seed=meta.get("seed", 0), confirm_top_k=meta.get("confirm_top_k", 0), confirm_seeds=meta.get("confirm_seeds", 3),
+        source=raw, scheduler=built.pop("scheduler"), resources=built.pop("resources"),
         sections=built,
     )  # fmt: skip
 
@@ -321,6 +341,9 @@ def _check_settings(settings: Any, where: str = "") -> None:
             _check_bounds(name, value, value, f"{where}{name}")
     if isinstance(settings, TeacherConfig):
         _check_teacher(settings, where)
+    blocks = getattr(settings, "n_blocks", None)
+    if blocks is not None and not re.fullmatch(r"[1-9](,[1-9]){2}", blocks):
+        raise SpaceError(f"{where}n_blocks: {blocks!r} must be three block counts 1–9 such as 3,2,1")
     dir_path = getattr(settings, "dir_path", None)
     if dir_path and not list(Path(dir_path).glob("*.wav")):
         raise SpaceError(f"{where}dir_path: no .wav impulse responses in {dir_path}")
@@ -338,6 +361,9 @@ def _check_sections(sections: dict) -> None:
             raise SpaceError(f"resources.{name}: must be positive, got {value}")
     if "teacher" in sections:
         _check_settings(sections["teacher"], "teacher.")
+    budget = sections.get("budget")
+    if budget is not None and (budget.param_bytes < 0 or budget.macs < 0 or budget.bits not in (8, 16, 32)):
+        raise SpaceError("budget: param_bytes and macs must not be negative, bits one of 8, 16, 32")
 
 
 def _check_teacher(teacher: TeacherConfig, where: str) -> None:
@@ -415,6 +441,7 @@ def space_to_yaml(space: Space) -> str:
         "system": space.system, "metric": space.metric, "mode": space.mode, "samples": space.samples,
         "subsets": list(space.subsets), "max_concurrent": space.max_concurrent,
         "compare_without_kd": space.compare_without_kd, "max_failures": space.max_failures, "seed": space.seed,
+        "confirm_top_k": space.confirm_top_k, "confirm_seeds": space.confirm_seeds,
         "search": [dataclasses.asdict(d) for d in space.dimensions],
         "settings": dataclasses.asdict(space.settings),
         "scheduler": dataclasses.asdict(space.scheduler),

@@ -14,9 +14,11 @@ import torch
 from ray import tune
 
 from trainables.asc_data import load_prepared
+from trainables.frontend import FrontendConfig
 from trainables.logits_file import aligned_logits, save_logits, write_seed_logits
 from trainables.loop import default_device, logits_metrics
 from trainables.student_training import StudentConfig, train_student
+from trainables.student import complexity
 from trainables.teacher import TeacherConfig, teacher_logits, train_teacher
 
 
@@ -30,11 +32,29 @@ def _claim_device(config: dict) -> torch.device:
     return device
 
 
+class OverBudget(RuntimeError):
+    """A student configuration over the space's complexity budget; it is not trained."""
+
+
+def check_budget(settings: StudentConfig, n_classes: int, sample_rate: int, budget: dict | None) -> None:
+    if not budget or not (budget.get("param_bytes") or budget.get("macs")):
+        return
+    frontend = FrontendConfig(sample_rate=sample_rate)
+    found = complexity(settings.arch(n_classes), (frontend.n_mels, sample_rate // frontend.hop_length + 1))
+    size = found.param_bytes(budget.get("bits", 16))
+    if budget.get("param_bytes") and size > budget["param_bytes"]:
+        raise OverBudget(f"over the complexity budget: {found.params:,} parameters = {size:,} bytes at "
+                         f"{budget.get('bits', 16)} bits > {budget['param_bytes']:,}")  # fmt: skip
+    if budget.get("macs") and found.macs > budget["macs"]:
+        raise OverBudget(f"over the complexity budget: {found.macs:,} MACs > {budget['macs']:,}")
+
+
 def student_trial(config: dict) -> None:
     """Train one student; report every epoch's metrics with a checkpoint (student.pt + train_state.pt)."""
     device = _claim_device(config)
     data = load_prepared(Path(config["data_dir"]))
     settings = StudentConfig.from_dict(config)
+    check_budget(settings, len(data.classes), data.sample_rate, config.get("budget"))
     logits = None
     if settings.kd_lambda < 1.0:
         path = Path(config["teacher_logits"][str(settings.subset)])

@@ -19,8 +19,12 @@ from search.trials import student_trial
 
 
 def _trial_dirname(trial) -> str:
-    member = trial.config.get("member")
-    label = f"subset{trial.config['subset']}" + (f"_seed{member.split(':')[1]}" if member else "")
+    config = trial.config
+    label = f"subset{config['subset']}"
+    if config.get("member"):
+        label += f"_seed{config['member'].split(':')[1]}"
+    if config.get("confirms"):
+        label += f"_of{config['confirms']}_seed{config['seed']}"
     return f"{label}_{trial.trial_id}"
 
 
@@ -71,29 +75,18 @@ def trial_constants(space: Space, data_dir: Path, **extra) -> dict:
     """A trial's config besides what the search suggests: the fixed settings, the data and resources."""
     searched = {d.name for d in space.dimensions} | {"subset"}
     constants = {k: v for k, v in dataclasses.asdict(space.settings).items() if k not in searched}
+    if "budget" in space.sections:
+        extra["budget"] = dataclasses.asdict(space.budget)
     return {**constants, "data_dir": str(data_dir), "cpus_per_trial": space.resources.cpus_per_trial,
             "gpus_per_trial": space.resources.gpus_per_trial, **extra}  # fmt: skip
 
 
-def _student_constants(space: Space, data_dir: Path, teacher_paths: dict[int, Path]) -> dict:
-    return trial_constants(space, data_dir, teacher_logits={str(s): str(p) for s, p in teacher_paths.items()})
-
-
-def _trainable(space: Space, function=student_trial):
-    return tune.with_resources(function, _resources(space.resources.cpus_per_trial, space.resources.gpus_per_trial))
-
-
-def run_search(request: RunRequest, data_dir: Path, teacher_paths: dict[int, Path]) -> None:
-    """The student search: one Optuna TPE study and one ASHA per subset, all in one Tune experiment."""
-    search_trials(request, _trainable(request.space), _student_constants(request.space, data_dir, teacher_paths))
-
-
-def run_teacher_search(request: RunRequest, data_dir: Path, init: Path | None) -> None:
-    """A teacher search (system asc_teacher): trials fine-tune teachers, searched and ranked like students."""
+def trainable_for(space: Space):
+    """The system's trainable, with the per-trial resources of the space."""
     from search.trials import teacher_search_trial
 
-    constants = trial_constants(request.space, data_dir, init_path=None if init is None else str(init))
-    search_trials(request, _trainable(request.space, teacher_search_trial), constants)
+    function = teacher_search_trial if space.system == "asc_teacher" else student_trial
+    return tune.with_resources(function, _resources(space.resources.cpus_per_trial, space.resources.gpus_per_trial))
 
 
 def search_trials(request: RunRequest, trainable, constants: dict) -> None:
@@ -130,7 +123,28 @@ def search_trials(request: RunRequest, trainable, constants: dict) -> None:
          run_config=_run_config(request, "search", space, keep_checkpoints=True))  # fmt: skip
 
 
-def run_references(request: RunRequest, data_dir: Path, board: pd.DataFrame) -> None:
+def run_confirmation(request: RunRequest, constants: dict, board: pd.DataFrame) -> None:
+    """Train the top k complete configurations of each subset again with new seeds (seed+1 … seed+S)."""
+    space = request.space
+    picks = {}
+    for subset, rows in board[board["status"] == "complete"].groupby("subset"):
+        for _, row in rows.head(space.confirm_top_k).iterrows():
+            picks[str(row["trial_id"])] = {"subset": int(subset), **{d.name: row[d.name] for d in space.dimensions}}
+    if not picks:
+        return
+    seeds = range(space.settings.seed + 1, space.settings.seed + 1 + space.confirm_seeds)
+    param_space = dict(constants)
+    param_space["confirms"] = tune.grid_search(sorted(picks))
+    for name in ["subset", *(d.name for d in space.dimensions)]:
+        param_space[name] = tune.sample_from(lambda config, name=name: picks[config["confirms"]][name])
+    param_space["seed"] = tune.grid_search(list(seeds))
+    tune_config = tune.TuneConfig(max_concurrent_trials=space.max_concurrent or None,
+                                  trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname)  # fmt: skip
+    _fit(request, "confirm", trainable_for(space), param_space=param_space, tune_config=tune_config,
+         run_config=_run_config(request, "confirm", space, keep_checkpoints=True))  # fmt: skip
+
+
+def run_references(request: RunRequest, constants: dict, board: pd.DataFrame) -> None:
     """Retrain each subset's best configuration with kd_lambda = 1: what the same student does without a teacher."""
     space = request.space
     best = {}
@@ -138,11 +152,11 @@ def run_references(request: RunRequest, data_dir: Path, board: pd.DataFrame) -> 
         best[int(subset)] = {d.name: rows.iloc[0][d.name] for d in space.dimensions}
     if not best:
         return
-    param_space = _student_constants(space, data_dir, {})
+    param_space = {k: v for k, v in constants.items() if k != "teacher_logits"}
     for name in {d.name for d in space.dimensions} - {"kd_lambda"}:
         param_space[name] = tune.sample_from(lambda config, name=name: best[config["subset"]][name])
     param_space.update(subset=tune.grid_search(sorted(best)), kd_lambda=1.0)
     tune_config = tune.TuneConfig(max_concurrent_trials=space.max_concurrent or None,
                                   trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname)  # fmt: skip
-    _fit(request, "no_kd", _trainable(space), param_space=param_space, tune_config=tune_config,
+    _fit(request, "no_kd", trainable_for(space), param_space=param_space, tune_config=tune_config,
          run_config=_run_config(request, "no_kd", space, keep_checkpoints=True))  # fmt: skip

@@ -1,10 +1,12 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
-from results.leaderboard import build_leaderboard, rank
+from results.leaderboard import build_leaderboard, rank, summary
 
 
 def _trial(experiment: Path, trial_id: str, subset: int, epochs_done: int, acc: float | None, error: str | None = None,
@@ -55,3 +57,31 @@ def test_mode_min_puts_the_lowest_first():
                           "eer": [0.2, 0.1, float("nan")]})  # fmt: skip
     assert rank(frame, "eer", "min")["trial_id"].tolist() == ["y", "x", "z"]
     assert rank(frame, "eer", "max")["trial_id"].tolist() == ["x", "y", "z"]
+
+
+def _confirm(run_dir: Path, of: str, seed: int, subset: int, acc: float, test_macro: float) -> None:
+    directory = run_dir / "confirm" / f"subset{subset}_of{of}_seed{seed}_x"
+    directory.mkdir(parents=True)
+    (directory / "params.json").write_text(json.dumps({"subset": subset, "epochs": 3, "confirms": of, "seed": seed}))
+    lines = [json.dumps({"trial_id": f"c{of}{seed}", "training_iteration": e, "acc": acc, "test_macro_acc": test_macro,
+                         "test_acc": test_macro}) for e in (1, 2, 3)]  # fmt: skip
+    (directory / "result.json").write_text("\n".join(lines) + "\n")
+
+
+def test_confirmed_configurations_rank_by_their_seed_mean_and_give_the_rank_score(tmp_path):
+    run_dir = _run_dir(tmp_path)
+    for seed, (acc, macro) in enumerate([(0.60, 0.50), (0.64, 0.54)], 1):
+        _confirm(run_dir, "better", seed, 5, acc, macro)  # 'better' was lucky in the search
+    for seed, (acc, macro) in enumerate([(0.70, 0.60), (0.72, 0.62)], 1):
+        _confirm(run_dir, "good", seed, 5, acc, macro)
+    board = build_leaderboard(run_dir, "acc", "max")
+    five = board[board["subset"] == 5]
+    assert five["trial_id"].tolist()[:2] == ["good", "better"], "confirmed means decide, not the lucky search run"
+    assert five.iloc[0]["confirmed_acc"] == pytest.approx(0.71)
+    assert five.iloc[0]["confirmed_acc_std"] == pytest.approx(np.std([0.70, 0.72], ddof=1))
+    assert five.iloc[0]["confirmed_runs"] == 2
+    result = summary(board)
+    assert result["subsets"][5]["test_macro_acc"] == pytest.approx(0.61)
+    assert result["subsets"][5]["confirmed_runs"] == 2
+    assert result["subsets"][25]["confirmed_runs"] == 0  # 25 % was not confirmed: its single run counts
+    assert result["rank_score"] == pytest.approx((0.61 + result["subsets"][25]["test_macro_acc"]) / 2, nan_ok=True)

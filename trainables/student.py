@@ -129,6 +129,23 @@ class Student(nn.Module):
         return self.head(self.stages(self.in_c(x))).flatten(1)
 
 
+@dataclass(frozen=True)
+class Complexity:
+    """What DCASE24 limits: parameters (and their memory) and MACs of one 1-s clip, front end excluded."""
+
+    params: int
+    macs: int
+
+    def param_bytes(self, bits: int = 16) -> int:
+        return self.params * bits // 8
+
+
+def complexity(arch: StudentArch, input_shape: tuple[int, int] = (256, 65)) -> Complexity:
+    """Complexity of a student for one clip whose spectrogram is input_shape (mel bins, frames)."""
+    model = Student(arch)
+    return Complexity(count_parameters(model), count_macs(model, (1, arch.in_channels, *input_shape)))
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

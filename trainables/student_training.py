@@ -44,9 +44,10 @@ class StudentConfig:
     mixstyle_alpha: float = 0.3
     dir_path: str | None = None  # folder of device impulse responses (wav) for DIR augmentation; None: off
     dir_prob: float = 0.6  # probability of convolving a device-a clip with one of them
-    base_channels: int = 32
+    base_channels: int = 32  # width …
     channels_multiplier: float = 1.8
     expansion_rate: float = 2.1
+    n_blocks: str = "3,2,1"  # … and depth: blocks per stage, comma-separated
     eval_batch_size: int = 128
     seed: int = 0
 
@@ -62,6 +63,7 @@ class StudentConfig:
             base_channels=self.base_channels,
             channels_multiplier=self.channels_multiplier,
             expansion_rate=self.expansion_rate,
+            n_blocks=tuple(int(n) for n in self.n_blocks.split(",")),
         )
 
 

@@ -88,7 +88,10 @@ def run(request: RunRequest) -> None:
     elif owns_ray:
         ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
     try:
-        check_resources(space, [n["Resources"] for n in ray.nodes() if n.get("Alive")])
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        check_resources(space, [n["Resources"] for n in nodes])
+        if len(nodes) > 1:
+            check_shared_storage(request.storage, nodes)
         if space.system == "asc_teacher":
             init = TeacherPlan(request, data_dir, space.settings).run_init_stages()
             constants = trial_constants(space, data_dir, init_path=None if init is None else str(init))
@@ -132,6 +135,34 @@ def check_resources(space: Space, nodes: list[dict]) -> None:
                       sum(n.get("GPU", 0) for n in nodes) // res.gpus_per_trial if res.gpus_per_trial else 1e9))  # fmt: skip
     print(f"Resources: {total_cpus:g} CPUs, {sum(n.get('GPU', 0) for n in nodes):g} GPUs: "
           f"up to {at_once} student trials at once", flush=True)
+
+
+def check_shared_storage(storage: Path, nodes: list[dict]) -> None:
+    """On several nodes, every node must see the storage (trials write checkpoints, caches are read there)."""
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    marker = storage / f".shared-check-{uuid.uuid4().hex}"
+    storage.mkdir(parents=True, exist_ok=True)
+    marker.write_text("this node wrote it")
+
+    @ray.remote(num_cpus=0)
+    def sees(path: str) -> bool:
+        return Path(path).is_file()
+
+    try:
+        checks = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker))
+            for n in nodes}  # fmt: skip
+        blind = [node for node, ref in checks.items() if not ray.get(ref, timeout=60)]
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise SpaceError(f"--storage {storage} is not shared: node(s) {', '.join(blind)} cannot see it; on a cluster "
+                         "use a path every node mounts (NFS) so trials can write checkpoints and read the caches")
+    print(f"Storage {storage} is shared by all {len(nodes)} nodes", flush=True)
 
 
 def _uses_teacher(space: Space) -> bool:

@@ -1,0 +1,89 @@
+"""The same search on a running Ray cluster: a head and a second node on 127.0.0.1, started with `ray start`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RAY = Path(sys.executable).with_name("ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(temp_dir: str) -> None:
+    """Stop only this cluster's processes (`ray stop` would also stop the test session's Ray)."""
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="ignore")
+            except OSError:
+                continue
+            if temp_dir in command:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    temp_dir = f"/tmp/kdh{os.getpid()}"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": temp_dir}
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    start = [str(RAY), "start", "--num-cpus", "1", "--num-gpus", "0", "--object-store-memory", str(100 * 2**20),
+             "--disable-usage-stats"]  # fmt: skip
+    try:
+        subprocess.run([*start, "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--temp-dir", temp_dir,
+                        "--include-dashboard", "false"], env=env, check=True, capture_output=True, timeout=120)  # fmt: skip
+        subprocess.run([*start, "--address", address, "--node-ip-address", "127.0.0.1"], env=env, check=True,
+                       capture_output=True, timeout=120)  # fmt: skip
+        yield address, env
+    finally:
+        _stop(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_a_search_runs_across_two_nodes(cluster, tmp_path):
+    address, env = cluster
+    storage = tmp_path / "shared"
+    command = [sys.executable, "search/run.py", "--space", "kd", "--address", address, "--storage", str(storage),
+               "--name", "cluster", "--subsets", "5,10", "--samples", "1"]  # fmt: skip
+    for setting in ["epochs=1", "batch_size=50", "eval_batch_size=300", "compare_without_kd=false", "kd_lambda=1.0",
+                    "teacher.pretrain=none", "data.seed=3", "data.train_segments_per_class=3",
+                    "data.test_segments_per_class=1", "data.held_out_clips_per_segment=4"]:  # fmt: skip
+        command += ["--set", setting]
+    space = tmp_path / "lr_only.yaml"
+    space.write_text("system: asc_kd\nsearch:\n  subset: [5, 10]\n  lr: {low: 0.002, high: 0.02, log: true}\n")
+    command[command.index("kd")] = str(space)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "shared by all 2 nodes" in result.stdout
+    assert "2 CPUs" in result.stdout
+    board = pd.read_csv(storage / "cluster" / "leaderboard.csv")
+    assert sorted(board["subset"]) == [5, 10] and (board["status"] == "complete").all()
+    pids = {pd.read_json(Path(d) / "result.json", lines=True)["pid"].iloc[-1] for d in board["trial_dir"]}
+    assert len(pids) == 2
+
+
+def test_an_impossible_request_is_refused_at_start(cluster, tmp_path):
+    address, env = cluster
+    command = [sys.executable, "search/run.py", "--space", "kd", "--address", address, "--storage", str(tmp_path),
+               "--gpus-per-trial", "0.25", "--subsets", "5", "--set", "data.train_segments_per_class=3",
+               "--set", "data.test_segments_per_class=1", "--set", "data.held_out_clips_per_segment=4"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=200)
+    assert result.returncode == 2
+    assert "GPUs" in result.stderr and "Traceback" not in result.stderr

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -122,6 +123,7 @@ class Space:
     compare_without_kd: bool = True  # retrain each subset's best configuration with kd_lambda = 1
     max_failures: int = 0  # retries of a trial whose worker died
     seed: int = 0  # seed of the Optuna sampler
+    sampler: str = "tpe"  # tpe, random, or grid (every combination of the searched choices)
     confirm_top_k: int = 0  # the top k configurations of each subset are trained again …
     confirm_seeds: int = 3  # … with this many new seeds, and ranked by their mean
     source: dict = field(default_factory=dict, compare=False)  # the merged mapping, for the record
@@ -145,7 +147,7 @@ class Space:
 
 _SCALAR_META = {"system": str, "metric": str, "mode": str, "samples": int, "max_concurrent": int,
                 "compare_without_kd": bool, "max_failures": int, "seed": int, "confirm_top_k": int,
-                "confirm_seeds": int}  # fmt: skip
+                "confirm_seeds": int, "sampler": str}  # fmt: skip
 _COMMON_SECTIONS: dict[str, type] = {"scheduler": SchedulerSettings, "resources": ResourceSettings}
 
 
@@ -247,11 +249,19 @@ def build_space(raw: dict) -> Space:
     settings = _absolute(_build_dataclass(schema.settings, {k: v for k, v in raw.items() if k in fields_}, ""))
     _check_settings(settings)
     subsets, dimensions = _build_search(raw.get("search", {}), schema)
+    sampler = meta.get("sampler", "tpe")
+    if sampler not in ("tpe", "random", "grid"):
+        raise SpaceError(f"sampler: {sampler!r} must be tpe, random or grid")
+    if sampler == "grid":
+        ranged = [d.name for d in dimensions if d.choices is None]
+        if ranged:
+            raise SpaceError(f"sampler: grid needs a list of choices for every searched setting, not a range: {ranged}")
+        meta["samples"] = math.prod(len(d.choices) for d in dimensions)  # every combination, once
     return Space(
         system=meta.get("system", "asc_kd"), metric=metric, mode=mode, samples=meta.get("samples", 1),
         subsets=subsets, dimensions=dimensions, settings=settings, max_concurrent=meta.get("max_concurrent", 0),
         compare_without_kd=meta.get("compare_without_kd", True), max_failures=meta.get("max_failures", 0),
-        seed=meta.get("seed", 0), confirm_top_k=meta.get("confirm_top_k", 0), confirm_seeds=meta.get("confirm_seeds", 3),
+        seed=meta.get("seed", 0), sampler=sampler, confirm_top_k=meta.get("confirm_top_k", 0), confirm_seeds=meta.get("confirm_seeds", 3),
         source=raw, scheduler=built.pop("scheduler"), resources=built.pop("resources"),
         sections=built,
     )  # fmt: skip
@@ -441,7 +451,7 @@ def space_to_yaml(space: Space) -> str:
         "system": space.system, "metric": space.metric, "mode": space.mode, "samples": space.samples,
         "subsets": list(space.subsets), "max_concurrent": space.max_concurrent,
         "compare_without_kd": space.compare_without_kd, "max_failures": space.max_failures, "seed": space.seed,
-        "confirm_top_k": space.confirm_top_k, "confirm_seeds": space.confirm_seeds,
+        "sampler": space.sampler, "confirm_top_k": space.confirm_top_k, "confirm_seeds": space.confirm_seeds,
         "search": [dataclasses.asdict(d) for d in space.dimensions],
         "settings": dataclasses.asdict(space.settings),
         "scheduler": dataclasses.asdict(space.scheduler),

@@ -98,7 +98,12 @@ def search_trials(request: RunRequest, trainable, constants: dict) -> None:
     storage = JournalStorage(JournalFileBackend(str(request.run_dir / "optuna.journal")))
 
     def make_searcher(subset: int) -> HonestOptunaSearch:
-        sampler = optuna.samplers.TPESampler(seed=space.seed + subset, n_startup_trials=max(2, space.samples // 3))
+        if space.sampler == "grid":
+            sampler = optuna.samplers.GridSampler({d.name: list(d.choices) for d in space.dimensions}, seed=space.seed)
+        elif space.sampler == "random":
+            sampler = optuna.samplers.RandomSampler(seed=space.seed + subset)
+        else:
+            sampler = optuna.samplers.TPESampler(seed=space.seed + subset, n_startup_trials=max(2, space.samples // 3))
         return HonestOptunaSearch(space=optuna_space, metric=space.metric, mode=space.mode, sampler=sampler,
                                   study_name=f"subset{subset}", storage=storage, full_epochs=epochs)  # fmt: skip
 

@@ -19,7 +19,7 @@ import yaml
 
 from results.trial_records import TrialRecord, read_experiment
 from trainables.metrics import device_sort_key
-from trainables.student import Complexity, StudentArch, complexity
+from trainables.student import Budget, Complexity, StudentArch, complexity
 
 _STATUS_ORDER = {"complete": 0, "stopped": 1, "failed": 2}
 _SUMMARY = ["acc", "acc_seen", "acc_unseen", "macro_acc"]
@@ -52,10 +52,9 @@ def _complexity_columns(config: dict, budget: dict) -> dict:
         return {}
     found = _complexity(int(config["base_channels"]), float(config["channels_multiplier"]),
                         float(config["expansion_rate"]), str(config.get("n_blocks", "3,2,1")))  # fmt: skip
-    size = found.param_bytes(budget.get("bits", 16))
-    fits = (not budget.get("param_bytes") or size <= budget["param_bytes"]) and (
-        not budget.get("macs") or found.macs <= budget["macs"])
-    return {"params": found.params, "param_bytes": size, "macs": found.macs, "within_budget": fits}
+    limit = Budget(**budget)
+    return {"params": found.params, "param_bytes": found.param_bytes(limit.bits), "macs": found.macs,
+            "within_budget": not limit.violations(found)}  # fmt: skip
 
 
 def _rows(records: list[TrialRecord], params: list[str], budget: dict) -> list[dict]:

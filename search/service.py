@@ -69,6 +69,7 @@ def run(request: RunRequest) -> None:
     import ray
 
     from results.export import export_best
+    from results.report import write_report
     from results.leaderboard import build_leaderboard, print_comparison, print_leaderboard, print_summary, write_tables
     from search.teachers import TeacherPlan, print_teachers
     from search.tuning import run_confirmation, run_references, search_trials, trainable_for, trial_constants
@@ -114,6 +115,7 @@ def run(request: RunRequest) -> None:
         print_summary(board)
         for path in export_best(request.run_dir, space.metric, space.mode):
             print(f"Exported {path}")
+        print(f"Report: {write_report(request.run_dir, data_dir)}")
     finally:
         if owns_ray:
             ray.shutdown()

@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from trainables.asc_data import SUBSETS
+from trainables.student import Budget
 from trainables.student_training import StudentConfig
 from trainables.synthetic_asc import SyntheticConfig
 from trainables.teacher import ARCHS, TINY_ARCH, TeacherConfig
@@ -77,15 +78,6 @@ class ResourceSettings:
 
 
 @dataclass(frozen=True)
-class BudgetSettings:
-    """A complexity limit for students (DCASE24: 128,000 bytes of parameters at 16 bits, 30 MMACs per 1-s clip)."""
-
-    param_bytes: int = 0  # 0: no limit on parameter memory
-    bits: int = 16  # bits per parameter when counting its memory
-    macs: int = 0  # 0: no limit on multiply-accumulates per 1-s clip, front end excluded
-
-
-@dataclass(frozen=True)
 class SystemSchema:
     """What a space of one system may say: its trials' settings type, its sections and its metrics."""
 
@@ -99,7 +91,7 @@ class SystemSchema:
 
 
 SYSTEMS: dict[str, SystemSchema] = {
-    "asc_kd": SystemSchema(StudentConfig, {"teacher": TeacherConfig, "data": SyntheticConfig, "budget": BudgetSettings},
+    "asc_kd": SystemSchema(StudentConfig, {"teacher": TeacherConfig, "data": SyntheticConfig, "budget": Budget},
                            ASC_METRIC,
                            "acc", "max", True, frozenset({"subset", "seed", "eval_batch_size"})),
     "asc_teacher": SystemSchema(TeacherConfig, {"data": SyntheticConfig}, ASC_METRIC, "acc", "max", True,
@@ -141,8 +133,8 @@ class Space:
         return self.sections["data"]
 
     @property
-    def budget(self) -> BudgetSettings:
-        return self.sections.get("budget", BudgetSettings())
+    def budget(self) -> Budget:
+        return self.sections.get("budget", Budget())
 
 
 _SCALAR_META = {"system": str, "metric": str, "mode": str, "samples": int, "max_concurrent": int,

@@ -18,7 +18,7 @@ from trainables.frontend import FrontendConfig
 from trainables.logits_file import aligned_logits, save_logits, write_seed_logits
 from trainables.loop import default_device, logits_metrics
 from trainables.student_training import StudentConfig, train_student
-from trainables.student import complexity
+from trainables.student import Budget, complexity
 from trainables.teacher import TeacherConfig, teacher_logits, train_teacher
 
 
@@ -37,16 +37,15 @@ class OverBudget(RuntimeError):
 
 
 def check_budget(settings: StudentConfig, n_classes: int, sample_rate: int, budget: dict | None) -> None:
-    if not budget or not (budget.get("param_bytes") or budget.get("macs")):
+    """Refuse, before training, a student configuration over the space's complexity budget."""
+    limit = Budget(**(budget or {}))
+    if not (limit.param_bytes or limit.macs):
         return
     frontend = FrontendConfig(sample_rate=sample_rate)
     found = complexity(settings.arch(n_classes), (frontend.n_mels, sample_rate // frontend.hop_length + 1))
-    size = found.param_bytes(budget.get("bits", 16))
-    if budget.get("param_bytes") and size > budget["param_bytes"]:
-        raise OverBudget(f"over the complexity budget: {found.params:,} parameters = {size:,} bytes at "
-                         f"{budget.get('bits', 16)} bits > {budget['param_bytes']:,}")  # fmt: skip
-    if budget.get("macs") and found.macs > budget["macs"]:
-        raise OverBudget(f"over the complexity budget: {found.macs:,} MACs > {budget['macs']:,}")
+    reasons = limit.violations(found)
+    if reasons:
+        raise OverBudget("over the complexity budget: " + "; ".join(reasons))
 
 
 def student_trial(config: dict) -> None:

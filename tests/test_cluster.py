@@ -73,7 +73,7 @@ def test_a_search_runs_across_two_nodes(cluster, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "shared by all 2 nodes" in result.stdout
     assert "2 CPUs" in result.stdout
-    board = pd.read_csv(storage / "cluster" / "leaderboard.csv")
+    board = pd.read_csv(storage / "cluster" / "leaderboard.csv", dtype={"trial_id": str})
     assert sorted(board["subset"]) == [5, 10] and (board["status"] == "complete").all()
     pids = {pd.read_json(Path(d) / "result.json", lines=True)["pid"].iloc[-1] for d in board["trial_dir"]}
     assert len(pids) == 2

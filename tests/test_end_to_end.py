@@ -44,7 +44,7 @@ def first_run(ray_session, tmp_path_factory):
 
 
 def test_leaderboard_ranks_every_trial_per_subset(first_run):
-    board = pd.read_csv(first_run / "first" / "leaderboard.csv")
+    board = pd.read_csv(first_run / "first" / "leaderboard.csv", dtype={"trial_id": str})
     assert len(board) == 4 and sorted(board["subset"].unique()) == [5, 10]
     for _, rows in board.groupby("subset"):
         assert rows["rank"].tolist() == [1, 2]
@@ -58,7 +58,7 @@ def test_leaderboard_ranks_every_trial_per_subset(first_run):
 
 def test_exported_student_rebuilds_with_the_same_accuracy(first_run):
     run_dir = first_run / "first"
-    board = pd.read_csv(run_dir / "leaderboard.csv")
+    board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
     data = load_prepared(next((first_run / "cache" / "datasets").iterdir()))
     for subset in (5, 10):
         path = run_dir / "best" / f"subset_{subset}" / "student.pt"
@@ -74,7 +74,7 @@ def test_exported_student_rebuilds_with_the_same_accuracy(first_run):
 
 
 def test_comparison_against_no_distillation(first_run):
-    compared = pd.read_csv(first_run / "first" / "comparison.csv")
+    compared = pd.read_csv(first_run / "first" / "comparison.csv", dtype={"trial_id": str})
     assert sorted(compared["student"].unique()) == ["kd", "no_kd"]
     assert sorted(compared["subset"].unique()) == [5, 10]
     references = list((first_run / "first" / "no_kd").glob("*/params.json"))
@@ -91,6 +91,16 @@ def test_tensorboard_has_per_device_curves(first_run):
     for tag in ["ray/tune/train_loss", "ray/tune/acc", "ray/tune/acc_unseen", *[f"ray/tune/acc_{d}" for d in DEVICES]]:
         assert tag in tags, tag
     assert len(accumulator.Scalars("ray/tune/acc_s4")) == 2  # one point per epoch
+    # The HParams tab: every trial's hyperparameters and final metrics, written when it ends.
+    for event_file in event_files:
+        raw = event_file.read_bytes()
+        assert b"_hparams_/session_start_info" in raw and b"kd_lambda" in raw and b"temperature" in raw
+
+
+def test_report_is_written(first_run):
+    report = first_run / "first" / "report.html"
+    assert report.is_file() and "<img" in report.read_text()
+    assert (first_run / "first" / "summary.json").is_file()
 
 
 def test_second_run_reuses_the_teacher_cache(first_run, capsys):
@@ -103,7 +113,7 @@ def test_second_run_reuses_the_teacher_cache(first_run, capsys):
     assert out.count("cached") == 2 and "to make" not in out
     assert not (first_run / "second" / "teachers").exists()
     assert [p.stat().st_mtime_ns for p in teachers] == stamps
-    assert len(pd.read_csv(first_run / "second" / "leaderboard.csv")) == 2
+    assert len(pd.read_csv(first_run / "second" / "leaderboard.csv", dtype={"trial_id": str})) == 2
 
 
 def test_a_nan_trial_fails_and_the_search_goes_on(first_run, tmp_path):
@@ -115,7 +125,7 @@ def test_a_nan_trial_fails_and_the_search_goes_on(first_run, tmp_path):
     argv = _argv(first_run, "nan", "--set", "compare_without_kd=false", space=str(space))
     argv[argv.index("--subsets") + 1] = "5"
     assert main(argv) == 0
-    board = pd.read_csv(first_run / "nan" / "leaderboard.csv")
+    board = pd.read_csv(first_run / "nan" / "leaderboard.csv", dtype={"trial_id": str})
     failed = board[board["status"] == "failed"]
     assert len(failed) >= 1 and (failed["lr"] == 1.0e30).all()
     assert failed["error"].str.contains("loss became").all()

@@ -47,7 +47,7 @@ def sit_run(ray_session, layout):
 
 def test_kd_search_on_tau22_with_a_sit_ensemble(sit_run):
     run_dir = sit_run / "sit"
-    board = pd.read_csv(run_dir / "leaderboard.csv")
+    board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
     assert len(board) == 1 and board.iloc[0]["status"] == "complete"
     assert {"acc_s4", "acc_s5", "acc_s6", "acc_unseen"} <= set(board.columns)
     assert (run_dir / "best" / "subset_5" / "student.pt").is_file()
@@ -77,7 +77,7 @@ def test_distils_from_a_seed_logits_file_and_refuses_a_misaligned_one(sit_run, l
     out = capsys.readouterr().out
     assert re.search(r"Teacher 5%: test acc=\d\.\d+ unseen=\d\.\d+ .*s6=\d\.\d+", out), "the sanity check is printed"
     assert not (sit_run / "from_file" / "teachers").exists(), "no teacher trained"
-    assert len(pd.read_csv(sit_run / "from_file" / "leaderboard.csv")) == 1
+    assert len(pd.read_csv(sit_run / "from_file" / "leaderboard.csv", dtype={"trial_id": str})) == 1
 
     short = tmp_path / "short.pt"
     write_seed_logits(short, logits[:-1])
@@ -96,7 +96,7 @@ def test_teacher_search_exports_logits_a_kd_search_can_use(ray_session, tmp_path
     argv = ["--space", "teacher_tiny", "--storage", str(storage), "--name", "teachers", "--subsets", "5",
             "--samples", "2", *_sets(teacher + data_settings)]  # fmt: skip
     assert main(argv) == 0
-    board = pd.read_csv(storage / "teachers" / "leaderboard.csv")
+    board = pd.read_csv(storage / "teachers" / "leaderboard.csv", dtype={"trial_id": str})
     assert len(board) == 2 and {"lr", "backbone_lr_ratio", "acc", "acc_s4", "test_acc"} <= set(board.columns)
     best = storage / "teachers" / "best" / "subset_5"
     assert (best / "logits.pt").is_file() and (best / "logits_meta_order.pt").is_file()
@@ -104,4 +104,4 @@ def test_teacher_search_exports_logits_a_kd_search_can_use(ray_session, tmp_path
           "--set", f"teacher.logits={storage}/teachers/best/subset_{{subset}}/logits_meta_order.pt",
           *_sets(TINY_STUDENT + data_settings)]  # fmt: skip
     assert main(kd) == 0
-    assert pd.read_csv(storage / "kd" / "leaderboard.csv").iloc[0]["status"] == "complete"
+    assert pd.read_csv(storage / "kd" / "leaderboard.csv", dtype={"trial_id": str}).iloc[0]["status"] == "complete"

@@ -64,7 +64,7 @@ def test_kill_minus_nine_then_resume(tmp_path):
     resumed = subprocess.run(_command(storage, "--resume"), cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=400)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    board = pd.read_csv(run_dir / "leaderboard.csv")
+    board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
     assert len(board) == 3 and (board["status"] == "complete").all()
     restored = 0
     for trial_dir in board["trial_dir"]:

@@ -137,7 +137,30 @@ class Complexity:
     macs: int
 
     def param_bytes(self, bits: int = 16) -> int:
+        """Parameter memory in bytes at `bits` per parameter (16: fp16, 8: int8)."""
         return self.params * bits // 8
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A complexity limit; 0 means no limit. DCASE24: 128,000 bytes of parameters at 16 bits, 30 MMACs."""
+
+    param_bytes: int = 0  # bytes of parameter memory at `bits` per parameter
+    bits: int = 16
+    macs: int = 0  # multiply-accumulates per 1-s clip, front end excluded
+
+    def violations(self, found: Complexity) -> list[str]:
+        """One sentence per exceeded limit; empty when `found` fits."""
+        reasons = []
+        if self.param_bytes and found.param_bytes(self.bits) > self.param_bytes:
+            reasons.append(f"{found.params:,} parameters = {found.param_bytes(self.bits):,} bytes at {self.bits} bits "
+                           f"> {self.param_bytes:,}")  # fmt: skip
+        if self.macs and found.macs > self.macs:
+            reasons.append(f"{found.macs:,} MACs > {self.macs:,}")
+        return reasons
+
+
+DCASE24_BUDGET = Budget(param_bytes=128_000, bits=16, macs=30_000_000)
 
 
 def complexity(arch: StudentArch, input_shape: tuple[int, int] = (256, 65)) -> Complexity:

@@ -1,0 +1,165 @@
+"""Export a student file to formats that run without this project: TorchScript and ONNX.
+
+    python results/formats.py STUDENT.pt OUT_DIR    # writes student.torchscript.pt and student.onnx, checks both
+
+Both files hold the front end and the student together, as one model that maps a waveform
+[batch, samples] at the front end's sample rate (32 kHz: 32,000 samples per 1-s clip) to class
+logits [batch, classes]; softmax gives the class probabilities.
+
+- TorchScript (`to_torchscript`): the exported LogMel and Student, traced together; load with
+  torch.jit.load(path). It computes exactly what `load_student` rebuilds.
+- ONNX (`to_onnx`, opset 17, legacy TorchScript-based exporter): torchaudio's spectrogram uses a
+  complex STFT, which the ONNX exporter cannot express, so the ONNX model carries
+  `ExportableLogMel`, the same log-mel written with a real-valued STFT (ONNX's STFT operator). It
+  agrees with LogMel to float rounding (about 1e-6 on the log-mel), so the ONNX file also takes the
+  raw waveform. Input `waveform` [batch, samples], output `logits` [batch, classes]; batch and
+  samples are dynamic. Run it with onnxruntime.InferenceSession(path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from results.export import load_student  # noqa: E402
+from trainables.frontend import FrontendConfig, LogMel  # noqa: E402
+
+ONNX_OPSET = 17  # the first opset with an STFT operator
+
+
+class WaveformClassifier(nn.Module):
+    """Front end + student as one module: waveform [B, samples] → logits [B, classes]."""
+
+    def __init__(self, frontend: nn.Module, model: nn.Module):
+        super().__init__()
+        self.frontend = frontend
+        self.model = model
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.model(self.frontend(waveform))
+
+
+class ExportableLogMel(nn.Module):
+    """LogMel's computation with a real-valued STFT, which the ONNX exporter can translate.
+
+    Same steps as torchaudio's MelSpectrogram with LogMel's settings: reflect-pad n_fft/2 on both
+    sides (center=True), Hann window of `window_length` zero-padded to n_fft in the middle, power
+    spectrum, the same mel filter bank, then log(x + 1e-5). Waveform [B, samples] → [B, 1, n_mels, frames].
+    """
+
+    def __init__(self, logmel: LogMel):
+        super().__init__()
+        config = logmel.config
+        self.n_fft = config.n_fft
+        self.hop_length = config.hop_length
+        window = logmel.mel.spectrogram.window.detach().clone()
+        left = (config.n_fft - window.numel()) // 2
+        self.register_buffer("window", F.pad(window, (left, config.n_fft - window.numel() - left)))
+        self.register_buffer("filterbank", logmel.mel.mel_scale.fb.detach().clone())  # [n_fft/2 + 1, n_mels]
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        half = self.n_fft // 2
+        # Reflect padding needs a channel axis in PyTorch; ONNX's STFT then takes [B, samples].
+        padded = F.pad(waveform.unsqueeze(1), (half, half), mode="reflect").squeeze(1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # return_complex=False is deprecated, and exactly what ONNX needs
+            spectrum = torch.stft(padded, self.n_fft, self.hop_length, window=self.window, center=False,
+                                  return_complex=False)  # fmt: skip
+        power = spectrum.pow(2).sum(-1)  # [B, freqs, frames]
+        mel = torch.matmul(power.transpose(1, 2), self.filterbank).transpose(1, 2)
+        return (mel + 1e-5).log().unsqueeze(1)
+
+
+def example_waveform(config: FrontendConfig, batch: int = 2, seconds: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """A reproducible noise waveform [batch, samples] in about [-0.3, 0.3], to trace and to check with."""
+    generator = torch.Generator().manual_seed(seed)
+    return 0.1 * torch.randn(batch, int(round(seconds * config.sample_rate)), generator=generator)
+
+
+def waveform_classifier(student_path: Path) -> WaveformClassifier:
+    """The exported student with its own front end, in eval mode (the reference the exports must match)."""
+    frontend, model, _ = load_student(Path(student_path))
+    return WaveformClassifier(frontend, model).eval()
+
+
+def to_torchscript(student_path: Path, out_path: Path) -> Path:
+    """Trace front end + student into one TorchScript file; load it with torch.jit.load."""
+    classifier = waveform_classifier(student_path)
+    example = example_waveform(classifier.frontend.config)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notice; tracing still works in torch 2.11
+        # No trace check here: the file is compared with the PyTorch student afterwards (max_difference).
+        traced = torch.jit.trace(classifier, example, check_trace=False)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    traced.save(str(out_path))
+    return out_path
+
+
+def to_onnx(student_path: Path, out_path: Path) -> Path:
+    """Write front end (as ExportableLogMel) + student as one ONNX model: `waveform` → `logits`."""
+    reference = waveform_classifier(student_path)
+    classifier = WaveformClassifier(ExportableLogMel(reference.frontend), reference.model).eval()
+    example = example_waveform(reference.frontend.config)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+        # dynamo=False: the TorchScript-based exporter needs no onnxscript and handles the STFT.
+        torch.onnx.export(classifier, (example,), str(out_path), dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=["waveform"], output_names=["logits"],
+                          dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "logits": {0: "batch"}})  # fmt: skip
+    return out_path
+
+
+def run_torchscript(path: Path, waveform: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.jit.load(str(path), map_location="cpu")(waveform)
+
+
+def run_onnx(path: Path, waveform: torch.Tensor) -> torch.Tensor:
+    import onnxruntime  # only needed to check or run the ONNX file
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(["logits"], {"waveform": waveform.numpy()})
+    return torch.from_numpy(logits)
+
+
+def max_difference(student_path: Path, exported: Path, waveform: torch.Tensor | None = None) -> float:
+    """Largest absolute logit difference between an exported file and the PyTorch student."""
+    reference = waveform_classifier(student_path)
+    waveform = example_waveform(reference.frontend.config, batch=3, seed=1) if waveform is None else waveform
+    with torch.no_grad():
+        expected = reference(waveform)
+    run = run_onnx if Path(exported).suffix == ".onnx" else run_torchscript
+    return float((run(exported, waveform) - expected).abs().max())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="results/formats.py", description=__doc__.splitlines()[0])
+    parser.add_argument("student", help="an exported student file, e.g. runs/kd/best/subset_25/student.pt")
+    parser.add_argument("out_dir", help="where student.torchscript.pt and student.onnx go")
+    args = parser.parse_args(argv)
+    student = Path(args.student)
+    if not student.is_file():
+        print(f"error: no such file: {student}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.out_dir)
+    written = [to_torchscript(student, out_dir / "student.torchscript.pt"), to_onnx(student, out_dir / "student.onnx")]
+    for path in written:
+        print(f"Wrote {path} (largest logit difference to PyTorch: {max_difference(student, path):.1e})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

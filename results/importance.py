@@ -1,0 +1,112 @@
+"""Optuna's hyperparameter importance, per subset, from the rows of a leaderboard.
+
+The search's own Optuna studies live inside Ray's searcher and are not kept on disk, so each
+subset's study is rebuilt here: one completed FrozenTrial per complete leaderboard row, with the
+searched values as params and the ranking metric (validation split, last epoch) as value.
+Importances come from optuna.importance.get_param_importances with its default evaluator
+(PED-ANOVA); they are fractions that sum to 1 per subset, and with a handful of trials they are a
+hint, not a finding. Trials stopped early by ASHA are left out: their metric is from fewer epochs.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import optuna
+import pandas as pd
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+MIN_TRIALS = 3  # fewer complete trials than this and a subset gets no importance
+
+
+@dataclass(frozen=True)
+class SubsetImportance:
+    subset: int
+    trials: int  # complete trials the study was rebuilt from
+    importances: dict[str, float] = field(default_factory=dict)  # name → share in [0, 1], largest first
+    note: str = ""  # why there are none, when there are none
+
+
+def _plain(value):
+    """numpy scalars (as pandas reads them) → Python values, which Optuna's distributions accept."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def distribution(name: str, values: list, dimension: dict | None = None) -> BaseDistribution:
+    """The search distribution of one hyperparameter: from the space record, widened to the observed values.
+
+    dimension: the run's space.yaml entry ({name, low, high, log, choices, integer}); without
+    bounds, the range (or, for non-numbers, the set) of the observed values stands in.
+    """
+    dimension = dimension or {}
+    if dimension.get("choices"):
+        return CategoricalDistribution(list(dict.fromkeys([*dimension["choices"], *values])))
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return CategoricalDistribution(sorted(set(values), key=str))
+    low = min([*values, *([dimension["low"]] if dimension.get("low") is not None else [])])
+    high = max([*values, *([dimension["high"]] if dimension.get("high") is not None else [])])
+    log = bool(dimension.get("log")) and low > 0
+    if dimension.get("integer"):
+        return IntDistribution(int(low), int(high), log=log)
+    return FloatDistribution(float(low), float(high), log=log)
+
+
+def rebuild_study(rows: pd.DataFrame, params: list[str], metric: str, mode: str,
+                  dimensions: dict[str, dict] | None = None) -> optuna.Study:  # fmt: skip
+    """An in-memory study holding one completed trial per row (rows need every param and the metric)."""
+    dimensions = dimensions or {}
+    values = {p: [_plain(v) for v in rows[p]] for p in params}
+    distributions = {p: distribution(p, values[p], dimensions.get(p)) for p in params}
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for i in range(len(rows)):
+        study.add_trial(optuna.trial.create_trial(value=float(rows[metric].iloc[i]), distributions=distributions,
+                                                  params={p: values[p][i] for p in params}))  # fmt: skip
+    return study
+
+
+def importances(
+    board: pd.DataFrame,
+    params: list[str],
+    metric: str,
+    mode: str,
+    dimensions: dict[str, dict] | None = None,
+    min_trials: int = MIN_TRIALS,
+) -> list[SubsetImportance]:
+    """One entry per subset of the leaderboard, in subset order; skipped subsets say why in `note`."""
+    results = []
+    if board.empty or metric not in board:
+        return results
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # creating studies logs one line each otherwise
+    try:
+        for subset, rows in board.groupby("subset", sort=True):
+            usable = rows[(rows["status"] == "complete") & rows[metric].map(_finite) & rows[params].notna().all(axis=1)]
+            if len(usable) < min_trials:
+                note = f"{len(usable)} complete trial(s); importance needs at least {min_trials}"
+                results.append(SubsetImportance(int(subset), len(usable), note=note))
+                continue
+            if usable[metric].astype(float).nunique() == 1:
+                note = f"every complete trial has the same {metric}, so no hyperparameter explains it"
+                results.append(SubsetImportance(int(subset), len(usable), note=note))
+                continue
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # experimental-feature notices
+                    study = rebuild_study(usable, params, metric, mode, dimensions)
+                    found = optuna.importance.get_param_importances(study)
+            except (ValueError, RuntimeError) as error:  # e.g. every trial with the same metric
+                results.append(SubsetImportance(int(subset), len(usable), note=f"not computable: {error}"))
+                continue
+            results.append(SubsetImportance(int(subset), len(usable), {k: float(v) for k, v in found.items()}))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return results
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

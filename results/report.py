@@ -1,0 +1,297 @@
+"""Write a run's report: one self-contained HTML page, and its figures as PNG files beside it.
+
+    python results/report.py RUN_DIR [--data PREPARED_DIR] [--top N]
+
+Writes `<run>/report.html` and `<run>/report/*.png`. The page reads offline: inline CSS, no script,
+every figure embedded as a base64 PNG (the same bytes as the file in report/). It holds:
+- the best student of each subset: its validation and test accuracy, its size and MACs against
+  the DCASE24 budget;
+- the leaderboard (leaderboard.csv; validation split, test_* columns from the test split);
+- per-device validation accuracy of the top trials of each subset;
+- the ranking metric against each searched hyperparameter, coloured by subset;
+- Optuna's hyperparameter importance per subset (subsets with at least 3 complete trials);
+- the confusion matrix of each exported best student on the test split (needs --data: the
+  prepared dataset the run trained on);
+- the learning curves of each best student (its trial's result.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import math
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from results import report_figures as figures  # noqa: E402
+from results.complexity import frames_of  # noqa: E402
+from trainables.student import DCASE24_BUDGET, complexity  # noqa: E402
+from results.evaluation import IncompatibleStudent, evaluate_student  # noqa: E402
+from results.export import load_student  # noqa: E402
+from results.importance import importances  # noqa: E402
+from results.leaderboard import build_leaderboard, device_columns  # noqa: E402
+from results.trial_records import read_experiment  # noqa: E402
+from trainables.asc_data import DatasetError, load_prepared  # noqa: E402
+
+_HIDDEN_COLUMNS = {"trial_dir"}  # machine-specific paths; the CSV keeps them
+_BEST_METRICS = ("acc", "acc_unseen", "test_acc", "test_acc_unseen", "test_macro_acc")
+
+
+@dataclass
+class Section:
+    title: str
+    text: str  # plain text (escaped when written)
+    body: str = ""  # ready HTML: a table
+    figure: str | None = None  # file name under report/
+    png: bytes | None = None
+
+
+def exported_students(run_dir: Path) -> dict[int, Path]:
+    """subset → best/subset_<N>/student.pt, for the subsets that have one."""
+    found = {}
+    for path in Path(run_dir).glob("best/subset_*/student.pt"):
+        suffix = path.parent.name.removeprefix("subset_")
+        if suffix.isdigit():
+            found[int(suffix)] = path
+    return dict(sorted(found.items()))
+
+
+def read_board(run_dir: Path, metric: str, mode: str) -> pd.DataFrame:
+    """leaderboard.csv as written by the run; rebuilt from the trials when the run has none yet."""
+    path = Path(run_dir) / "leaderboard.csv"
+    if path.is_file() and path.stat().st_size > 1:
+        # Only empty cells are missing: a trial id such as "nan" or "00012" stays the string it was.
+        board = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"trial_id": str, "error": str})
+        return board.fillna({"error": ""}) if "error" in board else board
+    return build_leaderboard(run_dir, metric, mode)
+
+
+def _cell(column: str, value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        accuracy = column.startswith(("acc", "test_", "macro_acc"))
+        return f"{value:.3f}" if accuracy else f"{value:.4g}"
+    return str(value)
+
+
+def html_table(frame: pd.DataFrame, highlight_rank_one: bool = False) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = []
+    for _, row in frame.iterrows():
+        best = highlight_rank_one and row.get("rank") == 1
+        cells = "".join(f"<td>{html.escape(_cell(str(c), row[c]))}</td>" for c in frame.columns)
+        rows.append(f"<tr class=\"best\">{cells}</tr>" if best else f"<tr>{cells}</tr>")
+    return f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+
+
+def leaderboard_section(board: pd.DataFrame, metric: str) -> Section:
+    text = (f"Every trial, ranked within its subset by {metric} on the validation split: trials that ran every "
+            "epoch first, then those stopped early by ASHA, then failed ones. The acc_* columns are the last "
+            "epoch's validation figures; test_* columns are the test split, computed once per complete trial and "
+            "never used for ranking. The rank-1 row of each subset is bold.")  # fmt: skip
+    if board.empty:
+        return Section("Leaderboard", "No trial has reported yet.")
+    shown = board[[c for c in board.columns if c not in _HIDDEN_COLUMNS]]
+    if "error" in shown and not shown["error"].astype(str).str.strip().any():
+        shown = shown.drop(columns=["error"])
+    return Section("Leaderboard", text, body=html_table(shown, highlight_rank_one=True))
+
+
+def best_students_section(students: dict[int, Path], params: list[str]) -> Section:
+    text = ("The exported student of each subset (best/subset_<N>/student.pt): validation accuracy (acc), test "
+            "accuracy (test_*), and its complexity, counted as DCASE24 counts it: parameters, parameter "
+            "memory in bytes at fp16 and int8, and multiply-accumulates for one 1-s clip with the front end "
+            f"excluded. DCASE24 allows {DCASE24_BUDGET.param_bytes:,} bytes at fp16 and {DCASE24_BUDGET.macs:,} MACs.")
+    if not students:
+        return Section("Best students", "No exported student (best/subset_<N>/student.pt) in this run.")
+    rows = []
+    for subset, path in students.items():
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        frontend, model, metrics = load_student(path)
+        size = complexity(model.arch, (frontend.config.n_mels, frames_of(frontend.config)))
+        over = DCASE24_BUDGET.violations(size)
+        train = payload["config"].get("train", {})
+        rows.append({"subset": subset, "trial_id": payload.get("trial_id", "–"),
+                     **{p: train.get(p) for p in params},
+                     **{k: metrics.get(k) for k in _BEST_METRICS},
+                     "parameters": f"{size.params:,}", "bytes fp16": f"{size.param_bytes(16):,}",
+                     "bytes int8": f"{size.param_bytes(8):,}", "MACs": f"{size.macs:,}",
+                     "DCASE24": "within" if not over else "over: " + "; ".join(over)})  # fmt: skip
+    return Section("Best students", text, body=html_table(pd.DataFrame(rows)))
+
+
+def _best_trial_ids(board: pd.DataFrame, students: dict[int, Path]) -> dict[int, str]:
+    """subset → the best trial: the one an exported file names, else the leaderboard's top complete one."""
+    best = {}
+    if not board.empty:
+        for subset, rows in board[board["status"] == "complete"].groupby("subset"):
+            best[int(subset)] = str(rows.iloc[0]["trial_id"])
+    for subset, path in students.items():
+        trial_id = torch.load(path, map_location="cpu", weights_only=True).get("trial_id")
+        if trial_id:
+            best[subset] = str(trial_id)
+    return dict(sorted(best.items()))
+
+
+def learning_curves_section(run_dir: Path, best: dict[int, str]) -> Section:
+    text = ("Per epoch, for the best trial of each subset (its result.json): the training loss (the KD loss on "
+            "augmented training clips) and validation accuracy: overall (acc, the mean over devices), pooled over "
+            "devices seen / unseen in training, and each device (thin lines).")  # fmt: skip
+    records = {r.trial_id: r for r in read_experiment(Path(run_dir) / "search")}
+    curves = {s: pd.DataFrame(records[t].results) for s, t in best.items() if t in records and records[t].results}
+    figure = figures.learning_curves(curves)
+    if figure is None:
+        return Section("Learning curves", "No best trial with reported epochs was found under search/.")
+    return Section("Learning curves", text, figure="learning_curves.png", png=figures.png_bytes(figure))
+
+
+def confusion_section(students: dict[int, Path], data_dir: Path | None) -> Section:
+    title = "Confusion matrices"
+    if data_dir is None:
+        return Section(title, "Not computed: pass --data PREPARED_DIR, the prepared dataset the run trained on, "
+                              "to evaluate the exported students on its test split.")  # fmt: skip
+    if not students:
+        return Section(title, "No exported student to evaluate.")
+    data = load_prepared(data_dir)
+    matrices, notes = {}, []
+    for subset, path in students.items():
+        try:
+            matrices[subset] = evaluate_student(path, data, "test").confusion
+        except IncompatibleStudent as error:
+            notes.append(f"subset {subset}%: {error}")
+    figure = figures.confusion_matrices(matrices, data.classes)
+    text = (f"The exported best student of each subset on the test split of {data_dir}: rows are the true "
+            "scene, columns the predicted one; colour is the share of the true scene's clips, numbers are clip "
+            "counts.") + (" Skipped: " + "; ".join(notes) + "." if notes else "")  # fmt: skip
+    if figure is None:
+        return Section(title, text)
+    return Section(title, text, figure="confusion.png", png=figures.png_bytes(figure))
+
+
+def figure_section(title: str, text: str, name: str, figure) -> Section:
+    """A section showing `figure` (saved as report/<name>), or saying there is nothing to draw yet."""
+    if figure is None:
+        return Section(title, text + " Nothing to draw yet.")
+    return Section(title, text, figure=name, png=figures.png_bytes(figure))
+
+
+def build_sections(run_dir: Path, data_dir: Path | None = None, top: int = 3) -> list[Section]:
+    settings = yaml.safe_load((Path(run_dir) / "space.yaml").read_text())
+    metric, mode = settings["metric"], settings["mode"]
+    board = read_board(run_dir, metric, mode)
+    dimensions = {d["name"]: d for d in settings.get("search", []) if board.empty or d["name"] in board}
+    params = list(dimensions)
+    students = exported_students(run_dir)
+    drawable = not board.empty
+    devices = ", ".join(device_columns(dict.fromkeys(board.columns))) or "none"
+    found = importances(board, params, metric, mode, dimensions)
+    skipped = [f"subset {r.subset}%: {r.note}" for r in found if not r.importances]
+    log_params = {name for name, d in dimensions.items() if d.get("log")}
+    return [
+        best_students_section(students, params),
+        leaderboard_section(board, metric),
+        figure_section(
+            "Accuracy per device", f"Validation accuracy per recording device ({devices}) and its mean (acc) for "
+            f"the top {top} trials of each subset, best first (darkest).", "device_accuracy.png",
+            figures.device_bars(board, top) if drawable else None),
+        figure_section(
+            "Accuracy against each hyperparameter", f"{metric} (validation split, last epoch) of every trial that "
+            "did not fail, against each searched hyperparameter; filled: ran every epoch, hollow: stopped early by "
+            "ASHA.", "hyperparameters.png",
+            figures.hyperparameter_scatter(board, params, metric, log_params) if drawable else None),
+        figure_section(
+            "Hyperparameter importance", "Optuna's importance (PED-ANOVA, optuna.importance.get_param_importances) "
+            f"of each searched hyperparameter for {metric}, from a study rebuilt per subset from its complete trials; "
+            "shares sum to 1. With few trials it is a hint only."
+            + (" Skipped: " + "; ".join(skipped) + "." if skipped else ""), "importance.png",
+            figures.importance_bars(found)),
+        confusion_section(students, data_dir),
+        learning_curves_section(run_dir, _best_trial_ids(board, students)),
+    ]  # fmt: skip
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
+       padding: 0 1em; color: #222; background: #fff; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+p.note { color: #444; max-width: 60em; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.8em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; white-space: nowrap; }
+th { background: #f2f2f2; position: sticky; top: 0; }
+tr.best td { font-weight: bold; background: #f4f9ff; }
+img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
+"""
+
+
+def render_html(title: str, intro: str, sections: list[Section]) -> str:
+    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
+             f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+             f"<p class=\"note\">{html.escape(intro)}</p>"]  # fmt: skip
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2><p class=\"note\">{html.escape(section.text)}</p>")
+        parts.append(section.body)
+        if section.png is not None:
+            encoded = base64.b64encode(section.png).decode("ascii")
+            parts.append(f"<img alt=\"{html.escape(section.title)}\" src=\"data:image/png;base64,{encoded}\">")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(run_dir: Path, data_dir: Path | None = None, top: int = 3) -> Path:
+    """Write <run_dir>/report.html and <run_dir>/report/*.png; returns the HTML file's path."""
+    run_dir = Path(run_dir)
+    sections = build_sections(run_dir, None if data_dir is None else Path(data_dir), top)
+    figure_dir = run_dir / "report"
+    figure_dir.mkdir(exist_ok=True)
+    for stale in figure_dir.glob("*.png"):  # a figure this run no longer has must not linger
+        stale.unlink()
+    for section in sections:
+        if section.png is not None:
+            (figure_dir / section.figure).write_bytes(section.png)
+    settings = yaml.safe_load((run_dir / "space.yaml").read_text())
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    intro = (f"Run {run_dir.resolve()}, ranked by {settings['metric']} ({settings['mode']}) on the validation split; "
+             f"generated {generated}. Accuracies are fractions in [0, 1]. "
+             f"The figures are also in {figure_dir.name}/.")  # fmt: skip
+    path = run_dir / "report.html"
+    path.write_text(render_html(f"KD search report: {run_dir.name}", intro, sections), encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="results/report.py", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", help="a run directory, <storage>/<name>")
+    parser.add_argument("--data", help="the prepared dataset the run trained on (for the confusion matrices)")
+    parser.add_argument("--top", type=int, default=3, help="trials per subset in the per-device bars (default 3)")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "space.yaml").is_file():
+        print(f"error: {run_dir} is not a run directory (no space.yaml)", file=sys.stderr)
+        return 2
+    if args.data is not None:
+        try:
+            load_prepared(Path(args.data))
+        except DatasetError as error:
+            print(f"error: --data: {error}", file=sys.stderr)
+            return 2
+    if args.top < 1:
+        print("error: --top must be at least 1", file=sys.stderr)
+        return 2
+    print(f"Wrote {write_report(run_dir, args.data and Path(args.data), args.top)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

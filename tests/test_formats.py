@@ -1,0 +1,127 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+import torch
+
+from results import formats, predict
+from trainables.frontend import FrontendConfig, LogMel
+from trainables.student import Student, StudentArch
+from trainables.synthetic_asc import CLASSES
+
+ROOT = Path(__file__).resolve().parent.parent
+# Exported files compute the same float32 graph (ONNX with a real-valued STFT): the logits of a
+# freshly initialised student are about 0.05 in size and agree to about 1e-8, so these leave room.
+RTOL, ATOL = 1e-4, 1e-5
+
+
+@pytest.fixture(scope="module")
+def student_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = Student()
+    path = tmp_path_factory.mktemp("student") / "student.pt"
+    torch.save({"state_dict": model.state_dict(),
+                "config": {"arch": StudentArch().as_dict(), "frontend": FrontendConfig().as_dict(), "train": {}},
+                "metrics": {"acc": 0.5}, "trial_id": "fresh"}, path)  # fmt: skip
+    return path
+
+
+def _reference(student_file: Path, waveform: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return formats.waveform_classifier(student_file)(waveform)
+
+
+def test_exportable_front_end_computes_the_same_log_mel():
+    logmel = LogMel().eval()
+    waveform = formats.example_waveform(FrontendConfig(), batch=2, seed=5)
+    with torch.no_grad():
+        expected, got = logmel(waveform), formats.ExportableLogMel(logmel)(waveform)
+    assert got.shape == expected.shape == (2, 1, 256, 65)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_torchscript_file_matches_pytorch(student_file, tmp_path):
+    path = formats.to_torchscript(student_file, tmp_path / "student.torchscript.pt")
+    waveform = formats.example_waveform(FrontendConfig(), batch=3, seed=1)  # traced with batch 2
+    loaded = torch.jit.load(str(path))
+    with torch.no_grad():
+        got = loaded(waveform)
+    expected = _reference(student_file, waveform)
+    assert got.shape == (3, 10)
+    assert torch.allclose(got, expected, rtol=RTOL, atol=ATOL)
+    assert formats.max_difference(student_file, path) < ATOL
+
+
+def test_onnx_file_matches_pytorch(student_file, tmp_path):
+    import onnxruntime
+
+    path = formats.to_onnx(student_file, tmp_path / "student.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["waveform"]
+    for batch, seconds in ((3, 1.0), (1, 1.5)):  # batch and length are dynamic
+        waveform = formats.example_waveform(FrontendConfig(), batch=batch, seconds=seconds, seed=2)
+        (got,) = session.run(["logits"], {"waveform": waveform.numpy()})
+        expected = _reference(student_file, waveform).numpy()
+        assert got.shape == (batch, 10)
+        assert np.allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+
+def _write_audio(folder: Path) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    clips = {
+        "a.wav": (rng.standard_normal(32000) * 0.1, 32000),  # already 1 s, 32 kHz, mono
+        "sub/b.wav": (rng.standard_normal((66150, 2)) * 0.1, 44100),  # 1.5 s stereo at 44.1 kHz: crop
+        "c.WAV": (rng.standard_normal(8000) * 0.1, 16000),  # 0.5 s at 16 kHz: pad
+    }
+    for name, (audio, rate) in clips.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(folder / name, audio.astype(np.float32), rate, subtype="FLOAT")
+    (folder / "notes.txt").write_text("not audio")
+    return {name: audio for name, (audio, _) in clips.items()}
+
+
+def test_read_clip_resamples_mixes_and_fits_to_one_second(tmp_path):
+    _write_audio(tmp_path)
+    for name in ("a.wav", "sub/b.wav", "c.WAV"):
+        assert predict.read_clip(tmp_path / name, 32000).shape == (32000,)
+    short = predict.read_clip(tmp_path / "c.WAV", 32000)
+    assert short[16100:].abs().max() == 0  # 0.5 s of audio, then zeros
+
+
+def test_predictions_file_in_submission_format(student_file, tmp_path):
+    audio = _write_audio(tmp_path / "eval")
+    out = predict.write_predictions(student_file, tmp_path / "eval", tmp_path / "out" / "predictions.csv")
+    frame = pd.read_csv(out, sep="\t")
+    assert frame.columns.tolist() == ["filename", "scene_label", *CLASSES]
+    assert CLASSES[:3] == ["airport", "bus", "metro"] and CLASSES[-1] == "tram"
+    assert frame["filename"].tolist() == ["audio/a.wav", "audio/c.WAV", "audio/sub/b.wav"]
+    probs = frame[CLASSES].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert frame["scene_label"].tolist() == [CLASSES[i] for i in probs.argmax(axis=1)]
+    expected = _reference(student_file, torch.from_numpy(audio["a.wav"].astype(np.float32))[None]).softmax(1)
+    assert np.allclose(probs[0], expected[0].numpy(), atol=1e-5)  # written with 6 decimals
+
+
+def test_predict_command(student_file, tmp_path, capsys):
+    _write_audio(tmp_path / "eval")
+    assert predict.main([str(student_file), str(tmp_path / "eval"), str(tmp_path / "p.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "p.csv", sep="\t")) == 3
+    (tmp_path / "empty").mkdir()
+    assert predict.main([str(student_file), str(tmp_path / "empty"), str(tmp_path / "q.csv")]) == 2
+    assert predict.main([str(student_file), str(tmp_path / "nowhere"), str(tmp_path / "q.csv")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    command = [sys.executable, str(ROOT / "results" / "predict.py"), str(tmp_path / "missing.pt"),
+               str(tmp_path / "eval"), str(tmp_path / "q.csv")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "no such student file" in done.stderr
+    assert not (tmp_path / "q.csv").exists()
+
+
+def test_formats_command(student_file, tmp_path, capsys):
+    assert formats.main([str(tmp_path / "missing.pt"), str(tmp_path / "out")]) == 2
+    assert "no such file" in capsys.readouterr().err

@@ -1,0 +1,242 @@
+import base64
+import json
+import re
+import shutil
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from results import report
+from results.evaluation import evaluate_student
+from results.importance import importances
+from results.leaderboard import write_tables
+from trainables.asc_data import load_prepared, write_prepared
+from trainables.frontend import FrontendConfig
+from trainables.student import Student, StudentArch
+from trainables.synthetic_asc import CLASSES
+
+DEVICES = ["a", "b", "c", "s1", "s4", "s5"]
+PARAMS = ["temperature", "kd_lambda", "lr"]
+FIGURES = ["device_accuracy.png", "hyperparameters.png", "importance.png", "confusion.png", "learning_curves.png"]
+
+
+def _trial(search: Path, trial_id: str, subset: int, epochs_done: int, params: dict, epochs: int = 3,
+           error: str | None = None) -> None:  # fmt: skip
+    """A trial directory as Tune leaves it: params.json, result.json (one line per epoch), maybe error.txt."""
+    directory = search / f"student_{trial_id}_subset{subset}"
+    directory.mkdir(parents=True)
+    (directory / "params.json").write_text(json.dumps({"subset": subset, "epochs": epochs, **params}))
+    rng = np.random.default_rng(zlib.crc32(trial_id.encode()))  # str hash() varies per process
+    quality = 0.3 + 0.5 * params["kd_lambda"] + 0.05 * params["temperature"]  # something importance can find
+    lines = []
+    for epoch in range(1, epochs_done + 1):
+        device_acc = {f"acc_{d}": float(np.clip(quality * epoch / epochs - (0.15 if d.startswith("s") else 0)
+                                                + rng.normal(0, 0.02), 0, 1)) for d in DEVICES}  # fmt: skip
+        metrics = {"trial_id": trial_id, "training_iteration": epoch, "epoch": epoch, "train_loss": 2.0 / epoch,
+                   **device_acc, "acc": float(np.mean(list(device_acc.values()))),
+                   "acc_seen": device_acc["acc_a"], "acc_unseen": device_acc["acc_s4"], "macro_acc": 0.5}  # fmt: skip
+        if epoch == epochs:
+            metrics.update({f"test_{k}": v - 0.01 for k, v in metrics.items() if k.startswith(("acc", "macro"))})
+        lines.append(json.dumps(metrics))
+    (directory / "result.json").write_text("".join(line + "\n" for line in lines))
+    if error:
+        (directory / "error.txt").write_text(f"Traceback ...\n{error}\n")
+
+
+def _export(path: Path, subset: int, trial_id: str) -> None:
+    """A freshly initialised student in the export format of trainables.student_training.student_export."""
+    model = Student(StudentArch())
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": model.state_dict(),
+                "config": {"arch": StudentArch().as_dict(), "frontend": FrontendConfig().as_dict(),
+                           "train": {"subset": subset, "temperature": 2.0, "kd_lambda": 0.3, "lr": 0.005}},
+                "metrics": {"acc": 0.6, "test_acc": 0.55, "test_acc_unseen": 0.4},
+                "trial_id": trial_id}, path)  # fmt: skip
+
+
+def make_dataset(directory: Path) -> Path:
+    """A prepared dataset small enough to evaluate in about a second: 10 scenes × devices a, b, s4 × 2 noise clips."""
+    rng = np.random.default_rng(0)
+    rows = [(f"audio/{scene}-city{i}-{i}-{i}-{device}.wav", scene, f"city{i}-{i}", device)
+            for scene in CLASSES for device in ("a", "b", "s4") for i in range(2)]  # fmt: skip
+    meta = pd.DataFrame(rows, columns=["filename", "scene_label", "identifier", "source_label"])
+    clips = (rng.standard_normal((len(meta), 32000)) * 3000).astype(np.int16)
+    files = meta["filename"].tolist()
+    splits = {"split5": [f for f in files if f.endswith("-a.wav")], "split25": files, "val": files, "test": files}
+    write_prepared(directory, meta, clips, splits, 32000, CLASSES, "micro", source="test")
+    return directory
+
+
+def make_run(run_dir: Path) -> Path:
+    """A finished run: subset 5 with 4 complete, 1 stopped and 1 failed trial; 25 with 3; 10 with 1."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "space.yaml").write_text(yaml.safe_dump({"metric": "acc", "mode": "max", "search": [
+        {"name": "temperature", "low": 1.0, "high": 5.0}, {"name": "kd_lambda", "low": 0.0, "high": 0.5},
+        {"name": "lr", "low": 0.002, "high": 0.02, "log": True}]}))  # fmt: skip
+    search = run_dir / "search"
+    rng = np.random.default_rng(1)
+    for subset, complete in ((5, 4), (25, 3), (10, 1)):
+        for i in range(complete):
+            params = {"temperature": float(rng.uniform(1, 5)), "kd_lambda": float(rng.uniform(0, 0.5)),
+                      "lr": float(10 ** rng.uniform(-2.7, -1.7))}  # fmt: skip
+            _trial(search, f"t{subset}x{i}", subset, 3, params)
+    _trial(search, "early", 5, 1, {"temperature": 3.0, "kd_lambda": 0.1, "lr": 0.01})
+    _trial(search, "nan", 5, 1, {"temperature": 4.0, "kd_lambda": 0.2, "lr": 0.02},
+           error="NonFiniteLoss: training loss became nan in epoch 1, step 0")  # fmt: skip
+    board = write_tables(run_dir, "acc", "max")
+    for subset in (5, 25):
+        best = board[(board["subset"] == subset)].iloc[0]["trial_id"]
+        _export(run_dir / "best" / f"subset_{subset}" / "student.pt", subset, best)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("micro") / "data")
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory, data_dir) -> Path:
+    """The report of a fake run, its confusion matrices evaluated on the micro dataset."""
+    run_dir = make_run(tmp_path_factory.mktemp("report") / "run")
+    return report.write_report(run_dir, data_dir)
+
+
+def test_report_and_figures_are_written(written):
+    assert written == written.parent / "report.html"
+    figure_dir = written.parent / "report"
+    assert sorted(p.name for p in figure_dir.iterdir()) == sorted(FIGURES)
+    page = written.read_text()
+    embedded = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', page)
+    assert len(embedded) == len(FIGURES)
+    # The page embeds exactly the PNG files beside it, and each is a real image.
+    assert sorted(base64.b64decode(e) for e in embedded) == sorted((figure_dir / f).read_bytes() for f in FIGURES)
+    for name in FIGURES:
+        with Image.open(figure_dir / name) as image:
+            assert image.format == "PNG" and image.width > 200 and image.height > 150
+
+
+def test_report_reads_offline(written):
+    page = written.read_text()
+    assert "<script" not in page.lower()
+    assert not re.search(r"<link\b", page, re.I)
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", page, re.I)
+    assert "url(" not in page  # nothing fetched from CSS either
+
+
+def test_report_holds_the_leaderboard_and_best_students(written):
+    page = written.read_text()
+    for trial_id in ("t5x0", "t5x3", "t25x2", "t10x0", "early", "nan"):
+        assert f"<td>{trial_id}</td>" in page
+    for column in ("rank", "trial_id", "subset", "status", *PARAMS, "acc", "acc_s4", "test_acc"):
+        assert f"<th>{column}</th>" in page
+    assert "NonFiniteLoss" in page
+    assert "<td>61,148</td>" in page and "<td>29,419,156</td>" in page and "<td>within</td>" in page
+    assert "subset 10%: 1 complete trial(s)" in page  # importance skipped there, not failed
+
+
+def test_importance_per_subset_with_enough_trials(written):
+    board = report.read_board(written.parent, "acc", "max")
+    found = {r.subset: r for r in importances(board, PARAMS, "acc", "max")}
+    assert sorted(found) == [5, 10, 25]
+    assert found[5].trials == 4 and found[25].trials == 3  # stopped and failed trials left out
+    for subset in (5, 25):
+        assert set(found[subset].importances) == set(PARAMS)
+        assert abs(sum(found[subset].importances.values()) - 1) < 1e-6
+    assert not found[10].importances and "needs at least 3" in found[10].note
+
+
+def test_confusion_matrix_counts_every_test_clip(data_dir, tmp_path):
+    data = load_prepared(data_dir)
+    _export(tmp_path / "s" / "student.pt", 5, "x")
+    evaluation = evaluate_student(tmp_path / "s" / "student.pt", data, "test")
+    counts = evaluation.confusion
+    assert counts.shape == (10, 10) and counts.sum() == len(data.splits["test"]) == 60
+    assert (counts.sum(axis=1) == 6).all()  # rows are the true classes
+    class_acc = np.diag(counts) / counts.sum(axis=1)
+    assert abs(class_acc.mean() - evaluation.metrics["macro_acc"]) < 1e-9
+    assert set(evaluation.metrics) >= {"acc", "acc_a", "acc_b", "acc_s4", "acc_seen", "acc_unseen"}
+    assert np.isfinite(evaluation.metrics["acc_unseen"])  # subset 5 trained on device a only
+
+
+def test_report_without_data_or_exports_skips_what_it_cannot_draw(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "space.yaml").write_text(yaml.safe_dump({"metric": "acc", "mode": "max",
+                                                        "search": [{"name": n} for n in PARAMS]}))  # fmt: skip
+    _trial(run_dir / "search", "only", 5, 3, {"temperature": 2.0, "kd_lambda": 0.1, "lr": 0.005})
+    page = report.write_report(run_dir).read_text()  # no leaderboard.csv yet, no best/, no --data
+    assert "pass --data PREPARED_DIR" in page and "No exported student" in page
+    assert "needs at least 3" in page
+    assert sorted(p.name for p in (run_dir / "report").iterdir()) == ["device_accuracy.png", "hyperparameters.png",
+                                                                      "learning_curves.png"]  # fmt: skip
+
+
+def test_command_refuses_bad_input(tmp_path, capsys):
+    assert report.main([str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    (tmp_path / "space.yaml").write_text("metric: acc\nmode: max\nsearch: []\n")
+    assert report.main([str(tmp_path), "--data", str(tmp_path / "nothing")]) == 2
+    assert "--data" in capsys.readouterr().err
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+_IMAGE_CHECK = """<script>
+window.addEventListener("load", () => {
+  const out = document.createElement("pre");
+  out.id = "image-check";
+  out.textContent = JSON.stringify([...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]));
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_report_renders_in_headless_chromium(written, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium binary (CI: apt-get install -y chromium)")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,3000"]
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", written.resolve().as_uri()], capture_output=True, timeout=90)
+    with Image.open(shot) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape[:2] == (3000, 1200)
+    packed = pixels.astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], dtype=np.uint32)  # one int per colour
+    colours = len(np.unique(packed))
+    assert colours > 200, f"the page looks blank ({colours} distinct colours)"
+    # A copy of the page with a script that records, once loaded, whether every <img> decoded.
+    probe = tmp_path / "probe.html"
+    probe.write_text(written.read_text().replace("</body>", _IMAGE_CHECK + "</body>"))
+    done = subprocess.run([*flags, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                          capture_output=True, text=True, timeout=90)  # fmt: skip
+    found = re.search(r'<pre id="image-check">(.*?)</pre>', done.stdout)
+    assert found, done.stderr[-2000:]
+    images = json.loads(found.group(1))
+    assert len(images) == len(FIGURES)
+    assert all(complete and width > 0 and height > 0 for complete, width, height in images), images
+
+
+def test_distributions_come_from_the_space_widened_to_what_ran():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from results.importance import distribution
+
+    assert distribution("lr", [0.003, 0.03], {"low": 0.002, "high": 0.02, "log": True}) == FloatDistribution(
+        0.002, 0.03, log=True
+    )
+    assert distribution("freqm", [24, 48], {"low": 16, "high": 64, "integer": True}) == IntDistribution(16, 64)
+    assert distribution("base_channels", [32], {"choices": [24, 32]}) == CategoricalDistribution([24, 32])
+    assert distribution("temperature", [1.5, 3.0]) == FloatDistribution(1.5, 3.0)  # no bounds recorded

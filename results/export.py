@@ -52,7 +52,7 @@ def export_best(run_dir: Path, metric: str, mode: str) -> list[Path]:
         checkpoint = sorted(Path(best["trial_dir"]).glob("checkpoint_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
         if not checkpoint:
             continue
-        target = Path(run_dir) / "best" / f"subset_{subset}"
+        target = Path(run_dir) / "best" / (f"subset_{subset}" if subset else "")
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)

@@ -22,6 +22,8 @@ from trainables.metrics import device_sort_key
 from trainables.student import Budget, Complexity, StudentArch, complexity
 
 _STATUS_ORDER = {"complete": 0, "stopped": 1, "failed": 2}
+# Reported keys that are results (the rest is Tune's bookkeeping): device-wise accuracy, EER, sizes.
+_METRIC_PREFIXES = ("acc", "macro_acc", "test_", "eer", "min_dcf", "student_params", "teacher_params")
 _SUMMARY = ["acc", "acc_seen", "acc_unseen", "macro_acc"]
 
 
@@ -61,8 +63,8 @@ def _rows(records: list[TrialRecord], params: list[str], budget: dict) -> list[d
     rows = []
     for record in records:
         last = record.last
-        metrics = {k: v for k, v in last.items() if k.startswith(("acc", "macro_acc", "test_"))}
-        row = {"trial_id": record.trial_id, "subset": int(record.config["subset"]), "status": record.status,
+        metrics = {k: v for k, v in last.items() if k.startswith(_METRIC_PREFIXES)}
+        row = {"trial_id": record.trial_id, "subset": int(record.config.get("subset", 0)), "status": record.status,
                "epochs": record.epochs_done, **{p: record.config.get(p) for p in params}, **metrics,
                **_complexity_columns(record.config, budget), "train_loss": last.get("train_loss"),
                "error": record.error or "", "trial_dir": str(record.directory)}  # fmt: skip
@@ -90,7 +92,7 @@ def _ordered_columns(frame: pd.DataFrame, params: list[str]) -> pd.DataFrame:
     devices = device_columns(dict.fromkeys(frame.columns))
     test_devices = device_columns(dict.fromkeys(frame.columns), prefix="test_acc_")
     head = ["rank", "trial_id", "subset", "status", "epochs", *params, *[c for c in frame if c.startswith("confirmed_")]]
-    metrics = _SUMMARY + [f"acc_{d}" for d in devices]
+    metrics = ["eer", "min_dcf", "test_eer", "test_min_dcf", *_SUMMARY, *[f"acc_{d}" for d in devices]]
     tests = [f"test_{m}" for m in _SUMMARY] + [f"test_acc_{d}" for d in test_devices]
     sizes = ["params", "param_bytes", "macs", "within_budget"]
     ordered = [c for c in head + metrics + tests + sizes + ["train_loss", "error", "trial_dir"] if c in frame]
@@ -182,11 +184,13 @@ def print_leaderboard(board: pd.DataFrame, metric: str, params: list[str], top: 
         return
     devices = device_columns(dict.fromkeys(board.columns))
     confirmed = [f"confirmed_{metric}", f"confirmed_{metric}_std"] if f"confirmed_{metric}" in board else []
-    columns = ["rank", "trial_id", "status", *params, *confirmed, "acc", "acc_unseen", *[f"acc_{d}" for d in devices]]
+    columns = ["rank", "trial_id", "status", *params, *confirmed, "eer", "min_dcf", "test_eer", "test_min_dcf", "acc",
+               "acc_unseen", *[f"acc_{d}" for d in devices]]  # fmt: skip
     print(f"\nLeaderboard (validation split, ranked by {metric}; full table in leaderboard.csv)")
     for subset, rows in board.groupby("subset"):
         failed = int((rows["status"] == "failed").sum())
-        print(f"\nSubset {subset}%: {len(rows)} trials" + (f", {failed} failed" if failed else ""))
+        title = f"Subset {subset}%" if subset else "All trials"
+        print(f"\n{title}: {len(rows)} trials" + (f", {failed} failed" if failed else ""))
         shown = rows.head(top)[[c for c in columns if c in rows]]
         print(shown.to_string(index=False, formatters={c: _format for c in shown.columns}))
 

@@ -69,8 +69,8 @@ def make_request(args: argparse.Namespace):
         resources["cpus_per_trial"] = args.cpus_per_trial
     space = build_space(raw)
     storage = Path(args.storage).resolve()
-    data = None if args.data is None else _dataset(Path(args.data), args.splits, storage)
-    if data is not None:
+    data = None if args.data is None else _dataset(Path(args.data), args.splits, storage, space.system)
+    if data is not None and space.schema.by_subset:
         available = load_prepared(data).splits
         missing = [s for s in space.subsets if f"split{s}" not in available]
         if missing:
@@ -81,12 +81,19 @@ def make_request(args: argparse.Namespace):
     return RunRequest(space=space, storage=storage, name=name, data=data, address=args.address, resume=args.resume)
 
 
-def _dataset(path: Path, splits: str | None, storage: Path) -> Path:
+def _dataset(path: Path, splits: str | None, storage: Path, system: str) -> Path:
     """A prepared dataset directory for --data: as given, or TAU22 read and cached (stops on a bad file)."""
     from trainables.tau22 import is_tau22_root, prepare_tau22
 
     if not path.is_dir():
         raise DatasetError(f"--data {path}: no such directory")
+    if system == "oskdft2":
+        from trainables.speaker.data import is_prepared as is_speakers
+
+        if not is_speakers(path):
+            raise DatasetError(f"--data {path}: holds no prepared speaker dataset (make one with "
+                               "python -m trainables.speaker.data, see the README)")  # fmt: skip
+        return path.resolve()
     if is_prepared(path):
         return path.resolve()
     if is_tau22_root(path):
@@ -105,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         request = make_request(parse_args(sys.argv[1:] if argv is None else argv))
         check_run_dir(request)
         request = dataclasses.replace(request, data=prepare_dataset(request))
-        if "teacher" in request.space.sections and request.space.teacher.logits:
+        if request.space.system == "asc_kd" and request.space.teacher.logits:
             from search.teachers import check_external_logits
 
             check_external_logits(request.space.teacher, load_prepared(request.data), request.space.subsets)

@@ -57,10 +57,17 @@ def prepare_dataset(request: RunRequest) -> Path:
     """The prepared dataset the trials read: --data as given, or the embedded one, generated once and cached."""
     if request.data is not None:
         return request.data
-    directory = request.cache_dir / "datasets" / f"synthetic-{request.space.data.fingerprint()}"
+    if request.space.system == "oskdft2":
+        from trainables.speaker import synthetic as speakers
+
+        directory = request.cache_dir / "datasets" / f"speakers-{request.space.data.fingerprint()}"
+        make = speakers.generate
+    else:
+        directory = request.cache_dir / "datasets" / f"synthetic-{request.space.data.fingerprint()}"
+        make = generate
     if not is_prepared(directory):
         print(f"Generating the embedded synthetic dataset into {directory} …", flush=True)
-        generate(request.space.data, directory)
+        make(request.space.data, directory)
     return directory
 
 
@@ -71,7 +78,7 @@ def run(request: RunRequest) -> None:
     from results.export import export_best
     from results.report import write_report
     from results.leaderboard import build_leaderboard, print_comparison, print_leaderboard, print_summary, write_tables
-    from search.teachers import TeacherPlan, print_teachers
+    from search.teachers import TeacherPlan, ensure_ssl_teacher, print_teachers
     from search.tuning import run_confirmation, run_references, search_trials, trainable_for, trial_constants
 
     space = request.space
@@ -93,7 +100,9 @@ def run(request: RunRequest) -> None:
         check_resources(space, [n["Resources"] for n in nodes])
         if len(nodes) > 1:
             check_shared_storage(request.storage, nodes)
-        if space.system == "asc_teacher":
+        if space.system == "oskdft2":
+            constants = trial_constants(space, data_dir, teacher_state=str(ensure_ssl_teacher(request, data_dir)))
+        elif space.system == "asc_teacher":
             init = TeacherPlan(request, data_dir, space.settings).run_init_stages()
             constants = trial_constants(space, data_dir, init_path=None if init is None else str(init))
         else:
@@ -115,7 +124,8 @@ def run(request: RunRequest) -> None:
         print_summary(board)
         for path in export_best(request.run_dir, space.metric, space.mode):
             print(f"Exported {path}")
-        print(f"Report: {write_report(request.run_dir, data_dir)}")
+        if space.system != "oskdft2":  # the report's plots are the acoustic-scene ones
+            print(f"Report: {write_report(request.run_dir, data_dir)}")
     finally:
         if owns_ray:
             ray.shutdown()
@@ -125,7 +135,7 @@ def check_resources(space: Space, nodes: list[dict]) -> None:
     """Refuse, at start, a per-trial request no node can ever satisfy (Tune would leave it pending forever)."""
     res = space.resources
     requests = {"student": (res.cpus_per_trial, res.gpus_per_trial)}
-    if "teacher" in space.sections or space.system == "asc_teacher":
+    if space.system in ("asc_kd", "asc_teacher", "oskdft2"):
         requests["teacher"] = (res.teacher_cpus_per_trial, res.teacher_gpus_per_trial)
     for kind, (cpus, gpus) in requests.items():
         if not any(node.get("CPU", 0) >= cpus and node.get("GPU", 0) >= gpus for node in nodes):

@@ -39,11 +39,15 @@ import yaml
 from trainables.asc_data import SUBSETS
 from trainables.student import Budget
 from trainables.student_training import StudentConfig
+from trainables.speaker.models import SslConfig
+from trainables.speaker.synthetic import SyntheticSpeakerConfig
+from trainables.speaker.training import OskdftConfig, TeacherTrainConfig
 from trainables.synthetic_asc import SyntheticConfig
 from trainables.teacher import ARCHS, TINY_ARCH, TeacherConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 ASC_METRIC = re.compile(r"^(acc|acc_seen|acc_unseen|macro_acc|acc_[a-z0-9]+)$")
+SV_METRIC = re.compile(r"^(eer|min_dcf)$")
 
 
 class SpaceError(ValueError):
@@ -96,6 +100,10 @@ SYSTEMS: dict[str, SystemSchema] = {
                            "acc", "max", True, frozenset({"subset", "seed", "eval_batch_size"})),
     "asc_teacher": SystemSchema(TeacherConfig, {"data": SyntheticConfig}, ASC_METRIC, "acc", "max", True,
                                 frozenset({"seed", "eval_batch_size", "arch", "weights", "logits", "cochlscene"})),
+    # OS-KDFT2: the `teacher` section is OskdftConfig's own teacher field (the SSL architecture).
+    "oskdft2": SystemSchema(OskdftConfig, {"teacher": SslConfig, "teacher_training": TeacherTrainConfig,
+                                           "data": SyntheticSpeakerConfig}, SV_METRIC, "eer", "min", False,
+                            frozenset({"seed", "teacher", "init_layers", "target_layers"})),
 }  # fmt: skip
 
 
@@ -155,7 +163,8 @@ def _sections_of(schema: SystemSchema) -> dict[str, type]:
 
 
 def _settings_fields(schema: SystemSchema) -> set[str]:
-    return {f.name for f in dataclasses.fields(schema.settings)}
+    """Top-level keys: the trial settings' fields, except those a section of the same name fills."""
+    return {f.name for f in dataclasses.fields(schema.settings)} - set(schema.sections)
 
 
 def resolve_path(name_or_path: str) -> Path:
@@ -238,7 +247,8 @@ def build_space(raw: dict) -> Space:
         raise SpaceError(f"confirm_seeds: at least 2 seeds give a mean and a spread, got {meta['confirm_seeds']}")
     built = {name: _absolute(_build_dataclass(cls, raw.get(name, {}), name)) for name, cls in sections.items()}
     _check_sections(built)
-    settings = _absolute(_build_dataclass(schema.settings, {k: v for k, v in raw.items() if k in fields_}, ""))
+    fills = {name: built[name] for name in schema.sections if name in {f.name for f in dataclasses.fields(schema.settings)}}
+    settings = _absolute(_build_dataclass(schema.settings, {k: v for k, v in raw.items() if k in fields_}, "", fills))
     _check_settings(settings)
     subsets, dimensions = _build_search(raw.get("search", {}), schema)
     sampler = meta.get("sampler", "tpe")
@@ -259,7 +269,7 @@ def build_space(raw: dict) -> Space:
     )  # fmt: skip
 
 
-_PATH_SETTINGS = ("weights", "cochlscene", "logits", "dir_path")
+_PATH_SETTINGS = ("weights", "cochlscene", "logits", "dir_path")  # also teacher_training.weights
 
 
 def _absolute(settings: Any) -> Any:
@@ -322,9 +332,11 @@ def _build_dimension(name: str, spec: Any, kind: Any, where: str) -> Dimension:
 
 
 _BOUNDS = {"kd_lambda": (0.0, 1.0), "mixstyle_p": (0.0, 1.0), "warmup_fraction": (0.0, 0.999), "dir_prob": (0.0, 1.0),
+           "p0": (0.0, 1.0),
            "backbone_lr_ratio": (0.0, 1.0)}  # fmt: skip
 _POSITIVE = {"temperature", "lr", "epochs", "batch_size", "base_channels", "channels_multiplier", "expansion_rate",
-             "backbone_lr_ratio", "ensemble"}  # fmt: skip
+             "backbone_lr_ratio", "ensemble", "crop_seconds"}  # fmt: skip
+_NON_NEGATIVE = {"kd_weight", "ft_weight", "weight_decay"}
 
 
 def _check_bounds(name: str, low: float, high: float, where: str) -> None:
@@ -334,10 +346,12 @@ def _check_bounds(name: str, low: float, high: float, where: str) -> None:
             raise SpaceError(f"{where}: {name} must lie in [{lo}, {hi}], got [{low}, {high}]")
     if name in _POSITIVE and low <= 0:
         raise SpaceError(f"{where}: {name} must be positive, got {low}")
+    if name in _NON_NEGATIVE and low < 0:
+        raise SpaceError(f"{where}: {name} must not be negative, got {low}")
 
 
 def _check_settings(settings: Any, where: str = "") -> None:
-    for name in _BOUNDS.keys() | _POSITIVE:
+    for name in _BOUNDS.keys() | _POSITIVE | _NON_NEGATIVE:
         value = getattr(settings, name, None)
         if value is not None:
             _check_bounds(name, value, value, f"{where}{name}")
@@ -383,7 +397,8 @@ def _check_teacher(teacher: TeacherConfig, where: str) -> None:
         raise SpaceError(f"{where}ensemble, sit_epochs and pretrain_epochs must be at least 1")
 
 
-def _build_dataclass(cls: type, values: Any, where: str):
+def _build_dataclass(cls: type, values: Any, where: str, fills: dict | None = None):
+    """cls(**values) with every key and type checked; `fills` gives fields already built (sections)."""
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -396,7 +411,10 @@ def _build_dataclass(cls: type, values: Any, where: str):
         if key not in names:
             raise SpaceError(f"unknown key {label!r}{_suggest(str(key), names)}")
         kwargs[key] = _coerce(value, hints[key], label)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs, **(fills or {}))
+    except ValueError as err:  # the settings' own checks (OskdftConfig, SslConfig)
+        raise SpaceError(f"{where or 'settings'}: {err}") from None
 
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:

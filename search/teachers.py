@@ -180,3 +180,39 @@ def print_teachers(paths: dict[int, Path]) -> None:
         devices = device_columns(metrics, prefix="test_acc_")
         cells = "  ".join(f"{d}={metrics[f'test_acc_{d}']:.3f}" for d in devices)
         print(f"Teacher {subset}%: test acc={metrics['test_acc']:.3f} unseen={metrics['test_acc_unseen']:.3f}  {cells}")
+
+
+def ensure_ssl_teacher(request: RunRequest, data_dir: Path) -> Path:
+    """OS-KDFT2's frozen teacher as a cached state dict: the given weights, or trained once on the data."""
+    from search.trials import ssl_teacher_trial
+    from search.tuning import fit_experiment
+    from trainables.speaker.data import load_prepared as load_speakers
+    from trainables.speaker.models import build_teacher, load_ssl_state_dict
+
+    space = request.space
+    ssl, training = space.settings.teacher, space.sections["teacher_training"]
+    cache = request.cache_dir / "teachers"
+    if training.weights:
+        source = Path(training.weights)
+        path = cache / f"ssl-file-{_key(str(source), source.stat().st_mtime_ns, dataclasses.asdict(ssl))}.pt"
+        if not path.is_file():
+            state = load_ssl_state_dict(source)
+            build_teacher(ssl, state)  # refuse weights that do not fit the declared architecture, here
+            from search.trials import _save_state
+
+            _save_state(state, path)
+        print(f"SSL teacher: {source} ({path})", flush=True)
+        return path
+    fingerprint = load_speakers(data_dir).fingerprint
+    path = cache / f"ssl-{_key(fingerprint, dataclasses.asdict(ssl), dataclasses.asdict(training))}.pt"
+    print(f"SSL teacher: {'cached' if path.is_file() else 'to train'} ({path})", flush=True)
+    if not path.is_file():
+        res = space.resources
+        trainable = tune.with_resources(ssl_teacher_trial, {"cpu": res.teacher_cpus_per_trial, "gpu": res.teacher_gpus_per_trial})
+        fit_experiment(request, "teacher_ssl", trainable, {
+            "data_dir": str(data_dir), "ssl": dataclasses.asdict(ssl), "training": dataclasses.asdict(training),
+            "state_path": str(path), "subset": 0, "cpus_per_trial": res.teacher_cpus_per_trial,
+            "gpus_per_trial": res.teacher_gpus_per_trial})  # fmt: skip
+        if not path.is_file():
+            raise RuntimeError(f"the SSL teacher's training failed; see {request.run_dir / 'teacher_ssl'}")
+    return path

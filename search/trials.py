@@ -58,20 +58,57 @@ def student_trial(config: dict) -> None:
     if settings.kd_lambda < 1.0:
         path = Path(config["teacher_logits"][str(settings.subset)])
         logits = aligned_logits(path, data, data.splits[f"split{settings.subset}"])
-    resume = None
+    train_student(settings, data, logits, _report_with_checkpoint, resume=_resume_state(), device=device)
+
+
+def _resume_state() -> dict | None:
+    """The train_state of the trial's latest checkpoint when Tune restores or retries it; None on a fresh start."""
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            resume = torch.load(Path(directory) / "train_state.pt", map_location="cpu", weights_only=True)
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return torch.load(Path(directory) / "train_state.pt", map_location="cpu", weights_only=True)
 
-    def report(metrics: dict, make_checkpoint) -> None:
-        state = make_checkpoint()
-        with tempfile.TemporaryDirectory() as directory:
-            torch.save(state["student"], Path(directory) / "student.pt")
-            torch.save(state["train_state"], Path(directory) / "train_state.pt")
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    train_student(settings, data, logits, report, resume=resume, device=device)
+def _report_with_checkpoint(metrics: dict, make_checkpoint) -> None:
+    """Report an epoch with its checkpoint: student.pt (the export format) and train_state.pt (to resume)."""
+    state = make_checkpoint()
+    with tempfile.TemporaryDirectory() as directory:
+        torch.save(state["student"], Path(directory) / "student.pt")
+        torch.save(state["train_state"], Path(directory) / "train_state.pt")
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def oskdft2_trial(config: dict) -> None:
+    """Train one OS-KDFT2 student (student + feature tuner) against the cached teacher; report EER each epoch."""
+    from trainables.speaker.data import load_prepared as load_speakers
+    from trainables.speaker.training import OskdftConfig, train_oskdft2
+
+    device = _claim_device(config)
+    data = load_speakers(Path(config["data_dir"]))
+    teacher = torch.load(config["teacher_state"], map_location="cpu", weights_only=True)
+    settings = OskdftConfig.from_dict(config)
+    train_oskdft2(settings, data, teacher, _report_with_checkpoint, resume=_resume_state(), device=device)
+
+
+def ssl_teacher_trial(config: dict) -> None:
+    """Train the embedded default's SSL teacher on the synthetic data; save its state dict to `state_path`."""
+    from trainables.speaker.data import load_prepared as load_speakers
+    from trainables.speaker.models import SslConfig
+    from trainables.speaker.training import TeacherTrainConfig, train_ssl_teacher
+
+    device = _claim_device(config)
+    data = load_speakers(Path(config["data_dir"]))
+    state = train_ssl_teacher(SslConfig.from_dict(config["ssl"]), TeacherTrainConfig.from_dict(config["training"]),
+                              data, on_epoch=tune.report, device=device)  # fmt: skip
+    _save_state(state, Path(config["state_path"]))
+
+
+def _save_state(state: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({k: v.cpu() for k, v in state.items()}, tmp)
+    tmp.replace(path)
 
 
 def teacher_trial(config: dict) -> None:
@@ -87,11 +124,7 @@ def teacher_trial(config: dict) -> None:
     model, _ = train_teacher(settings, data, subset, on_epoch=lambda metrics, _: tune.report(metrics), device=device,
                              init_state=init, epochs=config.get("stage_epochs"))  # fmt: skip
     if config.get("state_path"):
-        path = Path(config["state_path"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp)
-        tmp.replace(path)
+        _save_state(model.state_dict(), Path(config["state_path"]))
     if config.get("logits_path"):
         logits = teacher_logits(model, data, settings.eval_batch_size)
         save_logits(Path(config["logits_path"]), data.filenames, logits, logits_metrics(logits, data, subset))

@@ -20,7 +20,7 @@ from search.trials import student_trial
 
 def _trial_dirname(trial) -> str:
     config = trial.config
-    label = f"subset{config['subset']}"
+    label = f"subset{config['subset']}" if "subset" in config else "trial"
     if config.get("member"):
         label += f"_seed{config['member'].split(':')[1]}"
     if config.get("confirms"):
@@ -83,9 +83,9 @@ def trial_constants(space: Space, data_dir: Path, **extra) -> dict:
 
 def trainable_for(space: Space):
     """The system's trainable, with the per-trial resources of the space."""
-    from search.trials import teacher_search_trial
+    from search.trials import oskdft2_trial, teacher_search_trial
 
-    function = teacher_search_trial if space.system == "asc_teacher" else student_trial
+    function = {"asc_teacher": teacher_search_trial, "oskdft2": oskdft2_trial}.get(space.system, student_trial)
     return tune.with_resources(function, _resources(space.resources.cpus_per_trial, space.resources.gpus_per_trial))
 
 
@@ -105,7 +105,8 @@ def search_trials(request: RunRequest, trainable, constants: dict) -> None:
         else:
             sampler = optuna.samplers.TPESampler(seed=space.seed + subset, n_startup_trials=max(2, space.samples // 3))
         return HonestOptunaSearch(space=optuna_space, metric=space.metric, mode=space.mode, sampler=sampler,
-                                  study_name=f"subset{subset}", storage=storage, full_epochs=epochs)  # fmt: skip
+                                  study_name=f"subset{subset}" if subset else "all", storage=storage,
+                                  full_epochs=epochs)  # fmt: skip
 
     def make_scheduler():
         if space.scheduler.type == "fifo":
@@ -113,13 +114,17 @@ def search_trials(request: RunRequest, trainable, constants: dict) -> None:
         return ASHAScheduler(max_t=epochs, grace_period=min(space.scheduler.grace_period, epochs),
                              reduction_factor=space.scheduler.reduction_factor)  # fmt: skip
 
-    search = PerSubsetSearch(list(space.subsets), space.samples, make_searcher, space.metric, space.mode)
+    if space.schema.by_subset:
+        search = PerSubsetSearch(list(space.subsets), space.samples, make_searcher, space.metric, space.mode)
+        scheduler = PerSubsetScheduler(list(space.subsets), make_scheduler)
+    else:  # one search over all trials
+        search, scheduler = make_searcher(0), make_scheduler()
     tune_config = tune.TuneConfig(
         metric=space.metric,
         mode=space.mode,
         search_alg=search,
-        scheduler=PerSubsetScheduler(list(space.subsets), make_scheduler),
-        num_samples=space.samples * len(space.subsets),
+        scheduler=scheduler,
+        num_samples=space.samples * max(1, len(space.subsets)),
         max_concurrent_trials=space.max_concurrent or None,
         trial_dirname_creator=_trial_dirname,
         trial_name_creator=_trial_dirname,

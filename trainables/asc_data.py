@@ -80,7 +80,7 @@ def write_prepared(
 
 
 def is_prepared(directory: Path) -> bool:
-    return (directory / "dataset.json").is_file()
+    return (Path(directory) / "dataset.json").is_file() and (Path(directory) / "clips.npy").is_file()
 
 
 def load_prepared(directory: Path) -> AscData:

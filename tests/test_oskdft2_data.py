@@ -1,0 +1,130 @@
+"""The prepared speaker-dataset format, the synthetic default and the VoxCeleb1 / LibriSpeech readers."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from trainables.speaker.data import DatasetError, load_prepared, prepare_corpus
+from trainables.speaker.synthetic import SyntheticSpeakerConfig, generate
+
+TINY = SyntheticSpeakerConfig(seed=5, train_speakers=4, train_utterances=3, val_speakers=2, val_utterances=2,
+                              test_speakers=3, test_utterances=3, ood_speakers=3, ood_utterances=2,
+                              min_seconds=1.0, max_seconds=1.5, trials_per_speaker=2)  # fmt: skip
+
+
+def _digest(directory):
+    return {name: hashlib.sha256((directory / name).read_bytes()).hexdigest()
+            for name in ("audio.npy", "meta.csv", "trials/test.txt", "trials/val.txt", "dataset.json")}  # fmt: skip
+
+
+def test_synthetic_corpus_is_deterministic_and_complete(tmp_path):
+    generate(TINY, tmp_path / "a")
+    generate(TINY, tmp_path / "b")
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    generate(SyntheticSpeakerConfig(**{**TINY.__dict__, "seed": 6}), tmp_path / "c")
+    assert _digest(tmp_path / "c")["audio.npy"] != _digest(tmp_path / "a")["audio.npy"]
+
+    data = load_prepared(tmp_path / "a")
+    assert data.sample_rate == 16000 and data.fingerprint == TINY.fingerprint()
+    assert len(data.rows("target", "train")) == 12 and len(data.rows("ood", "train")) == 6
+    assert len(data.rows("target", "val")) == 4 and len(data.rows("target", "test")) == 9
+    assert len(data.train_speakers) == 4 and set(data.labels[data.rows("target", "train")]) == {0, 1, 2, 3}
+    assert (data.labels[data.rows("ood")] == -1).all()
+    assert ((data.lengths >= 16000) & (data.lengths <= 24000)).all()
+    # Held-out speakers are disjoint from training ones and from each other; trials stay within a split.
+    groups = [set(data.speakers[data.rows(d, s)]) for d, s in (("target", "train"), ("target", "val"),
+                                                                ("target", "test"), ("ood", "train"))]  # fmt: skip
+    assert sum(len(g) for g in groups) == len(set().union(*groups))
+    for split in ("val", "test"):
+        trials = data.trials[split]
+        assert set(data.splits[trials.rows()]) == {split}
+        same = data.speakers[trials.enroll] == data.speakers[trials.test]
+        assert np.array_equal(same, trials.labels == 1) and trials.labels.sum() == (trials.labels == 0).sum() > 0
+    wave = data.utterance(0)
+    assert wave.dtype == torch.float32 and len(wave) == data.lengths[0]
+    rms = wave.pow(2).mean().sqrt().item()
+    assert 0.02 < rms < 0.2 and wave.abs().max() <= 1.0  # about −20 dBFS, not clipped flat
+
+
+def test_voices_differ_between_speakers_more_than_within(tmp_path):
+    """A crude check that the corpus carries speaker identity: long-term spectra cluster by speaker."""
+    generate(TINY, tmp_path / "d")
+    data = load_prepared(tmp_path / "d")
+    rows = data.rows("target", "train")
+    spectra = []
+    for row in rows:
+        wave = data.utterance(int(row))
+        spec = torch.stft(wave, 512, window=torch.hann_window(512), return_complex=True).abs().pow(2).mean(1)
+        spectra.append((spec + 1e-8).log())
+    spectra = torch.stack(spectra)
+    spectra = spectra - spectra.mean(0)
+    distance = torch.cdist(spectra, spectra)
+    same = torch.as_tensor(data.speakers[rows][:, None] == data.speakers[rows][None, :])
+    off_diagonal = ~torch.eye(len(rows), dtype=torch.bool)
+    assert distance[same & off_diagonal].mean() < distance[~same].mean()
+
+
+def test_crops_are_random_windows_or_wrapped(tmp_path):
+    generate(TINY, tmp_path / "e")
+    data = load_prepared(tmp_path / "e")
+    torch.manual_seed(0)
+    crops = data.crops([0, 1, 0], 8000)
+    assert crops.shape == (3, 8000)
+    full = data.utterance(0).numpy()
+    windows = np.lib.stride_tricks.sliding_window_view(full, 16)
+    start = int(np.flatnonzero(np.all(windows == crops[0, :16].numpy(), axis=1))[0])
+    assert np.array_equal(full[start : start + 8000], crops[0].numpy())
+    long = data.crops([0], int(data.lengths[0]) + 100)[0].numpy()
+    assert np.array_equal(long[: len(full)], full) and np.array_equal(long[len(full) :], full[:100])
+    torch.manual_seed(0)
+    assert torch.equal(data.crops([0, 1, 0], 8000), crops), "crops follow torch's generator"
+
+
+def _write(path, samples, rate=16000, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wave = (np.random.default_rng(seed).normal(0, 0.1, samples) * 32767).astype(np.int16)
+    soundfile.write(str(path), wave, rate)
+    return wave
+
+
+def test_voxceleb_and_librispeech_readers(tmp_path):
+    vox_dev, vox_test, libri = tmp_path / "vox1_dev" / "wav", tmp_path / "vox1_test" / "wav", tmp_path / "LibriSpeech"
+    written = {}
+    for i, speaker in enumerate(["id10001", "id10002", "id10003"]):
+        for k in range(2):
+            name = f"{speaker}/vid{k}/00001.wav"
+            written[name] = _write(vox_dev / name, 4000 + 10 * i, seed=i * 10 + k)
+    for i, speaker in enumerate(["id10270", "id10271"]):
+        for k in range(2):
+            name = f"{speaker}/v{k}/0000{k}.wav"
+            written[name] = _write(vox_test / name, 3000, seed=100 + i * 10 + k)
+    flac = _write(libri / "19" / "198" / "19-198-0000.flac", 5000, seed=7)
+    _write(libri / "26" / "495" / "26-495-0001.flac", 5000, seed=8)
+    trials = tmp_path / "veri_test.txt"
+    trials.write_text("1 id10270/v0/00000.wav id10270/v1/00001.wav\n0 id10270/v0/00000.wav id10271/v1/00001.wav\n")
+    prepare_corpus(tmp_path / "prepared", [vox_dev, vox_test], trials, libri, val_speakers=2, val_trials_per_speaker=1)
+    data = load_prepared(tmp_path / "prepared")
+    assert len(data.filenames) == 12
+    row = {name: i for i, name in enumerate(data.filenames)}
+    for name, wave in written.items():
+        assert np.array_equal((data.utterance(row[name]).numpy() * 32768).round().astype(np.int16), wave)
+        assert data.domains[row[name]] == "target"
+    assert np.array_equal(data.audio[data.offsets[row["librispeech/19/198/19-198-0000.flac"]]:][:5000], flac)
+    assert set(data.speakers[data.rows("ood")]) == {"libri-19", "libri-26"}
+    assert set(data.speakers[data.rows("target", "test")]) == {"id10270", "id10271"}
+    assert len(data.train_speakers) == 1 and len(set(data.speakers[data.rows("target", "val")])) == 2
+    test = data.trials["test"]
+    assert test.labels.tolist() == [1, 0] and data.filenames[test.enroll[0]] == "id10270/v0/00000.wav"
+    assert "val" in data.trials
+
+    _write(tmp_path / "bad" / "id1" / "v" / "1.wav", 1000, rate=8000)
+    (tmp_path / "bad_trials.txt").write_text("1 id1/v/1.wav id1/v/1.wav\n")
+    with pytest.raises(DatasetError, match="8000 Hz"):
+        prepare_corpus(tmp_path / "x", [tmp_path / "bad"], tmp_path / "bad_trials.txt")
+    with pytest.raises(DatasetError, match="not under the VoxCeleb roots"):
+        prepare_corpus(tmp_path / "y", [vox_dev], trials)
+    with pytest.raises(DatasetError, match="no prepared speaker dataset"):
+        load_prepared(tmp_path / "nothing")

@@ -17,7 +17,8 @@ from trainables.tau22 import prepare_tau22
 
 @pytest.fixture(scope="module")
 def tau22_root(tmp_path_factory):
-    return write_tau22(tmp_path_factory.mktemp("tau22") / "TAU-urban-acoustic-scenes-2022-mobile-development")
+    return write_tau22(tmp_path_factory.mktemp("tau22") / "TAU-urban-acoustic-scenes-2022-mobile-development",
+                       test_clips_per_segment=3)
 
 
 def test_reads_24_bit_audio_resampled_to_32k(tau22_root, tmp_path):

@@ -16,11 +16,9 @@ from common import dataset
 from trainables.frontend import LogMel
 from trainables.student import Student
 from trainables.student_training import StudentConfig, train_student
-from trainables.synthetic_asc import SyntheticConfig
 
 torch.set_num_threads(1)
-_, data = dataset(SyntheticConfig(train_segments_per_class=10, val_segments_per_class=1, test_segments_per_class=1,
-                                  held_out_clips_per_segment=1))  # fmt: skip
+_, data = dataset()
 config = StudentConfig(subset=100, epochs=1, batch_size=32)
 rows = data.splits["split100"]
 logits = np.random.default_rng(0).normal(size=(len(data.filenames), 10)).astype(np.float32)

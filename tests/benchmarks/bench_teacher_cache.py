@@ -14,12 +14,10 @@ import torch
 from common import dataset
 from trainables.loop import predict
 from trainables.student_training import StudentConfig, train_student
-from trainables.synthetic_asc import SyntheticConfig
 from trainables.teacher import PasstTeacher, TeacherConfig
 
 torch.set_num_threads(1)
-_, data = dataset(SyntheticConfig(train_segments_per_class=10, val_segments_per_class=1, test_segments_per_class=1,
-                                  held_out_clips_per_segment=1))  # fmt: skip
+_, data = dataset()
 config = StudentConfig(subset=50, epochs=2, batch_size=32)
 rows = data.splits["split50"]
 teacher = PasstTeacher(TeacherConfig(), len(data.classes)).eval()

@@ -12,7 +12,12 @@ from trainables.asc_data import AscData, is_prepared, load_prepared  # noqa: E40
 from trainables.synthetic_asc import SyntheticConfig, generate  # noqa: E402
 
 
-def dataset(config: SyntheticConfig) -> tuple[Path, AscData]:
+# The embedded default's training pool (10 device-a segments per scene), with small held-out splits.
+POOL = SyntheticConfig(train_segments_per_class=10, val_segments_per_class=1, test_segments_per_class=1,
+                       held_out_clips_per_segment=1)  # fmt: skip
+
+
+def dataset(config: SyntheticConfig = POOL) -> tuple[Path, AscData]:
     directory = Path("/tmp/kd-bench") / f"synthetic-{config.fingerprint()}"
     if not is_prepared(directory):
         generate(config, directory)

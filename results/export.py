@@ -57,11 +57,13 @@ def export_best(run_dir: Path, metric: str, mode: str) -> list[Path]:
             shutil.rmtree(target)
         target.mkdir(parents=True)
         for source in sorted(checkpoint[-1].iterdir()):
+            if source.name == "train_state.pt":  # resuming state, not a result
+                continue
             if source.name == "student.pt":
                 payload = torch.load(source, map_location="cpu", weights_only=True)
                 payload["trial_id"] = str(best["trial_id"])
                 torch.save(payload, target / source.name)
-            elif source.name != "train_state.pt":  # resuming state, not a result
+            else:
                 shutil.copy2(source, target / source.name)
             exported.append(target / source.name)
     return exported

@@ -20,9 +20,10 @@ from search.trials import student_trial
 
 def _trial_dirname(trial) -> str:
     config = trial.config
+    if config.get("member"):  # a teacher ensemble member "subset:seed" (its subset is filled in later)
+        subset, seed = config["member"].split(":")
+        return f"subset{subset}_seed{seed}_{trial.trial_id}"
     label = f"subset{config['subset']}" if "subset" in config else "trial"
-    if config.get("member"):
-        label += f"_seed{config['member'].split(':')[1]}"
     if config.get("confirms"):
         label += f"_of{config['confirms']}_seed{config['seed']}"
     return f"{label}_{trial.trial_id}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -108,12 +109,23 @@ def test_second_run_reuses_the_teacher_cache(first_run, capsys):
     assert len(teachers) == 2 and (first_run / "first" / "teachers").is_dir()
     stamps = [p.stat().st_mtime_ns for p in teachers]
     capsys.readouterr()
-    assert main(_argv(first_run, "second", "--samples", "1", "--set", "compare_without_kd=false")) == 0
+    assert main(_argv(first_run, "second", "--samples", "2", "--set", "compare_without_kd=false",
+                      "--set", "confirm_top_k=1", "--set", "confirm_seeds=2")) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert out.count("cached") == 2 and "to make" not in out
     assert not (first_run / "second" / "teachers").exists()
     assert [p.stat().st_mtime_ns for p in teachers] == stamps
-    assert len(pd.read_csv(first_run / "second" / "leaderboard.csv", dtype={"trial_id": str})) == 2
+    # Confirmation: each subset's best configuration trained again with 2 new seeds, ranked by their mean.
+    board = pd.read_csv(first_run / "second" / "leaderboard.csv", dtype={"trial_id": str})
+    assert len(board) == 4 and len(list((first_run / "second" / "confirm").glob("*/params.json"))) == 4
+    for _, rows in board.groupby("subset"):
+        assert rows.iloc[0]["confirmed_runs"] == 2 and not pd.isna(rows.iloc[0]["confirmed_acc_std"])
+        assert pd.isna(rows.iloc[1]["confirmed_acc"])
+    summary = json.loads((first_run / "second" / "summary.json").read_text())
+    best = [summary["subsets"][s]["test_macro_acc"] for s in ("5", "10")]
+    assert summary["rank_score"] == pytest.approx(sum(best) / 2)
+    assert all(summary["subsets"][s]["confirmed_runs"] == 2 for s in ("5", "10"))
+    assert "DCASE rank score" in out
 
 
 def test_a_nan_trial_fails_and_the_search_goes_on(first_run, tmp_path):

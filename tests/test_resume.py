@@ -38,7 +38,7 @@ def _command(storage: Path, *extra: str) -> list[str]:
             "--name", "crash", "--samples", "3"]  # fmt: skip
     for setting in SETTINGS:
         argv += ["--set", setting]
-    return argv + list(extra)
+    return argv + list(extra)  # a later --samples wins (argparse keeps the last)
 
 
 def _checkpoints(run_dir: Path) -> int:
@@ -72,6 +72,47 @@ def test_kill_minus_nine_then_resume(tmp_path):
         epochs = [r["epoch"] for r in results]
         assert epochs == sorted(epochs) and epochs[-1] == 4, f"{trial_dir}: epochs {epochs} restarted"
         restored += any(r["iterations_since_restore"] < r["training_iteration"] for r in results)
+        assert len(list(Path(trial_dir).glob("checkpoint_*"))) <= 2, "only the latest and the best checkpoint"
     assert restored >= 1, "at least one trial continued from its checkpoint"
     study = optuna.load_study(study_name="subset5", storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal"))))
     assert len(study.trials) == 3 and all(t.state.name == "COMPLETE" for t in study.trials), "Optuna state kept"
+
+
+def _trial_workers(temp_dir: str) -> list[int]:
+    """PIDs of trial processes belonging to the Ray that uses `temp_dir` (the test session's Ray is left alone)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if b"ImplicitFunc" in Path(f"/proc/{pid}/cmdline").read_bytes() and \\
+                    temp_dir.encode() in Path(f"/proc/{pid}/environ").read_bytes():  # fmt: skip
+                pids.append(int(pid))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_trial_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path):
+    storage = tmp_path / "runs"
+    run_dir = storage / "crash"
+    temp_dir = f"/tmp/kdw{os.getpid()}"
+    env = {**os.environ, "RAY_TMPDIR": temp_dir, "RAY_AUTH_MODE": "disabled"}
+    command = _command(storage, "--samples", "1", "--set", "max_failures=1")
+    driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.time() + 240
+        while _checkpoints(run_dir) < 1 and time.time() < deadline and driver.poll() is None:
+            time.sleep(0.3)
+        workers = _trial_workers(temp_dir)
+        assert workers, "no trial process found"
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        assert driver.wait(timeout=400) == 0
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
+    assert len(board) == 1 and board.iloc[0]["status"] == "complete"
+    results = [json.loads(line) for line in Path(board.iloc[0]["trial_dir"], "result.json").read_text().splitlines() if line]
+    assert [r["epoch"] for r in results][-1] == 4
+    assert any(r["iterations_since_restore"] < r["training_iteration"] for r in results), "retried from its checkpoint"

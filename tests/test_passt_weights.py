@@ -1,0 +1,40 @@
+"""The standard PaSST-S teacher takes AudioSet weights from a local file (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hear21passt.models import passt as passt_module
+
+from trainables.teacher import STANDARD_ARCH, PasstTeacher, TeacherConfig, load_audioset_weights
+
+
+@pytest.fixture(scope="module")
+def audioset_file(tmp_path_factory):
+    """A checkpoint shaped like passt-s-f128-p16-s10-ap.476-swa.pt: 527-class heads, 10-s positional embedding."""
+    torch.manual_seed(0)
+    net = passt_module.get_model(arch=STANDARD_ARCH, pretrained=False, n_classes=527)
+    path = tmp_path_factory.mktemp("weights") / "passt-s-f128-p16-s10-ap.476-swa.pt"
+    torch.save(net.state_dict(), path)
+    return path, net.state_dict()
+
+
+def test_backbone_loads_and_heads_start_fresh(audioset_file):
+    path, reference = audioset_file
+    teacher = PasstTeacher(TeacherConfig(arch=STANDARD_ARCH, weights=str(path)), n_classes=10)
+    state = teacher.net.state_dict()
+    assert torch.equal(state["blocks.11.mlp.fc2.weight"], reference["blocks.11.mlp.fc2.weight"])
+    assert torch.equal(state["head.0.weight"], reference["head.0.weight"]), "the head's LayerNorm is kept"
+    assert state["head.1.weight"].shape == (10, 768)
+    time_patches = state["time_new_pos_embed"].shape[-1]
+    assert torch.equal(state["time_new_pos_embed"], reference["time_new_pos_embed"][..., :time_patches])
+    logits = teacher.eval()(torch.randn(2, 32000))
+    assert logits.shape == (2, 10)
+
+
+def test_weights_of_another_model_are_refused(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"some.layer.weight": torch.zeros(3)}, path)
+    net = passt_module.get_model(arch=STANDARD_ARCH, pretrained=False, n_classes=10, input_tdim=101)
+    with pytest.raises(ValueError, match="does not fit"):
+        load_audioset_weights(net, path)

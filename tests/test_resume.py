@@ -83,8 +83,8 @@ def _trial_workers(temp_dir: str) -> list[int]:
     pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if b"ImplicitFunc" in Path(f"/proc/{pid}/cmdline").read_bytes() and \\
-                    temp_dir.encode() in Path(f"/proc/{pid}/environ").read_bytes():  # fmt: skip
+            mine = temp_dir.encode() in Path(f"/proc/{pid}/environ").read_bytes()
+            if mine and b"ImplicitFunc" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 pids.append(int(pid))
         except OSError:
             continue

@@ -164,7 +164,7 @@ def comparison(run_dir: Path, metric: str, mode: str) -> pd.DataFrame:
 def write_tables(run_dir: Path, metric: str, mode: str) -> pd.DataFrame:
     board = build_leaderboard(run_dir, metric, mode)
     board.to_csv(Path(run_dir) / "leaderboard.csv", index=False)
-    if not board.empty:
+    if not board.empty and "test_macro_acc" in board:
         (Path(run_dir) / "summary.json").write_text(json.dumps(summary(board), indent=1))
     compared = comparison(run_dir, metric, mode)
     if not compared.empty:

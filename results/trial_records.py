@@ -30,10 +30,14 @@ class TrialRecord:
 
     @property
     def status(self) -> str:
-        """complete (ran every epoch), stopped (early, by the scheduler or an interruption) or failed."""
-        if self.error is not None:
-            return "failed"
-        return "complete" if self.epochs_done >= int(self.config.get("epochs", 0)) else "stopped"
+        """complete (ran every epoch), stopped (early, by the scheduler or an interruption) or failed.
+
+        A trial that failed and then, retried from its checkpoint, ran every epoch is complete: Tune
+        leaves the first failure's error.txt behind.
+        """
+        if self.epochs_done >= int(self.config.get("epochs", 0)) and self.results:
+            return "complete"
+        return "failed" if self.error is not None else "stopped"
 
     def latest_checkpoint(self) -> Path | None:
         checkpoints = sorted(self.directory.glob("checkpoint_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))

@@ -104,7 +104,10 @@ class PasstTeacher(nn.Module):
 def load_audioset_weights(net: nn.Module, path: Path) -> None:
     """Load AudioSet PaSST weights from a local file, dropping the 527-class heads (as hear21passt does)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    state = passt_module.checkpoint_filter_fn(state, net)
+    try:
+        state = passt_module.checkpoint_filter_fn(state, net)
+    except (KeyError, RuntimeError, AttributeError) as err:  # hear21passt's filter assumes PaSST or ViT keys
+        raise ValueError(f"{path} does not fit {STANDARD_ARCH}: {err!r}") from None
     own = net.state_dict()
     # The time positional embedding covers 10 s; a 1-s input uses its first patches, as PaSST crops at run time.
     if "time_new_pos_embed" in state and state["time_new_pos_embed"].shape != own["time_new_pos_embed"].shape:

@@ -1,8 +1,8 @@
 """Evaluate an exported student on one split of a prepared dataset: confusion matrix and device-wise accuracy.
 
-The exported file's `metrics` already hold the test-split accuracies from training; this
-recomputes them from the file and the data (so they can be checked) and adds what training does
-not keep: the confusion matrix, counts of clips per (true class, predicted class).
+The exported file's `metrics` and `test_confusion` already hold the test split's figures from
+training; this recomputes them from the file and any dataset (so they can be checked, or had on
+another split), including the confusion matrix, counts of clips per (true class, predicted class).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from results.export import load_student
 from trainables.asc_data import AscData
 from trainables.loop import default_device, predict, split_metrics
+from trainables.metrics import confusion_matrix
 
 
 @dataclass(frozen=True)
@@ -30,14 +31,8 @@ class IncompatibleStudent(ValueError):
     """The student cannot read this dataset (another sample rate or number of classes)."""
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> np.ndarray:
-    counts = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(counts, (np.asarray(labels), np.asarray(predictions)), 1)
-    return counts
-
-
 def evaluate_student(student_path: Path, data: AscData, split: str = "test", train_devices: list[str] | None = None,
-                     batch_size: int = 128, device: torch.device | None = None) -> Evaluation:  # fmt: skip
+                     batch_size: int = 32, device: torch.device | None = None) -> Evaluation:  # fmt: skip
     """Run the exported student over `split`; train_devices decide acc_seen/acc_unseen (default: the
     devices of the subset recorded in the file's training settings)."""
     frontend, model, _ = load_student(Path(student_path))

@@ -7,6 +7,8 @@ torch.load(path, weights_only=True):
     state_dict   the student's weights
     config       {"arch": StudentArch fields, "frontend": FrontendConfig fields, "train": StudentConfig fields}
     metrics      the last epoch's validation figures (acc, acc_<device>, …) and test figures (test_*)
+    classes      the scene classes, in the order of the model's outputs
+    test_confusion  int64 [classes, classes]: test-split clip counts, rows true class, columns predicted
     trial_id     the trial it comes from
 """
 

@@ -10,8 +10,8 @@ every figure embedded as a base64 PNG (the same bytes as the file in report/). I
 - per-device validation accuracy of the top trials of each subset;
 - the ranking metric against each searched hyperparameter, coloured by subset;
 - Optuna's hyperparameter importance per subset (subsets with at least 3 complete trials);
-- the confusion matrix of each exported best student on the test split (needs --data: the
-  prepared dataset the run trained on);
+- the confusion matrix of each exported best student on the test split (kept in its file by
+  training; files from older runs are evaluated again with --data, the prepared dataset);
 - the learning curves of each best student (its trial's result.json).
 """
 
@@ -157,23 +157,31 @@ def learning_curves_section(run_dir: Path, best: dict[int, str]) -> Section:
 
 
 def confusion_section(students: dict[int, Path], data_dir: Path | None) -> Section:
+    """Each best student's test confusion as its trial counted it; students exported without one (older
+    runs) are evaluated again on `data_dir`."""
     title = "Confusion matrices"
-    if data_dir is None:
-        return Section(title, "Not computed: pass --data PREPARED_DIR, the prepared dataset the run trained on, "
-                              "to evaluate the exported students on its test split.")  # fmt: skip
     if not students:
         return Section(title, "No exported student to evaluate.")
-    data = load_prepared(data_dir)
-    matrices, notes = {}, []
+    matrices, classes, notes = {}, None, []
+    data = None
     for subset, path in students.items():
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if "test_confusion" in payload:
+            matrices[subset], classes = payload["test_confusion"].numpy(), payload["classes"]
+            continue
+        if data_dir is None:
+            notes.append(f"subset {subset}%: its file holds no confusion matrix; pass --data PREPARED_DIR, the "
+                         "prepared dataset the run trained on, to evaluate it")  # fmt: skip
+            continue
+        data = data or load_prepared(data_dir)
         try:
-            matrices[subset] = evaluate_student(path, data, "test").confusion
+            matrices[subset], classes = evaluate_student(path, data, "test").confusion, data.classes
         except IncompatibleStudent as error:
             notes.append(f"subset {subset}%: {error}")
-    figure = figures.confusion_matrices(matrices, data.classes)
-    text = (f"The exported best student of each subset on the test split of {data_dir}: rows are the true "
-            "scene, columns the predicted one; colour is the share of the true scene's clips, numbers are clip "
-            "counts.") + (" Skipped: " + "; ".join(notes) + "." if notes else "")  # fmt: skip
+    figure = figures.confusion_matrices(matrices, classes or [])
+    text = ("The exported best student of each subset on the test split: rows are the true scene, columns the "
+            "predicted one; colour is the share of the true scene's clips, numbers are clip counts.") + (
+        " Skipped: " + "; ".join(notes) + "." if notes else "")  # fmt: skip
     if figure is None:
         return Section(title, text)
     return Section(title, text, figure="confusion.png", png=figures.png_bytes(figure))

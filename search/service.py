@@ -11,6 +11,7 @@ Shared caches (`<storage>/cache/`): prepared datasets and teacher logits, reused
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,10 @@ from trainables.asc_data import is_prepared
 from trainables.synthetic_asc import generate
 
 ROOT = Path(__file__).resolve().parent.parent
+# A reused worker runs each trial in a new thread, and glibc gives threads their own malloc arenas, each keeping
+# the memory it once held: a worker grew from 0.8 to 1.9 GB over 6 sequential trials. Two arenas hold it at
+# one trial's peak, with no measurable cost in speed.
+WORKER_ENV = {"env_vars": {"MALLOC_ARENA_MAX": "2"}}
 
 
 @dataclass(frozen=True)
@@ -92,9 +97,9 @@ def run(request: RunRequest) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     owns_ray = not ray.is_initialized()  # a test session (or a notebook) may have started Ray already
     if owns_ray and request.address:
-        ray.init(address=request.address, log_to_driver=False)
+        ray.init(address=request.address, log_to_driver=False, runtime_env=WORKER_ENV)
     elif owns_ray:
-        ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
+        ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20, runtime_env=WORKER_ENV)
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         check_resources(space, [n["Resources"] for n in nodes])
@@ -132,22 +137,38 @@ def run(request: RunRequest) -> None:
             ray.shutdown()
 
 
-def check_resources(space: Space, nodes: list[dict]) -> None:
-    """Refuse, at start, a per-trial request no node can ever satisfy (Tune would leave it pending forever)."""
+def trials_at_once(nodes: list[dict], cpus: float, gpus: float) -> int:
+    """How many trials asking for `cpus` CPUs and `gpus` GPUs each (fractions allowed) the nodes hold at once.
+
+    nodes: each node's resources as Ray reports them ({"CPU": 16.0, "GPU": 2.0, …}); a trial runs on one node.
+    """
+
+    def fits(available: float, asked: float) -> float:
+        # The epsilon keeps 1 / 0.1 from flooring to 9; Ray itself counts in units of 1/10,000.
+        return math.floor(available / asked + 1e-6) if asked > 0 else math.inf
+
+    return int(sum(min(fits(n.get("CPU", 0), cpus), fits(n.get("GPU", 0), gpus)) for n in nodes))
+
+
+def check_resources(space: Space, nodes: list[dict]) -> int:
+    """Refuse, at start, a per-trial request no node can ever satisfy (Tune would leave it pending forever);
+    print and return how many student trials run at once."""
     res = space.resources
     requests = {"student": (res.cpus_per_trial, res.gpus_per_trial)}
     if space.system in ("asc_kd", "asc_teacher", "oskdft2"):
         requests["teacher"] = (res.teacher_cpus_per_trial, res.teacher_gpus_per_trial)
     for kind, (cpus, gpus) in requests.items():
-        if not any(node.get("CPU", 0) >= cpus and node.get("GPU", 0) >= gpus for node in nodes):
+        if trials_at_once(nodes, cpus, gpus) == 0:
             biggest = max(((n.get("CPU", 0), n.get("GPU", 0)) for n in nodes), default=(0, 0))
             raise SpaceError(f"a {kind} trial asks for {cpus:g} CPUs and {gpus:g} GPUs, but the largest node has "
                              f"{biggest[0]:g} CPUs and {biggest[1]:g} GPUs; lower resources.* or --cpus/--gpus-per-trial")
-    total_cpus = sum(n.get("CPU", 0) for n in nodes)
-    at_once = int(min(total_cpus // res.cpus_per_trial,
-                      sum(n.get("GPU", 0) for n in nodes) // res.gpus_per_trial if res.gpus_per_trial else 1e9))  # fmt: skip
-    print(f"Resources: {total_cpus:g} CPUs, {sum(n.get('GPU', 0) for n in nodes):g} GPUs: "
-          f"up to {at_once} student trials at once", flush=True)
+    at_once = trials_at_once(nodes, res.cpus_per_trial, res.gpus_per_trial)
+    if space.max_concurrent:
+        at_once = min(at_once, space.max_concurrent)
+    total_cpus, total_gpus = (sum(n.get(kind, 0) for n in nodes) for kind in ("CPU", "GPU"))
+    print(f"Resources: {total_cpus:g} CPUs, {total_gpus:g} GPUs on {len(nodes)} node(s): up to {at_once} student "
+          f"trials at once ({res.cpus_per_trial:g} CPUs, {res.gpus_per_trial:g} GPUs each)", flush=True)  # fmt: skip
+    return at_once
 
 
 def check_shared_storage(storage: Path, nodes: list[dict]) -> None:

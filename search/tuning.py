@@ -80,6 +80,24 @@ def _distribution(d: Dimension) -> optuna.distributions.BaseDistribution:
     return optuna.distributions.FloatDistribution(d.low, d.high, log=d.log)
 
 
+class _TuneStoppedGrid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, without its `study.stop()` once every point was told: that call is only allowed
+    inside `Study.optimize`, and raises when Tune tells the last trial. Tune asks for exactly one trial per
+    grid point (`samples` is the grid's size), so nothing needs stopping."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+def sampler_for(space: Space, subset: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of one subset's study (each subset its own seed, so their searches differ)."""
+    if space.sampler == "grid":
+        return _TuneStoppedGrid({d.name: list(d.choices) for d in space.dimensions}, seed=space.seed)
+    if space.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=space.seed + subset)
+    return optuna.samplers.TPESampler(seed=space.seed + subset, n_startup_trials=max(2, space.samples // 3))
+
+
 def trial_constants(space: Space, data_dir: Path, **extra) -> dict:
     """A trial's config besides what the search suggests: the fixed settings, the data and resources."""
     searched = {d.name for d in space.dimensions} | {"subset"}
@@ -107,13 +125,8 @@ def search_trials(request: RunRequest, trainable, constants: dict) -> None:
     storage = JournalStorage(JournalFileBackend(str(request.run_dir / "optuna.journal")))
 
     def make_searcher(subset: int) -> HonestOptunaSearch:
-        if space.sampler == "grid":
-            sampler = optuna.samplers.GridSampler({d.name: list(d.choices) for d in space.dimensions}, seed=space.seed)
-        elif space.sampler == "random":
-            sampler = optuna.samplers.RandomSampler(seed=space.seed + subset)
-        else:
-            sampler = optuna.samplers.TPESampler(seed=space.seed + subset, n_startup_trials=max(2, space.samples // 3))
-        return HonestOptunaSearch(space=optuna_space, metric=space.metric, mode=space.mode, sampler=sampler,
+        return HonestOptunaSearch(space=optuna_space, metric=space.metric, mode=space.mode,
+                                  sampler=sampler_for(space, subset),
                                   study_name=f"subset{subset}" if subset else "all", storage=storage,
                                   full_epochs=epochs)  # fmt: skip
 

@@ -62,7 +62,7 @@ def test_a_search_runs_across_two_nodes(cluster, tmp_path):
     storage = tmp_path / "shared"
     command = [sys.executable, "search/run.py", "--space", "kd", "--address", address, "--storage", str(storage),
                "--name", "cluster", "--subsets", "5,10", "--samples", "1"]  # fmt: skip
-    for setting in ["epochs=1", "batch_size=50", "eval_batch_size=300", "compare_without_kd=false", "kd_lambda=1.0",
+    for setting in ["epochs=1", "batch_size=50", "compare_without_kd=false", "kd_lambda=1.0",
                     "teacher.pretrain=none", "data.seed=3", "data.train_segments_per_class=3",
                     "data.test_segments_per_class=1", "data.held_out_clips_per_segment=4"]:  # fmt: skip
         command += ["--set", setting]

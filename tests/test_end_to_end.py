@@ -23,7 +23,7 @@ from trainables.loop import predict, split_metrics
 
 DEVICES = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]
 TINY_SETTINGS = [
-    "epochs=2", "batch_size=50", "eval_batch_size=300",
+    "epochs=2", "batch_size=50",
     "teacher.epochs=1", "teacher.pretrain=none", "teacher.embed_dim=32", "teacher.depth=1", "teacher.num_heads=2", "teacher.eval_batch_size=300",
     "data.seed=3", "data.train_segments_per_class=3", "data.test_segments_per_class=1",
     "data.held_out_clips_per_segment=4",

@@ -49,15 +49,19 @@ def test_per_subset_search_gives_each_subset_its_own_study_and_budget():
     assert studies[5]._ot_study.trials[0].state == TrialState.RUNNING
 
 
-def test_grid_sampler_visits_every_combination_once():
+def test_grid_sampler_visits_every_combination_once_and_tells_the_last():
     from search.space import build_space, read_space_file
+    from search.tuning import sampler_for
 
     raw = read_space_file("kd")
     raw.update(sampler="grid", search={"subset": [5], "lr": [0.002, 0.02], "kd_lambda": [0.1, 0.5, 1.0]})
     space = build_space(raw)
     assert space.samples == 6
-    grid = optuna.samplers.GridSampler({d.name: list(d.choices) for d in space.dimensions}, seed=0)
     distributions = {d.name: optuna.distributions.CategoricalDistribution(list(d.choices)) for d in space.dimensions}
-    searcher = HonestOptunaSearch(space=distributions, metric="acc", mode="max", sampler=grid, full_epochs=1)
+    searcher = HonestOptunaSearch(space=distributions, metric="acc", mode="max", sampler=sampler_for(space, 5),
+                                  full_epochs=1)  # fmt: skip
     seen = {tuple(sorted(searcher.suggest(f"t{i}").items())) for i in range(6)}
     assert len(seen) == 6
+    for i in range(6):  # Optuna's own grid sampler raises on the last one (it calls study.stop())
+        searcher.on_trial_complete(f"t{i}", {"acc": i / 10, "training_iteration": 1})
+    assert [t.state for t in searcher._ot_study.trials] == [TrialState.COMPLETE] * 6

@@ -9,7 +9,7 @@ from trainables.loop import NonFiniteLoss
 from trainables.student_training import StudentConfig, train_student
 from trainables.teacher import TeacherConfig, teacher_logits, train_teacher
 
-FAST = dict(subset=5, batch_size=50, epochs=2, eval_batch_size=300)
+FAST = dict(subset=5, batch_size=50, epochs=2)
 
 
 def _train(config, data, logits, resume=None):
@@ -28,6 +28,14 @@ def test_student_reports_device_metrics_and_resumes_exactly(tiny_data):
     for key in ["acc", "acc_a", "acc_s4", "acc_s6", "acc_seen", "acc_unseen", "macro_acc", "train_loss"]:
         assert key in first
     assert "test_acc" not in first and "test_acc_s5" in last, "test figures only after the last epoch"
+    # The last epoch's file also keeps its test confusion matrix, for the report: counts of every test clip.
+    student = straight[-1][1]["student"]
+    assert "test_confusion" not in straight[0][1]["student"]
+    counts = student["test_confusion"].numpy()
+    assert student["classes"] == tiny_data.classes and counts.shape == (10, 10)
+    assert counts.sum() == len(tiny_data.splits["test"])
+    assert (counts.sum(axis=1) == np.bincount(tiny_data.labels[tiny_data.splits["test"]], minlength=10)).all()
+    assert np.mean(np.diag(counts) / counts.sum(axis=1)) == pytest.approx(last["test_macro_acc"])
     resumed = _train(config, tiny_data, logits, resume=straight[0][1]["train_state"])
     assert [m["epoch"] for m, _ in resumed] == [2]
     a, b = straight[-1][1]["student"]["state_dict"], resumed[-1][1]["student"]["state_dict"]

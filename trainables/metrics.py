@@ -6,6 +6,7 @@ All accuracies are fractions in [0, 1]:
   training split (for TAU22 the unseen ones are s4–s6);
 - `macro_acc`: the unweighted mean of the class-wise accuracies (DCASE's official metric);
 - `acc`: the unweighted mean of the per-device accuracies, the default ranking metric.
+The confusion matrix (clip counts per true and predicted class) is kept beside them for the report.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ def device_metrics(
     metrics["macro_acc"] = float(np.mean(class_acc))
     metrics["acc"] = float(np.mean(per_device))
     return metrics
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> np.ndarray:
+    """int64 [classes, classes]: clip counts, rows the true class, columns the predicted one."""
+    counts = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(counts, (np.asarray(labels), np.asarray(predictions)), 1)
+    return counts
 
 
 def device_sort_key(device: str) -> tuple[int, str]:

@@ -20,8 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hear21passt.models import passt as passt_module
-from hear21passt.models.preprocess import AugmentMelSTFT
 from torch import nn
 
 from trainables.asc_data import AscData
@@ -32,7 +30,14 @@ STANDARD_ARCH = "passt_s_swa_p16_128_ap476"
 TINY_ARCH = "passt_tiny"
 ARCHS = (TINY_ARCH, STANDARD_ARCH)
 
-passt_module.first_RUN = False  # hear21passt prints tensor shapes on its first forward pass otherwise
+
+def _hear21passt():
+    """hear21passt's model and front-end modules, imported on first use: with timm and torchvision they cost
+    2 s and about 100 MB, which validating a space file or running a student trial never needs."""
+    from hear21passt.models import passt, preprocess
+
+    passt.first_RUN = False  # it prints tensor shapes on its first forward pass otherwise
+    return passt, preprocess
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,8 @@ class PasstTeacher(nn.Module):
 
     def __init__(self, config: TeacherConfig, n_classes: int):
         super().__init__()
-        self.mel = AugmentMelSTFT(n_mels=128, sr=32000, win_length=800, hopsize=320, n_fft=1024, freqm=config.freqm,
+        passt_module, preprocess = _hear21passt()
+        self.mel = preprocess.AugmentMelSTFT(n_mels=128, sr=32000, win_length=800, hopsize=320, n_fft=1024, freqm=config.freqm,
                                   timem=config.timem, fmin_aug_range=1, fmax_aug_range=1000)  # fmt: skip
         patchout = dict(s_patchout_t=config.s_patchout_t, s_patchout_f=config.s_patchout_f)
         if config.arch == TINY_ARCH:
@@ -104,6 +110,7 @@ class PasstTeacher(nn.Module):
 def load_audioset_weights(net: nn.Module, path: Path) -> None:
     """Load AudioSet PaSST weights from a local file, dropping the 527-class heads (as hear21passt does)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
+    passt_module, _ = _hear21passt()
     try:
         state = passt_module.checkpoint_filter_fn(state, net)
     except (KeyError, RuntimeError, AttributeError) as err:  # hear21passt's filter assumes PaSST or ViT keys

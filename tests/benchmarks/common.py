@@ -22,3 +22,17 @@ def dataset(config: SyntheticConfig = POOL) -> tuple[Path, AscData]:
     if not is_prepared(directory):
         generate(config, directory)
     return directory, load_prepared(directory)
+
+
+def run_search(*args: str, env: dict | None = None) -> float:
+    """Run `search/run.py ARGS` to the end and return its wall time in seconds; on failure show why and stop."""
+    import os
+    import subprocess
+    import time
+
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "search/run.py", *args], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "RAY_AUTH_MODE": "disabled", **(env or {})})  # fmt: skip
+    if result.returncode != 0:
+        sys.exit(f"search/run.py {' '.join(args)} failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    return time.perf_counter() - started

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 from pathlib import Path
 
 import optuna
@@ -51,14 +53,44 @@ def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: 
     )
 
 
+def _usable_snapshot(path: Path, with_searcher: bool) -> bool:
+    """Whether Tune left a whole snapshot of the experiment at `path` to resume from.
+
+    Tune writes experiment_state-<session>.json in place and its searcher's state after it, so a driver killed
+    at the wrong moment leaves neither, half of one, or one without the other; given those, Tune silently
+    restarts with one sample and no constants. An incomplete newest snapshot is moved aside (an older one,
+    from before an earlier resume, may still be whole)."""
+    for state in sorted(path.glob("experiment_state-*.json"), reverse=True):
+        session = state.name.removeprefix("experiment_state-").removesuffix(".json")
+        siblings = list(path.glob(f"*-{session}.*"))
+        try:
+            json.loads(state.read_text())
+            whole = not with_searcher or any(f.name.startswith("search_gen_state-") for f in siblings)
+        except ValueError:
+            whole = False
+        if whole:
+            return True
+        aside = path / ".incomplete"
+        aside.mkdir(exist_ok=True)
+        for file in siblings:
+            file.rename(aside / file.name)
+    return False
+
+
 def _fit(request: RunRequest, name: str, trainable, **tuner_kwargs) -> None:
     path = request.run_dir / name
     if request.resume and tune.Tuner.can_restore(str(path)):
-        # Errored trials (a NaN loss) stay failed; trials cut off by the crash continue from their checkpoints.
-        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False)
-    else:
-        tuner = tune.Tuner(trainable, **tuner_kwargs)
-    tuner.fit()
+        if _usable_snapshot(path, with_searcher=tuner_kwargs["tune_config"].search_alg is not None):
+            # Errored trials (a NaN loss) stay failed; trials cut off by the crash continue from their checkpoints.
+            # Tune does not keep the param space itself; trials made after the resume take their constants from it.
+            tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False,
+                                       param_space=tuner_kwargs.get("param_space"))  # fmt: skip
+            tuner.fit()
+            return
+        # Killed before Tune's first snapshot: nothing to continue, so the experiment starts again; what the
+        # killed one wrote is kept beside it, out of the leaderboard's way.
+        path.rename(path.with_name(f"{name}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"))
+    tune.Tuner(trainable, **tuner_kwargs).fit()
 
 
 def fit_experiment(request: RunRequest, name: str, trainable, param_space: dict) -> None:
@@ -151,6 +183,16 @@ def search_trials(request: RunRequest, trainable, constants: dict) -> None:
     )
     _fit(request, "search", trainable, param_space=constants, tune_config=tune_config,
          run_config=_run_config(request, "search", space, keep_checkpoints=True))  # fmt: skip
+    _fail_orphans(storage)
+
+
+def _fail_orphans(storage: JournalStorage) -> None:
+    """Tell Optuna that trials still RUNNING once the search is over failed: a killed driver asked for them,
+    and neither the resumed searcher nor anything else ever will tell their outcome."""
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 def run_confirmation(request: RunRequest, constants: dict, board: pd.DataFrame) -> None:

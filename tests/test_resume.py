@@ -41,8 +41,14 @@ def _command(storage: Path, *extra: str) -> list[str]:
     return argv + list(extra)  # a later --samples wins (argparse keeps the last)
 
 
-def _checkpoints(run_dir: Path) -> int:
-    return len(list((run_dir / "search").glob("*/checkpoint_*")))
+def _epochs_checkpointed(run_dir: Path) -> int:
+    """The most epochs any trial has a checkpoint of on disk (0 before the first).
+
+    Not a count of checkpoint folders: a trial keeps two, and deletes the older one a moment after
+    writing a new one, so a count flickers.
+    """
+    indices = [int(path.name.split("_")[-1]) for path in (run_dir / "search").glob("*/checkpoint_*")]
+    return max(indices, default=-1) + 1
 
 
 def test_kill_minus_nine_then_resume(tmp_path):
@@ -50,22 +56,27 @@ def test_kill_minus_nine_then_resume(tmp_path):
     run_dir = storage / "crash"
     # A Ray of its own: the driver's local cluster dies with it, as on a real crash.
     env = {**os.environ, "RAY_TMPDIR": f"/tmp/kdc{os.getpid()}", "RAY_AUTH_MODE": "disabled"}
-    driver = subprocess.Popen(_command(storage), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    # One trial at a time: the kill comes before the searcher made every trial, so the resumed run must make
+    # the rest, with the same constants (data, settings) as the first.
+    command = _command(storage, "--set", "max_concurrent=1")
+    driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)  # fmt: skip
     deadline = time.time() + 240
-    while _checkpoints(run_dir) < 2 and time.time() < deadline and driver.poll() is None:
-        time.sleep(0.5)
+    while _epochs_checkpointed(run_dir) < 2 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.2)
     assert driver.poll() is None, "the search ended before it could be killed"
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
     driver.wait()
-    assert _checkpoints(run_dir) >= 2
+    assert _epochs_checkpointed(run_dir) >= 2
     assert not (run_dir / "leaderboard.csv").exists()
+    assert len(list((run_dir / "search").glob("subset5_*"))) < 3, "every trial was made before the kill"
 
-    resumed = subprocess.run(_command(storage, "--resume"), cwd=ROOT, env=env, capture_output=True, text=True,
+    resumed = subprocess.run(command + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=400)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
-    assert len(board) == 3 and (board["status"] == "complete").all()
+    errors = [Path(d, "error.txt").read_text()[-1500:] for d in board["trial_dir"] if Path(d, "error.txt").exists()]
+    assert len(board) == 3 and (board["status"] == "complete").all(), errors
     restored = 0
     for trial_dir in board["trial_dir"]:
         results = [json.loads(line) for line in Path(trial_dir, "result.json").read_text().splitlines() if line]
@@ -77,6 +88,35 @@ def test_kill_minus_nine_then_resume(tmp_path):
     study = optuna.load_study(study_name="subset5", storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal"))))
     assert len(study.trials) == 3 and all(t.state.name == "COMPLETE" for t in study.trials), "Optuna state kept"
 
+
+
+def test_a_crash_before_tunes_first_snapshot_resumes_with_the_same_trial_settings(tmp_path):
+    """Tune keeps the searcher's state only from its first snapshot on; a resume without it makes every trial
+    anew, and each must still get the run's constants (the data, the fixed settings)."""
+    storage = tmp_path / "runs"
+    run_dir = storage / "crash"
+    env = {**os.environ, "RAY_TMPDIR": f"/tmp/kds{os.getpid()}", "RAY_AUTH_MODE": "disabled"}
+    command = _command(storage, "--samples", "2", "--set", "epochs=1", "--set", "max_concurrent=1")
+    driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)  # fmt: skip
+    deadline = time.time() + 240
+    while not list((run_dir / "search").glob("subset5_*")) and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    assert driver.poll() is None, "the search ended before it could be killed"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    for snapshot in (run_dir / "search").glob("*state*"):  # as if the kill came before Tune wrote them
+        snapshot.unlink()
+
+    resumed = subprocess.run(command + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=400)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
+    assert len(board) == 2 and (board["status"] == "complete").all(), board[["trial_id", "status"]]
+    assert len(list(run_dir.glob("search.interrupted-*/subset5_*"))) == 1, "the killed run's trial is kept aside"
+    study = optuna.load_study(study_name="subset5", storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal"))))
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "COMPLETE", "FAIL"], "the killed run's trial is told failed, not left running"
 
 def _trial_workers(temp_dir: str) -> list[int]:
     """PIDs of trial processes belonging to the Ray that uses `temp_dir` (the test session's Ray is left alone)."""
@@ -96,25 +136,50 @@ def test_a_trial_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path):
     run_dir = storage / "crash"
     temp_dir = f"/tmp/kdw{os.getpid()}"
     env = {**os.environ, "RAY_TMPDIR": temp_dir, "RAY_AUTH_MODE": "disabled"}
-    command = _command(storage, "--samples", "1", "--set", "max_failures=1")
-    driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)  # fmt: skip
+    # Eight epochs: after the second checkpoint the trial is far from its end however slow the machine.
+    command = _command(storage, "--samples", "1", "--set", "max_failures=1", "--set", "epochs=8")
+    log = tmp_path / "driver.log"
+    with log.open("w") as output:
+        driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # fmt: skip
     try:
         # Tune registers an epoch's checkpoint in a second call to the worker, after the epoch's result; once
         # the next epoch's checkpoint is on disk, the first is registered and a retry must continue from it.
         deadline = time.time() + 240
-        while _checkpoints(run_dir) < 2 and time.time() < deadline and driver.poll() is None:
-            time.sleep(0.3)
-        workers = _trial_workers(temp_dir)
-        assert workers, "no trial process found"
+        workers: list[int] = []
+        while not (workers and _epochs_checkpointed(run_dir) >= 2) and time.time() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+            workers = _trial_workers(temp_dir)
+        assert driver.poll() is None, f"the search ended before its worker could be killed:\n{log.read_text()[-2000:]}"
+        assert workers, f"no trial process found:\n{log.read_text()[-2000:]}"
+        assert 2 <= _epochs_checkpointed(run_dir) < 8, "killed in the middle of the trial"
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
-        assert driver.wait(timeout=400) == 0
+        assert driver.wait(timeout=400) == 0, log.read_text()[-2000:]
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
     board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
     assert len(board) == 1 and board.iloc[0]["status"] == "complete"
     results = [json.loads(line) for line in Path(board.iloc[0]["trial_dir"], "result.json").read_text().splitlines() if line]
-    assert [r["epoch"] for r in results][-1] == 4
+    epochs = [r["epoch"] for r in results]
+    assert epochs[-1] == 8 and epochs == sorted(epochs), f"epochs {epochs}"
     assert any(r["iterations_since_restore"] < r["training_iteration"] for r in results), "retried from its checkpoint"
+
+
+def test_a_half_written_snapshot_is_set_aside_for_the_whole_one_before_it(tmp_path):
+    from search.tuning import _usable_snapshot
+
+    (tmp_path / "experiment_state-2026-01-01_10-00-00.json").write_text('{"trials": []}')
+    (tmp_path / "search_gen_state-2026-01-01_10-00-00.json").write_text("{}")
+    (tmp_path / "experiment_state-2026-01-02_10-00-00.json").write_text('{"trials": [')  # killed mid-write
+    (tmp_path / "searcher-state-2026-01-02_10-00-00.pkl").write_bytes(b"")
+    assert _usable_snapshot(tmp_path, with_searcher=True)
+    assert sorted(p.name for p in tmp_path.glob("*-*.*")) == ["experiment_state-2026-01-01_10-00-00.json",
+                                                           "search_gen_state-2026-01-01_10-00-00.json"]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / ".incomplete").iterdir()) == [
+        "experiment_state-2026-01-02_10-00-00.json", "searcher-state-2026-01-02_10-00-00.pkl"]  # fmt: skip
+
+    (tmp_path / "search_gen_state-2026-01-01_10-00-00.json").unlink()  # killed before the searcher's state
+    assert not _usable_snapshot(tmp_path, with_searcher=True)
+    assert not list(tmp_path.glob("experiment_state-*"))

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny synthetic dataset, and one Ray instance for the whole session."""
+"""Shared fixtures: a tiny synthetic dataset, a tiny TAU22-layout dataset, and one Ray instance for the session."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from tests.tau22_fixture import write_tau22
 
 from trainables.asc_data import load_prepared
 from trainables.synthetic_asc import SyntheticConfig, generate
@@ -26,6 +28,13 @@ def tiny_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_data(tiny_dir):
     return load_prepared(tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def tau22_written(tmp_path_factory) -> Path:
+    """TAU22-layout wav files, written once (the slowest fixture); a test that alters files works on a copy."""
+    return write_tau22(tmp_path_factory.mktemp("tau22") / "TAU-urban-acoustic-scenes-2022-mobile-development",
+                       test_clips_per_segment=3)  # fmt: skip
 
 
 @pytest.fixture(scope="session")

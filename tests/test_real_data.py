@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from search.run import main
-from tests.tau22_fixture import write_cochlscene, write_tau22
+from tests.tau22_fixture import write_cochlscene
 from trainables.asc_data import load_prepared
 from trainables.logits_file import read_logits, read_teacher_logits, write_seed_logits
 
@@ -29,10 +29,9 @@ def _sets(settings: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def layout(tmp_path_factory):
+def layout(tau22_written, tmp_path_factory):
     base = tmp_path_factory.mktemp("real")
-    root = write_tau22(base / "TAU-urban-acoustic-scenes-2022-mobile-development", test_clips_per_segment=3)
-    return {"root": root, "cochl": write_cochlscene(base / "CochlScene"), "storage": base / "runs"}
+    return {"root": tau22_written, "cochl": write_cochlscene(base / "CochlScene"), "storage": base / "runs"}
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,15 +12,14 @@ import soundfile
 import torch
 import torchaudio
 
-from tests.tau22_fixture import write_tau22
 from trainables.asc_data import DatasetError, load_prepared
 from trainables.tau22 import prepare_tau22
 
 
 @pytest.fixture(scope="module")
-def tau22_root(tmp_path_factory):
-    return write_tau22(tmp_path_factory.mktemp("tau22") / "TAU-urban-acoustic-scenes-2022-mobile-development",
-                       test_clips_per_segment=3)
+def tau22_root(tau22_written, tmp_path_factory):
+    """A copy: these tests re-encode, delete and corrupt files."""
+    return Path(shutil.copytree(tau22_written, tmp_path_factory.mktemp("tau22") / tau22_written.name))
 
 
 def test_reads_24_bit_audio_resampled_to_32k(tau22_root, tmp_path):

@@ -111,7 +111,7 @@ def load_prepared(directory: Path) -> AscData:
         sample_rate=int(info["sample_rate"]),
         classes=classes,
         filenames=filenames,
-        labels=meta["scene_label"].map(class_index).to_numpy(dtype=np.int64),
+        labels=meta["scene_label"].map(class_index).to_numpy(dtype=np.int64, copy=True),  # writable, for torch
         devices=meta["source_label"].astype(str).to_numpy(),
         clips=clips,
         splits=splits,

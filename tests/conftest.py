@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.tau22_fixture import write_tau22
-
 from trainables.asc_data import load_prepared
 from trainables.synthetic_asc import SyntheticConfig, generate
 

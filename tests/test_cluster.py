@@ -38,8 +38,18 @@ def _stop(temp_dir: str) -> None:
                     pass
 
 
+def _hidden(path: Path) -> list[str]:
+    """A command prefix giving the command its own mount namespace with an empty tmpfs over `path`: a node
+    started with it cannot see what the head writes there, as a node without a mount would. Empty where mount
+    namespaces are not allowed (no root, or a container without CAP_SYS_ADMIN)."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        return []
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"', str(path)]
+
+
 @pytest.fixture
 def cluster(tmp_path):
+    """(address, env, a folder only the head sees or None where that cannot be arranged)."""
     temp_dir = f"/tmp/kdh{os.getpid()}"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": temp_dir}
     port = _free_port()
@@ -49,16 +59,19 @@ def cluster(tmp_path):
     try:
         subprocess.run([*start, "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--temp-dir", temp_dir,
                         "--include-dashboard", "false"], env=env, check=True, capture_output=True, timeout=120)  # fmt: skip
-        subprocess.run([*start, "--address", address, "--node-ip-address", "127.0.0.1"], env=env, check=True,
+        head_only = tmp_path / "head_only"
+        head_only.mkdir()
+        hide = _hidden(head_only)
+        subprocess.run([*hide, *start, "--address", address, "--node-ip-address", "127.0.0.1"], env=env, check=True,
                        capture_output=True, timeout=120)  # fmt: skip
-        yield address, env
+        yield address, env, head_only if hide else None
     finally:
         _stop(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_a_search_runs_across_two_nodes(cluster, tmp_path):
-    address, env = cluster
+    address, env, _ = cluster
     storage = tmp_path / "shared"
     command = [sys.executable, "search/run.py", "--space", "kd", "--address", address, "--storage", str(storage),
                "--name", "cluster", "--subsets", "5,10", "--samples", "1"]  # fmt: skip
@@ -79,8 +92,24 @@ def test_a_search_runs_across_two_nodes(cluster, tmp_path):
     assert len(pids) == 2
 
 
+def test_a_storage_one_node_cannot_see_is_refused(cluster, tmp_path):
+    address, env, head_only = cluster
+    if head_only is None:
+        pytest.skip("mount namespaces (unshare -m) are not allowed here")
+    storage = head_only / "runs"
+    space = tmp_path / "lr_only.yaml"  # no teacher: its 2-CPU trials fit no node of this cluster
+    space.write_text("system: asc_kd\nkd_lambda: 1.0\nsearch:\n  subset: [5]\n  lr: {low: 0.002, high: 0.02}\n")
+    command = [sys.executable, "search/run.py", "--space", str(space), "--address", address, "--storage", str(storage),
+               "--set", "data.train_segments_per_class=3", "--set", "data.test_segments_per_class=1",
+               "--set", "data.held_out_clips_per_segment=4"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=200)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"--storage {storage} is not shared" in result.stderr and "Traceback" not in result.stderr
+    assert not (storage / "lr_only" / "search").exists(), "refused before any trial ran"
+
+
 def test_an_impossible_request_is_refused_at_start(cluster, tmp_path):
-    address, env = cluster
+    address, env, _ = cluster
     command = [sys.executable, "search/run.py", "--space", "kd", "--address", address, "--storage", str(tmp_path),
                "--gpus-per-trial", "0.25", "--subsets", "5", "--set", "data.train_segments_per_class=3",
                "--set", "data.test_segments_per_class=1", "--set", "data.held_out_clips_per_segment=4"]  # fmt: skip

@@ -51,6 +51,11 @@ def _epochs_checkpointed(run_dir: Path) -> int:
     return max(indices, default=-1) + 1
 
 
+def _study(run_dir: Path) -> optuna.Study:
+    """The run's Optuna study of subset 5, as kept next to the run."""
+    return optuna.load_study(study_name="subset5", storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal"))))
+
+
 def test_kill_minus_nine_then_resume(tmp_path):
     storage = tmp_path / "runs"
     run_dir = storage / "crash"
@@ -85,7 +90,7 @@ def test_kill_minus_nine_then_resume(tmp_path):
         restored += any(r["iterations_since_restore"] < r["training_iteration"] for r in results)
         assert len(list(Path(trial_dir).glob("checkpoint_*"))) <= 2, "only the latest and the best checkpoint"
     assert restored >= 1, "at least one trial continued from its checkpoint"
-    study = optuna.load_study(study_name="subset5", storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal"))))
+    study = _study(run_dir)
     assert len(study.trials) == 3 and all(t.state.name == "COMPLETE" for t in study.trials), "Optuna state kept"
 
 
@@ -113,7 +118,7 @@ def test_a_crash_before_tunes_first_snapshot_resumes_with_the_same_trial_setting
     board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
     assert len(board) == 2 and (board["status"] == "complete").all(), board[["trial_id", "status"]]
     assert len(list(run_dir.glob("search.interrupted-*/subset5_*"))) == 1, "the killed run's trial is kept aside"
-    study = optuna.load_study(study_name="subset5", storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal"))))
+    study = _study(run_dir)
     states = sorted(t.state.name for t in study.trials)
     assert states == ["COMPLETE", "COMPLETE", "FAIL"], "the killed run's trial is told failed, not left running"
 

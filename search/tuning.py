@@ -14,6 +14,7 @@ import pandas as pd
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from search.checkpoint_retention import CheckpointRetention
 from search.per_subset import HonestOptunaSearch, PerSubsetScheduler, PerSubsetSearch
 from search.service import RunRequest
 from search.space import Dimension, Space
@@ -40,14 +41,14 @@ def _tune_config(**settings) -> tune.TuneConfig:
 
 
 def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: bool) -> tune.RunConfig:
-    checkpoints = tune.CheckpointConfig(
-        # The best epoch's checkpoint and, always, the latest one (Tune never deletes the latest).
-        num_to_keep=1, checkpoint_score_attribute=space.metric, checkpoint_score_order=space.mode,
-    ) if keep_checkpoints else None  # fmt: skip
+    # Tune keeps every checkpoint; CheckpointRetention deletes all but the latest and the best once Tune's
+    # snapshot no longer needs them (Tune's own num_to_keep deletes them before, and a crash then breaks resume).
+    checkpoints = tune.CheckpointConfig(checkpoint_score_attribute=space.metric, checkpoint_score_order=space.mode)
     return tune.RunConfig(
         name=name,
         storage_path=str(request.run_dir),
-        checkpoint_config=checkpoints,
+        checkpoint_config=checkpoints if keep_checkpoints else None,
+        callbacks=[CheckpointRetention(space.metric, space.mode)] if keep_checkpoints else None,
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
         verbose=1,
     )

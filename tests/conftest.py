@@ -30,6 +30,16 @@ def tiny_data(tiny_dir):
 
 
 @pytest.fixture(scope="session")
+def service_data(tmp_path_factory) -> Path:
+    """A prepared synthetic dataset the command-line tests pass as --data, so each need not generate one:
+    val and test keep 2 clips a segment per device (180 clips each), which halves every epoch's evaluation."""
+    directory = tmp_path_factory.mktemp("service") / "data"
+    generate(SyntheticConfig(seed=3, train_segments_per_class=3, test_segments_per_class=1,
+                             held_out_clips_per_segment=2), directory)  # fmt: skip
+    return directory
+
+
+@pytest.fixture(scope="session")
 def tau22_written(tmp_path_factory) -> Path:
     """TAU22-layout wav files, written once (the slowest fixture); a test that alters files works on a copy."""
     return write_tau22(tmp_path_factory.mktemp("tau22") / "TAU-urban-acoustic-scenes-2022-mobile-development",

@@ -68,15 +68,19 @@ def write_tau22(root: Path, per_class: int = 2, test_locations_per_class: int = 
     world = _World(SyntheticConfig(sample_rate=44100))
     (root / "audio").mkdir(parents=True, exist_ok=True)
     rows = []
-    recordings: dict[str, np.ndarray] = {}
+    scenes: dict[str, np.ndarray] = {}
+    recorded: dict[tuple[str, str], np.ndarray] = {}  # a device's 10-s recording, cut into its 1-s clips
     for filename in all_files:
         scene, city, location, segment, k, _ = Path(filename).stem.split("-")
         device = device_of(filename)
         key = f"{scene}-{city}-{location}-{segment}"
-        if key not in recordings:
-            recordings[key] = world.scene_spectrum(CLASSES.index(scene), city if city in CITIES else CITIES[0],
-                                                   int(location), _rng(seed, int(segment)))  # fmt: skip
-        audio = world.record(recordings[key], device, _rng(seed, int(segment), len(device), ord(device[-1])))
+        if key not in scenes:
+            scenes[key] = world.scene_spectrum(CLASSES.index(scene), city if city in CITIES else CITIES[0],
+                                               int(location), _rng(seed, int(segment)))  # fmt: skip
+        if (key, device) not in recorded:
+            recorded[key, device] = world.record(scenes[key], device,
+                                                 _rng(seed, int(segment), len(device), ord(device[-1])))  # fmt: skip
+        audio = recorded[key, device]
         clip = audio[int(k) * 44100 : (int(k) + 1) * 44100]
         soundfile.write(root / filename, np.clip(clip, -1, 1), 44100, subtype="PCM_24")
         rows.append({"filename": filename, "scene_label": labels[filename], "identifier": f"{city}-{location}",

@@ -70,14 +70,13 @@ def cluster(tmp_path):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_a_search_runs_across_two_nodes(cluster, tmp_path):
+def test_a_search_runs_across_two_nodes(cluster, tmp_path, service_data):
     address, env, _ = cluster
     storage = tmp_path / "shared"
     command = [sys.executable, "search/run.py", "--space", "kd", "--address", address, "--storage", str(storage),
                "--name", "cluster", "--subsets", "5,10", "--samples", "1"]  # fmt: skip
-    for setting in ["epochs=1", "batch_size=50", "compare_without_kd=false", "kd_lambda=1.0",
-                    "teacher.pretrain=none", "data.seed=3", "data.train_segments_per_class=3",
-                    "data.test_segments_per_class=1", "data.held_out_clips_per_segment=4"]:  # fmt: skip
+    command += ["--data", str(service_data)]
+    for setting in ["epochs=1", "batch_size=50", "compare_without_kd=false", "kd_lambda=1.0", "teacher.pretrain=none"]:
         command += ["--set", setting]
     space = tmp_path / "lr_only.yaml"
     space.write_text("system: asc_kd\nsearch:\n  subset: [5, 10]\n  lr: {low: 0.002, high: 0.02, log: true}\n")
@@ -92,7 +91,7 @@ def test_a_search_runs_across_two_nodes(cluster, tmp_path):
     assert len(pids) == 2
 
 
-def test_a_storage_one_node_cannot_see_is_refused(cluster, tmp_path):
+def test_a_storage_one_node_cannot_see_is_refused(cluster, tmp_path, service_data):
     address, env, head_only = cluster
     if head_only is None:
         pytest.skip("mount namespaces (unshare -m) are not allowed here")
@@ -100,19 +99,17 @@ def test_a_storage_one_node_cannot_see_is_refused(cluster, tmp_path):
     space = tmp_path / "lr_only.yaml"  # no teacher: its 2-CPU trials fit no node of this cluster
     space.write_text("system: asc_kd\nkd_lambda: 1.0\nsearch:\n  subset: [5]\n  lr: {low: 0.002, high: 0.02}\n")
     command = [sys.executable, "search/run.py", "--space", str(space), "--address", address, "--storage", str(storage),
-               "--set", "data.train_segments_per_class=3", "--set", "data.test_segments_per_class=1",
-               "--set", "data.held_out_clips_per_segment=4"]  # fmt: skip
+               "--data", str(service_data)]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=200)
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"--storage {storage} is not shared" in result.stderr and "Traceback" not in result.stderr
     assert not (storage / "lr_only" / "search").exists(), "refused before any trial ran"
 
 
-def test_an_impossible_request_is_refused_at_start(cluster, tmp_path):
+def test_an_impossible_request_is_refused_at_start(cluster, tmp_path, service_data):
     address, env, _ = cluster
     command = [sys.executable, "search/run.py", "--space", "kd", "--address", address, "--storage", str(tmp_path),
-               "--gpus-per-trial", "0.25", "--subsets", "5", "--set", "data.train_segments_per_class=3",
-               "--set", "data.test_segments_per_class=1", "--set", "data.held_out_clips_per_segment=4"]  # fmt: skip
+               "--gpus-per-trial", "0.25", "--subsets", "5", "--data", str(service_data)]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=200)
     assert result.returncode == 2
     assert "GPUs" in result.stderr and "Traceback" not in result.stderr

@@ -26,7 +26,7 @@ TINY_SETTINGS = [
     "epochs=2", "batch_size=50",
     "teacher.epochs=1", "teacher.pretrain=none", "teacher.embed_dim=32", "teacher.depth=1", "teacher.num_heads=2", "teacher.eval_batch_size=300",
     "data.seed=3", "data.train_segments_per_class=3", "data.test_segments_per_class=1",
-    "data.held_out_clips_per_segment=4",
+    "data.held_out_clips_per_segment=2",
 ]  # fmt: skip
 
 

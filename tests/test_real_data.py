@@ -86,14 +86,12 @@ def test_distils_from_a_seed_logits_file_and_refuses_a_misaligned_one(sit_run, l
     assert not (sit_run / "short").exists(), "refused before anything ran"
 
 
-def test_teacher_search_exports_logits_a_kd_search_can_use(ray_session, tmp_path, capsys):
+def test_teacher_search_exports_logits_a_kd_search_can_use(ray_session, tmp_path, capsys, service_data):
     storage = tmp_path / "runs"
-    data_settings = ["data.seed=3", "data.train_segments_per_class=3", "data.test_segments_per_class=1",
-                     "data.held_out_clips_per_segment=4"]  # fmt: skip
     teacher = ["epochs=1", "pretrain=none", "embed_dim=32", "depth=1", "num_heads=2", "batch_size=50",
                "eval_batch_size=300"]  # fmt: skip
     argv = ["--space", "teacher_tiny", "--storage", str(storage), "--name", "teachers", "--subsets", "5",
-            "--samples", "2", *_sets(teacher + data_settings)]  # fmt: skip
+            "--samples", "2", "--data", str(service_data), *_sets(teacher)]  # fmt: skip
     assert main(argv) == 0
     board = pd.read_csv(storage / "teachers" / "leaderboard.csv", dtype={"trial_id": str})
     assert len(board) == 2 and {"lr", "backbone_lr_ratio", "acc", "acc_s4", "test_acc"} <= set(board.columns)
@@ -101,6 +99,6 @@ def test_teacher_search_exports_logits_a_kd_search_can_use(ray_session, tmp_path
     assert (best / "logits.pt").is_file() and (best / "logits_meta_order.pt").is_file()
     kd = ["--space", "kd", "--storage", str(storage), "--name", "kd", "--subsets", "5", "--samples", "1",
           "--set", f"teacher.logits={storage}/teachers/best/subset_{{subset}}/logits_meta_order.pt",
-          *_sets(TINY_STUDENT + data_settings)]  # fmt: skip
+          "--data", str(service_data), *_sets(TINY_STUDENT)]  # fmt: skip
     assert main(kd) == 0
     assert pd.read_csv(storage / "kd" / "leaderboard.csv", dtype={"trial_id": str}).iloc[0]["status"] == "complete"

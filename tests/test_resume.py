@@ -16,11 +16,10 @@ import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
+from search.checkpoint_retention import restore_floors
+
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = ["epochs=4", "batch_size=50", "compare_without_kd=false",
-            "scheduler.type=fifo",
-            "data.seed=3", "data.train_segments_per_class=3", "data.test_segments_per_class=1",
-            "data.held_out_clips_per_segment=2"]  # fmt: skip
+SETTINGS = ["epochs=4", "batch_size=50", "compare_without_kd=false", "scheduler.type=fifo"]
 
 
 def _space(directory: Path) -> Path:
@@ -33,9 +32,9 @@ def _space(directory: Path) -> Path:
     return path
 
 
-def _command(storage: Path, *extra: str) -> list[str]:
-    argv = [sys.executable, "search/run.py", "--space", str(_space(storage.parent)), "--storage", str(storage),
-            "--name", "crash", "--samples", "3"]  # fmt: skip
+def _command(storage: Path, data: Path, *extra: str) -> list[str]:
+    argv = [sys.executable, "search/run.py", "--space", str(_space(storage.parent)), "--data", str(data),
+            "--storage", str(storage), "--name", "crash", "--samples", "3"]  # fmt: skip
     for setting in SETTINGS:
         argv += ["--set", setting]
     return argv + list(extra)  # a later --samples wins (argparse keeps the last)
@@ -44,8 +43,8 @@ def _command(storage: Path, *extra: str) -> list[str]:
 def _epochs_checkpointed(run_dir: Path) -> int:
     """The most epochs any trial has a checkpoint of on disk (0 before the first).
 
-    Not a count of checkpoint folders: a trial keeps two, and deletes the older one a moment after
-    writing a new one, so a count flickers.
+    Not a count of checkpoint folders: a trial keeps its latest and best, and deletes older ones once
+    Tune's snapshot has moved past them, so a count flickers.
     """
     indices = [int(path.name.split("_")[-1]) for path in (run_dir / "search").glob("*/checkpoint_*")]
     return max(indices, default=-1) + 1
@@ -56,24 +55,29 @@ def _study(run_dir: Path) -> optuna.Study:
     return optuna.load_study(study_name="subset5", storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal"))))
 
 
-def test_kill_minus_nine_then_resume(tmp_path):
+def test_kill_minus_nine_then_resume(tmp_path, service_data):
     storage = tmp_path / "runs"
     run_dir = storage / "crash"
     # A Ray of its own: the driver's local cluster dies with it, as on a real crash.
     env = {**os.environ, "RAY_TMPDIR": f"/tmp/kdc{os.getpid()}", "RAY_AUTH_MODE": "disabled"}
     # One trial at a time: the kill comes before the searcher made every trial, so the resumed run must make
     # the rest, with the same constants (data, settings) as the first.
-    command = _command(storage, "--set", "max_concurrent=1")
+    command = _command(storage, service_data, "--set", "max_concurrent=1")
     driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)  # fmt: skip
     deadline = time.time() + 240
-    while _epochs_checkpointed(run_dir) < 2 and time.time() < deadline and driver.poll() is None:
+    # Killed once Tune's snapshot (written every 10 s) would restore a trial from a checkpoint: the resume then
+    # has one to continue from.
+    while not (restore_floors(run_dir / "search") and _epochs_checkpointed(run_dir) >= 2) \
+            and time.time() < deadline and driver.poll() is None:  # fmt: skip
         time.sleep(0.2)
     assert driver.poll() is None, "the search ended before it could be killed"
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started
     driver.wait()
     assert _epochs_checkpointed(run_dir) >= 2
     assert not (run_dir / "leaderboard.csv").exists()
+    for trial_id, index in (restore_floors(run_dir / "search") or {}).items():
+        assert list((run_dir / "search").glob(f"*_{trial_id}/checkpoint_{index:06d}")), "Tune's snapshot needs it"
     assert len(list((run_dir / "search").glob("subset5_*"))) < 3, "every trial was made before the kill"
 
     resumed = subprocess.run(command + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -94,13 +98,13 @@ def test_kill_minus_nine_then_resume(tmp_path):
     assert len(study.trials) == 3 and all(t.state.name == "COMPLETE" for t in study.trials), "Optuna state kept"
 
 
-def test_a_crash_before_tunes_first_snapshot_resumes_with_the_same_trial_settings(tmp_path):
+def test_a_crash_before_tunes_first_snapshot_resumes_with_the_same_trial_settings(tmp_path, service_data):
     """Tune keeps the searcher's state only from its first snapshot on; a resume without it makes every trial
     anew, and each must still get the run's constants (the data, the fixed settings)."""
     storage = tmp_path / "runs"
     run_dir = storage / "crash"
     env = {**os.environ, "RAY_TMPDIR": f"/tmp/kds{os.getpid()}", "RAY_AUTH_MODE": "disabled"}
-    command = _command(storage, "--samples", "2", "--set", "epochs=1", "--set", "max_concurrent=1")
+    command = _command(storage, service_data, "--samples", "2", "--set", "epochs=1", "--set", "max_concurrent=1")
     driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)  # fmt: skip
     deadline = time.time() + 240
@@ -136,13 +140,13 @@ def _trial_workers(temp_dir: str) -> list[int]:
     return pids
 
 
-def test_a_trial_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path):
+def test_a_trial_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path, service_data):
     storage = tmp_path / "runs"
     run_dir = storage / "crash"
     temp_dir = f"/tmp/kdw{os.getpid()}"
     env = {**os.environ, "RAY_TMPDIR": temp_dir, "RAY_AUTH_MODE": "disabled"}
     # Six epochs: after the second checkpoint the trial is far from its end however slow the machine.
-    command = _command(storage, "--samples", "1", "--set", "max_failures=1", "--set", "epochs=6")
+    command = _command(storage, service_data, "--samples", "1", "--set", "max_failures=1", "--set", "epochs=6")
     log = tmp_path / "driver.log"
     with log.open("w") as output:
         driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,

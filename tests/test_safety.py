@@ -39,12 +39,11 @@ def test_a_planted_pickle_is_refused_not_run(tmp_path, tiny_data):
     assert not marker.exists(), "the planted code ran"
 
 
-def test_the_command_line_refuses_a_planted_logits_file(tmp_path, capsys):
+def test_the_command_line_refuses_a_planted_logits_file(tmp_path, capsys, service_data):
     marker = tmp_path / "owned"
     planted = _plant(tmp_path / "logits.pt", marker)
     argv = ["--space", "kd", "--storage", str(tmp_path / "runs"), "--subsets", "5", "--set", f"teacher.logits={planted}",
-            "--set", "data.seed=3", "--set", "data.train_segments_per_class=3", "--set", "data.test_segments_per_class=1",
-            "--set", "data.held_out_clips_per_segment=4"]  # fmt: skip
+            "--data", str(service_data)]  # fmt: skip
     assert main(argv) == 2
     assert "refused" in capsys.readouterr().err
     assert not marker.exists()

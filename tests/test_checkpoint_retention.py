@@ -1,0 +1,67 @@
+"""A trial keeps its latest and its best checkpoint, and never one Tune's snapshot would restore it from."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+from ray import tune
+
+from search.checkpoint_retention import CheckpointRetention, deletable, restore_floors
+
+SCORES = [0.5, 0.9, 0.6, 0.7]  # the best is epoch 2 (checkpoint 1), the latest checkpoint 3
+
+
+def test_latest_and_best_stay_the_rest_go():
+    scores = dict(enumerate(SCORES))
+    assert deletable({0, 1, 2, 3}, scores, "max", floor=None) == {0, 2}
+    assert deletable({0, 1, 2, 3}, scores, "min", floor=None) == {1, 2}, "lowest is best in min mode"
+    assert deletable({0, 1, 2}, {0: 0.5, 1: 0.5, 2: 0.4}, "max", floor=None) == {0}, "a tie goes to the later"
+    assert deletable({0, 1, 2}, {0: 0.9, 1: math.nan, 2: 0.1}, "max", floor=None) == {1}, "NaN is never best"
+    assert deletable({0, 1}, {}, "max", floor=None) == set(), "nothing reported, nothing known: keep all"
+
+
+def test_what_a_resume_would_restore_from_stays():
+    scores = dict(enumerate(SCORES))
+    # The snapshot on storage names checkpoint 0: it and everything after it stay until the snapshot moves on.
+    assert deletable({0, 1, 2, 3}, scores, "max", floor=0) == set()
+    assert deletable({0, 1, 2, 3}, scores, "max", floor=3) == {0, 2}
+    # Folders 4 and 5 were written before a crash and never reported in this run: gone, unless still needed.
+    assert deletable({0, 1, 2, 3, 4, 5}, scores, "max", floor=None) == {0, 2, 4, 5}
+    assert deletable({0, 1, 2, 3, 4, 5}, scores, "max", floor=2) == {0}
+
+
+def test_a_real_search_ends_with_the_latest_and_the_best(ray_session, tmp_path):
+    scores = SCORES
+
+    def epochs(config: dict) -> None:  # local, so Ray's workers get it by value
+        for epoch in range(len(scores)):
+            with tempfile.TemporaryDirectory() as directory:
+                Path(directory, "epoch.json").write_text(json.dumps(epoch))
+                tune.report({"acc": scores[epoch]}, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    run = tune.RunConfig(name="kept", storage_path=str(tmp_path), callbacks=[CheckpointRetention("acc", "max")],
+                         checkpoint_config=tune.CheckpointConfig(checkpoint_score_attribute="acc",
+                                                                 checkpoint_score_order="max"))  # fmt: skip
+    grid = tune.Tuner(epochs, param_space={"copy": tune.grid_search([0, 1])}, run_config=run).fit()
+    assert not grid.errors
+    experiment = tmp_path / "kept"
+    for result in grid:
+        kept = sorted(p.name for p in Path(result.path).glob("checkpoint_*"))
+        assert kept == ["checkpoint_000001", "checkpoint_000003"], kept
+    assert restore_floors(experiment) == {}, "a finished experiment needs no checkpoint to resume"
+
+    # The same snapshot as Tune would have left it had the driver died after the first epoch of trial 0.
+    snapshot = max(experiment.glob("experiment_state-*.json"))
+    state = json.loads(snapshot.read_text())
+    trial, metadata = (json.loads(text) for text in state["trial_data"][0])
+    trial["status"] = "RUNNING"
+    metadata["last_result"].update(training_iteration=1, checkpoint_dir_name="checkpoint_000000")
+    state["trial_data"][0] = [json.dumps(trial), json.dumps(metadata)]
+    snapshot.write_text(json.dumps(state))
+    assert restore_floors(experiment) == {trial["trial_id"]: 0}
+
+    snapshot.write_text(snapshot.read_text()[:500])  # a snapshot cut off as it was written
+    assert restore_floors(experiment) is None, "nothing is known safe to delete"

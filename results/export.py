@@ -26,6 +26,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results.leaderboard import build_leaderboard  # noqa: E402
+from results.trial_records import latest_checkpoint  # noqa: E402
 from trainables.frontend import FrontendConfig, LogMel  # noqa: E402
 from trainables.student import Student, StudentArch  # noqa: E402
 
@@ -51,14 +52,14 @@ def export_best(run_dir: Path, metric: str, mode: str) -> list[Path]:
         return exported
     for subset, rows in board[board["status"] == "complete"].groupby("subset"):
         best = rows.iloc[0]
-        checkpoint = sorted(Path(best["trial_dir"]).glob("checkpoint_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
-        if not checkpoint:
+        checkpoint = latest_checkpoint(Path(best["trial_dir"]))
+        if checkpoint is None:
             continue
         target = Path(run_dir) / "best" / (f"subset_{subset}" if subset else "")
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        for source in sorted(checkpoint[-1].iterdir()):
+        for source in sorted(checkpoint.iterdir()):
             if source.name == "train_state.pt":  # resuming state, not a result
                 continue
             if source.name == "student.pt":

@@ -12,6 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def checkpoint_index(name: str) -> int:
+    """The number of Tune's `checkpoint_000042` folder name (42)."""
+    return int(name.rsplit("_", 1)[1])
+
+
+def latest_checkpoint(trial_dir: Path) -> Path | None:
+    """A trial directory's newest `checkpoint_<n>/` folder; None before its first."""
+    return max(Path(trial_dir).glob("checkpoint_*"), key=lambda p: checkpoint_index(p.name), default=None)
+
+
 @dataclass
 class TrialRecord:
     trial_id: str
@@ -40,8 +50,7 @@ class TrialRecord:
         return "failed" if self.error is not None else "stopped"
 
     def latest_checkpoint(self) -> Path | None:
-        checkpoints = sorted(self.directory.glob("checkpoint_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
-        return checkpoints[-1] if checkpoints else None
+        return latest_checkpoint(self.directory)
 
 
 def read_experiment(directory: Path) -> list[TrialRecord]:

@@ -15,13 +15,15 @@ from pathlib import Path
 
 from ray import tune
 
+from results.trial_records import checkpoint_index
+
 # Trial states a resume does not run again (errored trials stay failed: `resume_errored=False`).
 _NOT_RESTORED = {"TERMINATED", "ERROR"}
 
 
-def checkpoint_index(name: str) -> int:
-    """The number of Tune's `checkpoint_000042` folder name (42)."""
-    return int(name.rsplit("_", 1)[1])
+def newest_snapshot(experiment_dir: Path) -> Path | None:
+    """Tune's newest `experiment_state-<session>.json` in `experiment_dir` (the one a resume reads)."""
+    return max(experiment_dir.glob("experiment_state-*.json"), default=None)
 
 
 def restore_floors(experiment_dir: Path) -> dict[str, int] | None:
@@ -31,11 +33,11 @@ def restore_floors(experiment_dir: Path) -> dict[str, int] | None:
 
     Reads Tune's `experiment_state-<session>.json`: `trial_data` holds one [trial, run metadata] pair of JSON
     texts per trial, with `trial_id`, `status` and `last_result.checkpoint_dir_name`."""
-    snapshots = sorted(experiment_dir.glob("experiment_state-*.json"))
-    if not snapshots:
+    snapshot = newest_snapshot(experiment_dir)
+    if snapshot is None:
         return {}
     try:
-        trials = json.loads(snapshots[-1].read_text())["trial_data"]
+        trials = json.loads(snapshot.read_text())["trial_data"]
         floors = {}
         for trial_json, metadata_json in trials:
             trial, metadata = json.loads(trial_json), json.loads(metadata_json)
@@ -107,9 +109,9 @@ class CheckpointRetention(tune.Callback):
 
     def _read_floors(self, experiment_dir: Path) -> bool:
         """Read the snapshot's floors again if Tune wrote a new one (this runs at every checkpoint); whether it did."""
-        snapshots = sorted(experiment_dir.glob("experiment_state-*.json"))
+        snapshot = newest_snapshot(experiment_dir)
         try:
-            stamp = (snapshots[-1], snapshots[-1].stat().st_mtime_ns, snapshots[-1].stat().st_size) if snapshots else ()
+            stamp = (snapshot, snapshot.stat().st_mtime_ns, snapshot.stat().st_size) if snapshot else ()
         except OSError:  # replaced as it was looked at
             self._snapshot_read, self._floors = (), None
             return False

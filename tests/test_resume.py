@@ -16,6 +16,7 @@ import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
+from results.trial_records import checkpoint_index
 from search.checkpoint_retention import restore_floors
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +47,7 @@ def _epochs_checkpointed(run_dir: Path) -> int:
     Not a count of checkpoint folders: a trial keeps its latest and best, and deletes older ones once
     Tune's snapshot has moved past them, so a count flickers.
     """
-    indices = [int(path.name.split("_")[-1]) for path in (run_dir / "search").glob("*/checkpoint_*")]
+    indices = [checkpoint_index(path.name) for path in (run_dir / "search").glob("*/checkpoint_*")]
     return max(indices, default=-1) + 1
 
 

@@ -168,6 +168,9 @@ def check_resources(space: Space, nodes: list[dict]) -> int:
     total_cpus, total_gpus = (sum(n.get(kind, 0) for n in nodes) for kind in ("CPU", "GPU"))
     print(f"Resources: {total_cpus:g} CPUs, {total_gpus:g} GPUs on {len(nodes)} node(s): up to {at_once} student "
           f"trials at once ({res.cpus_per_trial:g} CPUs, {res.gpus_per_trial:g} GPUs each)", flush=True)  # fmt: skip
+    if res.gpus_per_trial > 0:
+        print(f"A GPU trial's {res.cpus_per_trial:g} CPUs run its training loop and the thread that gathers its next "
+              "batches into pinned memory (resources.cpus_per_trial sets them)", flush=True)  # fmt: skip
     return at_once
 
 

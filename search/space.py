@@ -43,6 +43,7 @@ from trainables.speaker.models import SslConfig
 from trainables.speaker.synthetic import SyntheticSpeakerConfig
 from trainables.speaker.training import OskdftConfig, TeacherTrainConfig
 from trainables.synthetic_asc import SyntheticConfig
+from trainables.precision import PRECISIONS
 from trainables.teacher import ARCHS, TINY_ARCH, TeacherConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
@@ -75,10 +76,22 @@ class SchedulerSettings:
 
 @dataclass(frozen=True)
 class ResourceSettings:
-    cpus_per_trial: float = 1.0
+    cpus_per_trial: float = 1.0  # a GPU trial gets GPU_TRIAL_CPUS unless the space sets it
     gpus_per_trial: float = 0.0  # fractions pack several trials on one GPU
-    teacher_cpus_per_trial: float = 1.0
+    teacher_cpus_per_trial: float = 1.0  # likewise
     teacher_gpus_per_trial: float = 0.0
+
+
+# A GPU trial's data path: one core runs the loop, one gathers the next batches into pinned memory.
+GPU_TRIAL_CPUS = 2.0
+
+
+def _feed_gpus(resources: ResourceSettings, given: Any) -> ResourceSettings:
+    """A GPU trial whose CPUs the space leaves open gets the ones its data path needs."""
+    given = given if isinstance(given, dict) else {}
+    changes = {f"{kind}cpus_per_trial": GPU_TRIAL_CPUS for kind in ("", "teacher_")
+               if getattr(resources, f"{kind}gpus_per_trial") > 0 and f"{kind}cpus_per_trial" not in given}  # fmt: skip
+    return dataclasses.replace(resources, **changes)
 
 
 @dataclass(frozen=True)
@@ -246,6 +259,7 @@ def build_space(raw: dict) -> Space:
     if meta.get("confirm_seeds", 3) < 2:
         raise SpaceError(f"confirm_seeds: at least 2 seeds give a mean and a spread, got {meta['confirm_seeds']}")
     built = {name: _absolute(_build_dataclass(cls, raw.get(name, {}), name)) for name, cls in sections.items()}
+    built["resources"] = _feed_gpus(built["resources"], raw.get("resources"))
     _check_sections(built)
     fills = {name: built[name] for name in schema.sections if name in {f.name for f in dataclasses.fields(schema.settings)}}
     settings = _absolute(_build_dataclass(schema.settings, {k: v for k, v in raw.items() if k in fields_}, "", fills))
@@ -357,6 +371,9 @@ def _check_settings(settings: Any, where: str = "") -> None:
             _check_bounds(name, value, value, f"{where}{name}")
     if isinstance(settings, TeacherConfig):
         _check_teacher(settings, where)
+    precision = getattr(settings, "precision", None)
+    if precision is not None and precision not in PRECISIONS:
+        raise SpaceError(f"{where}precision: {str(precision)[:20]!r} must be one of {', '.join(PRECISIONS)}")
     blocks = getattr(settings, "n_blocks", None)
     if blocks is not None and not re.fullmatch(r"[1-9](,[1-9]){2}", blocks):
         raise SpaceError(f"{where}n_blocks: {blocks!r} must be three block counts 1–9 such as 3,2,1")

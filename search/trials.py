@@ -126,7 +126,7 @@ def teacher_trial(config: dict) -> None:
     if config.get("state_path"):
         _save_state(model.state_dict(), Path(config["state_path"]))
     if config.get("logits_path"):
-        logits = teacher_logits(model, data, settings.eval_batch_size)
+        logits = teacher_logits(model, data, settings.eval_batch_size, settings.precision)
         save_logits(Path(config["logits_path"]), data.filenames, logits, logits_metrics(logits, data, subset))
 
 
@@ -143,7 +143,7 @@ def teacher_search_trial(config: dict) -> None:
         if metrics["epoch"] < settings.epochs:
             tune.report(metrics)
             return
-        logits = teacher_logits(model, data, settings.eval_batch_size)
+        logits = teacher_logits(model, data, settings.eval_batch_size, settings.precision)
         found = logits_metrics(logits, data, subset)
         test = {k.removeprefix("test_"): v for k, v in found.items() if k.startswith("test_")}
         with tempfile.TemporaryDirectory() as directory:

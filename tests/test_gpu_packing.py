@@ -45,8 +45,18 @@ def test_the_run_prints_how_many_trials_run_at_once(capsys):
     assert check_resources(_space(max_concurrent=3, gpus_per_trial=0.25), [GPU_NODE]) == 3
 
 
+def test_a_gpu_trial_gets_the_cpus_its_data_path_needs_unless_the_space_sets_them(capsys):
+    assert _space().resources.cpus_per_trial == 1, "a CPU trial: one core"
+    gpu = _space(gpus_per_trial=0.125)
+    assert (gpu.resources.cpus_per_trial, gpu.resources.teacher_cpus_per_trial) == (2, 2)
+    assert _space(gpus_per_trial=0.125, cpus_per_trial=1).resources.cpus_per_trial == 1, "the space's own choice stays"
+    assert check_resources(gpu, [GPU_NODE]) == 8
+    out = capsys.readouterr().out
+    assert "2 CPUs, 0.125 GPUs each" in out and "gathers its next batches" in out
+
+
 def test_a_request_no_node_can_satisfy_is_refused():
-    with pytest.raises(SpaceError, match="student trial asks for 1 CPUs and 0.5 GPUs"):
+    with pytest.raises(SpaceError, match="student trial asks for 2 CPUs and 0.5 GPUs"):
         check_resources(_space(gpus_per_trial=0.5), [CPU_NODE, {"CPU": 8.0}])
     with pytest.raises(SpaceError, match="teacher trial asks for 64 CPUs"):
         check_resources(_space(teacher_cpus_per_trial=64), [CPU_NODE, GPU_NODE])

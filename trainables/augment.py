@@ -1,6 +1,9 @@
-"""The baseline's training-time augmentations: time roll, frequency masking, Freq-MixStyle.
+"""The baseline's training-time augmentations: time roll, frequency masking, Freq-MixStyle, DIR.
 
-All randomness comes from torch's global generator, which the training loop seeds and checkpoints.
+Each works on the device of the batch it is given. Every random draw is a small per-example vector
+taken from torch's global CPU generator (which the training loops seed and checkpoint) and moved to
+the batch's device: a run draws the same augmentations on a CPU and on a GPU, and resuming needs only
+the CPU generator's state. The work itself (gathers, masks, FFTs) runs where the batch is.
 """
 
 from __future__ import annotations
@@ -17,21 +20,22 @@ def time_roll(waveform: torch.Tensor, max_shift: int) -> torch.Tensor:
     if max_shift <= 0:
         return waveform
     batch, length = waveform.shape
-    shifts = torch.randint(-max_shift, max_shift + 1, (batch, 1))
-    index = (torch.arange(length).unsqueeze(0) - shifts) % length
+    shifts = torch.randint(-max_shift, max_shift + 1, (batch, 1)).to(waveform.device, non_blocking=True)
+    index = (torch.arange(length, device=waveform.device).unsqueeze(0) - shifts) % length
     return torch.gather(waveform, 1, index)
 
 
-def frequency_mask(spec: torch.Tensor, max_width: int) -> torch.Tensor:
-    """Zero one band of 0…max_width−1 mel bins in each example of [B, 1, F, T] (iid masks, as torchaudio's)."""
+def frequency_mask(spec: torch.Tensor, max_width: int, fill: float = 0.0) -> torch.Tensor:
+    """Set one band of 0…max_width−1 mel bins in each example of [B, 1, F, T] to `fill` (iid masks, as torchaudio's)."""
     if max_width <= 0:
         return spec
     batch, _, n_bins, _ = spec.shape
     width = (torch.rand(batch) * max_width).long()
     start = (torch.rand(batch) * (n_bins - width)).long()
-    bins = torch.arange(n_bins).unsqueeze(0)
-    masked = (bins >= start.unsqueeze(1)) & (bins < (start + width).unsqueeze(1))
-    return spec.masked_fill(masked[:, None, :, None], 0.0)
+    bounds = torch.stack([start, start + width], dim=1).to(spec.device, non_blocking=True)
+    bins = torch.arange(n_bins, device=spec.device).unsqueeze(0)
+    masked = (bins >= bounds[:, :1]) & (bins < bounds[:, 1:])
+    return spec.masked_fill(masked[:, None, :, None], fill)
 
 
 def freq_mixstyle(spec: torch.Tensor, p: float, alpha: float) -> torch.Tensor:
@@ -46,8 +50,8 @@ def freq_mixstyle(spec: torch.Tensor, p: float, alpha: float) -> torch.Tensor:
     batch = spec.shape[0]
     mean = spec.mean(dim=(1, 3), keepdim=True).detach()
     std = (spec.var(dim=(1, 3), keepdim=True) + 1e-6).sqrt().detach()
-    weight = torch.distributions.Beta(alpha, alpha).sample((batch, 1, 1, 1))
-    perm = torch.randperm(batch)
+    weight = torch.distributions.Beta(alpha, alpha).sample((batch, 1, 1, 1)).to(spec.device, spec.dtype, non_blocking=True)
+    perm = torch.randperm(batch).to(spec.device, non_blocking=True)
     mixed_mean = weight * mean + (1 - weight) * mean[perm]
     mixed_std = weight * std + (1 - weight) * std[perm]
     return (spec - mean) / std * mixed_std + mixed_mean
@@ -57,11 +61,12 @@ class DeviceImpulseResponses:
     """DIR augmentation: convolve device-a clips with recorded device impulse responses.
 
     The impulse responses are the wav files of a folder (read with soundfile, resampled to the
-    clips' rate, normalised to unit energy). With probability `p` a device-a clip is convolved with
-    one chosen at random (full convolution, cropped to the clip's length), as CP-JKU and NTU do.
+    clips' rate, trailing silence cut), normalised to unit energy unless `normalise` is off (the
+    references use them as recorded). With probability `p` a device-a clip is convolved with one
+    chosen at random (full convolution, cropped to the clip's length), as CP-JKU and NTU do.
     """
 
-    def __init__(self, folder: Path, sample_rate: int, p: float):
+    def __init__(self, folder: Path, sample_rate: int, p: float, normalise: bool = True):
         from trainables.audio_files import read_clip
 
         paths = sorted(Path(folder).glob("*.wav"))
@@ -71,19 +76,30 @@ class DeviceImpulseResponses:
         for path in paths:
             ir = read_clip(path, sample_rate, int(soundfile.info(path).duration * sample_rate) + 1, {})
             ir = ir[: np.nonzero(np.abs(ir) > 1e-6)[0].max() + 1] if np.abs(ir).max() > 0 else ir[:1]
-            responses.append(torch.from_numpy(ir / (np.sqrt((ir**2).sum()) + 1e-12)))
-        self.responses = responses
+            responses.append(ir / (np.sqrt((ir**2).sum()) + 1e-12) if normalise else ir)
+        longest = max(len(ir) for ir in responses)
+        padded = np.zeros((len(responses), longest), dtype=np.float32)
+        for i, ir in enumerate(responses):
+            padded[i, : len(ir)] = ir
+        self.responses = torch.from_numpy(padded)  # [responses, longest]; zeros past each one's end
         self.p = p
+        self._spectra: dict[tuple[torch.device, int], torch.Tensor] = {}
+
+    def _spectrum(self, device: torch.device, size: int) -> torch.Tensor:
+        """The responses' rFFTs at `size` points on `device`, made once per device and clip length."""
+        key = (device, size)
+        if key not in self._spectra:
+            self._spectra[key] = torch.fft.rfft(self.responses.to(device), n=size)
+        return self._spectra[key]
 
     def __call__(self, waveform: torch.Tensor, is_device_a: torch.Tensor) -> torch.Tensor:
-        chosen = is_device_a & (torch.rand(len(waveform)) < self.p)
-        if not chosen.any():
+        """waveform [B, samples] on any device; is_device_a [B] bool on the host."""
+        chosen = torch.nonzero(is_device_a & (torch.rand(len(waveform)) < self.p)).flatten()
+        if len(chosen) == 0:
             return waveform
-        out = waveform.clone()
+        which = torch.randint(len(self.responses), (len(chosen),))
         length = waveform.shape[1]
-        for i in torch.nonzero(chosen).flatten().tolist():
-            ir = self.responses[int(torch.randint(len(self.responses), (1,)))]
-            size = length + len(ir) - 1
-            spectrum = torch.fft.rfft(waveform[i], n=size) * torch.fft.rfft(ir, n=size)
-            out[i] = torch.fft.irfft(spectrum, n=size)[:length]
-        return out
+        size = length + self.responses.shape[1] - 1
+        chosen, which = chosen.to(waveform.device, non_blocking=True), which.to(waveform.device, non_blocking=True)
+        spectrum = torch.fft.rfft(waveform[chosen].float(), n=size) * self._spectrum(waveform.device, size)[which]
+        return waveform.index_copy(0, chosen, torch.fft.irfft(spectrum, n=size)[:, :length].to(waveform.dtype))

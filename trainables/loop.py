@@ -1,26 +1,24 @@
-"""Small pieces both training loops (teacher and student) use: batching, schedule, evaluation."""
+"""Small pieces both training loops (teacher and student) use: schedule, finiteness, evaluation."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from trainables.asc_data import AscData
+from trainables.loader import clip_batches
 from trainables.metrics import device_metrics
+
+# Steps between two looks at the running loss. Each look waits for the GPU; a NaN or inf loss stays NaN in
+# the running sum, so looking every few dozen steps still catches it, in the epoch it happened.
+FINITE_CHECK_EVERY = 50
 
 
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite; the trial is a failure, not a result."""
-
-
-def batches(rows: np.ndarray, batch_size: int, shuffle: bool) -> Iterator[np.ndarray]:
-    """Row indices in batches; shuffled through torch's global generator so checkpoints can resume it."""
-    order = rows[torch.randperm(len(rows)).numpy()] if shuffle else rows
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -39,13 +37,20 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def eval_batch_size(configured: int, device: torch.device, on_cpu: int) -> int:
+    """`configured`, or when 0 the device's own: large batches on a GPU, `on_cpu` on a CPU."""
+    return configured or (1024 if device.type == "cuda" else on_cpu)
+
+
 @torch.no_grad()
 def predict(
     model: Callable[[torch.Tensor], torch.Tensor], data: AscData, rows: np.ndarray, batch_size: int, device: torch.device
 ) -> torch.Tensor:
-    """Logits [len(rows), classes] (on the CPU) of a model that maps waveforms to logits, in `rows` order."""
-    outputs = [model(data.waveforms(batch).to(device)).cpu() for batch in batches(rows, batch_size, shuffle=False)]
-    return torch.cat(outputs) if outputs else torch.empty(0, len(data.classes))
+    """Logits [len(rows), classes] (fp32, on the CPU) of a model that maps waveforms to logits, in `rows` order.
+
+    The logits stay on the device until the last batch, so evaluation waits for the GPU once."""
+    outputs = [model(batch.waveform).float() for batch in clip_batches(data, rows, batch_size, False, device)]
+    return torch.cat(outputs).cpu() if outputs else torch.empty(0, len(data.classes))
 
 
 def split_metrics(logits: torch.Tensor, data: AscData, rows: np.ndarray, train_devices: list[str]) -> dict[str, float]:
@@ -66,5 +71,6 @@ def logits_metrics(logits: np.ndarray, data: AscData, subset: int) -> dict[str, 
 
 
 def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
+    """Fail on a NaN or infinite loss (or running sum of losses, up to `step`); waits for the device."""
     if not torch.isfinite(loss):
         raise NonFiniteLoss(f"training loss became {loss.item()} in epoch {epoch}, step {step}")

@@ -22,7 +22,9 @@ from trainables.asc_data import AscData
 from trainables.augment import DeviceImpulseResponses, freq_mixstyle, frequency_mask, time_roll
 from trainables.frontend import FrontendConfig, LogMel
 from trainables.kd_loss import DEFAULT_KD_LAMBDA, DEFAULT_TEMPERATURE, kd_loss
-from trainables.loop import batches, check_finite, default_device, predict, split_metrics, warmup_cosine
+from trainables.loader import Batch, clip_batches
+from trainables.loop import FINITE_CHECK_EVERY, check_finite, default_device, eval_batch_size, predict, split_metrics, warmup_cosine
+from trainables.precision import allow_tf32, autocast, grad_scaler, resolve
 from trainables.metrics import confusion_matrix
 from trainables.student import Student, StudentArch
 
@@ -49,8 +51,10 @@ class StudentConfig:
     channels_multiplier: float = 1.8
     expansion_rate: float = 2.1
     n_blocks: str = "3,2,1"  # … and depth: blocks per stage, comma-separated
-    eval_batch_size: int = 32  # on a CPU smaller batches evaluate faster (the 4096-point STFT stays in cache) and
-    # keep each trial's memory down: 128 clips at once cost about 0.5 GB more than 32
+    eval_batch_size: int = 0  # 0: 1024 on a GPU; 32 on a CPU, where smaller batches evaluate faster (the 4096-point
+    # STFT stays in cache) and keep each trial's memory down: 128 clips at once cost about 0.5 GB more than 32
+    precision: str = "fp32"  # fp32, bf16 or fp16 (torch.autocast; the front end stays fp32), or auto (fp32 here)
+    compile: bool = False  # torch.compile the network (not the front end)
     seed: int = 0
 
     @classmethod
@@ -67,6 +71,58 @@ class StudentConfig:
             expansion_rate=self.expansion_rate,
             n_blocks=tuple(int(n) for n in self.n_blocks.split(",")),
         )
+
+
+@dataclass
+class StudentStep:
+    """What one training step computes: augment a batch on its device, run the student, return the KD loss.
+
+    Everything lives on one device; labels and teacher logits move there once, and each step gathers
+    its rows there. Tests run it on the `meta` device, which fails on any tensor left on the CPU.
+    """
+
+    config: StudentConfig
+    model: Student
+    network: Callable[[torch.Tensor], torch.Tensor]  # the model, or its torch.compile'd form
+    frontend: LogMel
+    labels: torch.Tensor  # int64 [clips]
+    targets: torch.Tensor | None  # float32 [clips, classes] teacher logits; None without distillation
+    dirs: DeviceImpulseResponses | None
+    is_device_a: torch.Tensor  # bool [clips], on the host (DIR picks device-a clips)
+    max_shift: int  # time roll, samples
+    precision: str  # resolved: fp32, bf16 or fp16
+
+    @classmethod
+    def build(cls, config: StudentConfig, data: AscData, teacher_logits: np.ndarray | None,
+              device: torch.device) -> "StudentStep":  # fmt: skip
+        # channels_last makes the depthwise convolutions about 1.5× faster on CPU.
+        model = Student(config.arch(len(data.classes))).to(device, memory_format=torch.channels_last)
+        targets = None if teacher_logits is None else torch.from_numpy(np.asarray(teacher_logits, dtype=np.float32))
+        dirs = DeviceImpulseResponses(Path(config.dir_path), data.sample_rate, config.dir_prob) if config.dir_path else None
+        return cls(
+            config=config, model=model, network=torch.compile(model) if config.compile else model,
+            frontend=LogMel(FrontendConfig(sample_rate=data.sample_rate)).to(device),
+            labels=torch.as_tensor(data.labels).to(device), targets=None if targets is None else targets.to(device),
+            dirs=dirs, is_device_a=torch.from_numpy(data.devices == "a"),
+            max_shift=int(config.roll_sec * data.sample_rate), precision=resolve(config.precision, device, on_cuda="fp32"),
+        )  # fmt: skip
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        config, waveform = self.config, batch.waveform
+        if self.dirs is not None:
+            waveform = self.dirs(waveform, self.is_device_a[batch.rows])
+        spec = frequency_mask(self.frontend(time_roll(waveform, self.max_shift)), config.freqm)
+        spec = freq_mixstyle(spec, config.mixstyle_p, config.mixstyle_alpha).contiguous(memory_format=torch.channels_last)
+        teacher = None if self.targets is None else self.targets[batch.index]
+        with autocast(self.precision, waveform.device):
+            logits = self.network(spec)
+        return kd_loss(logits.float(), self.labels[batch.index], teacher, config.temperature, config.kd_lambda)
+
+    def logits(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The student's logits for clean waveforms (evaluation)."""
+        spec = self.frontend(waveform).contiguous(memory_format=torch.channels_last)
+        with autocast(self.precision, waveform.device):
+            return self.network(spec)
 
 
 EpochCallback = Callable[[dict[str, float], Callable[[], dict]], None]
@@ -104,22 +160,18 @@ def train_student(
     device: where to train; the GPU when there is one.
     """
     device = device or default_device()
+    allow_tf32(device)
     torch.manual_seed(config.seed)
-    frontend_config = FrontendConfig(sample_rate=data.sample_rate)
-    frontend = LogMel(frontend_config).to(device)
-    # channels_last makes the depthwise convolutions about 1.5× faster on CPU.
-    model = Student(config.arch(len(data.classes))).to(device, memory_format=torch.channels_last)
+    step = StudentStep.build(config, data, teacher_logits, device)
+    model = step.model
     train_rows = data.splits[f"split{config.subset}"]
     train_devices = data.train_devices(config.subset)
     steps_per_epoch = -(-len(train_rows) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = warmup_cosine(optimizer, int(config.warmup_fraction * total_steps), total_steps)
-    targets = None if teacher_logits is None else torch.from_numpy(np.asarray(teacher_logits, dtype=np.float32))
-    labels = torch.as_tensor(data.labels)
-    max_shift = int(config.roll_sec * data.sample_rate)
-    dirs = DeviceImpulseResponses(Path(config.dir_path), data.sample_rate, config.dir_prob) if config.dir_path else None
-    is_device_a = torch.from_numpy(data.devices == "a")
+    scaler = grad_scaler(step.precision, device)
+    eval_batch = eval_batch_size(config.eval_batch_size, device, on_cpu=32)
     first_epoch = 0
     if resume is not None:
         model.load_state_dict(resume["model"])  # before the optimizer, whose state follows the parameters' device
@@ -128,48 +180,41 @@ def train_student(
         torch.set_rng_state(resume["rng"])
         first_epoch = int(resume["epoch"])
 
-    def logits_of(waveform: torch.Tensor) -> torch.Tensor:
-        return model(frontend(waveform).contiguous(memory_format=torch.channels_last))
-
     metrics: dict[str, float] = {}
     for epoch in range(first_epoch, config.epochs):
         started = time.perf_counter()
         model.train()
-        loss_sum, seen = 0.0, 0
-        for step, rows in enumerate(batches(train_rows, config.batch_size, shuffle=True)):
-            waveform = data.waveforms(rows)
-            if dirs is not None:
-                waveform = dirs(waveform, is_device_a[rows])
-            waveform = time_roll(waveform, max_shift).to(device)
-            spec = freq_mixstyle(frequency_mask(frontend(waveform), config.freqm), config.mixstyle_p, config.mixstyle_alpha)
-            spec = spec.contiguous(memory_format=torch.channels_last)
-            teacher = None if targets is None else targets[rows].to(device)
-            loss = kd_loss(model(spec), labels[rows].to(device), teacher, config.temperature, config.kd_lambda)
-            check_finite(loss, epoch + 1, step)
+        loss_sum, seen = torch.zeros((), device=device), 0
+        for number, batch in enumerate(clip_batches(data, train_rows, config.batch_size, True, device)):
+            loss = step.loss(batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
-            loss_sum += loss.item() * len(rows)
-            seen += len(rows)
+            loss_sum += loss.detach() * len(batch.rows)
+            seen += len(batch.rows)
+            if number % FINITE_CHECK_EVERY == 0:
+                check_finite(loss_sum, epoch + 1, number)
+        check_finite(loss_sum, epoch + 1, steps_per_epoch - 1)  # also waits for the epoch's last step
         train_seconds = time.perf_counter() - started
 
         model.eval()
         val_rows = data.splits["val"]
-        metrics = split_metrics(predict(logits_of, data, val_rows, config.eval_batch_size, device), data, val_rows, train_devices)
-        metrics.update(train_loss=loss_sum / seen, epoch=epoch + 1, lr=scheduler.get_last_lr()[0],
+        metrics = split_metrics(predict(step.logits, data, val_rows, eval_batch, device), data, val_rows, train_devices)
+        metrics.update(train_loss=loss_sum.item() / seen, epoch=epoch + 1, lr=scheduler.get_last_lr()[0],
                        clips_per_second=seen / train_seconds)  # fmt: skip
         confusion = None
         if epoch + 1 == config.epochs and "test" in data.splits:
             test_rows = data.splits["test"]
-            test_logits = predict(logits_of, data, test_rows, config.eval_batch_size, device)
+            test_logits = predict(step.logits, data, test_rows, eval_batch, device)
             test = split_metrics(test_logits, data, test_rows, train_devices)
             metrics.update({f"test_{k}": v for k, v in test.items()})
             confusion = confusion_matrix(data.labels[test_rows], test_logits.argmax(dim=1).numpy(), len(data.classes))
 
         def make_checkpoint(epoch_done: int = epoch + 1, epoch_metrics: dict = dict(metrics), confusion=confusion) -> dict:
             return {
-                "student": student_export(model, frontend_config, config, epoch_metrics, data.classes, confusion),
+                "student": student_export(model, step.frontend.config, config, epoch_metrics, data.classes, confusion),
                 # state_dict()s hold the live tensors: copy, so the checkpoint stays the epoch's.
                 "train_state": copy.deepcopy({
                     "model": model.state_dict(),

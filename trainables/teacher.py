@@ -12,6 +12,8 @@ so the teacher sees the audio differently from the student, as in the seed syste
 
 from __future__ import annotations
 
+import contextlib
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -24,7 +26,9 @@ from torch import nn
 
 from trainables.asc_data import AscData
 from trainables.augment import freq_mixstyle, time_roll
-from trainables.loop import batches, check_finite, default_device, predict, split_metrics, warmup_cosine
+from trainables.loader import Batch, clip_batches
+from trainables.loop import FINITE_CHECK_EVERY, check_finite, default_device, eval_batch_size, predict, split_metrics, warmup_cosine
+from trainables.precision import allow_tf32, autocast, grad_scaler, resolve
 
 STANDARD_ARCH = "passt_s_swa_p16_128_ap476"
 TINY_ARCH = "passt_tiny"
@@ -62,7 +66,8 @@ class TeacherConfig:
     mixstyle_p: float = 0.4
     mixstyle_alpha: float = 0.4
     roll_sec: float = 0.1
-    eval_batch_size: int = 128
+    eval_batch_size: int = 0  # 0: 1024 on a GPU, 128 on a CPU
+    precision: str = "auto"  # auto (bf16 on a GPU, fp32 on a CPU), fp32, bf16 or fp16 (torch.autocast)
     seed: int = 0
     # Where the KD search's teacher comes from, and how it is trained:
     pretrain: str = "none"  # "synthetic": pretrain passt_tiny once on the synthetic AudioSet stand-in
@@ -95,8 +100,9 @@ class PasstTeacher(nn.Module):
                 drop_path_rate=config.drop_path_rate, **patchout,
             )  # fmt: skip
         elif config.arch == STANDARD_ARCH:
-            self.net = passt_module.get_model(arch=STANDARD_ARCH, pretrained=False, n_classes=n_classes,
-                                              input_tdim=101, **patchout)  # fmt: skip
+            with contextlib.redirect_stdout(io.StringIO()):  # get_model prints the whole network
+                self.net = passt_module.get_model(arch=STANDARD_ARCH, pretrained=False, n_classes=n_classes,
+                                                  input_tdim=101, **patchout)  # fmt: skip
             if config.weights:
                 load_audioset_weights(self.net, Path(config.weights))
         else:
@@ -105,6 +111,13 @@ class PasstTeacher(nn.Module):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         logits, _features = self.net(self.mel(waveform).unsqueeze(1))
         return logits
+
+    def logits(self, waveform: torch.Tensor, precision: str) -> torch.Tensor:
+        """fp32 logits, the network run in `precision` (the mel front end always in fp32)."""
+        spec = self.mel(waveform).unsqueeze(1)
+        with autocast(precision, waveform.device):
+            logits, _features = self.net(spec)
+        return logits.float()
 
 
 def load_audioset_weights(net: nn.Module, path: Path) -> None:
@@ -130,6 +143,17 @@ def is_head(name: str) -> bool:
     return name.startswith(("net.head.1", "net.head_dist"))
 
 
+def teacher_loss(model: PasstTeacher, batch: Batch, labels: torch.Tensor, config: TeacherConfig,
+                 precision: str) -> torch.Tensor:  # fmt: skip
+    """One step's cross-entropy on an augmented batch (time roll, the mel front end's masks, Freq-MixStyle),
+    all on the batch's device; `labels` [clips] live there too."""
+    spec = model.mel(time_roll(batch.waveform, int(config.roll_sec * model.mel.sr))).unsqueeze(1)
+    spec = freq_mixstyle(spec, config.mixstyle_p, config.mixstyle_alpha)
+    with autocast(precision, spec.device):
+        logits = model.net(spec)[0]
+    return F.cross_entropy(logits.float(), labels[batch.index])
+
+
 def train_teacher(
     config: TeacherConfig,
     data: AscData,
@@ -148,6 +172,8 @@ def train_teacher(
     epochs: overrides config.epochs (the SIT stage uses sit_epochs).
     """
     device = device or default_device()
+    allow_tf32(device)
+    precision = resolve(config.precision, device)
     torch.manual_seed(config.seed)
     epochs = epochs or config.epochs
     model = PasstTeacher(config, len(data.classes))
@@ -159,7 +185,8 @@ def train_teacher(
     model = model.to(device)
     rows = data.splits[f"split{subset}"]
     train_devices = data.train_devices(subset)
-    total_steps = -(-len(rows) // config.batch_size) * epochs
+    steps_per_epoch = -(-len(rows) // config.batch_size)
+    total_steps = steps_per_epoch * epochs
     named = list(model.named_parameters())
     groups = [
         {"params": [p for n, p in named if not is_head(n)], "lr": config.lr * config.backbone_lr_ratio},
@@ -167,33 +194,40 @@ def train_teacher(
     ]
     optimizer = torch.optim.Adam(groups, weight_decay=config.weight_decay)
     scheduler = warmup_cosine(optimizer, int(config.warmup_fraction * total_steps), total_steps)
-    labels = torch.as_tensor(data.labels)
-    max_shift = int(config.roll_sec * data.sample_rate)
+    scaler = grad_scaler(precision, device)
+    labels = torch.as_tensor(data.labels).to(device)
+    eval_batch = eval_batch_size(config.eval_batch_size, device, on_cpu=128)
     metrics: dict[str, float] = {}
     for epoch in range(epochs):
         started = time.perf_counter()
         model.train()
-        loss_sum = 0.0
-        for step, batch in enumerate(batches(rows, config.batch_size, shuffle=True)):
-            spec = model.mel(time_roll(data.waveforms(batch), max_shift).to(device)).unsqueeze(1)
-            spec = freq_mixstyle(spec, config.mixstyle_p, config.mixstyle_alpha)
-            loss = F.cross_entropy(model.net(spec)[0], labels[batch].to(device))
-            check_finite(loss, epoch + 1, step)
+        loss_sum = torch.zeros((), device=device)
+        for step, batch in enumerate(clip_batches(data, rows, config.batch_size, True, device)):
+            loss = teacher_loss(model, batch, labels, config, precision)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
-            loss_sum += loss.item() * len(batch)
+            loss_sum += loss.detach() * len(batch.rows)
+            if step % FINITE_CHECK_EVERY == 0:
+                check_finite(loss_sum, epoch + 1, step)
+        check_finite(loss_sum, epoch + 1, steps_per_epoch - 1)
         model.eval()
         val = data.splits["val"]
-        metrics = split_metrics(predict(model, data, val, config.eval_batch_size, device), data, val, train_devices)
-        metrics.update(train_loss=loss_sum / len(rows), epoch=epoch + 1, seconds=time.perf_counter() - started)
+        val_logits = predict(lambda w: model.logits(w, precision), data, val, eval_batch, device)
+        metrics = split_metrics(val_logits, data, val, train_devices)
+        metrics.update(train_loss=loss_sum.item() / len(rows), epoch=epoch + 1, seconds=time.perf_counter() - started)
         on_epoch(metrics, model)
     return model, metrics
 
 
-def teacher_logits(model: PasstTeacher, data: AscData, batch_size: int = 128) -> np.ndarray:
-    """Logits [clips, classes] for every clip of the dataset, in row order, without augmentation."""
+def teacher_logits(model: PasstTeacher, data: AscData, batch_size: int = 0, precision: str = "auto") -> np.ndarray:
+    """fp32 logits [clips, classes] for every clip of the dataset, in row order, without augmentation; the
+    network runs in `precision` (auto: bf16 on a GPU)."""
     model.eval()
     device = next(model.parameters()).device
-    return predict(model, data, np.arange(len(data.filenames)), batch_size, device).numpy()
+    rows = np.arange(len(data.filenames))
+    logits = predict(lambda w: model.logits(w, resolve(precision, device)), data, rows,
+                     eval_batch_size(batch_size, device, on_cpu=128), device)  # fmt: skip
+    return logits.numpy()

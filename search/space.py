@@ -44,10 +44,10 @@ from trainables.speaker.synthetic import SyntheticSpeakerConfig
 from trainables.speaker.training import OskdftConfig, TeacherTrainConfig
 from trainables.synthetic_asc import SyntheticConfig
 from trainables.precision import PRECISIONS
-from trainables.teacher import ARCHS, TINY_ARCH, TeacherConfig
+from trainables.teacher import ARCHS, SCHEDULES, TINY_ARCH, TeacherConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
-ASC_METRIC = re.compile(r"^(acc|acc_seen|acc_unseen|macro_acc|acc_[a-z0-9]+)$")
+ASC_METRIC = re.compile(r"^(acc|acc_seen|acc_unseen|acc_sim_seen|macro_acc|acc_[a-z0-9]+)$")
 SV_METRIC = re.compile(r"^(eer|min_dcf)$")
 
 
@@ -412,6 +412,13 @@ def _check_teacher(teacher: TeacherConfig, where: str) -> None:
         raise SpaceError(f"{where}pretrain: synthetic pretraining is for {TINY_ARCH}; the standard PaSST takes weights")
     if teacher.ensemble < 1 or teacher.sit_epochs < 1 or teacher.pretrain_epochs < 1:
         raise SpaceError(f"{where}ensemble, sit_epochs and pretrain_epochs must be at least 1")
+    if teacher.schedule not in SCHEDULES:
+        raise SpaceError(f"{where}schedule: {str(teacher.schedule)[:40]!r} must be one of {', '.join(SCHEDULES)}")
+    if not 0 < teacher.lr_floor <= 1 or teacher.warmup_epochs < 0 or teacher.rampdown_epochs < 1 or teacher.sample_rate < 8000:
+        raise SpaceError(f"{where}lr_floor must lie in (0, 1], warmup_epochs ≥ 0, rampdown_epochs ≥ 1, sample_rate ≥ 8000")
+    for name in ("head_lr", "sit_lr", "sit_batch_size"):
+        if getattr(teacher, name) is not None and getattr(teacher, name) <= 0:
+            raise SpaceError(f"{where}{name}: must be positive (or null: as lr / batch_size)")
 
 
 def _build_dataclass(cls: type, values: Any, where: str, fills: dict | None = None):

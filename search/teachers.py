@@ -33,8 +33,9 @@ from trainables.teacher import TeacherConfig
 
 # Settings that change what a stage produces; the others (logits, ensemble, …) do not enter its key.
 _INIT_KEYS = ("arch", "weights", "embed_dim", "depth", "num_heads", "drop_path_rate", "s_patchout_t", "s_patchout_f",
-              "freqm", "timem", "batch_size", "lr", "weight_decay", "warmup_fraction", "mixstyle_p", "mixstyle_alpha",
-              "roll_sec", "seed")  # fmt: skip
+              "freqm", "timem", "batch_size", "lr", "head_lr", "weight_decay", "schedule", "warmup_fraction", "warmup_epochs",
+              "rampdown_start", "rampdown_epochs", "lr_floor", "mixstyle_p", "mixstyle_alpha", "roll_sec", "dir_path",
+              "dir_prob", "sample_rate", "precision", "seed")  # fmt: skip
 
 
 def _key(*parts) -> str:
@@ -84,7 +85,8 @@ class TeacherPlan:
             stages.append(("pretrain", directory, self.cache / f"pretrained-{_key(*parts)}.pt"))
         if self.teacher.cochlscene:
             directory = prepare_cochlscene(Path(self.teacher.cochlscene), self.request.cache_dir / "datasets")
-            parts += ["sit", load_prepared(directory).fingerprint, self.teacher.sit_epochs]
+            parts += ["sit", load_prepared(directory).fingerprint, self.teacher.sit_epochs, self.teacher.sit_lr,
+                      self.teacher.sit_batch_size]  # fmt: skip
             stages.append(("sit", directory, self.cache / f"sit-{_key(*parts)}.pt"))
         return stages
 
@@ -138,8 +140,7 @@ class TeacherPlan:
                 print(f"Generating the synthetic AudioSet stand-in into {directory} …", flush=True)
                 generate_pretraining(PretrainingConfig(seed=self.teacher.seed), directory)
             if not state_path.is_file():
-                epochs = self.teacher.pretrain_epochs if name == "pretrain" else self.teacher.sit_epochs
-                config = {"data_dir": str(directory), "subset": 100, "stage_epochs": epochs, "state_path": str(state_path),
+                config = {"data_dir": str(directory), "subset": 100, "stage": name, "state_path": str(state_path),
                           "init_path": None if init is None else str(init)}  # fmt: skip
                 self._fit(f"teacher_{name}", config, grid=None)
                 if not state_path.is_file():

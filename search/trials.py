@@ -117,12 +117,13 @@ def teacher_trial(config: dict) -> None:
     device = _claim_device(config)
     data = load_prepared(Path(config["data_dir"]))
     settings = TeacherConfig.from_dict({**config["teacher"], "seed": config.get("seed", config["teacher"]["seed"])})
+    settings = settings.stage(config.get("stage", "finetune"))
     init = None
     if config.get("init_path"):
         init = torch.load(config["init_path"], map_location="cpu", weights_only=True)
     subset = int(config["subset"])
     model, _ = train_teacher(settings, data, subset, on_epoch=lambda metrics, _: tune.report(metrics), device=device,
-                             init_state=init, epochs=config.get("stage_epochs"))  # fmt: skip
+                             init_state=init)  # fmt: skip
     if config.get("state_path"):
         _save_state(model.state_dict(), Path(config["state_path"]))
     if config.get("logits_path"):

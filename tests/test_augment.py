@@ -2,7 +2,8 @@ import numpy as np
 import soundfile
 import torch
 
-from trainables.augment import DeviceImpulseResponses, freq_mixstyle, frequency_mask, time_roll
+from trainables.augment import DeviceImpulseResponses, freq_mixstyle, frequency_mask, mixup, time_roll
+from trainables.frontend import MASKED_LOG_MEL, LogMel
 
 
 def test_time_roll_is_a_circular_shift_per_clip():
@@ -49,7 +50,25 @@ def test_dir_convolves_only_device_a_clips(tmp_path):
     assert torch.equal(out[4:], wave[4:]), "other devices untouched"
     for i in range(4):
         energy = wave[i].square().sum()
-        same = torch.allclose(out[i], wave[i] / 1.0, atol=1e-4)  # the delta, at unit energy
-        echoed = torch.allclose(out[i, 300:], (wave[i, 300:] + 0.8 * wave[i, :-300]) / (1 + 0.64) ** 0.5, atol=1e-3)
+        same = torch.allclose(out[i], wave[i], atol=1e-4)  # the delta
+        echoed = torch.allclose(out[i, 300:], wave[i, 300:] + 0.8 * wave[i, :-300], atol=1e-3)  # as recorded, not rescaled
         assert same or echoed, f"clip {i} is neither the delta's nor the echo's convolution ({energy})"
     assert torch.equal(DeviceImpulseResponses(tmp_path, 32000, p=0.0)(wave, is_a), wave)
+
+
+def test_a_masked_bin_reads_as_silence_after_the_log_as_in_the_baseline():
+    # The baseline masks mel power before log(x + 1e-5): a masked bin becomes log(1e-5), not 0.
+    torch.manual_seed(4)
+    spec = LogMel()(torch.randn(6, 32000) * 0.1)
+    masked = frequency_mask(spec, 48, fill=MASKED_LOG_MEL)
+    changed = masked != spec
+    assert changed.any()
+    assert torch.allclose(masked[changed], torch.tensor(MASKED_LOG_MEL))
+    assert abs(MASKED_LOG_MEL - (-11.5129)) < 1e-3 and MASKED_LOG_MEL < spec.min()
+
+
+def test_mixup_draws_one_weight_and_a_partner_per_example():
+    torch.manual_seed(5)
+    mix = mixup(8, 1.0, torch.device("cpu"))
+    assert 0.0 <= mix.weight <= 1.0 and sorted(mix.perm.tolist()) == list(range(8))
+    assert mixup(8, 0.0, torch.device("cpu")) is None

@@ -26,10 +26,28 @@ def test_backbone_loads_and_heads_start_fresh(audioset_file):
     assert torch.equal(state["blocks.11.mlp.fc2.weight"], reference["blocks.11.mlp.fc2.weight"])
     assert torch.equal(state["head.0.weight"], reference["head.0.weight"]), "the head's LayerNorm is kept"
     assert state["head.1.weight"].shape == (10, 768)
-    time_patches = state["time_new_pos_embed"].shape[-1]
-    assert torch.equal(state["time_new_pos_embed"], reference["time_new_pos_embed"][..., :time_patches])
+    assert torch.equal(state["time_new_pos_embed"], reference["time_new_pos_embed"]), "all 10 s of it, 99 patches"
     logits = teacher.eval()(torch.randn(2, 32000))
     assert logits.shape == (2, 10)
+
+
+def test_training_takes_a_random_window_of_the_time_embedding(audioset_file):
+    path, _ = audioset_file
+    teacher = PasstTeacher(TeacherConfig(arch=STANDARD_ARCH, weights=str(path)), n_classes=10)
+    embedding = teacher.net.time_new_pos_embed.detach()
+    patches = torch.zeros(1, embedding.shape[1], 12, 9)  # a 1-s clip: 12 frequency × 9 time patches
+    windows = set()
+    teacher.train()
+    torch.manual_seed(0)
+    for _ in range(20):
+        # What hear21passt then adds: the first 9 patches. Their sum must be some window of 9.
+        used = teacher._time_window(None, (), patches) + embedding[..., :9]
+        offsets = [o for o in range(99 - 9 + 1) if torch.allclose(used[:, :, :1], embedding[..., o : o + 9])]
+        assert len(offsets) == 1
+        windows.add(offsets[0])
+    assert len(windows) > 5, "the window moves"
+    teacher.eval()
+    assert torch.equal(teacher._time_window(None, (), patches), patches), "evaluation keeps the first patches"
 
 
 def test_weights_of_another_model_are_refused(tmp_path):

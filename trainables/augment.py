@@ -8,6 +8,7 @@ the CPU generator's state. The work itself (gathers, masks, FFTs) runs where the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,16 +58,32 @@ def freq_mixstyle(spec: torch.Tensor, p: float, alpha: float) -> torch.Tensor:
     return (spec - mean) / std * mixed_std + mixed_mean
 
 
+@dataclass
+class Mix:
+    weight: float  # of the batch itself; 1 − weight goes to the partner
+    perm: torch.Tensor  # each example's partner, on the batch's device
+
+
+def mixup(batch: int, alpha: float, device: torch.device) -> Mix | None:
+    """One Beta(α, α) weight for the batch and a partner for each example; None when α is 0 (off).
+    The caller mixes inputs and, with the same weight, the losses against both examples' targets."""
+    if alpha <= 0 or batch < 2:
+        return None
+    weight = float(torch.distributions.Beta(alpha, alpha).sample())
+    return Mix(weight, torch.randperm(batch).to(device, non_blocking=True))
+
+
 class DeviceImpulseResponses:
     """DIR augmentation: convolve device-a clips with recorded device impulse responses.
 
     The impulse responses are the wav files of a folder (read with soundfile, resampled to the
-    clips' rate, trailing silence cut), normalised to unit energy unless `normalise` is off (the
-    references use them as recorded). With probability `p` a device-a clip is convolved with one
-    chosen at random (full convolution, cropped to the clip's length), as CP-JKU and NTU do.
+    clips' rate, trailing silence cut), used at their recorded level as CP-JKU and NTU load them:
+    MicIRP's 66 responses have norms from 0.22 to 2.37, so a convolved clip also changes loudness.
+    With probability `p` a device-a clip is convolved with one chosen at random (full convolution,
+    cropped to the clip's length).
     """
 
-    def __init__(self, folder: Path, sample_rate: int, p: float, normalise: bool = True):
+    def __init__(self, folder: Path, sample_rate: int, p: float):
         from trainables.audio_files import read_clip
 
         paths = sorted(Path(folder).glob("*.wav"))
@@ -76,7 +93,7 @@ class DeviceImpulseResponses:
         for path in paths:
             ir = read_clip(path, sample_rate, int(soundfile.info(path).duration * sample_rate) + 1, {})
             ir = ir[: np.nonzero(np.abs(ir) > 1e-6)[0].max() + 1] if np.abs(ir).max() > 0 else ir[:1]
-            responses.append(ir / (np.sqrt((ir**2).sum()) + 1e-12) if normalise else ir)
+            responses.append(ir)
         longest = max(len(ir) for ir in responses)
         padded = np.zeros((len(responses), longest), dtype=np.float32)
         for i, ir in enumerate(responses):

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import math
+
 import torch
 import torchaudio
 from torch import nn
+
+
+LOG_OFFSET = 1e-5  # log(mel + LOG_OFFSET)
+# What a mel bin set to zero power becomes after the log: the baseline masks frequencies before its log, so a
+# masked bin reads log(1e-5) ≈ −11.5, below any bin that carries sound, not 0.0 (a middling level).
+MASKED_LOG_MEL = math.log(LOG_OFFSET)
 
 
 @dataclass(frozen=True)
@@ -44,4 +52,4 @@ class LogMel(nn.Module):
         )
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return (self.mel(waveform) + 1e-5).log().unsqueeze(1)
+        return (self.mel(waveform) + LOG_OFFSET).log().unsqueeze(1)

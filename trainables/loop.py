@@ -33,6 +33,30 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def exp_warmup_linear_down_factor(epoch: int, warmup: int, rampdown_start: int, rampdown_epochs: int,
+                                  floor: float) -> float:  # fmt: skip
+    """CP-JKU's PaSST schedule, per epoch: an exponential warm-up exp(−5 (1 − e/warmup)²) over `warmup` epochs
+    (epoch 0 counted as half an epoch), then a linear decay from epoch `rampdown_start` to `floor` over
+    `rampdown_epochs` epochs, where it stays."""
+    rise = 1.0
+    if epoch < warmup:
+        phase = 1.0 - max(epoch, 0.5) / warmup
+        rise = math.exp(-5.0 * phase * phase)
+    if epoch <= rampdown_start:
+        fall = 1.0
+    elif epoch - rampdown_start < rampdown_epochs:
+        fall = floor + (1.0 - floor) * (rampdown_epochs - (epoch - rampdown_start)) / rampdown_epochs
+    else:
+        fall = floor
+    return rise * fall
+
+
+def per_epoch(optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+              factor: Callable[[int], float]) -> torch.optim.lr_scheduler.LambdaLR:  # fmt: skip
+    """A per-epoch schedule, stepped per batch like warmup_cosine: the factor changes at epoch boundaries."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step // steps_per_epoch))
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

@@ -4,6 +4,8 @@ All accuracies are fractions in [0, 1]:
 - `acc_<device>`: accuracy on the clips of one recording device;
 - `acc_seen` / `acc_unseen`: pooled accuracy over the devices that do / do not occur in the
   training split (for TAU22 the unseen ones are s4–s6);
+- `acc_real` / `acc_sim_seen`: pooled accuracy over the real devices (a, b, c) and over the simulated
+  devices seen in training (s1–s3), the DCASE24 baseline's "Real" and "Seen" columns;
 - `macro_acc`: the unweighted mean of the class-wise accuracies (DCASE's official metric);
 - `acc`: the unweighted mean of the per-device accuracies, the default ranking metric.
 The confusion matrix (clip counts per true and predicted class) is kept beside them for the report.
@@ -34,8 +36,9 @@ def device_metrics(
         metrics[f"acc_{device}"] = accuracy
         per_device.append(accuracy)
     seen = np.isin(devices, list(train_devices))
-    metrics["acc_seen"] = float(correct[seen].mean()) if seen.any() else float("nan")
-    metrics["acc_unseen"] = float(correct[~seen].mean()) if (~seen).any() else float("nan")
+    real = np.array([not is_simulated(d) for d in devices.tolist()], dtype=bool)
+    for name, group in (("seen", seen), ("unseen", ~seen), ("real", real), ("sim_seen", seen & ~real)):
+        metrics[f"acc_{name}"] = float(correct[group].mean()) if group.any() else float("nan")
     class_acc = [correct[labels == c].mean() for c in range(n_classes) if (labels == c).any()]
     metrics["macro_acc"] = float(np.mean(class_acc))
     metrics["acc"] = float(np.mean(per_device))
@@ -47,6 +50,11 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int
     counts = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(counts, (np.asarray(labels), np.asarray(predictions)), 1)
     return counts
+
+
+def is_simulated(device: str) -> bool:
+    """TAU22's simulated devices are s1 … s6; the real ones a, b, c."""
+    return device.startswith("s") and device[1:].isdigit()
 
 
 def device_sort_key(device: str) -> tuple[int, str]:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from trainables.asc_data import AscData
-from trainables.augment import DeviceImpulseResponses, freq_mixstyle, frequency_mask, time_roll
-from trainables.frontend import FrontendConfig, LogMel
+from trainables.augment import DeviceImpulseResponses, freq_mixstyle, frequency_mask, mixup, time_roll
+from trainables.frontend import MASKED_LOG_MEL, FrontendConfig, LogMel
 from trainables.kd_loss import DEFAULT_KD_LAMBDA, DEFAULT_TEMPERATURE, kd_loss
 from trainables.loader import Batch, clip_batches
 from trainables.loop import FINITE_CHECK_EVERY, check_finite, default_device, eval_batch_size, predict, split_metrics, warmup_cosine
@@ -39,6 +39,8 @@ class StudentConfig:
     lr: float = 0.005  # peak learning rate of AdamW
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05  # share of all steps spent warming up, in [0, 1)
+    warmup_steps: int | None = None  # warm-up in optimiser steps (the baseline: 2,000 at every split); overrides
+    # warmup_fraction, and is capped at all the run's steps
     temperature: float = DEFAULT_TEMPERATURE  # KD temperature T, > 0
     kd_lambda: float = DEFAULT_KD_LAMBDA  # weight of the label loss, in [0, 1]; 1 = no distillation
     roll_sec: float = 0.1  # maximum time roll, seconds
@@ -47,6 +49,7 @@ class StudentConfig:
     mixstyle_alpha: float = 0.3
     dir_path: str | None = None  # folder of device impulse responses (wav) for DIR augmentation; None: off
     dir_prob: float = 0.6  # probability of convolving a device-a clip with one of them
+    mixup_alpha: float = 0.0  # mixup of spectrograms and targets with Beta(α, α) weights; 0: off (NTU's CNN teachers: 1)
     base_channels: int = 32  # width …
     channels_multiplier: float = 1.8
     expansion_rate: float = 2.1
@@ -62,6 +65,12 @@ class StudentConfig:
         """Take the fields this class knows from a trial config (which also holds search bookkeeping)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+    def warmup(self, total_steps: int) -> int:
+        """Warm-up steps of a run of `total_steps` optimiser steps."""
+        if self.warmup_steps is not None:
+            return min(self.warmup_steps, total_steps)
+        return int(self.warmup_fraction * total_steps)
 
     def arch(self, n_classes: int) -> StudentArch:
         return StudentArch(
@@ -111,12 +120,21 @@ class StudentStep:
         config, waveform = self.config, batch.waveform
         if self.dirs is not None:
             waveform = self.dirs(waveform, self.is_device_a[batch.rows])
-        spec = frequency_mask(self.frontend(time_roll(waveform, self.max_shift)), config.freqm)
-        spec = freq_mixstyle(spec, config.mixstyle_p, config.mixstyle_alpha).contiguous(memory_format=torch.channels_last)
+        spec = frequency_mask(self.frontend(time_roll(waveform, self.max_shift)), config.freqm, fill=MASKED_LOG_MEL)
+        spec = freq_mixstyle(spec, config.mixstyle_p, config.mixstyle_alpha)
+        labels = self.labels[batch.index]
         teacher = None if self.targets is None else self.targets[batch.index]
+        mix = mixup(spec.shape[0], config.mixup_alpha, spec.device)
+        if mix is not None:
+            spec = mix.weight * spec + (1 - mix.weight) * spec[mix.perm]
         with autocast(self.precision, waveform.device):
-            logits = self.network(spec)
-        return kd_loss(logits.float(), self.labels[batch.index], teacher, config.temperature, config.kd_lambda)
+            logits = self.network(spec.contiguous(memory_format=torch.channels_last)).float()
+        loss = kd_loss(logits, labels, teacher, config.temperature, config.kd_lambda)
+        if mix is None:
+            return loss
+        other = kd_loss(logits, labels[mix.perm], None if teacher is None else teacher[mix.perm], config.temperature,
+                        config.kd_lambda)  # fmt: skip
+        return mix.weight * loss + (1 - mix.weight) * other
 
     def logits(self, waveform: torch.Tensor) -> torch.Tensor:
         """The student's logits for clean waveforms (evaluation)."""
@@ -169,7 +187,7 @@ def train_student(
     steps_per_epoch = -(-len(train_rows) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = warmup_cosine(optimizer, int(config.warmup_fraction * total_steps), total_steps)
+    scheduler = warmup_cosine(optimizer, config.warmup(total_steps), total_steps)
     scaler = grad_scaler(step.precision, device)
     eval_batch = eval_batch_size(config.eval_batch_size, device, on_cpu=32)
     first_epoch = 0

@@ -16,21 +16,25 @@ import contextlib
 import io
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchaudio
 from torch import nn
 
 from trainables.asc_data import AscData
-from trainables.augment import freq_mixstyle, time_roll
+from trainables.augment import DeviceImpulseResponses, freq_mixstyle, time_roll
 from trainables.loader import Batch, clip_batches
-from trainables.loop import FINITE_CHECK_EVERY, check_finite, default_device, eval_batch_size, predict, split_metrics, warmup_cosine
+from trainables.loop import (FINITE_CHECK_EVERY, check_finite, default_device, eval_batch_size, exp_warmup_linear_down_factor,
+                             per_epoch, predict, split_metrics, warmup_cosine)
 from trainables.precision import allow_tf32, autocast, grad_scaler, resolve
 
 STANDARD_ARCH = "passt_s_swa_p16_128_ap476"
+SCHEDULES = ("cosine", "exp_warmup_linear_down")
+AUDIOSET_FRAMES = 998  # the standard PaSST's input length: 10 s at a 10-ms hop
 TINY_ARCH = "passt_tiny"
 ARCHS = (TINY_ARCH, STANDARD_ARCH)
 
@@ -57,8 +61,15 @@ class TeacherConfig:
     epochs: int = 8
     batch_size: int = 32
     lr: float = 1e-3  # the seeds fine-tune the pretrained standard PaSST at 1e-5
+    head_lr: float | None = None  # lr of the classification heads (their LayerNorm included); None: lr. NTU: 1e-3
     weight_decay: float = 1e-3
-    warmup_fraction: float = 0.1
+    schedule: str = "cosine"  # cosine: warm-up then cosine decay, per step; exp_warmup_linear_down: CP-JKU's and
+    # NTU's per-epoch schedule (exponential warm-up, then linear decay to lr_floor · lr), with the settings below
+    warmup_fraction: float = 0.1  # cosine: share of all steps spent warming up
+    warmup_epochs: int = 3  # exp_warmup_linear_down: epochs of exponential warm-up
+    rampdown_start: int = 3  # exp_warmup_linear_down: the epoch the linear decay starts …
+    rampdown_epochs: int = 10  # … how many epochs it lasts …
+    lr_floor: float = 0.01  # … and the share of lr it ends at
     s_patchout_t: int = 0
     s_patchout_f: int = 0  # the seeds drop 6 of the standard model's 12 frequency patches
     freqm: int = 0  # frequency-mask width of the mel front end, bins of 128 (the seeds: 48)
@@ -66,6 +77,9 @@ class TeacherConfig:
     mixstyle_p: float = 0.4
     mixstyle_alpha: float = 0.4
     roll_sec: float = 0.1
+    dir_path: str | None = None  # folder of device impulse responses (wav) for DIR augmentation; None: off
+    dir_prob: float = 0.6  # probability of convolving a device-a clip with one of them
+    sample_rate: int = 32000  # the mel front end's rate; clips at another rate are resampled on the device (NTU: 44100)
     eval_batch_size: int = 0  # 0: 1024 on a GPU, 128 on a CPU
     precision: str = "auto"  # auto (bf16 on a GPU, fp32 on a CPU), fp32, bf16 or fp16 (torch.autocast)
     seed: int = 0
@@ -74,7 +88,9 @@ class TeacherConfig:
     pretrain_epochs: int = 10
     backbone_lr_ratio: float = 1.0  # lr of all but the new head, relative to lr, in (0, 1]; < 1: SIT's slow learner
     cochlscene: str | None = None  # CochlScene root: train on it first, then continue on the subset (SIT)
-    sit_epochs: int = 5  # epochs of the CochlScene stage
+    sit_epochs: int = 5  # epochs of the CochlScene stage (NTU: 25) …
+    sit_lr: float | None = None  # … its backbone lr (None: lr; NTU: 1e-4) …
+    sit_batch_size: int | None = None  # … and its batch size (None: batch_size; NTU: 32)
     ensemble: int = 1  # teachers per subset (seeds seed … seed+ensemble−1) whose logits are averaged
     logits: str | None = None  # distil from this logits file instead of training ({subset} becomes the subset)
 
@@ -83,6 +99,15 @@ class TeacherConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
+    def stage(self, name: str) -> "TeacherConfig":
+        """The settings of one training stage: `pretrain` (synthetic AudioSet stand-in), `sit` (CochlScene, its own
+        epochs, lr and batch size) or `finetune` (the subset, as configured)."""
+        if name == "pretrain":
+            return replace(self, epochs=self.pretrain_epochs)
+        if name == "sit":
+            return replace(self, epochs=self.sit_epochs, lr=self.sit_lr or self.lr, batch_size=self.sit_batch_size or self.batch_size)
+        return self
+
 
 class PasstTeacher(nn.Module):
     """Waveform [B, samples] at 32 kHz → class logits [B, n_classes]."""
@@ -90,8 +115,10 @@ class PasstTeacher(nn.Module):
     def __init__(self, config: TeacherConfig, n_classes: int):
         super().__init__()
         passt_module, preprocess = _hear21passt()
-        self.mel = preprocess.AugmentMelSTFT(n_mels=128, sr=32000, win_length=800, hopsize=320, n_fft=1024, freqm=config.freqm,
-                                  timem=config.timem, fmin_aug_range=1, fmax_aug_range=1000)  # fmt: skip
+        # NTU keeps these window and hop lengths (in samples) at 44.1 kHz: ≈ 18 ms and 7 ms, 138 frames a second.
+        self.mel = preprocess.AugmentMelSTFT(n_mels=128, sr=config.sample_rate, win_length=800, hopsize=320, n_fft=1024,
+                                             freqm=config.freqm, timem=config.timem, fmin_aug_range=1,
+                                             fmax_aug_range=1000)  # fmt: skip
         patchout = dict(s_patchout_t=config.s_patchout_t, s_patchout_f=config.s_patchout_f)
         if config.arch == TINY_ARCH:
             self.net = passt_module.PaSST(
@@ -100,21 +127,44 @@ class PasstTeacher(nn.Module):
                 drop_path_rate=config.drop_path_rate, **patchout,
             )  # fmt: skip
         elif config.arch == STANDARD_ARCH:
+            # Built for AudioSet's 10-s inputs (998 frames), so the time positional embedding keeps all 99 of its
+            # patches; a 1-s clip uses a window of them (see _time_window).
             with contextlib.redirect_stdout(io.StringIO()):  # get_model prints the whole network
                 self.net = passt_module.get_model(arch=STANDARD_ARCH, pretrained=False, n_classes=n_classes,
-                                                  input_tdim=101, **patchout)  # fmt: skip
+                                                  input_tdim=AUDIOSET_FRAMES, **patchout)  # fmt: skip
             if config.weights:
                 load_audioset_weights(self.net, Path(config.weights))
+            self.net.patch_embed.register_forward_hook(self._time_window)
         else:
             raise ValueError(f"unknown teacher arch {config.arch!r}; expected one of {', '.join(ARCHS)}")
+        self.source_rate = config.sample_rate  # the rate of the clips it is given; set by the loops
+
+    def _time_window(self, _module: nn.Module, _inputs: tuple, patches: torch.Tensor) -> torch.Tensor:
+        """In training, a random window of the 10-s time positional embedding instead of its first patches.
+
+        hear21passt adds the embedding's first T patches to T time patches; this hook, run just before,
+        adds the difference to a window at a random offset, as the references' PaSST does. Evaluation
+        keeps the first patches."""
+        embedding = self.net.time_new_pos_embed
+        width, spare = patches.shape[-1], embedding.shape[-1] - patches.shape[-1]
+        if not self.training or spare <= 0:
+            return patches
+        offset = int(torch.randint(spare + 1, (1,)))
+        return patches + embedding[..., offset : offset + width] - embedding[..., :width]
+
+    def waveform_at_rate(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Clips at `source_rate` resampled, on their device, to the rate the mel front end expects."""
+        if self.source_rate == self.mel.sr:
+            return waveform
+        return torchaudio.functional.resample(waveform, self.source_rate, self.mel.sr)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        logits, _features = self.net(self.mel(waveform).unsqueeze(1))
+        logits, _features = self.net(self.mel(self.waveform_at_rate(waveform)).unsqueeze(1))
         return logits
 
     def logits(self, waveform: torch.Tensor, precision: str) -> torch.Tensor:
         """fp32 logits, the network run in `precision` (the mel front end always in fp32)."""
-        spec = self.mel(waveform).unsqueeze(1)
+        spec = self.mel(self.waveform_at_rate(waveform)).unsqueeze(1)
         with autocast(precision, waveform.device):
             logits, _features = self.net(spec)
         return logits.float()
@@ -128,10 +178,6 @@ def load_audioset_weights(net: nn.Module, path: Path) -> None:
         state = passt_module.checkpoint_filter_fn(state, net)
     except (KeyError, RuntimeError, AttributeError) as err:  # hear21passt's filter assumes PaSST or ViT keys
         raise ValueError(f"{path} does not fit {STANDARD_ARCH}: {err!r}") from None
-    own = net.state_dict()
-    # The time positional embedding covers 10 s; a 1-s input uses its first patches, as PaSST crops at run time.
-    if "time_new_pos_embed" in state and state["time_new_pos_embed"].shape != own["time_new_pos_embed"].shape:
-        state["time_new_pos_embed"] = state["time_new_pos_embed"][..., : own["time_new_pos_embed"].shape[-1]]
     state = {k: v for k, v in state.items() if not k.startswith(("head.1", "head_dist"))}
     missing, unexpected = net.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith(("head.1", "head_dist"))]:
@@ -139,19 +185,35 @@ def load_audioset_weights(net: nn.Module, path: Path) -> None:
 
 
 def is_head(name: str) -> bool:
-    """Parameters of the classification heads, which a new task replaces."""
-    return name.startswith(("net.head.1", "net.head_dist"))
+    """Parameters of the classification heads, their LayerNorm (head.0) included: a new task (SIT's TAU22 stage)
+    starts them afresh, and they learn at head_lr."""
+    return name.startswith(("net.head.", "net.head_dist"))
 
 
-def teacher_loss(model: PasstTeacher, batch: Batch, labels: torch.Tensor, config: TeacherConfig,
-                 precision: str) -> torch.Tensor:  # fmt: skip
-    """One step's cross-entropy on an augmented batch (time roll, the mel front end's masks, Freq-MixStyle),
-    all on the batch's device; `labels` [clips] live there too."""
-    spec = model.mel(time_roll(batch.waveform, int(config.roll_sec * model.mel.sr))).unsqueeze(1)
-    spec = freq_mixstyle(spec, config.mixstyle_p, config.mixstyle_alpha)
+def teacher_loss(model: PasstTeacher, batch: Batch, labels: torch.Tensor, config: TeacherConfig, precision: str,
+                 dirs: DeviceImpulseResponses | None = None, is_device_a: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """One step's cross-entropy on an augmented batch (DIR, time roll, the mel front end's masks, Freq-MixStyle),
+    all on the batch's device; `labels` [clips] live there too, `is_device_a` [clips] on the host."""
+    waveform = batch.waveform
+    if dirs is not None:
+        waveform = dirs(waveform, is_device_a[batch.rows])
+    waveform = model.waveform_at_rate(time_roll(waveform, int(config.roll_sec * model.source_rate)))
+    spec = freq_mixstyle(model.mel(waveform).unsqueeze(1), config.mixstyle_p, config.mixstyle_alpha)
     with autocast(precision, spec.device):
         logits = model.net(spec)[0]
     return F.cross_entropy(logits.float(), labels[batch.index])
+
+
+def lr_schedule(config: TeacherConfig, optimizer: torch.optim.Optimizer,
+                steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:  # fmt: skip
+    """The teacher's schedule, stepped per batch."""
+    if config.schedule == "exp_warmup_linear_down":
+        return per_epoch(optimizer, steps_per_epoch, lambda epoch: exp_warmup_linear_down_factor(
+            epoch, config.warmup_epochs, config.rampdown_start, config.rampdown_epochs, config.lr_floor))
+    if config.schedule == "cosine":
+        total = steps_per_epoch * config.epochs
+        return warmup_cosine(optimizer, int(config.warmup_fraction * total), total)
+    raise ValueError(f"teacher schedule {config.schedule!r}: expected one of {', '.join(SCHEDULES)}")
 
 
 def train_teacher(
@@ -161,22 +223,22 @@ def train_teacher(
     on_epoch: Callable[[dict[str, float], "PasstTeacher"], None] = lambda metrics, model: None,
     device: torch.device | None = None,
     init_state: dict | None = None,
-    epochs: int | None = None,
 ) -> tuple[PasstTeacher, dict[str, float]]:
     """Train a teacher on one training subset; return it with its last validation metrics.
 
     on_epoch(metrics, model): called after every epoch with the validation figures.
     init_state: a previous teacher's state dict (e.g. after CochlScene, SIT's first stage) to continue
-        from; its classification heads are dropped, since the classes differ. Everything but the
-        new heads then learns at lr · backbone_lr_ratio.
-    epochs: overrides config.epochs (the SIT stage uses sit_epochs).
+        from; its classification heads (LayerNorm included) start afresh, since the task differs. The
+        backbone learns at lr · backbone_lr_ratio, the heads at head_lr (or lr).
+    A stage of several (SIT's CochlScene stage) passes its own settings: `config.stage("sit")`.
     """
     device = device or default_device()
     allow_tf32(device)
     precision = resolve(config.precision, device)
     torch.manual_seed(config.seed)
-    epochs = epochs or config.epochs
+    epochs = config.epochs
     model = PasstTeacher(config, len(data.classes))
+    model.source_rate = data.sample_rate
     if init_state is not None:
         kept = {k: v for k, v in init_state.items() if not is_head(k)}
         missing, unexpected = model.load_state_dict(kept, strict=False)
@@ -186,16 +248,17 @@ def train_teacher(
     rows = data.splits[f"split{subset}"]
     train_devices = data.train_devices(subset)
     steps_per_epoch = -(-len(rows) // config.batch_size)
-    total_steps = steps_per_epoch * epochs
     named = list(model.named_parameters())
     groups = [
         {"params": [p for n, p in named if not is_head(n)], "lr": config.lr * config.backbone_lr_ratio},
-        {"params": [p for n, p in named if is_head(n)], "lr": config.lr},
+        {"params": [p for n, p in named if is_head(n)], "lr": config.head_lr or config.lr},
     ]
     optimizer = torch.optim.Adam(groups, weight_decay=config.weight_decay)
-    scheduler = warmup_cosine(optimizer, int(config.warmup_fraction * total_steps), total_steps)
+    scheduler = lr_schedule(config, optimizer, steps_per_epoch)
     scaler = grad_scaler(precision, device)
     labels = torch.as_tensor(data.labels).to(device)
+    dirs = DeviceImpulseResponses(Path(config.dir_path), data.sample_rate, config.dir_prob) if config.dir_path else None
+    is_device_a = torch.from_numpy(data.devices == "a")
     eval_batch = eval_batch_size(config.eval_batch_size, device, on_cpu=128)
     metrics: dict[str, float] = {}
     for epoch in range(epochs):
@@ -203,7 +266,7 @@ def train_teacher(
         model.train()
         loss_sum = torch.zeros((), device=device)
         for step, batch in enumerate(clip_batches(data, rows, config.batch_size, True, device)):
-            loss = teacher_loss(model, batch, labels, config, precision)
+            loss = teacher_loss(model, batch, labels, config, precision, dirs, is_device_a)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -226,6 +289,7 @@ def teacher_logits(model: PasstTeacher, data: AscData, batch_size: int = 0, prec
     """fp32 logits [clips, classes] for every clip of the dataset, in row order, without augmentation; the
     network runs in `precision` (auto: bf16 on a GPU)."""
     model.eval()
+    model.source_rate = data.sample_rate
     device = next(model.parameters()).device
     rows = np.arange(len(data.filenames))
     logits = predict(lambda w: model.logits(w, resolve(precision, device)), data, rows,

@@ -135,6 +135,7 @@ def test_evaluation_crops_and_full_utterances(data):
     # Five 0.5-s crops evenly spaced from the start to the end, as numpy's linspace (OS-KDFT2's TTA).
     crops = embed_crops(lambda w: w[:, :2], data, rows, CPU, crops=5, samples=8000)
     assert crops.shape == (4, 5, 2)
+    assert torch.equal(embed_crops(lambda w: w[:, :2], data, rows, CPU, crops=5, samples=8000, batch_size=5), crops)
     for i, row in enumerate(rows):
         wave = data.utterance(int(row))
         starts = np.linspace(0, len(wave) - 8000, 5).astype(int)

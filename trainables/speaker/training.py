@@ -202,11 +202,17 @@ def spaced_crops(wave: torch.Tensor, crops: int, samples: int) -> torch.Tensor:
 @torch.no_grad()
 def embed_crops(
     embed: Callable[[torch.Tensor], torch.Tensor], data: SpeakerData, rows: np.ndarray, device: torch.device,
-    crops: int, samples: int,
+    crops: int, samples: int, batch_size: int = 100,
 ) -> torch.Tensor:  # fmt: skip
-    """Embeddings [len(rows), crops, dim] (on the CPU) of `spaced_crops` of each utterance, one batch per utterance."""
-    out = [embed(spaced_crops(data.utterance(int(row)), crops, samples).to(device)).float().cpu() for row in rows]
-    return torch.stack(out)
+    """Embeddings [len(rows), crops, dim] (on the CPU) of `spaced_crops` of each utterance; the crops of
+    several utterances go through the model together (about `batch_size` crops a batch: in eval mode
+    every crop's embedding is independent of the others in its batch)."""
+    per_batch = max(1, batch_size // crops)
+    out = []
+    for start in range(0, len(rows), per_batch):
+        waves = [spaced_crops(data.utterance(int(row)), crops, samples) for row in rows[start : start + per_batch]]
+        out.append(embed(torch.cat(waves).to(device)).float().cpu().view(len(waves), crops, -1))
+    return torch.cat(out)
 
 
 def score_trials(

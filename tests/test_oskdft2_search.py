@@ -47,14 +47,14 @@ def test_the_paper_recipe_runs_end_to_end_with_a_reduced_teacher(ray_session, tm
     weights = tmp_path / "reduced_hubert.pt"
     torch.manual_seed(0)
     torch.save(build_teacher(SslConfig(size="reduced")).state_dict(), weights)
-    argv += ["--samples", "2", "--cpus-per-trial", "1", "--gpus-per-trial", "0"]
+    argv += ["--samples", "1", "--cpus-per-trial", "1", "--gpus-per-trial", "0"]
     for setting in ["epochs=1", "batch_size=8", "teacher.size=reduced", f"teacher_training.weights={weights}",
                     *SMALL[3:]]:  # fmt: skip
         argv += ["--set", setting]
     assert main(argv) == 0
     assert f"SSL teacher: {weights}" in capsys.readouterr().out
     board = pd.read_csv(tmp_path / "runs" / "paper" / "leaderboard.csv", dtype={"trial_id": str})
-    assert len(board) == 2 and (board["status"] == "complete").all()
+    assert len(board) == 1 and board.iloc[0]["status"] == "complete"
     assert {"p0", "schedule", "kd_weight"} <= set(board.columns) and "lr" not in board.columns, "lr is fixed"
     assert {"eer", "min_dcf", "min_dcf_p05", "test_eer", "test_min_dcf", "test_min_dcf_p05"} <= set(board.columns)
     assert board[["eer", "min_dcf_p05", "test_eer"]].notna().all().all()

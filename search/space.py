@@ -214,6 +214,9 @@ def apply_override(raw: dict, assignment: str) -> None:
     parts = key.split(".")
     schema = _schema_of(raw)
     sections = _sections_of(schema)
+    if len(parts) == 2 and parts[0] == "search":
+        _override_search(raw, parts[1], text, schema)
+        return
     if len(parts) == 1:
         names = _settings_fields(schema) | set(_SCALAR_META)
         if parts[0] not in names:
@@ -234,6 +237,36 @@ def apply_override(raw: dict, assignment: str) -> None:
         if not isinstance(target, dict):
             raise SpaceError(f"--set {key}: {part} is not a section in the space file")
     target[parts[-1]] = value
+
+
+def _override_search(raw: dict, name: str, text: str, schema: SystemSchema) -> None:
+    """`--set search.NAME=VALUE`: a range or list replaces NAME's search; a plain value fixes NAME at it
+    (NAME leaves `search:` and becomes a fixed setting), the way to fix a setting the space file searches."""
+    if name not in _settings_fields(schema):
+        raise SpaceError(f"--set search.{name}: unknown setting{_suggest(name, _settings_fields(schema))}")
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        value = text
+    search = raw.setdefault("search", {})
+    if not isinstance(search, dict):
+        raise SpaceError("search: must map each searched setting to its range")
+    if isinstance(value, (dict, list)):
+        search[name] = value
+    else:
+        search.pop(name, None)
+        raw[name] = value
+
+
+def _refuse_searched_and_fixed(raw: dict, dimensions: tuple[Dimension, ...], schema: SystemSchema) -> None:
+    """A setting both searched and fixed would silently lose its fixed value to the search: refuse it."""
+    searched = [d.name for d in dimensions] + (["subset"] if schema.by_subset else [])
+    for name in searched:
+        if name in raw:
+            how = f"--subsets {raw[name]}" if name == "subset" else f"--set search.{name}={raw[name]}"
+            raise SpaceError(f"{name} is searched (search.{name}) and also fixed ({name}: {raw[name]!r}, in the space "
+                             f"file or by --set); a setting is one or the other. To fix it, remove {name} from search: "
+                             f"in the space file, or fix it for this run with {how}")  # fmt: skip
 
 
 def build_space(raw: dict) -> Space:
@@ -265,6 +298,7 @@ def build_space(raw: dict) -> Space:
     settings = _absolute(_build_dataclass(schema.settings, {k: v for k, v in raw.items() if k in fields_}, "", fills))
     _check_settings(settings)
     subsets, dimensions = _build_search(raw.get("search", {}), schema)
+    _refuse_searched_and_fixed(raw, dimensions, schema)
     sampler = meta.get("sampler", "tpe")
     if sampler not in ("tpe", "random", "grid"):
         raise SpaceError(f"sampler: {sampler!r} must be tpe, random or grid")

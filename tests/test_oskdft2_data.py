@@ -8,6 +8,7 @@ import soundfile
 import torch
 
 from trainables.speaker.data import DatasetError, load_prepared, prepare_corpus
+from trainables.speaker.data import main as data_main
 from trainables.speaker.synthetic import SyntheticSpeakerConfig, generate
 
 TINY = SyntheticSpeakerConfig(seed=5, train_speakers=4, train_utterances=3, val_speakers=2, val_utterances=2,
@@ -128,3 +129,20 @@ def test_voxceleb_and_librispeech_readers(tmp_path):
         prepare_corpus(tmp_path / "y", [vox_dev], trials)
     with pytest.raises(DatasetError, match="no prepared speaker dataset"):
         load_prepared(tmp_path / "nothing")
+
+
+def test_prepare_command_makes_many_validation_trials_per_held_out_speaker(tmp_path, capsys):
+    vox = tmp_path / "vox1" / "wav"
+    for i, speaker in enumerate(["id10001", "id10002", "id10003", "id10270", "id10271"]):
+        for k in range(6):
+            _write(vox / f"{speaker}/v{k}/00001.wav", 2000, seed=i * 10 + k)
+    trials = tmp_path / "veri_test.txt"
+    trials.write_text("1 id10270/v0/00001.wav id10270/v1/00001.wav\n0 id10270/v0/00001.wav id10271/v1/00001.wav\n")
+    out = tmp_path / "prepared"
+    assert data_main(["--voxceleb", str(vox), "--trials", str(trials), "--out", str(out), "--val-speakers", "2",
+                      "--val-trials-per-speaker", "12"]) == 0  # fmt: skip
+    val = load_prepared(out).trials["val"]
+    # 2 held-out speakers × (12 same-speaker pairs of their C(6, 2) = 15 + 12 different-speaker pairs)
+    assert len(val.labels) == 48 and val.labels.sum() == 24
+    assert data_main(["--voxceleb", str(vox), "--trials", str(trials), "--out", str(tmp_path / "x"),
+                      "--val-speakers", "9"]) == 2  # fmt: skip

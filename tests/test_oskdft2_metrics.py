@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from trainables.speaker.curriculum import SCHEDULES, target_share
-from trainables.speaker.metrics import cosine_scores, eer, error_rates, min_dcf, verification_metrics
+from trainables.speaker.metrics import cosine_scores, crop_scores, eer, error_rates, min_dcf, verification_metrics
 
 
 def test_eer_where_the_rates_meet_at_an_operating_point():
@@ -61,13 +62,34 @@ def test_min_dcf_hand_worked():
     assert min_dcf(scores, labels, p_target=0.5) == pytest.approx(1 / 3)
     # With C_fa = 0.5 and p_target = 0.5, accepting everything down to 0.3 costs 0.25 · 1/3 / 0.25.
     assert min_dcf(scores, labels, p_target=0.5, c_fa=0.5) == pytest.approx(1 / 3)
-    assert verification_metrics(scores, labels) == {"eer": pytest.approx(1 / 3), "min_dcf": pytest.approx(1 / 3)}
+    assert verification_metrics(scores, labels) == {"eer": pytest.approx(1 / 3), "min_dcf": pytest.approx(1 / 3),
+                                                    "min_dcf_p05": pytest.approx(1 / 3)}  # fmt: skip
+
+
+def test_min_dcf_at_both_operating_points():
+    # Targets 0.9 and 0.5; 100 non-targets, one of them at 0.6. Accept ≥ 0.9: P_miss = 1/2 → cost 0.5 at any
+    # p_target. Accept ≥ 0.5: P_miss = 0, P_fa = 0.01 → 0.99 · 0.01 / 0.01 = 0.99 at p_target 0.01, but
+    # 0.95 · 0.01 / 0.05 = 0.19 at VoxSRC's 0.05.
+    scores = np.r_[0.9, 0.5, 0.6, np.full(99, 0.1)]
+    labels = np.r_[1, 1, np.zeros(100, dtype=int)]
+    found = verification_metrics(scores, labels)
+    assert found["min_dcf"] == pytest.approx(0.5) and found["min_dcf_p05"] == pytest.approx(0.19)
 
 
 def test_cosine_scores():
     embeddings = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
     scores = cosine_scores(embeddings, np.array([0, 0, 0, 2]), np.array([1, 2, 3, 3]))
     assert np.allclose(scores, [1.0, 0.0, 1 / math.sqrt(2), 1 / math.sqrt(2)], atol=1e-6)
+
+
+def test_crop_scores_are_the_mean_of_all_cross_pair_cosines():
+    torch.manual_seed(0)
+    crops = torch.randn(3, 5, 4)  # 3 utterances × 5 crops × 4 dims
+    enroll, test = np.array([0, 1, 2]), np.array([1, 2, 2])
+    scores = crop_scores(crops, enroll, test)
+    for i, (a, b) in enumerate(zip(enroll, test)):
+        pairs = [F.cosine_similarity(x, y, dim=0) for x in crops[a] for y in crops[b]]  # the 25 cosines
+        assert scores[i] == pytest.approx(torch.stack(pairs).mean().item(), abs=1e-6)
 
 
 def test_linear_schedule_is_the_papers():

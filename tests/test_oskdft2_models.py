@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from trainables.speaker.models import (
-    PredictionHeads, SpeakerLoss, SpeakerStudent, SslConfig, SslStudent, TargetTaskFeatureTuner, TftConfig, build_ssl,
-    build_teacher, conv_stack, count_parameters, default_target_layers, distill_loss, hidden_states,
-    init_student_from_teacher, load_ssl_state_dict, num_frames,
+    PredictionHeads, SpeakerLoss, SpeakerStudent, SslConfig, SslStudent, StudentMasking, TargetTaskFeatureTuner,
+    TftConfig, build_ssl, build_teacher, conv_stack, count_parameters, default_target_layers, distill_loss,
+    hidden_states, init_student_from_teacher, load_ssl_state_dict, num_frames,
 )  # fmt: skip
 
 TINY = dict(layers=4, embed_dim=32, heads=2, ffn_dim=64, conv_channels=16, conv_depth=3, pos_conv_kernel=8,
@@ -112,6 +112,72 @@ def test_distill_loss_is_frame_averaged_l1_minus_log_sigmoid_cosine():
         (prediction - target).abs().mean().item(), rel=1e-6)  # fmt: skip
     heads = PredictionHeads(5, 3)
     assert [p.shape for p in heads(prediction)] == [torch.Size([3, 7, 5])] * 3
+
+
+def test_summed_cosine_term_is_the_references_and_scales_with_frames():
+    torch.manual_seed(0)
+    prediction, target = torch.randn(3, 149, 5), torch.randn(3, 149, 5)  # 149 frames: a 3-s crop
+    summed = distill_loss([prediction], [target], cos_reduction="sum")
+    # OS-KDFT2's cos_loss.sum(dim=2): the frame-averaged loss with cos_weight = frames, not a larger kd_weight.
+    assert summed.item() == pytest.approx(distill_loss([prediction], [target], cos_weight=149.0).item(), rel=1e-5)
+    expected = ((prediction - target).abs().mean(dim=(1, 2))
+                - F.logsigmoid(F.cosine_similarity(prediction, target, dim=-1)).sum(dim=1)).mean()  # fmt: skip
+    assert summed.item() == pytest.approx(expected.item(), rel=1e-6)
+    floor = distill_loss([target], [target], cos_reduction="sum")  # a perfect prediction: −149 · log σ(1)
+    assert floor.item() == pytest.approx(149 * 0.31326, rel=1e-4)
+    with pytest.raises(ValueError, match="cos_reduction"):
+        distill_loss([target], [target], cos_reduction="max")
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_tft_tuner_residual_is_a_setting(residual):
+    torch.manual_seed(0)
+    tft = TargetTaskFeatureTuner(24, 2, TftConfig(embedding_dim=8, residual=residual)).eval()
+    x = torch.randn(2, 5, 24)
+    tuner = tft.tuners[0]
+    with torch.no_grad():
+        bare = tuner.up(F.gelu(tuner.down(x)))  # OS-KDFT2's DistTuner: up(gelu(down(x)))
+        assert torch.allclose(tuner(x), x + bare if residual else bare)
+
+
+@pytest.mark.parametrize("family", ["hubert", "wavlm"])
+def test_layer_drop_and_time_masking_act_only_in_training(family):
+    torch.manual_seed(0)
+    config = SslConfig(family=family, **TINY)
+    student = SslStudent(config, layers=2, layer_drop=1.0)  # every droppable layer dropped while training
+    wave = torch.randn(2, 16000)
+    masking = StudentMasking(32, prob=0.05, span=10, min_spans=2)
+    with torch.no_grad():
+        student.eval()
+        clean = student(wave, masking)
+        assert all(torch.equal(a, b) for a, b in zip(clean, hidden_states(student.ssl, wave))), "eval: no drop, no mask"
+        student.train()
+        dropped = student(wave)
+    assert not torch.allclose(dropped[-1], clean[-1])
+    if family == "hubert":  # both layers skipped: each output is the transformer's input
+        assert torch.equal(dropped[0], dropped[1])
+    else:  # WavLM's layer 0 makes the position bias the others reuse: never skipped
+        assert torch.allclose(dropped[0], dropped[1])
+    # HuBERT base's masking of a 3-s crop (149 frames): max(2, ⌊0.745 + u⌋) = 2 spans of 10 at distinct starts.
+    mask = masking.mask(64, 149, torch.device("cpu"))
+    assert mask.dtype == torch.bool and mask.shape == (64, 149)
+    assert ((mask.sum(dim=1) >= 11) & (mask.sum(dim=1) <= 20)).all() and not torch.equal(mask[0], mask[1])
+    many = StudentMasking(32, prob=0.5, span=4, min_spans=0).mask(8, 100, torch.device("cpu"))
+    assert many.float().mean() > 0.3, "12–13 spans of 4 frames"
+
+
+def test_class_weighted_cross_entropy():
+    torch.manual_seed(0)
+    embedding, labels = torch.randn(6, 8), torch.tensor([0, 1, 2, 0, 0, 2])
+    weights = torch.tensor([10 / 6, 10 / 1, 10 / 3])  # N / N_speaker for 6, 1 and 3 training utterances
+    for kind in ("softmax", "aam"):
+        plain = SpeakerLoss(8, 3, kind)
+        weighted = SpeakerLoss(8, 3, kind, class_weights=weights)
+        weighted.load_state_dict(plain.state_dict())  # the weights are derived data, not saved state
+        per_utterance = F.cross_entropy(plain.logits(embedding, labels), labels, reduction="none")
+        expected = (weights[labels] * per_utterance).sum() / weights[labels].sum()
+        assert weighted(embedding, labels)[0].item() == pytest.approx(expected.item(), rel=1e-5)
+        assert plain(embedding, labels)[0].item() == pytest.approx(per_utterance.mean().item(), rel=1e-5)
 
 
 def test_tft_embeds_and_attends_across_layers():

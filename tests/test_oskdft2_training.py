@@ -9,7 +9,8 @@ from trainables.speaker.data import load_prepared
 from trainables.speaker.models import SslConfig, build_teacher, count_parameters
 from trainables.speaker.synthetic import SyntheticSpeakerConfig, generate
 from trainables.speaker.training import (
-    OskdftConfig, TeacherTrainConfig, load_speaker_student, train_oskdft2, train_ssl_teacher,
+    OskdftConfig, TeacherTrainConfig, build_oskdft2, embed_crops, embed_utterances, load_speaker_student, spaced_crops,
+    train_oskdft2, train_ssl_teacher,
 )  # fmt: skip
 
 SSL = SslConfig(layers=3, embed_dim=32, heads=2, ffn_dim=64, conv_channels=16, conv_depth=3, pos_conv_kernel=8,
@@ -122,3 +123,52 @@ def test_nan_loss_fails_the_trial_and_bad_settings_are_refused(data, teacher_sta
     config = OskdftConfig.from_dict({"p0": 0.3, "teacher": {"family": "wavlm", "layers": 6}, "target_layers": [2, 6],
                                      "trial_id": "ignored"})  # fmt: skip
     assert config.teacher.family == "wavlm" and config.targets() == (2, 6) and config.p0 == 0.3
+
+
+def test_evaluation_crops_and_full_utterances(data):
+    rows = data.trials["test"].rows()[:4]
+    lengths = data.lengths[rows]
+    full = embed_utterances(lambda w: torch.tensor([[float(w.shape[-1]), 1.0]]), data, rows, CPU, max_seconds=0)
+    assert full[:, 0].tolist() == lengths.tolist(), "eval_max_seconds 0: whole utterances, no crop"
+    capped = embed_utterances(lambda w: torch.tensor([[float(w.shape[-1]), 1.0]]), data, rows, CPU, max_seconds=1.0)
+    assert capped[:, 0].tolist() == np.minimum(lengths, 16000).tolist()
+    # Five 0.5-s crops evenly spaced from the start to the end, as numpy's linspace (OS-KDFT2's TTA).
+    crops = embed_crops(lambda w: w[:, :2], data, rows, CPU, crops=5, samples=8000)
+    assert crops.shape == (4, 5, 2)
+    assert torch.equal(embed_crops(lambda w: w[:, :2], data, rows, CPU, crops=5, samples=8000, batch_size=5), crops)
+    for i, row in enumerate(rows):
+        wave = data.utterance(int(row))
+        starts = np.linspace(0, len(wave) - 8000, 5).astype(int)
+        assert torch.equal(crops[i], torch.stack([wave[s : s + 2] for s in starts]))
+    short = spaced_crops(torch.arange(3.0), crops=2, samples=7)  # shorter than a crop: repeated end to end
+    assert short.tolist() == [[0, 1, 2, 0, 1, 2, 0]] * 2
+
+
+def test_paper_settings_train_in_every_precision(data, teacher_state):
+    torch.set_num_threads(1)
+    paper = dict(eval_score="fused", eval_max_seconds=0.0, eval_crop_seconds=0.5, class_weighted=True,
+                 cos_reduction="sum", tft_residual=False, copy_positional=False, dropout=0.1, layer_drop=0.1,
+                 time_mask_prob=0.05, time_mask_span=4)  # fmt: skip
+    for precision in ("fp32", "bf16", "fp16"):
+        (metrics, checkpoint), = _train(_config(epochs=1, precision=precision, **paper), data, teacher_state)
+        for key in ("eer", "min_dcf", "min_dcf_p05", "test_eer", "test_min_dcf_p05", "kd_loss", "ft_loss"):
+            assert np.isfinite(metrics[key]), (precision, key)
+        assert "masking" in checkpoint["train_state"]
+    # The summed cosine term makes the distillation loss about frames × larger than the averaged one.
+    (mean_metrics, _), = _train(_config(epochs=1, **{**paper, "cos_reduction": "mean"}), data, teacher_state)
+    assert metrics["kd_loss"] > 5 * mean_metrics["kd_loss"]
+
+
+def test_class_weights_are_n_over_n_speaker(teacher_state):
+    counts = np.array([6, 1, 3])
+    parts = build_oskdft2(_config(class_weighted=True), teacher_state, counts, CPU)
+    assert torch.allclose(parts.speaker_loss.class_weights, torch.tensor([10 / 6, 10 / 1, 10 / 3]))
+    assert build_oskdft2(_config(), teacher_state, counts, CPU).speaker_loss.class_weights is None
+
+
+@pytest.mark.parametrize("bad", [{"eval_score": "best"}, {"precision": "fp8"}, {"cos_reduction": "max"},
+                                 {"layer_drop": 1.0}, {"time_mask_prob": -0.1}, {"eval_max_seconds": -1.0},
+                                 {"eval_crops": 0}])  # fmt: skip
+def test_bad_paper_settings_are_refused(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        _config(**bad)

@@ -102,11 +102,39 @@ def test_overrides_reach_the_settings():
     raw = read_space_file("kd")
     apply_override(raw, "epochs=2")
     apply_override(raw, "teacher.epochs=1")
-    apply_override(raw, "lr=1e-3")  # YAML 1.1 reads 1e-3 as text; a float setting still takes it
+    apply_override(raw, "weight_decay=1e-3")  # YAML 1.1 reads 1e-3 as text; a float setting still takes it
     space = build_space(raw)
-    assert space.settings.epochs == 2 and space.teacher.epochs == 1 and space.settings.lr == 0.001
+    assert space.settings.epochs == 2 and space.teacher.epochs == 1 and space.settings.weight_decay == 0.001
     with pytest.raises(SpaceError):
         apply_override(raw, "data.sed=1")
+
+
+@pytest.mark.parametrize(("space", "setting"), [("kd", "temperature=3"), ("kd", "subset=5"), ("oskdft2", "lr=5e-5"),
+                                                ("teacher_tiny", "backbone_lr_ratio=0.5")])  # fmt: skip
+def test_a_searched_setting_that_is_also_fixed_is_refused(tmp_path, capsys, space, setting):
+    name = setting.partition("=")[0]
+    how = "--subsets 5" if name == "subset" else f"--set search.{setting}"
+    _fails(capsys, ["--space", space, "--storage", str(tmp_path), "--set", setting], f"{name} is searched", how)
+    assert not any(tmp_path.iterdir()), "refused before anything is written"
+    raw = read_space_file(space)  # the same key fixed in the space file itself
+    raw[name] = yaml.safe_load(setting.partition("=")[2])
+    path = tmp_path / "both.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    _fails(capsys, ["--space", str(path), "--storage", str(tmp_path / "runs")], f"{name} is searched", how)
+
+
+def test_set_search_fixes_or_reranges_a_searched_setting(capsys):
+    raw = read_space_file("oskdft2")
+    apply_override(raw, "search.lr=5e-5")  # the way to fix a searched setting: it leaves the search
+    apply_override(raw, "search.kd_weight={low: 0.5, high: 2.0}")
+    space = build_space(raw)
+    assert space.settings.lr == 5e-5 and "lr" not in {d.name for d in space.dimensions}
+    kd = next(d for d in space.dimensions if d.name == "kd_weight")
+    assert (kd.low, kd.high, kd.log) == (0.5, 2.0, False)
+    with pytest.raises(SpaceError, match="lrr"):
+        apply_override(raw, "search.lrr=1")
+    for name in ("kd", "teacher", "teacher_tiny", "oskdft2"):  # no shipped space holds both (oskdft2_vox1: its test)
+        build_space(read_space_file(name))
 
 
 def test_a_resume_of_nothing_and_an_existing_run_are_refused(tmp_path, capsys):

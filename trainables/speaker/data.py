@@ -232,7 +232,7 @@ def prepare_corpus(
     trials_file: Path,
     librispeech_dir: Path | None = None,
     val_speakers: int = 0,
-    val_trials_per_speaker: int = 20,
+    val_trials_per_speaker: int = 300,
     max_ood_utterances_per_speaker: int | None = None,
     seed: int = 0,
 ) -> None:
@@ -242,6 +242,9 @@ def prepare_corpus(
         the wav roots); its speakers become the test split, every other VoxCeleb speaker trains.
     val_speakers: how many training speakers to hold out for a validation trial list (0: none; then
         training reports its figures on the test trials, as OS-KDFT's code does).
+    val_trials_per_speaker: same-speaker trials per held-out speaker, plus as many different-speaker
+        ones (the command's defaults, 60 speakers × 300, give about 36,000 trials, as many as Vox1-O's
+        37,611, so that the EER that ranks trials is about as precise as the one reported).
     max_ood_utterances_per_speaker: cap on LibriSpeech utterances per speaker (None: all).
     """
     rows = [line.split() for line in Path(trials_file).read_text().splitlines() if line.strip()]
@@ -250,6 +253,9 @@ def prepare_corpus(
     vox = voxceleb_entries(voxceleb_dirs)
     rng = np.random.default_rng(seed)
     train_pool = sorted({spk for _, _, spk in vox} - test_speakers)
+    if val_speakers and val_speakers >= len(train_pool):
+        raise DatasetError(f"--val-speakers {val_speakers}: only {len(train_pool)} speakers are not in the trial list; "
+                           "hold out fewer, so that some remain to train on")  # fmt: skip
     held = set(rng.choice(train_pool, size=val_speakers, replace=False).tolist()) if val_speakers else set()
     items: list[tuple[str, str, str, str, Path]] = []
     for name, path, speaker in vox:
@@ -327,13 +333,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--voxceleb", nargs="+", required=True, help="wav folders by speaker id (vox1_dev_wav/wav …)")
     parser.add_argument("--trials", required=True, help="trial list: lines 'label enroll test' (e.g. veri_test2.txt)")
     parser.add_argument("--librispeech", help="LibriSpeech folder (speaker/chapter/*.flac), the out-of-domain corpus")
-    parser.add_argument("--val-speakers", type=int, default=40, help="training speakers held out for validation trials")
+    parser.add_argument("--val-speakers", type=int, default=60, help="training speakers held out for validation trials")
+    parser.add_argument("--val-trials-per-speaker", type=int, default=300,
+                        help="same-speaker validation trials per held-out speaker, plus as many different-speaker ones")
     parser.add_argument("--out", required=True, help="where to write the prepared dataset")
     args = parser.parse_args(argv)
     try:
         prepare_corpus(Path(args.out), [Path(p) for p in args.voxceleb], Path(args.trials),
                        librispeech_dir=Path(args.librispeech) if args.librispeech else None,
-                       val_speakers=args.val_speakers)  # fmt: skip
+                       val_speakers=args.val_speakers, val_trials_per_speaker=args.val_trials_per_speaker)  # fmt: skip
     except (DatasetError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -6,7 +6,9 @@
   file; nothing is downloaded.
 - The **student** is the same architecture with 2 transformer layers (OS-KDFT's DistilHuBERT-shaped
   student), initialised from the teacher's convolutional feature extractor, feature projection,
-  positional convolution, encoder layer norm and its layers 0 and 1.
+  its layers 0 and 1, and optionally its positional convolution and encoder layer norm. In training
+  it can drop layers and mask spans of frames (`StudentMasking`), as the reference's HuggingFace
+  student does with the hub config of HuBERT base.
 - **Prediction heads** map the student's last layer to teacher layers 4, 8, 12 (DistilHuBERT).
 - The **target-task feature tuner** (TFT) turns the student's layer outputs into a 192-d speaker
   embedding: a bottleneck per layer, attention across layers, gating across time, mean+std pooling.
@@ -116,8 +118,8 @@ def build_ssl(config: SslConfig, num_layers: int | None = None, dropout: float =
     """A randomly initialised torchaudio model of `config`'s architecture, with `num_layers` layers.
 
     The full-depth base model comes from torchaudio's own `*_base` builder; everything else from
-    `wav2vec2_model` / `wavlm_model` with the same settings. Layer drop is always off: the teacher is
-    frozen, and a 2-layer student cannot afford to skip one.
+    `wav2vec2_model` / `wavlm_model` with the same settings. torchaudio's own layer drop stays off:
+    it is not applied by `get_intermediate_outputs`, so `hidden_states` applies the student's.
     """
     drop = dict(encoder_projection_dropout=dropout, encoder_attention_dropout=dropout,
                 encoder_ff_interm_dropout=dropout, encoder_dropout=dropout, encoder_layer_drop=0.0)  # fmt: skip
@@ -209,29 +211,81 @@ def hidden_states(
     waveform: torch.Tensor,
     mask: torch.Tensor | None = None,
     mask_embedding: torch.Tensor | None = None,
+    layer_drop: float = 0.0,
 ) -> list[torch.Tensor]:
     """Outputs of every transformer layer, each [batch, frames, embed_dim], for waveforms [batch, samples].
 
-    The same computation as torchaudio's `extract_features`, with one addition for teacher
-    pretraining: frames where `mask` [batch, frames] is True have their projected features replaced
-    by `mask_embedding` before the transformer (as in wav2vec 2.0 / HuBERT masking).
+    The same computation as torchaudio's `extract_features`, with two additions for training:
+    - frames where `mask` [batch, frames] is True have their projected features replaced by
+      `mask_embedding` before the transformer (as in wav2vec 2.0 / HuBERT masking);
+    - in training mode each layer is skipped with probability `layer_drop` (for the whole batch, as
+      HuggingFace's LayerDrop), its output then being its input. A WavLM layer that computes the
+      relative-position bias the others reuse is never skipped.
     """
     features, _ = model.feature_extractor(waveform, None)
     x = model.encoder.feature_projection(features)
     if mask is not None:
         x = torch.where(mask.unsqueeze(-1), mask_embedding.to(x.dtype), x)
-    return model.encoder.transformer.get_intermediate_outputs(x)
+    transformer = model.encoder.transformer
+    if not (layer_drop > 0 and model.training):
+        return transformer.get_intermediate_outputs(x)
+    x, bias, outputs = transformer._preprocess(x), None, []
+    for layer in transformer.layers:
+        makes_bias = getattr(layer.attention, "rel_attn_embed", None) is not None
+        # A host-side draw from torch's CPU generator: a Python decision, no tensor meets the data.
+        if makes_bias or torch.rand(()).item() >= layer_drop:
+            x, bias = layer(x, None, position_bias=bias)
+        outputs.append(x)
+    return outputs
 
 
 class SslStudent(nn.Module):
     """The teacher's architecture cut to `layers` transformer layers: waveform → their outputs."""
 
-    def __init__(self, ssl: SslConfig, layers: int = 2, dropout: float = 0.0):
+    def __init__(self, ssl: SslConfig, layers: int = 2, dropout: float = 0.0, layer_drop: float = 0.0):
         super().__init__()
         self.ssl = build_ssl(ssl, num_layers=layers, dropout=dropout)
+        self.layer_drop = layer_drop
 
-    def forward(self, waveform: torch.Tensor) -> list[torch.Tensor]:
-        return hidden_states(self.ssl, waveform)
+    def forward(self, waveform: torch.Tensor, masking: StudentMasking | None = None) -> list[torch.Tensor]:
+        """masking: in training, spans of frames replaced by its learned vector (none in eval mode)."""
+        if masking is None or not self.training or masking.prob == 0:
+            return hidden_states(self.ssl, waveform, layer_drop=self.layer_drop)
+        frames = num_frames_of(self.ssl, waveform.shape[-1])
+        mask = masking.mask(waveform.shape[0], frames, waveform.device)
+        return hidden_states(self.ssl, waveform, mask, masking.embedding, self.layer_drop)
+
+
+class StudentMasking(nn.Module):
+    """Training-time time masking of the student's projected features (HuggingFace's `mask_time_*`).
+
+    Each utterance gets max(min_spans, ⌊prob · frames / span + u⌋) spans (u ~ U(0, 1), one draw per
+    batch) of `span` frames at distinct random starts; masked frames take a learned vector, initialised
+    U(0, 1) as HuggingFace's `masked_spec_embed`. HuBERT base's hub config: prob 0.05, span 10, min 2.
+    A training-only part (like the prediction heads): the exported student does not hold it.
+    """
+
+    def __init__(self, dim: int, prob: float = 0.0, span: int = 10, min_spans: int = 2):
+        super().__init__()
+        self.prob, self.span, self.min_spans = prob, span, min_spans
+        self.embedding = nn.Parameter(torch.rand(dim))
+
+    def mask(self, batch: int, frames: int, device: torch.device) -> torch.Tensor:
+        """[batch, frames] bool on `device`: True where a frame is masked."""
+        starts = max(frames - self.span + 1, 1)
+        count = min(starts, max(self.min_spans, int(self.prob * frames / self.span + torch.rand(()).item())))
+        # Distinct random starts per utterance: the top `count` of uniform scores, drawn on the data's device.
+        chosen = torch.rand(batch, starts, device=device).topk(count, dim=1).indices
+        begin = torch.zeros(batch, frames, device=device).scatter_(1, chosen, 1.0)
+        covered = F.max_pool1d(F.pad(begin[:, None], (self.span - 1, 0)), self.span, stride=1)[:, 0]
+        return covered > 0
+
+
+def num_frames_of(model: Wav2Vec2Model, samples: int) -> int:
+    """Frames a torchaudio model's convolutional front end makes of `samples` samples."""
+    for layer in model.feature_extractor.conv_layers:
+        samples = (samples - layer.kernel_size) // layer.stride + 1
+    return samples
 
 
 def init_student_from_teacher(
@@ -240,10 +294,11 @@ def init_student_from_teacher(
     """Copy the teacher's front end, feature projection and the given layers (0-based) into the student.
 
     copy_positional: also copy the positional convolution and the encoder layer norm. OS-KDFT's
-    released student leaves both at random init (the notes' §1b); DistilHuBERT copies the positional
-    convolution. We copy both by default: in these post-LN models the encoder layer norm sits
-    between the positional convolution and layer 0, so with both copied the student's layers start
-    out computing exactly the teacher's layers 0 and 1, instead of seeing differently scaled inputs.
+    released student leaves both at random init (the paper recipe, spaces/oskdft2_vox1.yaml, does
+    too); DistilHuBERT copies the positional convolution. The embedded default copies both: in
+    these post-LN models the encoder layer norm sits between the positional convolution and layer 0,
+    so with both copied the student's layers start out computing exactly the teacher's layers 0 and
+    1, instead of seeing differently scaled inputs.
     """
     target, source = student.ssl, teacher
     layers = len(target.encoder.transformer.layers)
@@ -288,40 +343,52 @@ class PredictionHeads(nn.Module):
         return [head(last_layer) for head in self.heads]
 
 
+COS_REDUCTIONS = ("mean", "sum")
+
+
 def distill_loss(
-    predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], cos_weight: float = 1.0
-) -> torch.Tensor:
+    predictions: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], cos_weight: float = 1.0,
+    cos_reduction: str = "mean",
+) -> torch.Tensor:  # fmt: skip
     """DistilHuBERT's loss: Σ_heads [L1 − cos_weight · log σ(cos)], averaged over the batch.
 
-    Per head and utterance both terms are *averaged over frames* (the L1 also over features), as
-    s3prl's DistilHuBERT does. OS-KDFT's released code sums the cosine term over frames instead,
-    which makes the loss scale with the crop length (≈ 140 at its 3-s floor) and lets the cosine
-    term outweigh the L1 term and the speaker loss by a factor of the frame count (149). Averaging
-    keeps `kd_weight` independent of `crop_seconds`; to mimic OS-KDFT's balance, raise kd_weight.
+    Per head and utterance the L1 term is averaged over frames and features. The cosine term is
+    - `cos_reduction="mean"`: averaged over frames, as s3prl's DistilHuBERT does; the loss then does
+      not depend on the crop length;
+    - `"sum"`: summed over frames, as OS-KDFT's and OS-KDFT2's released code does
+      (`cos_loss.sum(dim=2)`). That is the "mean" loss with cos_weight multiplied by the frame count
+      (149 at 3 s), so the cosine term outweighs the L1 term and the speaker loss by that factor;
+      its floor is ≈ 0.313 · frames per head. Raising kd_weight does not reproduce it (that scales
+      the L1 term too): use "sum" for the reference's balance.
     """
+    if cos_reduction not in COS_REDUCTIONS:
+        raise ValueError(f"unknown cos_reduction {cos_reduction!r}; expected mean or sum")
     total = predictions[0].new_zeros(predictions[0].shape[0])
     for prediction, target in zip(predictions, targets, strict=True):
         frames = min(prediction.shape[1], target.shape[1])
         prediction, target = prediction[:, :frames], target[:, :frames]
         l1 = (prediction - target).abs().mean(dim=(1, 2))
-        cosine = F.logsigmoid(F.cosine_similarity(prediction, target, dim=-1)).mean(dim=1)
+        log_sigmoid = F.logsigmoid(F.cosine_similarity(prediction, target, dim=-1))
+        cosine = log_sigmoid.sum(dim=1) if cos_reduction == "sum" else log_sigmoid.mean(dim=1)
         total = total + l1 - cos_weight * cosine
     return total.mean()
 
 
 class _NoisyBottleneck(nn.Module):
-    """Linear down, GELU, training-time Gaussian noise, Linear up; added to its input.
+    """Linear down, GELU, training-time Gaussian noise, Linear up; optionally added to its input.
 
     The noise (per utterance, std drawn from U(0.1, 0.5) times the mean |activation|) follows
-    OS-KDFT's adapter and the TFT's tuners in the notes. The residual is our choice: it starts the
-    tuner near the identity of the shared student features.
+    OS-KDFT's adapter and OS-KDFT2's DistTuner. The reference's DistTuner returns up(gelu(down(x)))
+    with no residual (`residual=False`); the residual (the embedded default) starts the tuner near
+    the identity of the shared student features.
     """
 
-    def __init__(self, dim: int, bottleneck: int, noise: bool):
+    def __init__(self, dim: int, bottleneck: int, noise: bool, residual: bool = True):
         super().__init__()
         self.down = nn.Linear(dim, bottleneck)
         self.up = nn.Linear(bottleneck, dim)
         self.noise = noise
+        self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = F.gelu(self.down(x))
@@ -329,7 +396,7 @@ class _NoisyBottleneck(nn.Module):
             scale = z.detach().abs().mean(dim=(1, 2), keepdim=True)
             std = torch.empty_like(scale).uniform_(0.1, 0.5) * scale
             z = z + torch.randn_like(z) * std
-        return x + self.up(z)
+        return x + self.up(z) if self.residual else self.up(z)
 
 
 @dataclass(frozen=True)
@@ -340,12 +407,13 @@ class TftConfig:
     bottleneck: int = 0  # per-layer tuner bottleneck; 0: width / 12 (64 for 768)
     attention_dim: int = 0  # attention hidden channels; 0: width / 8 (96 for 768)
     noise: bool = True  # training-time Gaussian noise in the tuners
+    residual: bool = True  # tuner output added to its input (OS-KDFT2's DistTuner: no)
 
 
 class TargetTaskFeatureTuner(nn.Module):
     """Student layer outputs → speaker embedding [batch, embedding_dim] (OS-KDFT2's TFT, notes §1c).
 
-    1. each layer's output passes its own noisy bottleneck tuner;
+    1. each layer's output passes its own noisy bottleneck tuner (with or without a residual);
     2. each tuned layer gives attention logits per channel and frame (1×1 conv, ReLU, BN, tanh, 1×1 conv);
     3. a softmax over layers of those logits weights the sum of the tuned layers (layer attention);
     4. a sigmoid of the logits summed over layers gates every channel and frame (time attention);
@@ -356,7 +424,9 @@ class TargetTaskFeatureTuner(nn.Module):
         super().__init__()
         bottleneck = config.bottleneck or max(4, dim // 12)
         attention = config.attention_dim or max(4, dim // 8)
-        self.tuners = nn.ModuleList(_NoisyBottleneck(dim, bottleneck, config.noise) for _ in range(n_layers))
+        self.tuners = nn.ModuleList(
+            _NoisyBottleneck(dim, bottleneck, config.noise, config.residual) for _ in range(n_layers)
+        )
         self.attention = nn.ModuleList(
             nn.Sequential(nn.Conv1d(dim, attention, 1), nn.ReLU(), nn.BatchNorm1d(attention), nn.Tanh(),
                           nn.Conv1d(attention, dim, 1))  # fmt: skip
@@ -377,9 +447,12 @@ class TargetTaskFeatureTuner(nn.Module):
 class SpeakerStudent(nn.Module):
     """What ships: the SSL student and its TFT, waveform [batch, samples] at 16 kHz → embedding."""
 
-    def __init__(self, ssl: SslConfig, layers: int = 2, tft: TftConfig = TftConfig(), dropout: float = 0.0):
+    def __init__(
+        self, ssl: SslConfig, layers: int = 2, tft: TftConfig = TftConfig(), dropout: float = 0.0,
+        layer_drop: float = 0.0,
+    ):  # fmt: skip
         super().__init__()
-        self.student = SslStudent(ssl, layers, dropout)
+        self.student = SslStudent(ssl, layers, dropout, layer_drop)
         self.tft = TargetTaskFeatureTuner(ssl.arch()["embed_dim"], layers, tft)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -392,11 +465,16 @@ class SpeakerLoss(nn.Module):
     AAM (ArcFace): logits = scale · cos(θ_y + margin) for the true speaker and scale · cos θ_j
     for the others, θ the angle between embedding and class weight. Where θ_y + margin would pass
     π the target logit falls back to cos θ_y − margin · sin(margin), which keeps it monotonic.
+
+    class_weights [n_classes]: the cross-entropy weights each utterance by its speaker's weight
+    (PyTorch's weighted mean, divided by the batch's summed weights), as OS-KDFT2's CCE with
+    weight = N / N_speaker does; None: unweighted.
     """
 
     def __init__(
-        self, embedding_dim: int, n_classes: int, kind: str = "softmax", margin: float = 0.2, scale: float = 30.0
-    ):
+        self, embedding_dim: int, n_classes: int, kind: str = "softmax", margin: float = 0.2, scale: float = 30.0,
+        class_weights: torch.Tensor | None = None,
+    ):  # fmt: skip
         super().__init__()
         if kind not in ("softmax", "aam"):
             raise ValueError(f"unknown speaker loss {kind!r}; expected softmax or aam")
@@ -404,6 +482,8 @@ class SpeakerLoss(nn.Module):
         self.weight = nn.Parameter(torch.empty(n_classes, embedding_dim))
         nn.init.xavier_uniform_(self.weight)
         self.bias = nn.Parameter(torch.zeros(n_classes)) if kind == "softmax" else None
+        # A buffer, so it follows the module to the data's device; not saved (it is derived from the data).
+        self.register_buffer("class_weights", class_weights, persistent=False)
 
     def logits(self, embedding: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.kind == "softmax":
@@ -420,7 +500,7 @@ class SpeakerLoss(nn.Module):
 
     def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, accuracy of the margin-free logits) for embeddings [batch, dim] and labels [batch]."""
-        loss = F.cross_entropy(self.logits(embedding, labels), labels)
+        loss = F.cross_entropy(self.logits(embedding, labels), labels, weight=self.class_weights)
         with torch.no_grad():
             accuracy = (self.logits(embedding).argmax(dim=1) == labels).float().mean()
         return loss, accuracy

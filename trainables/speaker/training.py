@@ -1,26 +1,33 @@
 """Train OS-KDFT2 (one-step distillation + speaker fine-tuning) and its teacher: plain PyTorch, no Ray.
 
-`train_oskdft2` reads top to bottom: build the frozen teacher and the student initialised from it,
-then for each epoch set the curriculum's target share p, and for every batch of target-domain
-training utterances
+`train_oskdft2` reads top to bottom: build the frozen teacher and the student initialised from it
+(`build_oskdft2`), then for each epoch set the curriculum's target share p, and for every batch of
+target-domain training utterances
   1. draw a distillation batch: each utterance from the target domain with probability p, else
      from the out-of-domain corpus, and crop both batches independently;
-  2. run the student once on both batches together (as OS-KDFT2 does: one shared student);
+then `oskdft2_step` on the device:
+  2. run the student once on both batches together (as OS-KDFT2 does: one shared student), with
+     its training-time dropout, layer drop and time masking;
   3. KD: the prediction heads on the student's last layer against the teacher's hidden states
      of the distillation batch (DistilHuBERT's L1 − log σ(cos) loss);
   4. FT: the TFT turns the student's layer outputs of the target batch into speaker embeddings,
-     scored by the speaker loss (softmax or AAM);
+     scored by the speaker loss (softmax or AAM, optionally class-weighted);
   5. step Adam on kd_weight · KD + ft_weight · FT;
-then score the trial list with cosine similarity of full-utterance embeddings (EER, minDCF) and
-hand the epoch's metrics and a checkpoint to `on_epoch`. The Ray trainable passes an `on_epoch`
-that reports to Tune; tests pass a list.
+then score the validation trials (full utterances, OS-KDFT2's 5 crops, or both fused; EER,
+minDCF) and hand the epoch's metrics and a checkpoint to `on_epoch`. The Ray trainable passes an
+`on_epoch` that reports to Tune; tests pass a list.
+
+Every tensor a step makes lives on the device of its batch, and the step does not wait for the
+device: losses add up there, and finiteness is checked every `FINITE_CHECK_EVERY` steps and at the
+end of each epoch (a NaN trial still fails, naming its epoch).
 
 `train_ssl_teacher` gives the embedded default a teacher worth distilling, standing in for SSL
-pretraining on LibriSpeech (see its docstring).
+pretraining on LibriSpeech (see its docstring); `teacher_step` is its step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable, Iterator
@@ -36,62 +43,87 @@ from torch import nn
 from trainables.loop import check_finite, default_device, warmup_cosine
 from trainables.speaker.curriculum import SCHEDULES, target_share
 from trainables.speaker.data import DatasetError, SpeakerData, Trials
-from trainables.speaker.metrics import cosine_scores, verification_metrics
+from trainables.speaker.metrics import cosine_scores, crop_scores, verification_metrics
 from trainables.speaker.models import (
-    FRAME_STRIDE, PredictionHeads, SpeakerLoss, SpeakerStudent, SslConfig, TftConfig, build_ssl, build_teacher,
-    count_parameters, default_target_layers, distill_loss, freeze, hidden_states, init_student_from_teacher, num_frames,
+    COS_REDUCTIONS, FRAME_STRIDE, PredictionHeads, SpeakerLoss, SpeakerStudent, SslConfig, StudentMasking, TftConfig,
+    build_ssl, build_teacher, count_parameters, default_target_layers, distill_loss, freeze, hidden_states,
+    init_student_from_teacher, num_frames,
 )  # fmt: skip
 
 EpochCallback = Callable[[dict[str, float], Callable[[], dict]], None]
+EVAL_SCORES = ("full", "crops", "fused")
+PRECISIONS = ("fp32", "bf16", "fp16")
+FINITE_CHECK_EVERY = 50  # steps between finiteness checks of the summed loss (each waits for the device)
 
 
 @dataclass(frozen=True)
 class OskdftConfig:
     """One OS-KDFT2 trial's settings. Defaults suit the embedded synthetic default on a CPU;
-    the paper's values (HuBERT-Base teacher, VoxCeleb1) are given where they differ.
+    the paper's values (HuBERT-Base teacher, VoxCeleb1; spaces/oskdft2_vox1.yaml) are given where
+    they differ.
 
-    Searchable: p0, schedule, kd_weight, ft_weight, lr (and any other number here).
+    Searchable: p0, schedule, kd_weight, ft_weight, lr (and any other number or word here).
     """
 
     # Curriculum (trainables/speaker/curriculum.py)
     p0: float = 0.1  # target-domain share of the distillation batch at epoch 1, in [0, 1] (paper: 1/epochs)
     schedule: str = "linear"  # linear (paper) | cosine | exponential | step | constant
     # Losses: loss = kd_weight · KD + ft_weight · FT
-    kd_weight: float = 1.0  # ≥ 0 (0: fine-tuning only); KD's cosine term is frame-averaged (OS-KDFT's: summed)
+    kd_weight: float = 1.0  # ≥ 0 (0: fine-tuning only)
     ft_weight: float = 1.0  # ≥ 0
     cos_weight: float = 1.0  # λ of the −log σ(cos) term inside KD (DistilHuBERT and OS-KDFT: 1)
+    cos_reduction: str = "mean"  # KD's cosine term over frames: mean (DistilHuBERT) | sum (paper's code)
     loss: str = "softmax"  # speaker loss: softmax (OS-KDFT2's code) | aam
     aam_margin: float = 0.2  # radians, AAM only
     aam_scale: float = 30.0  # AAM only
+    class_weighted: bool = False  # speaker cross-entropy weighted by N / N_speaker (paper's code: yes)
     # Optimisation: one Adam over student, TFT, heads and classifier, constant learning rate (as the paper)
     lr: float = 1e-3  # paper: 5e-5 for the 94 M-parameter base models
     weight_decay: float = 1e-4  # Adam's L2 term (paper: 1e-4)
     epochs: int = 12  # passes over the target-domain training utterances (paper: 100)
     batch_size: int = 16  # utterances per branch; the student sees twice as many (paper: 50)
     crop_seconds: float = 2.0  # training crop, both branches (paper: 3.0)
-    dropout: float = 0.0  # student dropout (attention, FFN, projection)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: torch.autocast of the forward passes (fp16 with loss scaling)
+    # Student regularisation (the paper's student takes HuBERT base's hub config: 0.1, 0.1, 0.05)
+    dropout: float = 0.0  # student dropout (attention, FFN, projection, encoder)
+    layer_drop: float = 0.0  # probability of skipping each student layer in a training step
+    time_mask_prob: float = 0.0  # time masking of the student's features (HuggingFace's mask_time_prob)
+    time_mask_span: int = 10  # frames per masked span
+    time_mask_min_spans: int = 2  # spans per utterance at least
     freeze_extractor: bool = False  # keep the student's copied conv front end fixed (halves CPU time)
     # Architecture
     teacher: SslConfig = field(default_factory=SslConfig)
     student_layers: int = 2
     init_layers: tuple[int, ...] = ()  # teacher layers (0-based) copied into the student; (): 0, 1, …
-    copy_positional: bool = True  # also copy positional conv and encoder layer norm (OS-KDFT: no)
+    copy_positional: bool = True  # also copy positional conv and encoder layer norm (paper's code: no)
     target_layers: tuple[int, ...] = ()  # teacher layers (1-based) the heads predict; (): the thirds (4, 8, 12)
     embedding_dim: int = 192
     tft_bottleneck: int = 0  # 0: width / 12
     tft_attention: int = 0  # 0: width / 8
     tft_noise: bool = True
-    # Evaluation
-    eval_max_seconds: float = 20.0  # longer utterances are centre-cropped to this before embedding (0: never)
+    tft_residual: bool = True  # the TFT's tuners add their input back (paper's DistTuner: no)
+    # Evaluation (on the validation trials when the dataset has them, else the test trials)
+    eval_score: str = "full"  # full: cosine of full utterances | crops: OS-KDFT2's 5 × 3-s crops | fused: their mean
+    eval_max_seconds: float = 20.0  # full utterances longer than this are centre-cropped (0: never, as the paper)
+    eval_crops: int = 5  # crops per utterance for the crops score, evenly spaced
+    eval_crop_seconds: float = 3.0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
-        if self.loss not in ("softmax", "aam"):
-            raise ValueError(f"unknown speaker loss {self.loss!r}; expected softmax or aam")
+        choices = {"schedule": SCHEDULES, "loss": ("softmax", "aam"), "cos_reduction": COS_REDUCTIONS,
+                   "eval_score": EVAL_SCORES, "precision": PRECISIONS}  # fmt: skip
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {', '.join(allowed)}")
         if not 0.0 <= self.p0 <= 1.0:
             raise ValueError(f"p0 must be in [0, 1], got {self.p0}")
+        for name in ("dropout", "layer_drop", "time_mask_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.time_mask_span < 1 or self.time_mask_min_spans < 0 or self.eval_crops < 1:
+            raise ValueError("time_mask_span and eval_crops must be at least 1, time_mask_min_spans at least 0")
+        if self.eval_max_seconds < 0 or self.eval_crop_seconds <= 0:
+            raise ValueError("eval_max_seconds must be ≥ 0 (0: no crop) and eval_crop_seconds > 0")
         layers = self.teacher.arch()["layers"]
         init = self.init_layers or tuple(range(self.student_layers))
         if len(init) != self.student_layers or not all(0 <= i < layers for i in init):
@@ -117,10 +149,17 @@ class OskdftConfig:
         return asdict(self)
 
     def tft(self) -> TftConfig:
-        return TftConfig(self.embedding_dim, self.tft_bottleneck, self.tft_attention, self.tft_noise)
+        return TftConfig(self.embedding_dim, self.tft_bottleneck, self.tft_attention, self.tft_noise, self.tft_residual)
 
     def targets(self) -> tuple[int, ...]:
         return self.target_layers or default_target_layers(self.teacher.arch()["layers"])
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """torch.autocast for bf16 / fp16 on `device`; nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def _batches(rows: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
@@ -150,15 +189,49 @@ def embed_utterances(
     return torch.cat(out)
 
 
+def spaced_crops(wave: torch.Tensor, crops: int, samples: int) -> torch.Tensor:
+    """[crops, samples]: windows starting at evenly spaced positions from the start to the end of `wave`
+    (numpy's linspace, as OS-KDFT2's test-time augmentation); a shorter utterance is first repeated
+    end to end to `samples`."""
+    if len(wave) < samples:
+        wave = wave.repeat(samples // len(wave) + 1)[:samples]
+    starts = np.linspace(0, len(wave) - samples, crops).astype(np.int64)
+    return torch.stack([wave[s : s + samples] for s in starts])
+
+
+@torch.no_grad()
+def embed_crops(
+    embed: Callable[[torch.Tensor], torch.Tensor], data: SpeakerData, rows: np.ndarray, device: torch.device,
+    crops: int, samples: int, batch_size: int = 100,
+) -> torch.Tensor:  # fmt: skip
+    """Embeddings [len(rows), crops, dim] (on the CPU) of `spaced_crops` of each utterance; the crops of
+    several utterances go through the model together (about `batch_size` crops a batch: in eval mode
+    every crop's embedding is independent of the others in its batch)."""
+    per_batch = max(1, batch_size // crops)
+    out = []
+    for start in range(0, len(rows), per_batch):
+        waves = [spaced_crops(data.utterance(int(row)), crops, samples) for row in rows[start : start + per_batch]]
+        out.append(embed(torch.cat(waves).to(device)).float().cpu().view(len(waves), crops, -1))
+    return torch.cat(out)
+
+
 def score_trials(
     embed: Callable[[torch.Tensor], torch.Tensor], data: SpeakerData, trials: Trials, device: torch.device,
-    max_seconds: float = 0.0,
+    max_seconds: float = 0.0, score: str = "full", crops: int = 5, crop_seconds: float = 3.0,
 ) -> dict[str, float]:  # fmt: skip
-    """EER and minDCF of cosine scores of full-utterance embeddings over a trial list."""
+    """EER and minDCF over a trial list, scored by `score`:
+    full: cosine of full-utterance embeddings (centre-cropped to `max_seconds` unless 0);
+    crops: the mean of the crops × crops cosines of `crops` evenly spaced crops of `crop_seconds`;
+    fused: the mean of the two, OS-KDFT2's final evaluation."""
     rows = trials.rows()
-    embeddings = embed_utterances(embed, data, rows, device, max_seconds)
-    scores = cosine_scores(embeddings, np.searchsorted(rows, trials.enroll), np.searchsorted(rows, trials.test))
-    return verification_metrics(scores, trials.labels)
+    enroll, test = np.searchsorted(rows, trials.enroll), np.searchsorted(rows, trials.test)
+    parts = []
+    if score in ("full", "fused"):
+        parts.append(cosine_scores(embed_utterances(embed, data, rows, device, max_seconds), enroll, test))
+    if score in ("crops", "fused"):
+        found = embed_crops(embed, data, rows, device, crops, int(crop_seconds * data.sample_rate))
+        parts.append(crop_scores(found, enroll, test))
+    return verification_metrics(np.mean(parts, axis=0), trials.labels)
 
 
 def student_export(model: SpeakerStudent, config: OskdftConfig, metrics: dict, teacher_params: int) -> dict:
@@ -188,6 +261,82 @@ def load_speaker_student(path: str | Path, device: torch.device | str = "cpu") -
     return model.to(device).eval(), saved["metrics"]
 
 
+@dataclass
+class OskdftParts:
+    """Everything an OS-KDFT2 training step touches, on one device."""
+
+    teacher: nn.Module  # frozen
+    model: SpeakerStudent  # what ships: SSL student + TFT
+    heads: PredictionHeads  # training only, like the two below
+    speaker_loss: SpeakerLoss
+    masking: StudentMasking
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None  # fp16 only
+
+    def train(self) -> None:
+        for module in (self.model, self.heads, self.speaker_loss, self.masking):
+            module.train()
+
+
+def build_oskdft2(
+    config: OskdftConfig, teacher: dict[str, torch.Tensor] | nn.Module, speaker_counts: np.ndarray,
+    device: torch.device,
+) -> OskdftParts:  # fmt: skip
+    """The frozen teacher, the student initialised from it, the training-only parts and Adam, on `device`.
+
+    speaker_counts: training utterances per speaker (the classes of the speaker loss, in label order).
+    """
+    teacher_model = teacher if isinstance(teacher, nn.Module) else build_teacher(config.teacher, teacher)
+    teacher_model = freeze(teacher_model)
+    model = SpeakerStudent(config.teacher, config.student_layers, config.tft(), config.dropout, config.layer_drop)
+    init_student_from_teacher(model.student, teacher_model, config.init_layers or tuple(range(config.student_layers)),
+                              config.copy_positional)  # fmt: skip
+    teacher_model.to(device)  # after the copy: the weights are read where they are
+    model.to(device)
+    dim = config.teacher.arch()["embed_dim"]
+    heads = PredictionHeads(dim, len(config.targets())).to(device)
+    counts = torch.as_tensor(np.asarray(speaker_counts), dtype=torch.float32)
+    weights = counts.sum() / counts if config.class_weighted else None  # N / N_speaker, as OS-KDFT2's CCE
+    speaker_loss = SpeakerLoss(config.embedding_dim, len(counts), config.loss, config.aam_margin, config.aam_scale,
+                               weights).to(device)  # fmt: skip
+    masking = StudentMasking(dim, config.time_mask_prob, config.time_mask_span, config.time_mask_min_spans).to(device)
+    if config.freeze_extractor:
+        model.student.ssl.feature_extractor.requires_grad_(False)
+    trainable = [p for m in (model, heads, speaker_loss, masking) for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
+    return OskdftParts(teacher_model, model, heads, speaker_loss, masking, optimizer, scaler)
+
+
+def oskdft2_step(
+    parts: OskdftParts, config: OskdftConfig, x_kd: torch.Tensor, x_ft: torch.Tensor, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """One training step on a batch already on the device: distillation crops x_kd and target crops
+    x_ft [batch, samples], speaker labels [batch]. Returns the step's losses and speaker accuracy as
+    0-d tensors on the device (detached; reading them is the caller's choice)."""
+    n = x_kd.shape[0]
+    with autocast(x_kd.device, config.precision):
+        with torch.no_grad():
+            teacher_states = hidden_states(parts.teacher, x_kd)
+        layers = parts.model.student(torch.cat([x_kd, x_ft]), parts.masking)
+        predictions = parts.heads(layers[-1][:n])
+        embedding = parts.model.tft([h[n:] for h in layers])
+    # The losses in fp32, whatever the forward passes ran in.
+    targets = [teacher_states[k - 1].float() for k in config.targets()]
+    kd = distill_loss([p.float() for p in predictions], targets, config.cos_weight, config.cos_reduction)
+    ft, accuracy = parts.speaker_loss(embedding.float(), labels)
+    loss = config.kd_weight * kd + config.ft_weight * ft
+    parts.optimizer.zero_grad(set_to_none=True)
+    if parts.scaler is None:
+        loss.backward()
+        parts.optimizer.step()
+    else:
+        parts.scaler.scale(loss).backward()
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+    return {"kd_loss": kd.detach(), "ft_loss": ft.detach(), "train_loss": loss.detach(), "ft_accuracy": accuracy}
+
+
 def train_oskdft2(
     config: OskdftConfig,
     data: SpeakerData,
@@ -207,52 +356,54 @@ def train_oskdft2(
     """
     device = device or default_device()
     torch.manual_seed(config.seed)
-    teacher_model = teacher if isinstance(teacher, nn.Module) else build_teacher(config.teacher, teacher)
-    teacher_model = freeze(teacher_model).to(device)
-    model = SpeakerStudent(config.teacher, config.student_layers, config.tft(), config.dropout)
-    init_student_from_teacher(model.student, teacher_model, config.init_layers or tuple(range(config.student_layers)),
-                              config.copy_positional)  # fmt: skip
-    model.to(device)
-    targets = config.targets()
-    heads = PredictionHeads(config.teacher.arch()["embed_dim"], len(targets)).to(device)
-    speaker_loss = SpeakerLoss(config.embedding_dim, len(data.train_speakers), config.loss, config.aam_margin,
-                               config.aam_scale).to(device)  # fmt: skip
-    if config.freeze_extractor:
-        model.student.ssl.feature_extractor.requires_grad_(False)
-    trainable = [p for m in (model, heads, speaker_loss) for p in m.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
     train_rows, ood_rows = data.rows("target", "train"), data.rows("ood", "train")
     if len(train_rows) < 2:
         raise DatasetError(f"{data.directory}: fewer than 2 target-domain training utterances")
+    speaker_counts = np.bincount(data.labels[train_rows], minlength=len(data.train_speakers))
+    parts = build_oskdft2(config, teacher, speaker_counts, device)
+    model = parts.model
     labels = torch.as_tensor(data.labels)
     crop = int(config.crop_seconds * data.sample_rate)
     eval_split = "val" if "val" in data.trials else "test"
-    teacher_params = count_parameters(teacher_model)
+    teacher_params = count_parameters(parts.teacher)
     first_epoch = 0
     if resume is not None:
         model.load_state_dict(resume["model"])  # before the optimizer, whose state follows the parameters' device
-        heads.load_state_dict(resume["heads"])
-        speaker_loss.load_state_dict(resume["speaker_loss"])
-        optimizer.load_state_dict(resume["optimizer"])
+        parts.heads.load_state_dict(resume["heads"])
+        parts.speaker_loss.load_state_dict(resume["speaker_loss"])
+        if "masking" in resume:
+            parts.masking.load_state_dict(resume["masking"])
+        parts.optimizer.load_state_dict(resume["optimizer"])
+        if parts.scaler is not None and resume.get("scaler"):
+            parts.scaler.load_state_dict(resume["scaler"])
         torch.set_rng_state(resume["rng"])
         if resume.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(resume["cuda_rng"])
         first_epoch = int(resume["epoch"])
 
+    def embed(waveform: torch.Tensor) -> torch.Tensor:
+        with autocast(waveform.device, config.precision):
+            return model(waveform)
+
+    def score(split: str) -> dict[str, float]:
+        return score_trials(embed, data, data.trials[split], device, config.eval_max_seconds, config.eval_score,
+                            config.eval_crops, config.eval_crop_seconds)  # fmt: skip
+
     metrics: dict[str, float] = {}
     for epoch in range(first_epoch, config.epochs):
         started = time.perf_counter()
         share = target_share(config.schedule, config.p0, epoch + 1, config.epochs)
-        for module in (model, heads, speaker_loss):
-            module.train()
+        parts.train()
         # Out-of-domain utterances in a fresh order every epoch, taken in turn (OS-KDFT2's shuffle_kd_items).
         ood_order = ood_rows[torch.randperm(len(ood_rows)).numpy()] if len(ood_rows) else ood_rows
         ood_next = 0
-        sums = {"kd_loss": 0.0, "ft_loss": 0.0, "train_loss": 0.0, "ft_accuracy": 0.0, "kd_target_fraction": 0.0}
-        seen = 0
+        sums = {k: torch.zeros((), device=device) for k in ("kd_loss", "ft_loss", "train_loss", "ft_accuracy")}
+        from_target_count, seen, step = 0, 0, -1
         for step, rows in enumerate(_batches(train_rows, config.batch_size)):
             n = len(rows)
-            # Without an out-of-domain corpus every distillation utterance is a target-domain one.
+            # Which corpus each distillation utterance comes from is a host-side choice: it decides
+            # which rows are read from the memory-mapped audio. Without an out-of-domain corpus every
+            # distillation utterance is a target-domain one.
             from_target = (torch.rand(n) < share).numpy() | (len(ood_rows) == 0)
             kd_rows = train_rows[torch.randint(len(train_rows), (n,)).numpy()]
             if len(ood_rows):
@@ -260,31 +411,25 @@ def train_oskdft2(
                 ood_next += n
                 kd_rows = np.where(from_target, kd_rows, ood_pick)
             x_kd, x_ft = data.crops(kd_rows, crop).to(device), data.crops(rows, crop).to(device)
-            with torch.no_grad():
-                teacher_states = hidden_states(teacher_model, x_kd)
-            layers = model.student(torch.cat([x_kd, x_ft]))
-            kd = distill_loss(heads(layers[-1][:n]), [teacher_states[k - 1] for k in targets], config.cos_weight)
-            ft, accuracy = speaker_loss(model.tft([h[n:] for h in layers]), labels[rows].to(device))
-            loss = config.kd_weight * kd + config.ft_weight * ft
-            check_finite(loss, epoch + 1, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for key, value in (("kd_loss", kd), ("ft_loss", ft), ("train_loss", loss), ("ft_accuracy", accuracy)):
-                sums[key] += value.item() * n
-            sums["kd_target_fraction"] += float(from_target.sum())
+            found = oskdft2_step(parts, config, x_kd, x_ft, labels[rows].to(device))
+            for key, value in found.items():
+                sums[key] += value * n
+            from_target_count += int(from_target.sum())
             seen += n
+            if (step + 1) % FINITE_CHECK_EVERY == 0:
+                check_finite(sums["train_loss"], epoch + 1, step)
+        check_finite(sums["train_loss"], epoch + 1, step)
         train_seconds = time.perf_counter() - started
 
         model.eval()
-        metrics = score_trials(model, data, data.trials[eval_split], device, config.eval_max_seconds)
-        metrics.update({k: v / max(seen, 1) for k, v in sums.items()})
-        metrics.update(target_share=share, epoch=epoch + 1, lr=config.lr, utterances_per_second=seen / train_seconds,
-                       student_params=count_parameters(model), teacher_params=teacher_params)  # fmt: skip
+        metrics = score(eval_split)
+        metrics.update({k: v.item() / max(seen, 1) for k, v in sums.items()})
+        metrics.update(kd_target_fraction=from_target_count / max(seen, 1), target_share=share, epoch=epoch + 1,
+                       lr=config.lr, utterances_per_second=seen / train_seconds, student_params=count_parameters(model),
+                       teacher_params=teacher_params)  # fmt: skip
         if epoch + 1 == config.epochs:
-            test = metrics if eval_split == "test" else score_trials(model, data, data.trials["test"], device,
-                                                                     config.eval_max_seconds)  # fmt: skip
-            metrics.update(test_eer=test["eer"], test_min_dcf=test["min_dcf"])
+            test = metrics if eval_split == "test" else score("test")
+            metrics.update({f"test_{k}": test[k] for k in ("eer", "min_dcf", "min_dcf_p05")})
 
         def make_checkpoint(epoch_done: int = epoch + 1, epoch_metrics: dict = dict(metrics)) -> dict:
             return {
@@ -292,9 +437,11 @@ def train_oskdft2(
                 # state_dict()s hold the live tensors: copy, so the checkpoint stays the epoch's.
                 "train_state": copy.deepcopy({
                     "model": model.state_dict(),
-                    "heads": heads.state_dict(),
-                    "speaker_loss": speaker_loss.state_dict(),
-                    "optimizer": optimizer.state_dict(),
+                    "heads": parts.heads.state_dict(),
+                    "speaker_loss": parts.speaker_loss.state_dict(),
+                    "masking": parts.masking.state_dict(),
+                    "optimizer": parts.optimizer.state_dict(),
+                    "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
                     "rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                     "epoch": epoch_done,
@@ -332,6 +479,10 @@ class TeacherTrainConfig:
     seed: int = 0
     weights: str | None = None  # a pretrained teacher (torchaudio state dict file): used as is, nothing trained
 
+    def __post_init__(self) -> None:
+        if self.weights and not Path(self.weights).expanduser().exists():
+            raise ValueError(f"weights: no teacher weights at {self.weights}")
+
     @classmethod
     def from_dict(cls, values: dict) -> TeacherTrainConfig:
         known = {f.name for f in fields(cls)}
@@ -359,10 +510,62 @@ class _TeacherHeads(nn.Module):
 
 
 def _span_mask(batch: int, frames: int, prob: float, span: int, device: torch.device) -> torch.Tensor:
-    """[batch, frames] bool: every frame starts a masked span of `span` frames with probability `prob`."""
-    starts = (torch.rand(batch, frames) < prob).float()
+    """[batch, frames] bool on `device`: every frame starts a masked span of `span` frames with probability `prob`."""
+    starts = (torch.rand(batch, frames, device=device) < prob).float()
     covered = F.max_pool1d(F.pad(starts[:, None], (span - 1, 0)), span, stride=1)[:, 0]
-    return covered.bool().to(device)
+    return covered > 0
+
+
+@dataclass
+class TeacherParts:
+    """Everything a teacher training step touches, on one device."""
+
+    ssl: SslConfig
+    model: nn.Module
+    heads: _TeacherHeads
+    speaker_loss: SpeakerLoss
+    mel: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
+def build_teacher_training(
+    ssl: SslConfig, config: TeacherTrainConfig, n_speakers: int, steps: int, device: torch.device
+) -> TeacherParts:
+    """A randomly initialised teacher, its training-only heads, Adam and its schedule over `steps` steps."""
+    model = build_ssl(ssl).to(device)
+    heads = _TeacherHeads(ssl.arch()["embed_dim"], ssl.arch()["layers"], config).to(device)
+    speaker_loss = SpeakerLoss(config.embedding_dim, n_speakers, "aam", config.aam_margin, config.aam_scale).to(device)
+    mel = torchaudio.transforms.MelSpectrogram(16000, n_fft=400, hop_length=FRAME_STRIDE, n_mels=config.n_mels,
+                                               center=False).to(device)  # fmt: skip
+    parameters = [*model.parameters(), *heads.parameters(), *speaker_loss.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = warmup_cosine(optimizer, int(config.warmup_fraction * steps), steps)
+    return TeacherParts(ssl, model, heads, speaker_loss, mel, optimizer, scheduler)
+
+
+def teacher_step(
+    parts: TeacherParts, config: TeacherTrainConfig, wave: torch.Tensor, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """One teacher training step on crops [batch, samples] and speaker labels [batch] already on the
+    device; returns its losses as detached 0-d tensors on the device."""
+    mask = _span_mask(len(wave), num_frames(parts.ssl, wave.shape[1]), config.mask_prob, config.mask_span,
+                      wave.device)  # fmt: skip
+    layers = hidden_states(parts.model, wave, mask, parts.heads.mask_embedding)
+    log_mel = (parts.mel(wave) + 1e-6).log().transpose(1, 2)  # [B, frames, n_mels]
+    log_mel = (log_mel - log_mel.mean(1, keepdim=True)) / (log_mel.std(1, keepdim=True) + 1e-5)
+    frames = min(log_mel.shape[1], layers[-1].shape[1])
+    m = mask[:, :frames].float()
+    # L1 over masked frames only, without asking the device whether there are any (0 when none).
+    error = (parts.heads.reconstruct(layers[-1][:, :frames]) - log_mel[:, :frames]).abs().mean(dim=2)
+    masked = (error * m).sum() / m.sum().clamp(min=1.0)
+    spk, _ = parts.speaker_loss(parts.heads.embed(layers), labels)
+    loss = config.masked_weight * masked + config.speaker_weight * spk
+    parts.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    parts.optimizer.step()
+    parts.scheduler.step()
+    return {"masked_loss": masked.detach(), "speaker_loss": spk.detach(), "train_loss": loss.detach()}
 
 
 def train_ssl_teacher(
@@ -389,23 +592,15 @@ def train_ssl_teacher(
     """
     device = device or default_device()
     torch.manual_seed(config.seed)
-    model = build_ssl(ssl).to(device)
-    dim, n_layers = ssl.arch()["embed_dim"], ssl.arch()["layers"]
-    heads = _TeacherHeads(dim, n_layers, config).to(device)
     rows = np.flatnonzero(np.isin(data.domains, config.domains) & (data.splits == "train"))
     if len(rows) < 2:
         raise DatasetError(f"{data.directory}: no training utterances in domains {config.domains}")
     speakers = sorted(set(data.speakers[rows].tolist()))
     index = {s: i for i, s in enumerate(speakers)}
     labels = torch.as_tensor([index.get(s, -1) for s in data.speakers])
-    speaker_loss = SpeakerLoss(config.embedding_dim, len(speakers), "aam", config.aam_margin, config.aam_scale)
-    speaker_loss.to(device)
-    mel = torchaudio.transforms.MelSpectrogram(16000, n_fft=400, hop_length=FRAME_STRIDE, n_mels=config.n_mels,
-                                               center=False).to(device)  # fmt: skip
-    parameters = [*model.parameters(), *heads.parameters(), *speaker_loss.parameters()]
-    optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     steps = sum(1 for _ in range(0, len(rows), config.batch_size)) * config.epochs
-    scheduler = warmup_cosine(optimizer, int(config.warmup_fraction * steps), steps)
+    parts = build_teacher_training(ssl, config, len(speakers), steps, device)
+    model, heads = parts.model, parts.heads
     crop = int(config.crop_seconds * data.sample_rate)
     eval_split = "val" if "val" in data.trials else "test"
 
@@ -415,37 +610,26 @@ def train_ssl_teacher(
     metrics: dict[str, float] = {}
     for epoch in range(config.epochs):
         started = time.perf_counter()
-        for module in (model, heads, speaker_loss):
+        for module in (model, heads, parts.speaker_loss):
             module.train()
-        sums, seen = {"masked_loss": 0.0, "speaker_loss": 0.0, "train_loss": 0.0}, 0
+        sums = {k: torch.zeros((), device=device) for k in ("masked_loss", "speaker_loss", "train_loss")}
+        seen, step = 0, -1
         for step, batch in enumerate(_batches(rows, config.batch_size)):
-            wave = data.crops(batch, crop).to(device)
-            mask = _span_mask(len(batch), num_frames(ssl, crop), config.mask_prob, config.mask_span, device)
-            layers = hidden_states(model, wave, mask, heads.mask_embedding)
-            log_mel = (mel(wave) + 1e-6).log().transpose(1, 2)  # [B, frames, n_mels]
-            log_mel = (log_mel - log_mel.mean(1, keepdim=True)) / (log_mel.std(1, keepdim=True) + 1e-5)
-            frames = min(log_mel.shape[1], layers[-1].shape[1])
-            m = mask[:, :frames]
-            masked = (heads.reconstruct(layers[-1][:, :frames][m]) - log_mel[:, :frames][m]).abs().mean() if m.any() \
-                else wave.new_zeros(())  # fmt: skip
-            spk, _ = speaker_loss(heads.embed(layers), labels[batch].to(device))
-            loss = config.masked_weight * masked + config.speaker_weight * spk
-            check_finite(loss, epoch + 1, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            for key, value in (("masked_loss", masked), ("speaker_loss", spk), ("train_loss", loss)):
-                sums[key] += value.item() * len(batch)
+            found = teacher_step(parts, config, data.crops(batch, crop).to(device), labels[batch].to(device))
+            for key, value in found.items():
+                sums[key] += value * len(batch)
             seen += len(batch)
+            if (step + 1) % FINITE_CHECK_EVERY == 0:
+                check_finite(sums["train_loss"], epoch + 1, step)
+        check_finite(sums["train_loss"], epoch + 1, step)
         model.eval()
         heads.eval()
         metrics = score_trials(embed, data, data.trials[eval_split], device, config.eval_max_seconds)
-        metrics.update({k: v / max(seen, 1) for k, v in sums.items()})
+        metrics.update({k: v.item() / max(seen, 1) for k, v in sums.items()})
         metrics.update(epoch=epoch + 1, seconds=time.perf_counter() - started, params=count_parameters(model))
         if epoch + 1 == config.epochs:
             test = metrics if eval_split == "test" else score_trials(embed, data, data.trials["test"], device,
                                                                      config.eval_max_seconds)  # fmt: skip
-            metrics.update(test_eer=test["eer"], test_min_dcf=test["min_dcf"])
+            metrics.update(test_eer=test["eer"], test_min_dcf=test["min_dcf"], test_min_dcf_p05=test["min_dcf_p05"])
         on_epoch(metrics)
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

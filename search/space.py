@@ -48,7 +48,7 @@ from trainables.teacher import ARCHS, SCHEDULES, TINY_ARCH, TeacherConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 ASC_METRIC = re.compile(r"^(acc|acc_seen|acc_unseen|acc_sim_seen|macro_acc|acc_[a-z0-9]+)$")
-SV_METRIC = re.compile(r"^(eer|min_dcf)$")
+SV_METRIC = re.compile(r"^(eer|min_dcf|min_dcf_p05)$")
 
 
 class SpaceError(ValueError):

@@ -152,3 +152,14 @@ def test_the_command_line_prints_no_traceback(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "kd_lambda" in result.stderr
+
+
+def test_speaker_spaces_can_rank_by_either_min_dcf():
+    for metric in ("eer", "min_dcf", "min_dcf_p05"):
+        raw = read_space_file("oskdft2")
+        raw.update(metric=metric, mode="min")
+        assert build_space(raw).metric == metric
+    raw = read_space_file("oskdft2")
+    raw["metric"] = "min_dcf_p10"
+    with pytest.raises(SpaceError, match="not a metric"):
+        build_space(raw)

@@ -69,7 +69,9 @@ def make_request(args: argparse.Namespace):
         resources["cpus_per_trial"] = args.cpus_per_trial
     space = build_space(raw)
     storage = Path(args.storage).resolve()
-    data = None if args.data is None else _dataset(Path(args.data), args.splits, storage, space.system)
+    # A teacher search reads real data at its teacher's rate (NTU's: 44.1 kHz); everything else at the students' 32 kHz.
+    rate = space.settings.sample_rate if space.system == "asc_teacher" else 32000
+    data = None if args.data is None else _dataset(Path(args.data), args.splits, storage, space.system, rate)
     if data is not None and space.schema.by_subset:
         available = load_prepared(data).splits
         missing = [s for s in space.subsets if f"split{s}" not in available]
@@ -81,7 +83,7 @@ def make_request(args: argparse.Namespace):
     return RunRequest(space=space, storage=storage, name=name, data=data, address=args.address, resume=args.resume)
 
 
-def _dataset(path: Path, splits: str | None, storage: Path, system: str) -> Path:
+def _dataset(path: Path, splits: str | None, storage: Path, system: str, sample_rate: int = 32000) -> Path:
     """A prepared dataset directory for --data: as given, or TAU22 read and cached (stops on a bad file)."""
     from trainables.tau22 import is_tau22_root, prepare_tau22
 
@@ -100,7 +102,7 @@ def _dataset(path: Path, splits: str | None, storage: Path, system: str) -> Path
         splits_dir = None if splits is None else Path(splits)
         if splits_dir is not None and not splits_dir.is_dir():
             raise DatasetError(f"--splits {splits}: no such directory")
-        return prepare_tau22(path, storage / "cache" / "datasets", splits_dir)
+        return prepare_tau22(path, storage / "cache" / "datasets", splits_dir, sample_rate=sample_rate)
     raise DatasetError(f"--data {path}: holds no dataset (neither a TAU22 root with meta.csv nor a prepared dataset)")
 
 
@@ -112,10 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         request = make_request(parse_args(sys.argv[1:] if argv is None else argv))
         check_run_dir(request)
         request = dataclasses.replace(request, data=prepare_dataset(request))
-        if request.space.system == "asc_kd" and request.space.teacher.logits:
-            from search.teachers import check_external_logits
+        if request.space.system in ("asc_kd", "asc_teacher"):
+            from search.teachers import check_external_logits, check_teacher_is_trained
 
-            check_external_logits(request.space.teacher, load_prepared(request.data), request.space.subsets)
+            check_teacher_is_trained(request.space, request.data)
+            if request.space.system == "asc_kd" and request.space.teacher.logits:
+                check_external_logits(request.space.teacher, load_prepared(request.data), request.space.subsets)
     except (SpaceError, DatasetError, LogitsMismatch) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

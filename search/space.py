@@ -322,11 +322,13 @@ _PATH_SETTINGS = ("weights", "cochlscene", "logits", "dir_path")  # also teacher
 
 def _absolute(settings: Any) -> Any:
     """Paths made absolute here, since trials run in other working directories."""
-    changes = {}
+    changes: dict[str, Any] = {}
     for name in _PATH_SETTINGS:
         value = getattr(settings, name, None)
         if isinstance(value, str) and value:
             changes[name] = str(Path(value).expanduser().resolve())
+        elif isinstance(value, tuple):
+            changes[name] = tuple(str(Path(v).expanduser().resolve()) for v in value)
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
@@ -483,6 +485,8 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
             return None
         kind = next(t for t in options if t is not type(None))
     if typing.get_origin(kind) is tuple:
+        if isinstance(value, str):  # one path where a list of them may stand
+            value = [value]
         if not isinstance(value, list):
             raise SpaceError(f"{where}: expected a list, got {value!r}")
         inner = typing.get_args(kind)[0]

@@ -24,12 +24,13 @@ import numpy as np
 from ray import tune
 
 from search.service import RunRequest
+from search.space import Space, SpaceError
 from trainables.asc_data import AscData, is_prepared, load_prepared
 from trainables.cochlscene import prepare_cochlscene
-from trainables.logits_file import read_logits, read_teacher_logits, save_logits
+from trainables.logits_file import average_logits, read_logits, save_logits
 from trainables.loop import logits_metrics
 from trainables.synthetic_asc import PretrainingConfig, generate_pretraining
-from trainables.teacher import TeacherConfig
+from trainables.teacher import STANDARD_ARCH, TINY_ARCH, TeacherConfig
 
 # Settings that change what a stage produces; the others (logits, ensemble, …) do not enter its key.
 _INIT_KEYS = ("arch", "weights", "embed_dim", "depth", "num_heads", "drop_path_rate", "s_patchout_t", "s_patchout_f",
@@ -46,21 +47,45 @@ def _init_part(teacher: TeacherConfig) -> dict:
     return {k: getattr(teacher, k) for k in _INIT_KEYS}
 
 
-def external_logits_path(teacher: TeacherConfig, subset: int) -> Path:
-    return Path(teacher.logits.replace("{subset}", str(subset)))
+def external_logits_paths(teacher: TeacherConfig, subset: int) -> list[Path]:
+    return [Path(path.replace("{subset}", str(subset))) for path in teacher.logits]
+
+
+def read_external_logits(teacher: TeacherConfig, data: AscData, subset: int) -> np.ndarray:
+    """`teacher.logits` of one subset: one file's logits, or the mean of several (LogitsMismatch on a misfit)."""
+    from trainables.logits_file import LogitsMismatch
+
+    paths = external_logits_paths(teacher, subset)
+    for path in paths:
+        if not path.is_file():
+            raise LogitsMismatch(f"teacher.logits: no file at {path}")
+    return average_logits(paths, data)
 
 
 def check_external_logits(teacher: TeacherConfig, data: AscData, subsets: tuple[int, ...]) -> dict[int, np.ndarray]:
     """Read and check `teacher.logits` for every subset before anything trains (LogitsMismatch on a misfit)."""
-    from trainables.logits_file import LogitsMismatch
+    return {subset: read_external_logits(teacher, data, subset) for subset in subsets}
 
-    found = {}
-    for subset in subsets:
-        path = external_logits_path(teacher, subset)
-        if not path.is_file():
-            raise LogitsMismatch(f"teacher.logits: no file at {path}")
-        found[subset] = read_teacher_logits(path, data)
-    return found
+
+def check_teacher_is_trained(space: Space, data_dir: Path) -> None:
+    """On real data, refuse (SpaceError) a teacher that would start from random weights: a tiny PaSST, or PaSST-S
+    without AudioSet weights. Its logits would teach the student little, silently; `allow_untrained` says it is meant."""
+    from search.service import _uses_teacher
+
+    if json.loads((data_dir / "dataset.json").read_text()).get("source", "").startswith("synthetic"):
+        return
+    if space.system == "asc_teacher":
+        teacher, where = space.settings, ""
+    elif space.system == "asc_kd" and _uses_teacher(space) and not space.teacher.logits:
+        teacher, where = space.teacher, "teacher."
+    else:
+        return
+    if teacher.allow_untrained or (teacher.arch == STANDARD_ARCH and teacher.weights):
+        return
+    start = f"a {TINY_ARCH} from random weights" if teacher.arch == TINY_ARCH else f"{STANDARD_ARCH} without weights"
+    raise SpaceError(f"{where}arch: on real data the teacher would be {start}; give {where}weights (the AudioSet "
+                     f"checkpoint) with arch {STANDARD_ARCH}, distil from files with teacher.logits, or set "
+                     f"{where}allow_untrained: true")  # fmt: skip
 
 
 class TeacherPlan:
@@ -84,7 +109,8 @@ class TeacherPlan:
             parts += ["pretrain", config.fingerprint(), self.teacher.pretrain_epochs]
             stages.append(("pretrain", directory, self.cache / f"pretrained-{_key(*parts)}.pt"))
         if self.teacher.cochlscene:
-            directory = prepare_cochlscene(Path(self.teacher.cochlscene), self.request.cache_dir / "datasets")
+            directory = prepare_cochlscene(Path(self.teacher.cochlscene), self.request.cache_dir / "datasets",
+                                           sample_rate=self.teacher.sample_rate)  # fmt: skip
             parts += ["sit", load_prepared(directory).fingerprint, self.teacher.sit_epochs, self.teacher.sit_lr,
                       self.teacher.sit_batch_size]  # fmt: skip
             stages.append(("sit", directory, self.cache / f"sit-{_key(*parts)}.pt"))
@@ -99,8 +125,8 @@ class TeacherPlan:
     def subset_path(self, subset: int) -> Path:
         """The logits file the students of `subset` read."""
         if self.teacher.logits:
-            source = external_logits_path(self.teacher, subset)
-            return self.cache / f"file-{_key(self.data.fingerprint, hashlib.sha256(source.read_bytes()).hexdigest())}.pt"
+            sources = [hashlib.sha256(path.read_bytes()).hexdigest() for path in external_logits_paths(self.teacher, subset)]
+            return self.cache / f"file-{_key(self.data.fingerprint, *sources)}.pt"
         seeds = range(self.teacher.seed, self.teacher.seed + self.teacher.ensemble)
         if self.teacher.ensemble == 1:
             return self.member_path(subset, self.teacher.seed)
@@ -116,7 +142,7 @@ class TeacherPlan:
             return paths
         if self.teacher.logits:
             for subset in missing:
-                logits = read_teacher_logits(external_logits_path(self.teacher, subset), self.data)
+                logits = read_external_logits(self.teacher, self.data, subset)
                 save_logits(paths[subset], self.data.filenames, logits, logits_metrics(logits, self.data, subset))
             return paths
         init = self.run_init_stages()

@@ -20,7 +20,7 @@ from trainables.asc_data import load_prepared
 from trainables.logits_file import read_logits, read_teacher_logits, write_seed_logits
 
 TINY_STUDENT = ["epochs=1", "batch_size=50", "compare_without_kd=false"]
-TINY_TEACHER = ["teacher.epochs=1", "teacher.pretrain=none", "teacher.embed_dim=32", "teacher.depth=1",
+TINY_TEACHER = ["teacher.epochs=1", "teacher.pretrain=none", "teacher.allow_untrained=true", "teacher.embed_dim=32", "teacher.depth=1",
                 "teacher.num_heads=2", "teacher.eval_batch_size=300", "teacher.batch_size=50"]  # fmt: skip
 
 

@@ -24,7 +24,9 @@ import pandas as pd
 import torch
 
 SUBSETS = (5, 10, 25, 50, 100)
-SPLIT_FILES = {**{f"split{s}": f"split{s}.csv" for s in SUBSETS}, "val": "val.csv", "test": "test.csv"}
+# full_test: all of a real dataset's test.csv, when its val and test are halves of it (see tau22.py)
+SPLIT_FILES = {**{f"split{s}": f"split{s}.csv" for s in SUBSETS}, "val": "val.csv", "test": "test.csv",
+               "full_test": "full_test.csv"}  # fmt: skip
 META_COLUMNS = ["filename", "scene_label", "identifier", "source_label"]
 
 

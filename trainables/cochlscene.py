@@ -25,8 +25,8 @@ _SPLITS = {"Train": "split100", "Val": "val", "Test": "test"}
 PIECES = 10  # 1-s pieces per 10-s clip
 
 
-def prepare_cochlscene(root: Path, cache_dir: Path, progress: bool = True) -> Path:
-    """The prepared directory for a CochlScene ROOT, made once per fingerprint under cache_dir."""
+def prepare_cochlscene(root: Path, cache_dir: Path, progress: bool = True, sample_rate: int = SAMPLE_RATE) -> Path:
+    """The prepared directory for a CochlScene ROOT at `sample_rate`, made once per fingerprint under cache_dir."""
     root = Path(root).resolve()
     files: list[tuple[str, str, Path]] = []  # (split, class, path)
     for split in _SPLITS:
@@ -42,6 +42,7 @@ def prepare_cochlscene(root: Path, cache_dir: Path, progress: bool = True) -> Pa
     for _, _, path in files:
         stat = os.stat(path)
         digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    digest.update(f"rate:{sample_rate}".encode() if sample_rate != SAMPLE_RATE else b"")
     key = digest.hexdigest()[:16]
     directory = Path(cache_dir) / f"cochlscene-{key}"
     if is_prepared(directory):
@@ -50,8 +51,8 @@ def prepare_cochlscene(root: Path, cache_dir: Path, progress: bool = True) -> Pa
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        decode_to_memmap([p for _, _, p in files], work / "clips.npy", SAMPLE_RATE, 10.0,
-                         "Resampling CochlScene to 32 kHz", progress, pieces=PIECES)  # fmt: skip
+        decode_to_memmap([p for _, _, p in files], work / "clips.npy", sample_rate, 10.0,
+                         f"Resampling CochlScene to {sample_rate / 1000:g} kHz", progress, pieces=PIECES)  # fmt: skip
         rows, splits = [], {name: [] for name in _SPLITS.values()}
         for split, label, path in files:
             relative = path.relative_to(root).as_posix()
@@ -59,7 +60,7 @@ def prepare_cochlscene(root: Path, cache_dir: Path, progress: bool = True) -> Pa
                 name = f"{relative}:{k}"
                 rows.append({"filename": name, "scene_label": label, "identifier": relative, "source_label": "cochl"})
                 splits[_SPLITS[split]].append(name)
-        write_prepared(work, pd.DataFrame(rows), None, splits, SAMPLE_RATE, CLASSES, key, source=f"cochlscene:{root}")
+        write_prepared(work, pd.DataFrame(rows), None, splits, sample_rate, CLASSES, key, source=f"cochlscene:{root}")
         os.replace(work, directory)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

@@ -84,6 +84,12 @@ def read_teacher_logits(path: Path, data: AscData) -> np.ndarray:
     raise LogitsMismatch(f"{path}: neither a [rows, classes] tensor nor a dict with filenames and logits")
 
 
+def average_logits(paths: list[Path], data: AscData) -> np.ndarray:
+    """The mean of several teachers' raw logits [clips, classes], each file read and checked as by
+    read_teacher_logits: how NTU averages the members of its ensembles."""
+    return np.mean([read_teacher_logits(path, data) for path in paths], axis=0, dtype=np.float64).astype(np.float32)
+
+
 def write_seed_logits(path: Path, logits: np.ndarray) -> None:
     """The seed systems' format: a float32 tensor [rows of meta.csv, classes] in meta.csv row order."""
     path.parent.mkdir(parents=True, exist_ok=True)

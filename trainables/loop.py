@@ -84,9 +84,10 @@ def split_metrics(logits: torch.Tensor, data: AscData, rows: np.ndarray, train_d
 
 
 def logits_metrics(logits: np.ndarray, data: AscData, subset: int) -> dict[str, float]:
-    """Device-wise figures of precomputed logits [clips, classes] on val and test (keys val_*, test_*)."""
+    """Device-wise figures of precomputed logits [clips, classes] on val, test and (real data) the whole of
+    test.csv (keys val_*, test_*, full_test_*)."""
     metrics: dict[str, float] = {}
-    for split in ("val", "test"):
+    for split in ("val", "test", "full_test"):
         if split in data.splits:
             rows = data.splits[split]
             found = split_metrics(torch.from_numpy(np.asarray(logits[rows])), data, rows, data.train_devices(subset))

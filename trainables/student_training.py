@@ -223,12 +223,14 @@ def train_student(
         metrics.update(train_loss=loss_sum.item() / seen, epoch=epoch + 1, lr=scheduler.get_last_lr()[0],
                        clips_per_second=seen / train_seconds)  # fmt: skip
         confusion = None
-        if epoch + 1 == config.epochs and "test" in data.splits:
-            test_rows = data.splits["test"]
-            test_logits = predict(step.logits, data, test_rows, eval_batch, device)
-            test = split_metrics(test_logits, data, test_rows, train_devices)
-            metrics.update({f"test_{k}": v for k, v in test.items()})
-            confusion = confusion_matrix(data.labels[test_rows], test_logits.argmax(dim=1).numpy(), len(data.classes))
+        # After the last epoch, the figures to report: the test split, and on real data the whole of test.csv
+        # (full_test, the published tables' set). Neither ever ranks a trial.
+        for split in [name for name in ("test", "full_test") if epoch + 1 == config.epochs and name in data.splits]:
+            rows = data.splits[split]
+            logits = predict(step.logits, data, rows, eval_batch, device)
+            metrics.update({f"{split}_{k}": v for k, v in split_metrics(logits, data, rows, train_devices).items()})
+            if split == "test":
+                confusion = confusion_matrix(data.labels[rows], logits.argmax(dim=1).numpy(), len(data.classes))
 
         def make_checkpoint(epoch_done: int = epoch + 1, epoch_metrics: dict = dict(metrics), confusion=confusion) -> dict:
             return {

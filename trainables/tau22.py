@@ -9,9 +9,11 @@ meta.csv, the split files and every audio file's size and modification time, so 
 dataset gets a fresh cache.
 
 Validation: TAU22 has no validation split that contains the unseen devices s4–s6, and ranking on
-the test split would select on it. Unless the splits folder has its own `val.csv`, half of the
-test split's recording locations (every other one in sorted order) become `val`, on which the
-search ranks; the other half stays `test`, on which figures are reported.
+the test split would select on it. Unless the splits folder has its own `val.csv`, the test split's
+recording locations are halved within each scene, so that both halves hold about as many clips of
+every scene: one half becomes `val`, on which the search ranks, the other stays `test`, on which
+figures are reported. The whole of test.csv is kept as `full_test`: the set the published tables
+report on, so figures comparable with them come from it (it includes the validation half).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def read_meta(root: Path) -> pd.DataFrame:
 
 def fingerprint(root: Path, meta: pd.DataFrame, split_files: dict[str, Path]) -> str:
     """A hash of meta.csv, the split files and each audio file's size and mtime; names the first missing file."""
-    digest = hashlib.sha256(b"tau22/1")
+    digest = hashlib.sha256(b"tau22/2")  # /2: validation halves balanced per scene
     digest.update((root / "meta.csv").read_bytes())
     for name in sorted(split_files):
         digest.update(name.encode() + split_files[name].read_bytes())
@@ -89,24 +91,44 @@ def _split_lists(meta: pd.DataFrame, split_files: dict[str, Path]) -> dict[str, 
         if unknown:
             raise DatasetError(f"{path} names {len(unknown)} files not in meta.csv, e.g. {unknown[0]}")
         lists[name] = files
+    lists["full_test"] = list(lists["test"])
     if "val" not in lists:
-        location = meta.set_index("filename")["identifier"]
-        locations = sorted({location[f] for f in lists["test"]})
-        held = set(locations[::2])
-        lists["val"] = [f for f in lists["test"] if location[f] in held]
-        lists["test"] = [f for f in lists["test"] if location[f] not in held]
+        lists["val"], lists["test"] = halve_by_location(meta, lists["test"])
     else:
         val = set(lists["val"])
         lists["test"] = [f for f in lists["test"] if f not in val]
     return lists
 
 
-def prepare_tau22(root: Path, cache_dir: Path, splits_dir: Path | None = None, progress: bool = True) -> Path:
-    """The prepared directory for ROOT (made once per fingerprint under cache_dir); stops on a missing or bad file."""
+def halve_by_location(meta: pd.DataFrame, files: list[str]) -> tuple[list[str], list[str]]:
+    """Split `files` into two halves of whole recording locations, balanced per scene.
+
+    Within each scene, locations go largest first to the half that holds fewer of that scene's clips
+    so far (ties to the first half): both halves end up within one location's clips of each other
+    for every scene. Deterministic: ties between equal locations are broken by name."""
+    rows = meta.set_index("filename").loc[files, ["scene_label", "identifier"]]
+    half_of: dict[str, int] = {}
+    for _scene, group in rows.groupby("scene_label"):
+        counts = group["identifier"].value_counts()
+        held = [0, 0]
+        for location in sorted(counts.index, key=lambda loc: (-counts[loc], loc)):
+            half = 0 if held[0] <= held[1] else 1
+            half_of[location] = half
+            held[half] += int(counts[location])
+    halves: tuple[list[str], list[str]] = ([], [])
+    for filename, location in zip(files, rows["identifier"]):
+        halves[half_of[location]].append(filename)
+    return halves
+
+
+def prepare_tau22(root: Path, cache_dir: Path, splits_dir: Path | None = None, progress: bool = True,
+                  sample_rate: int = SAMPLE_RATE) -> Path:  # fmt: skip
+    """The prepared directory for ROOT at `sample_rate` (made once per fingerprint under cache_dir); stops on a
+    missing or bad file. Students read 32 kHz; NTU's teachers read TAU22 at its own 44.1 kHz."""
     root = Path(root).resolve()
     meta = read_meta(root)
     split_files = find_split_files(root, splits_dir)
-    key = fingerprint(root, meta, split_files)
+    key = fingerprint(root, meta, split_files) + ("" if sample_rate == SAMPLE_RATE else f"-{sample_rate}")
     directory = Path(cache_dir) / f"tau22-{key}"
     if is_prepared(directory):
         return directory
@@ -119,9 +141,10 @@ def prepare_tau22(root: Path, cache_dir: Path, splits_dir: Path | None = None, p
     work.mkdir(parents=True)
     try:
         paths = [root / f for f in meta["filename"]]
-        decode_to_memmap(paths, work / "clips.npy", SAMPLE_RATE, 1.0, "Resampling TAU22 to 32 kHz", progress)
+        decode_to_memmap(paths, work / "clips.npy", sample_rate, 1.0, f"Resampling TAU22 to {sample_rate / 1000:g} kHz",
+                         progress)  # fmt: skip
         meta = meta.assign(source_label=[device_of(f) for f in meta["filename"]])
-        write_prepared(work, meta, None, lists, SAMPLE_RATE, CLASSES, key, source=f"tau22:{root}")
+        write_prepared(work, meta, None, lists, sample_rate, CLASSES, key, source=f"tau22:{root}")
         os.replace(work, directory)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

@@ -92,7 +92,9 @@ class TeacherConfig:
     sit_lr: float | None = None  # … its backbone lr (None: lr; NTU: 1e-4) …
     sit_batch_size: int | None = None  # … and its batch size (None: batch_size; NTU: 32)
     ensemble: int = 1  # teachers per subset (seeds seed … seed+ensemble−1) whose logits are averaged
-    logits: str | None = None  # distil from this logits file instead of training ({subset} becomes the subset)
+    logits: tuple[str, ...] = ()  # distil from these logits files instead of training ({subset} becomes the
+    # subset); several are averaged into one teacher, as NTU builds its ensembles (a single path is a list of one)
+    allow_untrained: bool = False  # on real data, distil from a teacher that starts without AudioSet weights
 
     @classmethod
     def from_dict(cls, values: dict) -> "TeacherConfig":

@@ -1,0 +1,158 @@
+"""The published recipes' details: comparable evaluation halves, warm-up, the teacher's schedule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+import torch
+
+from results.student_logits import main as student_logits_main
+from search.run import main
+from tests.tau22_fixture import write_cochlscene
+from trainables.asc_data import load_prepared
+from trainables.logits_file import average_logits, read_logits, read_teacher_logits, write_seed_logits
+from trainables.loop import exp_warmup_linear_down_factor, per_epoch
+from trainables.student_training import StudentConfig
+from trainables.tau22 import halve_by_location
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "tau22"
+
+
+@pytest.mark.skipif(not (SHARED / "test.csv").is_file(), reason="../shared/tau22 is absent")
+def test_the_validation_and_test_halves_of_the_real_test_csv_are_balanced_per_scene():
+    test = pd.read_csv(SHARED / "test.csv", sep="\t")
+    parts = test["filename"].str.removeprefix("audio/").str.split("-")
+    meta = test.assign(identifier=parts.str[1] + "-" + parts.str[2])  # TAU22's identifier: city-location
+    val, rest = halve_by_location(meta, test["filename"].tolist())
+    assert len(test) == 29680 and sorted(val + rest) == sorted(test["filename"])
+    location = dict(zip(meta["filename"], meta["identifier"]))
+    assert not {location[f] for f in val} & {location[f] for f in rest}, "whole locations"
+    label = dict(zip(test["filename"], test["scene_label"]))
+    for scene in sorted(set(label.values())):
+        a, b = sum(label[f] == scene for f in val), sum(label[f] == scene for f in rest)
+        assert abs(a - b) <= 0.15 * (a + b), f"{scene}: {a} against {b} clips"
+    assert abs(len(val) - len(rest)) <= 0.05 * len(test)
+
+
+def test_warm_up_in_steps_overrides_the_fraction_and_is_capped_by_the_run():
+    assert StudentConfig(warmup_steps=2000).warmup(4200) == 2000  # the baseline's 5 % split: 47.6 % of the steps
+    assert StudentConfig(warmup_steps=2000).warmup(1000) == 1000
+    assert StudentConfig(warmup_fraction=0.05).warmup(4200) == 210
+
+
+def test_the_teachers_schedule_is_cp_jkus_exponential_warm_up_and_linear_ramp_down():
+    factors = [exp_warmup_linear_down_factor(e, 3, 3, 10, 0.01) for e in range(25)]
+    assert factors[0] == pytest.approx(torch.exp(torch.tensor(-5 * (1 - 0.5 / 3) ** 2)).item())
+    assert factors[0] < factors[1] < factors[2] < factors[3] == 1.0, "warm-up over 3 epochs"
+    assert all(factors[e] > factors[e + 1] for e in range(3, 13)), "linear decay from epoch 3 …"
+    assert factors[13] == pytest.approx(0.01) and set(factors[13:]) == {factors[13]}, "… to 1 % by epoch 13"
+    assert factors[8] == pytest.approx(0.01 + 0.99 * 5 / 10)
+    optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-5)
+    schedule = per_epoch(optimizer, 4, lambda e: exp_warmup_linear_down_factor(e, 3, 3, 10, 0.01))
+    seen = []
+    for _ in range(4 * 14):
+        seen.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    assert seen[0:4] == [seen[0]] * 4 and seen[52:56] == pytest.approx([1e-7] * 4), "per epoch, stepped per batch"
+
+
+def _sets(*settings: str) -> list[str]:
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
+# Each recipe at the size of a test: one epoch, small batches; PaSST-S replaced by a reduced PaSST that the
+# space explicitly allows to start untrained (the AudioSet weights are tested in test_passt_weights.py).
+SMALL_STUDENT = ("epochs=1", "batch_size=50", "eval_batch_size=300")
+REDUCED_PASST = ("arch=passt_tiny", "weights=null", "allow_untrained=true", "embed_dim=32", "depth=1", "num_heads=2",
+                 "epochs=1", "batch_size=50", "eval_batch_size=300")  # fmt: skip
+ON_CPU = ("--gpus-per-trial", "0", "--set", "resources.teacher_gpus_per_trial=0")
+
+
+@pytest.fixture(scope="module")
+def real(tau22_written, tmp_path_factory):
+    base = tmp_path_factory.mktemp("recipes")
+    irs = base / "micirp"
+    irs.mkdir()
+    for name, taps in {"short": [1.0, 0.5], "long": [0.9] + [0.0] * 200 + [0.3]}.items():
+        soundfile.write(irs / f"{name}.wav", np.asarray(taps, dtype=np.float32), 44100)
+    return {"root": str(tau22_written), "storage": base / "runs", "irs": str(irs), "base": base}
+
+
+def _run(real: dict, space: str, name: str, *extra: str) -> int:
+    return main(["--space", space, "--data", real["root"], "--storage", str(real["storage"]), "--name", name,
+                 "--subsets", "5", *extra])  # fmt: skip
+
+
+def test_an_untrained_teacher_on_real_data_is_refused_unless_allowed(real, capsys):
+    assert _run(real, "kd", "tiny_teacher", "--samples", "1") == 2
+    err = capsys.readouterr().err
+    assert "teacher.arch: on real data the teacher would be a passt_tiny from random weights" in err
+    assert "teacher.allow_untrained: true" in err and "Traceback" not in err
+    assert _run(real, "passt_teacher", "no_weights", *ON_CPU, *_sets("weights=null", f"dir_path={real['irs']}")) == 2
+    assert "without weights" in capsys.readouterr().err
+    assert not (real["storage"] / "tiny_teacher").exists() and not (real["storage"] / "no_weights").exists()
+
+
+def test_the_dcase24_baseline_recipe_reports_the_published_tables_figures(ray_session, real):
+    assert _run(real, "dcase24_baseline", "baseline", *_sets(*SMALL_STUDENT, "confirm_seeds=2")) == 0
+    run = real["storage"] / "baseline"
+    student = torch.load(run / "best" / "subset_5" / "student.pt", weights_only=True)
+    assert student["config"]["train"]["warmup_steps"] == 2000 and student["config"]["train"]["kd_lambda"] == 1.0
+    metrics = student["metrics"]
+    for key in ("macro_acc", "test_macro_acc", "full_test_macro_acc", "full_test_acc_s6", "acc_real", "acc_sim_seen"):
+        assert key in metrics, key
+    data = load_prepared(next((real["storage"] / "cache" / "datasets").glob("tau22-*")))
+    assert sorted(data.splits["full_test"].tolist()) == sorted(np.concatenate([data.splits["val"], data.splits["test"]]).tolist())
+    assert not (run / "teachers").exists(), "λ = 1: no teacher"
+    board = pd.read_csv(run / "leaderboard.csv", dtype={"trial_id": str})
+    assert len(board) == 1 and board.iloc[0]["status"] == "complete"
+    assert len(list((run / "confirm").glob("*/params.json"))) == 2, "confirmed with 2 more seeds"
+
+
+def test_ntu_kd_distils_from_the_mean_of_a_list_of_logits_files_one_a_students(ray_session, real, capsys):
+    student = real["storage"] / "baseline" / "best" / "subset_5" / "student.pt"
+    if not student.is_file():
+        pytest.skip("needs the baseline recipe's student")
+    cnn = real["base"] / "cnn_5.pt"
+    assert student_logits_main([str(student), "--data", real["root"], "--out", str(cnn), "--storage",
+                                str(real["storage"])]) == 0  # fmt: skip
+    assert "meta.csv order" in capsys.readouterr().out
+    data = load_prepared(next((real["storage"] / "cache" / "datasets").glob("tau22-*")))
+    cnn_logits = read_teacher_logits(cnn, data)
+    assert cnn_logits.shape == (len(data.filenames), 10) and np.isfinite(cnn_logits).all()
+    other = real["base"] / "other_5.pt"
+    write_seed_logits(other, np.flip(cnn_logits, axis=1).copy())
+    expected = (cnn_logits + np.flip(cnn_logits, axis=1)) / 2
+    assert np.allclose(average_logits([cnn, other], data), expected, atol=1e-6)
+
+    files = f"['{real['base']}/cnn_{{subset}}.pt', '{real['base']}/other_{{subset}}.pt']"  # YAML: quoted, for the braces
+    assert _run(real, "ntu_kd", "ntu", "--samples", "1", *_sets(*SMALL_STUDENT, "compare_without_kd=false",
+                f"teacher.logits={files}", f"dir_path={real['irs']}", "mixup_alpha=1.0")) == 0  # fmt: skip
+    (cached,) = (real["storage"] / "cache" / "teachers").glob("file-*.pt")
+    assert np.allclose(read_logits(cached)["logits"].numpy(), expected, atol=1e-5), "the students learnt from the mean"
+    board = pd.read_csv(real["storage"] / "ntu" / "leaderboard.csv", dtype={"trial_id": str})
+    assert board.iloc[0]["status"] == "complete"
+    train = torch.load(real["storage"] / "ntu" / "best" / "subset_5" / "student.pt", weights_only=True)["config"]["train"]
+    assert (train["roll_sec"], train["dir_prob"], train["mixup_alpha"]) == (0.0, 0.6, 1.0)
+
+
+def test_the_teacher_recipes_run_and_sit_reads_tau22_at_44_1_khz(ray_session, real):
+    irs = f"dir_path={real['irs']}"
+    assert _run(real, "passt_teacher", "passt", *ON_CPU, *_sets(*REDUCED_PASST, irs, "search.lr=0.001")) == 0
+    best = real["storage"] / "passt" / "best" / "subset_5"
+    assert (best / "logits.pt").is_file() and (best / "logits_meta_order.pt").is_file()
+
+    cochl = write_cochlscene(real["base"] / "CochlScene")
+    assert _run(real, "sit_teacher", "sit", *ON_CPU, *_sets(*REDUCED_PASST, irs, f"cochlscene={cochl}", "sit_epochs=1",
+                "search.backbone_lr_ratio=0.1")) == 0  # fmt: skip
+    rates = {json.loads((d / "dataset.json").read_text())["sample_rate"]
+             for d in (real["storage"] / "cache" / "datasets").glob("*-*") if (d / "dataset.json").is_file()}  # fmt: skip
+    assert 44100 in rates, "TAU22 and CochlScene read at the teacher's rate"
+    assert (real["storage"] / "sit" / "best" / "subset_5" / "logits.pt").is_file()
+    assert len(list((real["storage"] / "sit" / "teacher_sit").glob("*/params.json"))) == 1, "the CochlScene stage"

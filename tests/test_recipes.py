@@ -144,15 +144,62 @@ def test_ntu_kd_distils_from_the_mean_of_a_list_of_logits_files_one_a_students(r
 
 def test_the_teacher_recipes_run_and_sit_reads_tau22_at_44_1_khz(ray_session, real):
     irs = f"dir_path={real['irs']}"
-    assert _run(real, "passt_teacher", "passt", *ON_CPU, *_sets(*REDUCED_PASST, irs, "search.lr=0.001")) == 0
+    assert _run(real, "passt_teacher", "passt", *ON_CPU, *_sets(*REDUCED_PASST, irs, "search.lr=[0.001]")) == 0
     best = real["storage"] / "passt" / "best" / "subset_5"
     assert (best / "logits.pt").is_file() and (best / "logits_meta_order.pt").is_file()
 
     cochl = write_cochlscene(real["base"] / "CochlScene")
     assert _run(real, "sit_teacher", "sit", *ON_CPU, *_sets(*REDUCED_PASST, irs, f"cochlscene={cochl}", "sit_epochs=1",
-                "search.backbone_lr_ratio=0.1")) == 0  # fmt: skip
+                "search.backbone_lr_ratio=[0.1]")) == 0  # fmt: skip
     rates = {json.loads((d / "dataset.json").read_text())["sample_rate"]
              for d in (real["storage"] / "cache" / "datasets").glob("*-*") if (d / "dataset.json").is_file()}  # fmt: skip
     assert 44100 in rates, "TAU22 and CochlScene read at the teacher's rate"
     assert (real["storage"] / "sit" / "best" / "subset_5" / "logits.pt").is_file()
     assert len(list((real["storage"] / "sit" / "teacher_sit").glob("*/params.json"))) == 1, "the CochlScene stage"
+
+
+def _recipe(name: str, tmp_path: Path, **paths: str):
+    """A recipe space built as a run would, its local files pointed at stand-ins."""
+    from search.space import apply_override, build_space, read_space_file
+
+    raw = read_space_file(name)
+    for key, value in paths.items():
+        apply_override(raw, f"{key}={value}")
+    return build_space(raw)
+
+
+def test_the_recipe_files_hold_the_reference_settings(tmp_path):
+    weights, cochl = tmp_path / "passt.pt", tmp_path / "CochlScene"
+    weights.write_bytes(b"")
+    cochl.mkdir()
+    soundfile.write(tmp_path / "ir.wav", np.ones(4, dtype=np.float32), 32000)
+    baseline = _recipe("dcase24_baseline", tmp_path)
+    s = baseline.settings
+    assert (s.epochs, s.batch_size, s.weight_decay, s.warmup_steps, s.roll_sec, s.freqm) == (150, 256, 1e-4, 2000, 0.1, 48)
+    assert (s.mixstyle_p, s.mixstyle_alpha, s.kd_lambda, baseline.metric) == (0.4, 0.3, 1.0, "macro_acc")
+    assert [d.choices for d in baseline.dimensions] == [(0.005,)] and baseline.budget.param_bytes == 128000
+    ntu = _recipe("ntu_kd", tmp_path, dir_path=str(tmp_path))
+    s = ntu.settings
+    assert (s.temperature, s.kd_lambda, s.roll_sec, s.dir_prob, s.warmup_fraction) == (2.0, 0.02, 0.0, 0.6, 0.024)
+    assert {d.name for d in ntu.dimensions} == {"temperature", "kd_lambda", "lr"} and ntu.metric == "macro_acc"
+    passt = _recipe("passt_teacher", tmp_path, weights=str(weights), dir_path=str(tmp_path)).settings
+    assert (passt.arch, passt.epochs, passt.batch_size, passt.weight_decay) == ("passt_s_swa_p16_128_ap476", 25, 80, 1e-3)
+    assert (passt.s_patchout_t, passt.s_patchout_f, passt.freqm, passt.timem, passt.dir_prob) == (0, 6, 48, 20, 0.6)
+    assert (passt.schedule, passt.warmup_epochs, passt.rampdown_start, passt.rampdown_epochs, passt.lr_floor) == (
+        "exp_warmup_linear_down", 3, 3, 10, 0.01)
+    assert (passt.mixstyle_p, passt.mixstyle_alpha) == (0.4, 0.4)
+    sit = _recipe("sit_teacher", tmp_path, weights=str(weights), cochlscene=str(cochl), dir_path=str(tmp_path)).settings
+    assert (sit.sit_epochs, sit.sit_lr, sit.sit_batch_size, sit.lr, sit.head_lr, sit.sample_rate) == (
+        25, 1e-4, 32, 1e-5, 1e-3, 44100)
+
+
+def test_sits_stages_take_their_own_settings_and_the_head_layernorm_is_head():
+    from trainables.teacher import TeacherConfig, is_head
+
+    config = TeacherConfig(lr=1e-5, batch_size=80, epochs=25, sit_epochs=25, sit_lr=1e-4, sit_batch_size=32)
+    sit = config.stage("sit")
+    assert (sit.epochs, sit.lr, sit.batch_size) == (25, 1e-4, 32)
+    assert config.stage("finetune") == config
+    assert TeacherConfig(lr=1e-5).stage("sit").lr == 1e-5, "no stage lr: the run's"
+    assert is_head("net.head.0.weight") and is_head("net.head.1.bias") and is_head("net.head_dist.weight")
+    assert not is_head("net.blocks.0.norm1.weight") and not is_head("net.norm.weight")

@@ -124,7 +124,8 @@ class PasstTeacher(nn.Module):
         patchout = dict(s_patchout_t=config.s_patchout_t, s_patchout_f=config.s_patchout_f)
         if config.arch == TINY_ARCH:
             self.net = passt_module.PaSST(
-                img_size=(128, 101), patch_size=16, stride=(10, 10), in_chans=1, num_classes=n_classes,
+                # one second at the mel's 320-sample hop: 101 frames at 32 kHz, 138 at 44.1 kHz
+                img_size=(128, config.sample_rate // 320 + 1), patch_size=16, stride=(10, 10), in_chans=1, num_classes=n_classes,
                 embed_dim=config.embed_dim, depth=config.depth, num_heads=config.num_heads, distilled=True,
                 drop_path_rate=config.drop_path_rate, **patchout,
             )  # fmt: skip

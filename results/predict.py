@@ -28,7 +28,7 @@ import torchaudio
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results.export import load_student  # noqa: E402
+from results.student_file import load_student  # noqa: E402
 from trainables.synthetic_asc import CLASSES  # noqa: E402  (TAU22's class order, which prepared datasets use)
 
 CLIP_SECONDS = 1.0

@@ -37,7 +37,7 @@ from results import report_figures as figures  # noqa: E402
 from results.complexity import frames_of  # noqa: E402
 from trainables.student import DCASE24_BUDGET, complexity  # noqa: E402
 from results.evaluation import IncompatibleStudent, evaluate_student  # noqa: E402
-from results.export import load_student  # noqa: E402
+from results.student_file import load_student  # noqa: E402
 from results.importance import importances  # noqa: E402
 from results.leaderboard import build_leaderboard, device_columns  # noqa: E402
 from results.trial_records import read_experiment  # noqa: E402

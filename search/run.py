@@ -2,7 +2,7 @@
 
     python search/run.py --space kd.yaml [--data DIR] [--storage runs] [--name NAME] [--samples N]
                          [--subsets 5,25] [--set KEY=VALUE ...] [--gpus-per-trial F] [--cpus-per-trial F]
-                         [--address auto|HOST:PORT] [--resume]
+                         [--address auto|HOST:PORT] [--resume] [--verbose]
 
 Every problem with the input ends in one short message and exit status 2, before Ray starts.
 """
@@ -41,6 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per student trial")
     parser.add_argument("--address", help="join a running Ray cluster (auto or HOST:PORT)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run of the same name")
+    parser.add_argument("--verbose", action="store_true", help="also show Ray Tune's own progress output")
     return parser.parse_args(argv)
 
 
@@ -78,7 +79,8 @@ def make_request(args: argparse.Namespace):
     name = args.name or Path(args.space).stem
     if not name or "/" in name or name in (".", "..", "cache"):
         raise SpaceError(f"--name {name!r}: use a plain directory name")
-    return RunRequest(space=space, storage=storage, name=name, data=data, address=args.address, resume=args.resume)
+    return RunRequest(space=space, storage=storage, name=name, data=data, address=args.address, resume=args.resume,
+                      verbose=args.verbose)  # fmt: skip
 
 
 def _dataset(path: Path, splits: str | None, storage: Path, system: str) -> Path:
@@ -105,13 +107,16 @@ def _dataset(path: Path, splits: str | None, storage: Path, system: str) -> Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    from search.console import banner
     from search.service import check_run_dir, prepare_dataset, run
     from trainables.logits_file import LogitsMismatch
 
     try:
         request = make_request(parse_args(sys.argv[1:] if argv is None else argv))
         check_run_dir(request)
+        banner("Dataset")
         request = dataclasses.replace(request, data=prepare_dataset(request))
+        print(f"Dataset: {request.data}", flush=True)
         if request.space.system == "asc_kd" and request.space.teacher.logits:
             from search.teachers import check_external_logits
 

@@ -139,7 +139,7 @@ class TeacherPlan:
                 generate_pretraining(PretrainingConfig(seed=self.teacher.seed), directory)
             if not state_path.is_file():
                 epochs = self.teacher.pretrain_epochs if name == "pretrain" else self.teacher.sit_epochs
-                config = {"data_dir": str(directory), "subset": 100, "stage_epochs": epochs, "state_path": str(state_path),
+                config = {"data_dir": str(directory), "subset": 100, "stage": name, "stage_epochs": epochs, "state_path": str(state_path),
                           "init_path": None if init is None else str(init)}  # fmt: skip
                 self._fit(f"teacher_{name}", config, grid=None)
                 if not state_path.is_file():

@@ -17,6 +17,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from search.record import as_space, read_record, recorded_dataset  # noqa: E402
 from search.space import SpaceError, apply_override, build_space, read_space_file  # noqa: E402
 from trainables.asc_data import DatasetError, is_prepared, load_prepared  # noqa: E402
 
@@ -28,7 +29,8 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = _Parser(prog="search/run.py", description="Knowledge-distillation hyperparameter search on Ray Tune.")
-    parser.add_argument("--space", required=True, help="space file; a bare name is looked up in spaces/")
+    parser.add_argument("--space", help="space file; a bare name is looked up in spaces/ (a run's space.yaml too); "
+                                        "not needed with --resume --name NAME")  # fmt: skip
     parser.add_argument("--data", help="TAU22 root (meta.csv + audio/) or a prepared dataset (default: embedded synthetic)")
     parser.add_argument("--splits", help="folder of the DCASE24 split files split5.csv … test.csv (default: in --data)")
     parser.add_argument("--storage", default="runs", help="where runs and caches go (default: ./runs)")
@@ -49,7 +51,13 @@ def make_request(args: argparse.Namespace):
     """Validate everything the user gave into a RunRequest; raises SpaceError or DatasetError."""
     from search.service import RunRequest
 
-    raw = read_space_file(args.space)
+    storage = Path(args.storage).resolve()
+    record = None
+    if args.space is None:
+        if not (args.resume and args.name):
+            raise SpaceError("--space is required (only --resume --name NAME reads the settings the run recorded)")
+        record = read_record(storage / args.name)
+    raw = as_space(record if record is not None else read_space_file(args.space))
     for assignment in args.overrides:
         apply_override(raw, assignment)
     if args.samples is not None:
@@ -69,8 +77,9 @@ def make_request(args: argparse.Namespace):
     if args.cpus_per_trial is not None:
         resources["cpus_per_trial"] = args.cpus_per_trial
     space = build_space(raw)
-    storage = Path(args.storage).resolve()
     data = None if args.data is None else _dataset(Path(args.data), args.splits, storage, space.system)
+    if data is None and record is not None:
+        data = recorded_dataset(record, storage)
     if data is not None and space.schema.by_subset:
         available = load_prepared(data).splits
         missing = [s for s in space.subsets if f"split{s}" not in available]
@@ -106,21 +115,28 @@ def _dataset(path: Path, splits: str | None, storage: Path, system: str) -> Path
     raise DatasetError(f"--data {path}: holds no dataset (neither a TAU22 root with meta.csv nor a prepared dataset)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def prepare(request):
+    """The checks before Ray starts, and the dataset: the request with its prepared dataset (raises on bad input)."""
     from search.console import banner
-    from search.service import check_run_dir, prepare_dataset, run
+    from search.service import check_run_dir, prepare_dataset
+
+    check_run_dir(request)
+    banner("Dataset")
+    request = dataclasses.replace(request, data=prepare_dataset(request))
+    print(f"Dataset: {request.data}", flush=True)
+    if request.space.system == "asc_kd" and request.space.teacher.logits:
+        from search.teachers import check_external_logits
+
+        check_external_logits(request.space.teacher, load_prepared(request.data), request.space.subsets)
+    return request
+
+
+def main(argv: list[str] | None = None) -> int:
+    from search.service import run
     from trainables.logits_file import LogitsMismatch
 
     try:
-        request = make_request(parse_args(sys.argv[1:] if argv is None else argv))
-        check_run_dir(request)
-        banner("Dataset")
-        request = dataclasses.replace(request, data=prepare_dataset(request))
-        print(f"Dataset: {request.data}", flush=True)
-        if request.space.system == "asc_kd" and request.space.teacher.logits:
-            from search.teachers import check_external_logits
-
-            check_external_logits(request.space.teacher, load_prepared(request.data), request.space.subsets)
+        request = prepare(make_request(parse_args(sys.argv[1:] if argv is None else argv)))
     except (SpaceError, DatasetError, LogitsMismatch) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -49,13 +49,11 @@ class RunRequest:
 
 def check_run_dir(request: RunRequest) -> None:
     """Refuse to overwrite a finished or started run, and a resume whose settings changed (before Ray starts)."""
-    record = request.run_dir / "space.yaml"
+    from search.record import RECORD, check_resumable
+
+    record = request.run_dir / RECORD
     if request.resume:
-        if not record.is_file():
-            raise SpaceError(f"--resume: {request.run_dir} holds no run to resume")
-        if record.read_text() != space_to_yaml(request.space):
-            raise SpaceError(f"--resume: the settings differ from those {request.run_dir} was started with "
-                             f"(see {record}); resume with the same space and flags, or use a new --name")  # fmt: skip
+        check_resumable(request.run_dir, request.space)
     elif record.exists():
         raise SpaceError(f"{request.run_dir} already holds a run; pass --resume to continue it or choose another --name")
 
@@ -86,12 +84,12 @@ def run(request: RunRequest) -> None:
     from results.report import write_report
     from results.leaderboard import build_leaderboard, print_comparison, print_leaderboard, print_summary, write_tables
     from search.console import banner, quiet_ray
+    from search.record import write_record
     from search.teachers import TeacherPlan, ensure_ssl_teacher, print_teachers
     from search.tuning import run_confirmation, run_references, search_trials, trainable_for, trial_constants
 
     space = request.space
     request.run_dir.mkdir(parents=True, exist_ok=True)
-    (request.run_dir / "space.yaml").write_text(space_to_yaml(space))
     print(f"Run directory: {request.run_dir}")
     print(f"Watch it with: tensorboard --logdir {request.run_dir}", flush=True)
     quiet_ray(request.verbose)
@@ -111,6 +109,7 @@ def run(request: RunRequest) -> None:
         check_resources(space, [n["Resources"] for n in nodes])
         if len(nodes) > 1:
             check_shared_storage(request.storage, nodes)
+        write_record(request.run_dir, space, data_dir, request.storage)  # only now has the run truly started
         if space.system == "oskdft2":
             constants = trial_constants(space, data_dir, teacher_state=str(ensure_ssl_teacher(request, data_dir)))
         elif space.system == "asc_teacher":

@@ -90,7 +90,7 @@ class TeacherPlan:
 
     def member_path(self, subset: int, seed: int) -> Path:
         teacher = dataclasses.replace(self.teacher, seed=seed)
-        stages = [str(path) for _, _, path in self.stages]
+        stages = [path.name for _, _, path in self.stages]  # names are keys themselves; the storage may move
         key = _key(self.data.fingerprint, subset, _init_part(teacher), teacher.epochs, teacher.backbone_lr_ratio, stages)
         return self.cache / f"{key}.pt"
 
@@ -102,7 +102,7 @@ class TeacherPlan:
         seeds = range(self.teacher.seed, self.teacher.seed + self.teacher.ensemble)
         if self.teacher.ensemble == 1:
             return self.member_path(subset, self.teacher.seed)
-        return self.cache / f"ensemble-{_key([str(self.member_path(subset, s)) for s in seeds])}.pt"
+        return self.cache / f"ensemble-{_key([self.member_path(subset, s).name for s in seeds])}.pt"
 
     def ensure(self, subsets: tuple[int, ...]) -> dict[int, Path]:
         """Fill the cache for every subset (training only what is missing) and return the students' files."""

@@ -114,9 +114,15 @@ _EXPERIMENT_TITLES = {"teacher_pretrain": "teacher pretraining", "teacher_sit": 
 
 
 def fit_experiment(request: RunRequest, name: str, trainable, param_space: dict) -> None:
-    """A plain experiment of the run (no search, no checkpoints): its grid runs in parallel; each epoch is a line."""
+    """A plain experiment of the run (no search, no checkpoints), always run afresh: its grid runs in parallel;
+    each epoch is a line."""
     tune_config = _tune_config()
     progress = EpochProgress(_EXPERIMENT_TITLES.get(name, name))
+    earlier = request.run_dir / name
+    if earlier.exists():
+        # Called only for what is missing from the cache (a resume, a teacher deleted or a storage moved): an
+        # earlier experiment of the name ended without it, and restoring it would run nothing. It is kept aside.
+        earlier.rename(earlier.with_name(f"{name}.earlier-{time.strftime('%Y%m%d-%H%M%S')}"))
     # epochs=0: nothing stops these early, so every trial that ends without an error ran its epochs.
     _fit(request, name, trainable, param_space=param_space, tune_config=tune_config,
          run_config=_run_config(request, name, request.space, keep_checkpoints=False, progress=progress, epochs=0))

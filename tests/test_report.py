@@ -265,7 +265,13 @@ _IMAGE_CHECK = """<script>
 window.addEventListener("load", () => {
   const out = document.createElement("pre");
   out.id = "image-check";
-  out.textContent = JSON.stringify([...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]));
+  const page = document.documentElement.clientWidth;
+  out.textContent = JSON.stringify({
+    images: [...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]),
+    headings: [...document.querySelectorAll("h2")].map(h => [h.textContent, h.getBoundingClientRect().top]),
+    fit: [...document.querySelectorAll(".fit table")].map(t => t.getBoundingClientRect().right <= page),
+    folded: [...document.querySelectorAll("details")].map(d => d.open),
+  });
   document.body.appendChild(out);
 });
 </script>"""
@@ -291,9 +297,19 @@ def test_report_renders_in_headless_chromium(written, tmp_path):
                           capture_output=True, text=True, timeout=90)  # fmt: skip
     found = re.search(r'<pre id="image-check">(.*?)</pre>', done.stdout)
     assert found, done.stderr[-2000:]
-    images = json.loads(found.group(1))
+    checked = json.loads(found.group(1))
+    images = checked["images"]
     assert len(images) == len(FIGURES)
     assert all(complete and width > 0 and height > 0 for complete, width, height in images), images
+    # The new sections are on the page, in order, and the tables meant to fit the page do, at 1200 px.
+    headings = [title for title, _ in checked["headings"]]
+    assert headings[:5] == ["Warnings", "Best students", "What distillation did", "Teachers", "Leaderboard"]
+    assert [top for _, top in checked["headings"]] == sorted(top for _, top in checked["headings"])
+    assert len(checked["fit"]) >= 3 and all(checked["fit"]), checked["fit"]
+    assert checked["folded"] == [False], "the leaderboard's other columns are folded"
+    # The screenshot shows the warning box (its orange border) above the fold.
+    orange = (np.abs(pixels[:1500].astype(int) - [0xE6, 0x7E, 0x00]).sum(axis=2) < 30).sum()
+    assert orange > 50, "no warning box in the first screen"
 
 
 def test_distributions_come_from_the_space_widened_to_what_ran():

@@ -64,7 +64,6 @@ class Section:
     body: str = ""  # ready HTML: a table
     figure: str | None = None  # file name under report/
     png: bytes | None = None
-    warning: bool = False  # drawn as a warning box
 
 
 def exported_students(run_dir: Path) -> dict[int, Path]:
@@ -182,8 +181,7 @@ def warnings_section(found: list[str]) -> Section | None:
     if not found:
         return None
     items = "".join(f"<li>{html.escape(w)}</li>" for w in found)
-    return Section("Warnings", "Read these before the figures below.", body=f"<ul class=\"warn\">{items}</ul>",
-                   warning=True)  # fmt: skip
+    return Section("Warnings", "Read these before the figures below.", body=f"<ul class=\"warn\">{items}</ul>")
 
 
 def best_students_section(students: dict[int, Path], params: list[str]) -> Section:

@@ -2,7 +2,7 @@
 
 Ray Tune's own reporter prints a box of every trial's config as it starts, a "current best trial" across
 subsets (which must never be compared) and a TensorBoard hint into /tmp/ray. `quiet_ray` switches all of
-that off, and the callbacks here print the few lines a researcher reads instead; `--verbose` keeps Ray's
+that off, and the callbacks here print the few lines a researcher reads instead; `--verbose` adds Ray's
 output as it was.
 """
 
@@ -26,10 +26,10 @@ _QUIET_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "0"}
 _QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.air")
 
 
-def quiet_ray(verbose: bool) -> int:
-    """Set up Ray's output for this process; the `verbose` value RunConfig takes (0: silent, 1: Ray's reporter)."""
+def quiet_ray(verbose: bool) -> None:
+    """Switch Ray's and Optuna's own output off for this process, unless `verbose`."""
     if verbose:
-        return 1
+        return
     os.environ.update(_QUIET_ENV)
     for name in _QUIET_LOGGERS:
         # Errors stay visible; Ray's INFO lines (a local instance started, a run time) and warnings about its own
@@ -37,7 +37,6 @@ def quiet_ray(verbose: bool) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "Trials did not complete": said per trial
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created", once per subset
-    return 0
 
 
 def banner(title: str) -> None:
@@ -75,7 +74,7 @@ def working(what: str) -> Iterator[None]:
         done.set()
         if thread:
             thread.join()
-        print(f"\r{what}: done in {duration(time.monotonic() - start)}", flush=True)
+        print(f"{chr(13) if tty else ''}{what}: done in {duration(time.monotonic() - start)}", flush=True)
 
 
 def _group(trial) -> int:
@@ -161,7 +160,7 @@ class EpochProgress(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         config = trial.config
-        total = config.get(self.epochs_key) or config.get("teacher", {}).get("epochs", "?")
+        total = config.get(self.epochs_key) or (config.get("teacher") or config.get("training") or {}).get("epochs", "?")
         who = f"subset {config['subset']}%" if config.get("logits_path") else ""
         if config.get("member") and config.get("teacher", {}).get("ensemble", 1) > 1:
             who += f" seed {config['seed']}"

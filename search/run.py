@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -117,13 +118,15 @@ def _dataset(path: Path, splits: str | None, storage: Path, system: str) -> Path
 
 def prepare(request):
     """The checks before Ray starts, and the dataset: the request with its prepared dataset (raises on bad input)."""
-    from search.console import banner
+    from search.console import banner, duration
     from search.service import check_run_dir, prepare_dataset
 
     check_run_dir(request)
     banner("Dataset")
+    started = time.monotonic()
     request = dataclasses.replace(request, data=prepare_dataset(request))
-    print(f"Dataset: {request.data}", flush=True)
+    took = time.monotonic() - started
+    print(f"Dataset: {request.data}" + (f" (ready in {duration(took)})" if took > 1 else ""), flush=True)
     if request.space.system == "asc_kd" and request.space.teacher.logits:
         from search.teachers import check_external_logits
 

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.space import Space, SpaceError, space_to_yaml
+from search.space import Space, SpaceError
 from trainables.asc_data import is_prepared
 from trainables.synthetic_asc import generate
 

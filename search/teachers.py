@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from ray import tune
 
+from search.console import working
 from search.service import RunRequest
 from trainables.asc_data import AscData, is_prepared, load_prepared
 from trainables.cochlscene import prepare_cochlscene
@@ -135,8 +136,8 @@ class TeacherPlan:
         init: Path | None = None
         for name, directory, state_path in self.stages:
             if name == "pretrain" and not is_prepared(directory):
-                print(f"Generating the synthetic AudioSet stand-in into {directory} …", flush=True)
-                generate_pretraining(PretrainingConfig(seed=self.teacher.seed), directory)
+                with working(f"Generating the synthetic AudioSet stand-in into {directory}"):
+                    generate_pretraining(PretrainingConfig(seed=self.teacher.seed), directory)
             if not state_path.is_file():
                 epochs = self.teacher.pretrain_epochs if name == "pretrain" else self.teacher.sit_epochs
                 config = {"data_dir": str(directory), "subset": 100, "stage": name, "stage_epochs": epochs, "state_path": str(state_path),

@@ -53,7 +53,7 @@ def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: 
     callbacks = [ReadableTensorBoard(hparams, space.settings.epochs if epochs is None else epochs)]
     if keep_checkpoints:
         callbacks.append(CheckpointRetention(space.metric, space.mode))
-    if progress is not None and not request.verbose:
+    if progress is not None:
         callbacks.append(progress)
     return tune.RunConfig(
         name=name,

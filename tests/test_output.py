@@ -139,10 +139,10 @@ def test_every_run_exports_onnx_and_torchscript_with_class_names(run):
 
 
 def _argv(run, *extra) -> list[str]:
-    argv = ["--space", "kd", "--storage", str(run["storage"]), "--subsets", "5", "--samples", "3", *extra]
+    argv = ["--space", "kd", "--storage", str(run["storage"]), "--subsets", "5", "--samples", "3"]
     for setting in TINY_SETTINGS + ["scheduler.grace_period=1"]:
         argv += ["--set", setting]
-    return argv
+    return argv + list(extra)  # after the settings above, so an --set here wins
 
 
 def test_the_record_is_a_valid_space(run):
@@ -184,3 +184,37 @@ def test_console_script_is_the_command_line():
     entry = getattr(importlib.import_module(module), function)
     assert entry is main
     assert entry(["--space", "no-such-space"]) == 2
+
+
+def test_teacher_cache_keys_hold_no_absolute_path(service_data, tmp_path):
+    """A storage moved or copied elsewhere finds its teachers: the same settings give the same file names."""
+    from search.service import RunRequest
+    from search.teachers import TeacherPlan
+
+    names = []
+    for ensemble in (1, 2):
+        raw = read_space_file("kd")  # teachers pretrained on the synthetic stand-in: a stage before fine-tuning
+        raw["teacher"]["ensemble"] = ensemble
+        space = build_space(raw)
+        found = []
+        for storage in (tmp_path / "here", tmp_path / "moved" / "there"):
+            request = RunRequest(space=space, storage=storage, name="x", data=service_data, address=None, resume=False)
+            plan = TeacherPlan(request, service_data)
+            found.append([plan.subset_path(s).name for s in (5, 25)] + [path.name for _, _, path in plan.stages])
+        assert found[0] == found[1]
+        names.append(found[0])
+    assert names[0] != names[1] and names[1][0].startswith("ensemble-")
+
+
+def test_verbose_brings_ray_s_own_output_back(service_data, tmp_path):
+    from search.console import SearchProgress
+    from search.service import RunRequest
+    from search.tuning import _run_config
+
+    space = build_space(read_space_file("kd"))
+    progress = SearchProgress("search", "acc", "max", 4, {5: 2})
+    for verbose, level in ((False, 0), (True, 1)):
+        request = RunRequest(space=space, storage=tmp_path, name="x", data=service_data, address=None, resume=False,
+                             verbose=verbose)  # fmt: skip
+        config = _run_config(request, "search", space, keep_checkpoints=True, progress=progress)
+        assert config.verbose == level and progress in config.callbacks  # the project's lines either way

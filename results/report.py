@@ -135,7 +135,7 @@ def _plus_minus(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}" if not math.isnan(std) else f"{mean:.3f}"
 
 
-def distillation_section(effect: pd.DataFrame, unseen: dict[int, set[str]]) -> Section:
+def distillation_section(effect: pd.DataFrame, unseen: dict[int, set[str]], n_classes: int = 10) -> Section:
     title = "What distillation did"
     text = ("Per subset, the test accuracy of the best student (KD) and of the same configuration trained without a "
             "teacher (no-KD: kd_lambda = 1), overall (mean over devices), pooled over the devices seen and unseen "
@@ -156,7 +156,7 @@ def distillation_section(effect: pd.DataFrame, unseen: dict[int, set[str]]) -> S
                      **{r.figure: _plus_minus(r.no_kd, math.nan) + mark[r.figure] for r in part.itertuples()}})  # fmt: skip
         rows.append({"subset": f"{subset}%", "student": "Δ (points)",
                      **{r.figure: f"{100 * r.delta:+.1f}{mark[r.figure]}" for r in part.itertuples()}})  # fmt: skip
-    figure = figures.kd_bars(effect, unseen)
+    figure = figures.kd_bars(effect, unseen, chance=1.0 / n_classes)
     return Section(title, text, body=html_table(pd.DataFrame(rows), fit=True), figure="distillation.png",
                    png=figures.png_bytes(figure) if figure is not None else None)  # fmt: skip
 
@@ -296,7 +296,7 @@ def build_sections(run_dir: Path, data_dir: Path | None = None, top: int = 3) ->
     sections = [
         warnings_section(warnings(board, effect, teachers, _n_classes(students))),
         best_students_section(students, params),
-        distillation_section(effect, unseen),
+        distillation_section(effect, unseen, _n_classes(students)),
         teachers_section(teachers, unseen),
         leaderboard_section(board, metric, params),
         figure_section(

@@ -194,9 +194,10 @@ def confusion_matrices(matrices: dict[int, np.ndarray], classes: list[str], spli
     return figure
 
 
-def kd_bars(effect: pd.DataFrame, unseen: dict[int, set[str]]) -> Figure | None:
+def kd_bars(effect: pd.DataFrame, unseen: dict[int, set[str]], chance: float | None = None) -> Figure | None:
     """Per subset, test accuracy with and without distillation for the mean, seen, unseen and each device;
-    error bars: standard deviation over confirmation seeds; unseen devices shaded and marked *."""
+    error bars: standard deviation over confirmation seeds; unseen devices shaded and marked *; a dashed line
+    at `chance` (guessing the most likely of equally likely classes)."""
     if effect.empty:
         return None
     subsets = sorted(effect["subset"].unique())
@@ -211,6 +212,8 @@ def kd_bars(effect: pd.DataFrame, unseen: dict[int, set[str]]) -> Figure | None:
                color=subset_colour(int(subset)), edgecolor="black", linewidth=0.5, label="KD (best)")  # fmt: skip
         ax.bar(x + 0.2, part["no_kd"], 0.4, color="white", edgecolor=subset_colour(int(subset)), hatch="//",
                linewidth=1.0, label="no-KD (kd_lambda = 1)")  # fmt: skip
+        if chance is not None:
+            ax.axhline(chance, color="black", linestyle="--", linewidth=0.8, label=f"chance ({chance:.2f})")
         ax.set_xticks(x, labels)
         ax.set_ylim(0, 1)
         ax.set_ylabel("test accuracy")

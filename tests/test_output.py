@@ -9,6 +9,7 @@ import importlib
 import io
 import json
 import re
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -167,15 +168,20 @@ def test_a_start_refused_after_ray_started_blocks_nothing(run, service_data, cap
     check_run_dir(make_request(parse_args(argv)))  # the corrected start is not refused ("already holds a run")
 
 
-def test_resume_by_name_alone_retrains_a_missing_teacher(run, capsys):
-    """Last in this module: it resumes the finished run after deleting its teacher."""
-    (teacher,) = (run["storage"] / "cache" / "teachers").glob("*.pt")
+def test_a_moved_storage_resumes_by_name_alone_and_retrains_a_missing_teacher(run, tmp_path, capsys):
+    """Last to use the run: its storage is moved elsewhere, its teacher deleted, and `--resume --name` alone given."""
+    moved = tmp_path / "elsewhere"
+    shutil.move(run["storage"], moved)
+    (teacher,) = (moved / "cache" / "teachers").glob("*.pt")
     teacher.unlink()
     capsys.readouterr()
-    assert main(["--resume", "--name", "out", "--storage", str(run["storage"])]) == 0
+    assert main(["--resume", "--name", "out", "--storage", str(moved)]) == 0
     out = capsys.readouterr().out
     assert "Teacher for subset 5%: to make" in out and teacher.is_file()
-    assert len(pd.read_csv(run["dir"] / "leaderboard.csv")) == 3, "the finished trials are kept, none added"
+    board = pd.read_csv(moved / "out" / "leaderboard.csv", dtype={"trial_id": str})
+    assert sorted(board["trial_id"]) == sorted(run["board"]["trial_id"]), "the finished trials are kept, none added"
+    assert board["trial_dir"].str.startswith(str(moved)).all()
+    assert (moved / "out" / "best" / "subset_5" / "student.onnx").is_file()
 
 
 def test_console_script_is_the_command_line():

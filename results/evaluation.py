@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from results.export import load_student
+from results.student_file import load_student
 from trainables.asc_data import AscData
 from trainables.loop import default_device, predict, split_metrics
 from trainables.metrics import confusion_matrix

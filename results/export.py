@@ -10,6 +10,7 @@ torch.load(path, weights_only=True):
     classes      the scene classes, in the order of the model's outputs
     test_confusion  int64 [classes, classes]: test-split clip counts, rows true class, columns predicted
     trial_id     the trial it comes from
+Beside it, student.ts and student.onnx run without this project (results/formats.py).
 """
 
 from __future__ import annotations
@@ -25,26 +26,19 @@ import yaml
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from results.formats import write_formats  # noqa: E402
 from results.leaderboard import build_leaderboard  # noqa: E402
+from results.student_file import load_student  # noqa: E402,F401  (documented here: from results.export import load_student)
 from results.trial_records import latest_checkpoint  # noqa: E402
-from trainables.frontend import FrontendConfig, LogMel  # noqa: E402
-from trainables.student import Student, StudentArch  # noqa: E402
-
-
-def load_student(path: Path) -> tuple[LogMel, Student, dict]:
-    """Rebuild (front end, student, metrics) from an exported file; both modules in eval mode."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    frontend = LogMel(FrontendConfig(**payload["config"]["frontend"])).eval()
-    model = Student(StudentArch.from_dict(payload["config"]["arch"]))
-    model.load_state_dict(payload["state_dict"])
-    return frontend, model.eval(), payload["metrics"]
 
 
 def export_best(run_dir: Path, metric: str, mode: str) -> list[Path]:
     """Copy the top complete trial's last checkpoint of each subset to best/subset_<N>/.
 
-    A student search exports student.pt; a teacher search its logits (logits.pt keyed by filename,
-    logits_meta_order.pt in the seed systems' format), ready for `teacher.logits` of a KD search.
+    A student search exports student.pt, and beside a scene classifier student.ts (TorchScript) and
+    student.onnx, each the front end and the student as one waveform → logits model (results/formats.py);
+    a teacher search its logits (logits.pt keyed by filename, logits_meta_order.pt in the seed systems'
+    format), ready for `teacher.logits` of a KD search.
     """
     board = build_leaderboard(run_dir, metric, mode)
     exported = []
@@ -66,10 +60,25 @@ def export_best(run_dir: Path, metric: str, mode: str) -> list[Path]:
                 payload = torch.load(source, map_location="cpu", weights_only=True)
                 payload["trial_id"] = str(best["trial_id"])
                 torch.save(payload, target / source.name)
+                exported.append(target / source.name)
+                if "frontend" in payload["config"]:  # a scene classifier (an OS-KDFT2 student has no such graph)
+                    exported += write_formats(target / source.name, target)
             else:
                 shutil.copy2(source, target / source.name)
-            exported.append(target / source.name)
+                exported.append(target / source.name)
     return exported
+
+
+def export_lines(paths: list[Path], run_dir: Path) -> list[str]:
+    """One line per exported folder: "Exported best/subset_25/: student.pt, student.ts, student.onnx"."""
+    folders: dict[Path, list[str]] = {}
+    for path in paths:
+        folders.setdefault(Path(path).parent, []).append(Path(path).name)
+    lines = []
+    for folder, names in folders.items():
+        shown = folder.relative_to(run_dir) if folder.is_relative_to(run_dir) else folder
+        lines.append(f"Exported {run_dir / shown}/: {', '.join(names)}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         print(f"error: {run_dir} has no complete trial to export", file=sys.stderr)
         return 2
-    for path in paths:
-        print(f"Exported {path}")
+    for line in export_lines(paths, run_dir):
+        print(line)
     return 0
 
 

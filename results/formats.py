@@ -1,24 +1,30 @@
 """Export a student file to formats that run without this project: TorchScript and ONNX.
 
-    python results/formats.py STUDENT.pt OUT_DIR    # writes student.torchscript.pt and student.onnx, checks both
+    python results/formats.py STUDENT.pt OUT_DIR    # writes student.ts and student.onnx, checks both
+
+Every run writes both next to each exported student (best/subset_<N>/student.ts, student.onnx).
 
 Both files hold the front end and the student together, as one model that maps a waveform
 [batch, samples] at the front end's sample rate (32 kHz: 32,000 samples per 1-s clip) to class
 logits [batch, classes]; softmax gives the class probabilities.
 
 - TorchScript (`to_torchscript`): the exported LogMel and Student, traced together; load with
-  torch.jit.load(path). It computes exactly what `load_student` rebuilds.
+  torch.jit.load(path). It computes exactly what `load_student` rebuilds. Its extra file
+  `metadata.json` holds the class names and sample rate: torch.jit.load(path, _extra_files={"metadata.json": ""}).
 - ONNX (`to_onnx`, opset 17, legacy TorchScript-based exporter): torchaudio's spectrogram uses a
   complex STFT, which the ONNX exporter cannot express, so the ONNX model carries
   `ExportableLogMel`, the same log-mel written with a real-valued STFT (ONNX's STFT operator). It
   agrees with LogMel to float rounding (about 1e-6 on the log-mel), so the ONNX file also takes the
   raw waveform. Input `waveform` [batch, samples], output `logits` [batch, classes]; batch and
-  samples are dynamic. Run it with onnxruntime.InferenceSession(path).
+  samples are dynamic. Run it with onnxruntime.InferenceSession(path). Its metadata
+  (`session.get_modelmeta().custom_metadata_map`) holds `classes` (a JSON list, in output order),
+  `sample_rate`, `clip_seconds` and `trial_id`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -30,7 +36,7 @@ from torch import nn
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results.export import load_student  # noqa: E402
+from results.student_file import load_student, student_classes  # noqa: E402
 from trainables.frontend import FrontendConfig, LogMel  # noqa: E402
 
 ONNX_OPSET = 17  # the first opset with an STFT operator
@@ -91,6 +97,15 @@ def waveform_classifier(student_path: Path) -> WaveformClassifier:
     return WaveformClassifier(frontend, model).eval()
 
 
+def metadata(student_path: Path) -> dict[str, str]:
+    """What a user of an exported file needs besides the graph: class names in output order and the input."""
+    payload = torch.load(student_path, map_location="cpu", weights_only=True)
+    frontend = FrontendConfig(**payload["config"]["frontend"])
+    return {"classes": json.dumps(student_classes(student_path)), "sample_rate": str(frontend.sample_rate),
+            "clip_seconds": "1.0", "input": "waveform [batch, samples], mono, float in [-1, 1]",
+            "output": "logits [batch, classes]", "trial_id": str(payload.get("trial_id", ""))}  # fmt: skip
+
+
 def to_torchscript(student_path: Path, out_path: Path) -> Path:
     """Trace front end + student into one TorchScript file; load it with torch.jit.load."""
     classifier = waveform_classifier(student_path)
@@ -101,7 +116,7 @@ def to_torchscript(student_path: Path, out_path: Path) -> Path:
         traced = torch.jit.trace(classifier, example, check_trace=False)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    traced.save(str(out_path))
+    traced.save(str(out_path), _extra_files={"metadata.json": json.dumps(metadata(student_path))})
     return out_path
 
 
@@ -118,7 +133,18 @@ def to_onnx(student_path: Path, out_path: Path) -> Path:
         torch.onnx.export(classifier, (example,), str(out_path), dynamo=False, opset_version=ONNX_OPSET,
                           input_names=["waveform"], output_names=["logits"],
                           dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "logits": {0: "batch"}})  # fmt: skip
+    import onnx
+
+    model = onnx.load(str(out_path))
+    onnx.helper.set_model_props(model, metadata(student_path))
+    onnx.save(model, str(out_path))
     return out_path
+
+
+def write_formats(student_path: Path, out_dir: Path) -> list[Path]:
+    """student.ts and student.onnx of an exported student, in `out_dir`."""
+    out_dir = Path(out_dir)
+    return [to_torchscript(student_path, out_dir / "student.ts"), to_onnx(student_path, out_dir / "student.onnx")]
 
 
 def run_torchscript(path: Path, waveform: torch.Tensor) -> torch.Tensor:
@@ -148,15 +174,14 @@ def max_difference(student_path: Path, exported: Path, waveform: torch.Tensor | 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="results/formats.py", description=__doc__.splitlines()[0])
     parser.add_argument("student", help="an exported student file, e.g. runs/kd/best/subset_25/student.pt")
-    parser.add_argument("out_dir", help="where student.torchscript.pt and student.onnx go")
+    parser.add_argument("out_dir", help="where student.ts and student.onnx go")
     args = parser.parse_args(argv)
     student = Path(args.student)
     if not student.is_file():
         print(f"error: no such file: {student}", file=sys.stderr)
         return 2
     out_dir = Path(args.out_dir)
-    written = [to_torchscript(student, out_dir / "student.torchscript.pt"), to_onnx(student, out_dir / "student.onnx")]
-    for path in written:
+    for path in write_formats(student, out_dir):
         print(f"Wrote {path} (largest logit difference to PyTorch: {max_difference(student, path):.1e})")
     return 0
 

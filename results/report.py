@@ -4,15 +4,23 @@
 
 Writes `<run>/report.html` and `<run>/report/*.png`. The page reads offline: inline CSS, no script,
 every figure embedded as a base64 PNG (the same bytes as the file in report/). It holds:
+- warnings, first: a subset whose best student is within 5 points of chance, a teacher weaker than
+  the student trained without it;
 - the best student of each subset: its validation and test accuracy, its size and MACs against
   the DCASE24 budget;
-- the leaderboard (leaderboard.csv; validation split, test_* columns from the test split);
+- what distillation did: per subset and device, the best student's test accuracy (± over its
+  confirmation seeds) against the same configuration without a teacher, and the difference;
+- each teacher's test accuracy per device;
+- the leaderboard (leaderboard.csv; validation split, test_* columns from the test split): its key
+  columns, every column folded below;
 - per-device validation accuracy of the top trials of each subset;
 - the ranking metric against each searched hyperparameter, coloured by subset;
 - Optuna's hyperparameter importance per subset (subsets with at least 3 complete trials);
 - the confusion matrix of each exported best student on the test split (kept in its file by
   training; files from older runs are evaluated again with --data, the prepared dataset);
 - the learning curves of each best student (its trial's result.json).
+Devices unseen in a subset's training clips are marked * (and shaded or dashed in the figures); which
+they are comes from the dataset (--data, or the one the run's record names), else TAU22's s4–s6.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import argparse
 import base64
 import html
 import math
+import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,9 +44,10 @@ if __package__ in (None, ""):
 
 from results import report_figures as figures  # noqa: E402
 from results.complexity import frames_of  # noqa: E402
+from results.distillation import kd_effect, recorded_dataset, teacher_accuracy, unseen_devices, warnings  # noqa: E402
 from trainables.student import DCASE24_BUDGET, complexity  # noqa: E402
 from results.evaluation import IncompatibleStudent, evaluate_student  # noqa: E402
-from results.export import load_student  # noqa: E402
+from results.student_file import load_student, student_classes  # noqa: E402
 from results.importance import importances  # noqa: E402
 from results.leaderboard import build_leaderboard, device_columns  # noqa: E402
 from results.trial_records import read_experiment  # noqa: E402
@@ -85,27 +95,93 @@ def _cell(column: str, value) -> str:
     return str(value)
 
 
-def html_table(frame: pd.DataFrame, highlight_rank_one: bool = False) -> str:
+def html_table(frame: pd.DataFrame, highlight_rank_one: bool = False, fit: bool = False) -> str:
+    """A table; `fit`: one that is meant to fit the page's width (no scrolling box around it)."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = []
     for _, row in frame.iterrows():
         best = highlight_rank_one and row.get("rank") == 1
         cells = "".join(f"<td>{html.escape(_cell(str(c), row[c]))}</td>" for c in frame.columns)
         rows.append(f"<tr class=\"best\">{cells}</tr>" if best else f"<tr>{cells}</tr>")
-    return f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f"<div class=\"fit\">{table}</div>" if fit else f"<div class=\"scroll\">{table}</div>"
 
 
-def leaderboard_section(board: pd.DataFrame, metric: str) -> Section:
+_KEY_COLUMNS = ["rank", "trial_id", "subset", "status", "epochs"]
+_KEY_FIGURES = ["confirmed_acc", "confirmed_acc_std", "eer", "min_dcf", "acc", "acc_unseen", "test_acc", "test_acc_unseen",
+                "test_eer", "params", "macs", "within_budget"]  # fmt: skip
+
+
+def leaderboard_section(board: pd.DataFrame, metric: str, params: list[str] = ()) -> Section:
     text = (f"Every trial, ranked within its subset by {metric} on the validation split: trials that ran every "
-            "epoch first, then those stopped early by ASHA, then failed ones. The acc_* columns are the last "
-            "epoch's validation figures; test_* columns are the test split, computed once per complete trial and "
-            "never used for ranking. The rank-1 row of each subset is bold.")  # fmt: skip
+            "epoch first, then those stopped early by ASHA, then failed ones. acc columns are the last epoch's "
+            "validation figures; test_* columns are the test split, computed once per complete trial and never used "
+            "for ranking. The rank-1 row of each subset is bold. The table shows the key columns; every column "
+            "(each device, sizes, errors) is folded below it and in leaderboard.csv.")  # fmt: skip
     if board.empty:
         return Section("Leaderboard", "No trial has reported yet.")
     shown = board[[c for c in board.columns if c not in _HIDDEN_COLUMNS]]
     if "error" in shown and not shown["error"].astype(str).str.strip().any():
         shown = shown.drop(columns=["error"])
-    return Section("Leaderboard", text, body=html_table(shown, highlight_rank_one=True))
+    key = [c for c in [*_KEY_COLUMNS, *params, *dict.fromkeys([metric, *_KEY_FIGURES]), "error"] if c in shown]
+    folded = (f"<details><summary>All {len(shown.columns)} columns</summary>"
+              f"{html_table(shown, highlight_rank_one=True)}</details>")  # fmt: skip
+    return Section("Leaderboard", text, body=html_table(shown[key], highlight_rank_one=True, fit=True) + folded)
+
+
+def _plus_minus(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.3f} ± {std:.3f}" if not math.isnan(std) else f"{mean:.3f}"
+
+
+def distillation_section(effect: pd.DataFrame, unseen: dict[int, set[str]], n_classes: int = 10) -> Section:
+    title = "What distillation did"
+    text = ("Per subset, the test accuracy of the best student (KD) and of the same configuration trained without a "
+            "teacher (no-KD: kd_lambda = 1), overall (mean over devices), pooled over the devices seen and unseen "
+            "in training, and per device; Δ = KD − no-KD, in points of accuracy. Where the best configuration was "
+            "confirmed with several seeds, KD is their mean ± standard deviation (no-KD is one run). Figures marked "
+            "* are of a device that occurs in none of the subset's training clips (unseen).")  # fmt: skip
+    if effect.empty:
+        return Section(title, "No no-KD reference in this run (compare_without_kd: false, or no complete trial).")
+    rows = []
+    for subset, part in effect.groupby("subset", sort=True):
+        hidden = unseen.get(int(subset), set())
+        mark = {f: " *" if f in hidden else "" for f in part["figure"]}
+        runs = int(part["kd_runs"].iloc[0])
+        kd_label = f"KD ({part['kd_trial'].iloc[0]}" + (f", {runs} seeds)" if runs > 1 else ")")
+        rows.append({"subset": f"{subset}%", "student": kd_label,
+                     **{r.figure: _plus_minus(r.kd, r.kd_std) + mark[r.figure] for r in part.itertuples()}})  # fmt: skip
+        rows.append({"subset": f"{subset}%", "student": f"no-KD ({part['no_kd_trial'].iloc[0]})",
+                     **{r.figure: _plus_minus(r.no_kd, math.nan) + mark[r.figure] for r in part.itertuples()}})  # fmt: skip
+        rows.append({"subset": f"{subset}%", "student": "Δ (points)",
+                     **{r.figure: f"{100 * r.delta:+.1f}{mark[r.figure]}" for r in part.itertuples()}})  # fmt: skip
+    figure = figures.kd_bars(effect, unseen, chance=1.0 / n_classes)
+    return Section(title, text, body=html_table(pd.DataFrame(rows), fit=True), figure="distillation.png",
+                   png=figures.png_bytes(figure) if figure is not None else None)  # fmt: skip
+
+
+def teachers_section(teachers: pd.DataFrame, unseen: dict[int, set[str]]) -> Section:
+    title = "Teachers"
+    text = ("The teacher each subset's students distilled from: its accuracy on the test split, overall, pooled over "
+            "seen and unseen devices, and per device (* a device unseen in the subset's training clips). A teacher that is "
+            "not clearly better than the no-KD student has little to teach.")  # fmt: skip
+    if teachers.empty:
+        return Section(title, "No teacher logits recorded for this run (no KD, or the cache was removed).")
+    rows = []
+    for _, row in teachers.iterrows():
+        subset = int(row["subset"])
+        hidden = unseen.get(subset, set())
+        rows.append({"subset": f"{subset}%", **{k: "–" if pd.isna(v) else f"{v:.3f}" + (" *" if k in hidden else "")
+                                                for k, v in row.items() if k != "subset"}})  # fmt: skip
+    return Section(title, text, body=html_table(pd.DataFrame(rows), fit=True))
+
+
+def warnings_section(found: list[str]) -> Section | None:
+    if not found:
+        return None
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in found)
+    return Section("Warnings", "Read these before the figures below.", body=f"<ul class=\"warn\">{items}</ul>")
 
 
 def best_students_section(students: dict[int, Path], params: list[str]) -> Section:
@@ -144,13 +220,13 @@ def _best_trial_ids(board: pd.DataFrame, students: dict[int, Path]) -> dict[int,
     return dict(sorted(best.items()))
 
 
-def learning_curves_section(run_dir: Path, best: dict[int, str]) -> Section:
+def learning_curves_section(run_dir: Path, best: dict[int, str], unseen: dict[int, set[str]] | None = None) -> Section:
     text = ("Per epoch, for the best trial of each subset (its result.json): the training loss (the KD loss on "
             "augmented training clips) and validation accuracy: overall (acc, the mean over devices), pooled over "
-            "devices seen / unseen in training, and each device (thin lines).")  # fmt: skip
+            "devices seen / unseen in training, and each device (thin lines; dashed and marked * when unseen).")  # fmt: skip
     records = {r.trial_id: r for r in read_experiment(Path(run_dir) / "search")}
     curves = {s: pd.DataFrame(records[t].results) for s, t in best.items() if t in records and records[t].results}
-    figure = figures.learning_curves(curves)
+    figure = figures.learning_curves(curves, unseen or {})
     if figure is None:
         return Section("Learning curves", "No best trial with reported epochs was found under search/.")
     return Section("Learning curves", text, figure="learning_curves.png", png=figures.png_bytes(figure))
@@ -194,6 +270,12 @@ def figure_section(title: str, text: str, name: str, figure) -> Section:
     return Section(title, text, figure=name, png=figures.png_bytes(figure))
 
 
+def _n_classes(students: dict[int, Path]) -> int:
+    for path in students.values():
+        return len(student_classes(path))
+    return 10  # TAU22's scenes
+
+
 def build_sections(run_dir: Path, data_dir: Path | None = None, top: int = 3) -> list[Section]:
     settings = yaml.safe_load((Path(run_dir) / "space.yaml").read_text())
     metric, mode = settings["metric"], settings["mode"]
@@ -202,17 +284,26 @@ def build_sections(run_dir: Path, data_dir: Path | None = None, top: int = 3) ->
     params = list(dimensions)
     students = exported_students(run_dir)
     drawable = not board.empty
-    devices = ", ".join(device_columns(dict.fromkeys(board.columns))) or "none"
+    device_names = device_columns(dict.fromkeys(board.columns))
+    devices = ", ".join(device_names) or "none"
+    subsets = sorted(int(s) for s in board["subset"].unique()) if drawable else []
+    unseen = unseen_devices(subsets, device_names, data_dir or recorded_dataset(run_dir))
+    effect = kd_effect(run_dir, metric, mode)
+    teachers = teacher_accuracy(run_dir)
     found = importances(board, params, metric, mode, dimensions)
     skipped = [f"subset {r.subset}%: {r.note}" for r in found if not r.importances]
     log_params = {name for name, d in dimensions.items() if d.get("log")}
-    return [
+    sections = [
+        warnings_section(warnings(board, effect, teachers, _n_classes(students))),
         best_students_section(students, params),
-        leaderboard_section(board, metric),
+        distillation_section(effect, unseen, _n_classes(students)),
+        teachers_section(teachers, unseen),
+        leaderboard_section(board, metric, params),
         figure_section(
             "Accuracy per device", f"Validation accuracy per recording device ({devices}) and its mean (acc) for "
-            f"the top {top} trials of each subset, best first (darkest).", "device_accuracy.png",
-            figures.device_bars(board, top) if drawable else None),
+            f"the top {top} trials of each subset, best first (darkest). Devices marked * and shaded occur in none "
+            "of the subset's training clips (unseen).", "device_accuracy.png",
+            figures.device_bars(board, top, unseen) if drawable else None),
         figure_section(
             "Accuracy against each hyperparameter", f"{metric} (validation split, last epoch) of every trial that "
             "did not fail, against each searched hyperparameter; filled: ran every epoch, hollow: stopped early by "
@@ -225,8 +316,9 @@ def build_sections(run_dir: Path, data_dir: Path | None = None, top: int = 3) ->
             + (" Skipped: " + "; ".join(skipped) + "." if skipped else ""), "importance.png",
             figures.importance_bars(found)),
         confusion_section(students, data_dir),
-        learning_curves_section(run_dir, _best_trial_ids(board, students)),
+        learning_curves_section(run_dir, _best_trial_ids(board, students), unseen),
     ]  # fmt: skip
+    return [section for section in sections if section is not None]
 
 
 _CSS = """
@@ -237,8 +329,12 @@ p.note { color: #444; max-width: 60em; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 0.8em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; white-space: nowrap; }
+.fit th, .fit td { white-space: normal; }
 th { background: #f2f2f2; position: sticky; top: 0; }
 tr.best td { font-weight: bold; background: #f4f9ff; }
+.fit table { max-width: 100%; }
+details summary { cursor: pointer; color: #444; margin: 0.5em 0; }
+ul.warn { background: #fff4e5; border-left: 4px solid #e67e00; padding: 0.6em 0.6em 0.6em 2em; max-width: 60em; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
 """
 
@@ -248,7 +344,8 @@ def render_html(title: str, intro: str, sections: list[Section]) -> str:
              f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
              f"<p class=\"note\">{html.escape(intro)}</p>"]  # fmt: skip
     for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2><p class=\"note\">{html.escape(section.text)}</p>")
+        anchor = re.sub(r"[^a-z0-9]+", "-", section.title.lower()).strip("-")
+        parts.append(f"<h2 id=\"{anchor}\">{html.escape(section.title)}</h2><p class=\"note\">{html.escape(section.text)}</p>")
         parts.append(section.body)
         if section.png is not None:
             encoded = base64.b64encode(section.png).decode("ascii")

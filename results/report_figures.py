@@ -55,8 +55,17 @@ def log_ticks(low: float, high: float) -> list[float]:
     return sorted({float(f"{v:.2g}") for v in np.geomspace(low, high, 4)})
 
 
-def device_bars(board: pd.DataFrame, top: int = 3) -> Figure | None:
-    """Per subset, the validation accuracy of each device for the `top` best-ranked trials that have one."""
+def _mark_unseen(ax, labels: list[str], unseen: set[str]) -> list[str]:
+    """Shade the unseen devices' columns on `ax`; the tick labels with those devices marked *."""
+    for i, label in enumerate(labels):
+        if label in unseen:
+            ax.axvspan(i - 0.5, i + 0.5, color="#dddddd", zorder=0, linewidth=0)
+    return [f"{label}*" if label in unseen else label for label in labels]
+
+
+def device_bars(board: pd.DataFrame, top: int = 3, unseen: dict[int, set[str]] | None = None) -> Figure | None:
+    """Per subset, the validation accuracy of each device for the `top` best-ranked trials that have one;
+    devices in `unseen[subset]` (none of the subset's training clips) shaded and marked *."""
     devices = device_columns(dict.fromkeys(board.columns))
     if board.empty or not devices:
         return None
@@ -78,10 +87,10 @@ def device_bars(board: pd.DataFrame, top: int = 3) -> Figure | None:
             label = f"#{row['rank']} {row['trial_id']} ({row['status']})"
             ax.bar(x - 0.4 + width * (i + 0.5), heights, width, label=label, alpha=1.0 - 0.25 * i,
                    color=subset_colour(int(subset)), edgecolor="black", linewidth=0.5)  # fmt: skip
-        ax.set_xticks(x, [*devices, "mean"])
+        ax.set_xticks(x, _mark_unseen(ax, [*devices, "mean"], (unseen or {}).get(int(subset), set())))
         ax.set_ylim(0, 1)
         ax.set_ylabel("validation accuracy")
-        ax.set_title(f"Subset {subset}%: top {len(shown)} trial(s), accuracy per recording device")
+        ax.set_title(f"Subset {subset}%: top {len(shown)} trial(s), accuracy per recording device (* unseen)")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")
     figure.tight_layout()
@@ -185,7 +194,37 @@ def confusion_matrices(matrices: dict[int, np.ndarray], classes: list[str], spli
     return figure
 
 
-def learning_curves(curves: dict[int, pd.DataFrame]) -> Figure | None:
+def kd_bars(effect: pd.DataFrame, unseen: dict[int, set[str]], chance: float | None = None) -> Figure | None:
+    """Per subset, test accuracy with and without distillation for the mean, seen, unseen and each device;
+    error bars: standard deviation over confirmation seeds; unseen devices shaded and marked *; a dashed line
+    at `chance` (guessing the most likely of equally likely classes)."""
+    if effect.empty:
+        return None
+    subsets = sorted(effect["subset"].unique())
+    figure = Figure(figsize=(max(7.0, 0.8 * effect.groupby("subset").size().max() + 3), 2.8 * len(subsets)))
+    axes = figure.subplots(len(subsets), 1, squeeze=False)[:, 0]
+    for ax, subset in zip(axes, subsets):
+        part = effect[effect["subset"] == subset]
+        x = np.arange(len(part))
+        labels = _mark_unseen(ax, part["figure"].tolist(), unseen.get(int(subset), set()))
+        errors = part["kd_std"].fillna(0).to_numpy()
+        ax.bar(x - 0.2, part["kd"], 0.4, yerr=errors if errors.any() else None, capsize=3,
+               color=subset_colour(int(subset)), edgecolor="black", linewidth=0.5, label="KD (best)")  # fmt: skip
+        ax.bar(x + 0.2, part["no_kd"], 0.4, color="white", edgecolor=subset_colour(int(subset)), hatch="//",
+               linewidth=1.0, label="no-KD (kd_lambda = 1)")  # fmt: skip
+        if chance is not None:
+            ax.axhline(chance, color="black", linestyle="--", linewidth=0.8, label=f"chance ({chance:.2f})")
+        ax.set_xticks(x, labels)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"Subset {subset}%: with and without distillation (* unseen device)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+    figure.tight_layout()
+    return figure
+
+
+def learning_curves(curves: dict[int, pd.DataFrame], unseen: dict[int, set[str]] | None = None) -> Figure | None:
     """Per subset (one row): training loss, and validation accuracy per epoch (overall, seen/unseen, devices).
 
     curves: subset → one row per reported epoch with training_iteration and any of train_loss, acc,
@@ -205,12 +244,14 @@ def learning_curves(curves: dict[int, pd.DataFrame]) -> Figure | None:
         loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         loss_ax.grid(alpha=0.3)
         for device in device_columns(dict.fromkeys(curve.columns)):
-            acc_ax.plot(epochs, curve[f"acc_{device}"].astype(float), linewidth=0.8, alpha=0.6, label=device)
+            hidden = device in (unseen or {}).get(subset, set())
+            acc_ax.plot(epochs, curve[f"acc_{device}"].astype(float), "--" if hidden else "-", linewidth=0.8,
+                        alpha=0.6, label=f"{device}*" if hidden else device)  # fmt: skip
         for name, style in (("acc", "-"), ("acc_seen", "--"), ("acc_unseen", ":")):
             if name in curve:
                 acc_ax.plot(epochs, curve[name].astype(float), style, color="black", linewidth=2, label=name)
         acc_ax.set_ylim(0, 1)
-        acc_ax.set_title(f"Subset {subset}%: validation accuracy")
+        acc_ax.set_title(f"Subset {subset}%: validation accuracy (* dashed: unseen device)")
         acc_ax.set_xlabel("epoch")
         acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         acc_ax.grid(alpha=0.3)

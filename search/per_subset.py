@@ -7,16 +7,18 @@ stragglers overlap the next subset's trials) and gives one directory to watch an
 
 `HonestOptunaSearch` fixes what Ray's integration tells Optuna: a trial that ASHA stopped before
 its last epoch is PRUNED (Ray reports it COMPLETE with its partial value, which biases TPE toward
-configurations that learn fast early), and a trial that errored or reported a non-finite value
-is FAILED (Ray's `tell` of NaN fails and leaves the trial RUNNING forever).
+configurations that learn fast early) with the value it reached, and a trial that errored or
+reported a non-finite value is FAILED (Ray's `tell` of NaN fails and leaves the trial RUNNING forever).
 """
 
 from __future__ import annotations
 
 import math
 import pickle
+import warnings
 from collections.abc import Callable
 
+import optuna
 from optuna.trial import TrialState
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
@@ -25,18 +27,52 @@ from ray.tune.search.optuna import OptunaSearch
 
 
 class HonestOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna which trials were pruned or failed. `full_epochs`: a complete trial's length."""
+    """OptunaSearch that keeps a journal true to the trials. `full_epochs`: a complete trial's length.
+
+    - Every epoch's ranking metric is an intermediate value, the last one included: Tune hands a trial's
+      final result (the one that ends it, or the one ASHA stops it on) only to `on_trial_complete`.
+    - A trial stopped early is told PRUNED after that final value is recorded (Optuna then keeps it as the
+      trial's value); an errored or non-finite one FAIL.
+    - Each Optuna trial carries the user attribute `trial_id`, the Tune trial id the leaderboard shows.
+    - The study's metric is named (Optuna's dashboard otherwise says "Objective 0").
+    """
 
     def __init__(self, *args, full_epochs: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.full_epochs = full_epochs
 
+    def _setup_study(self, mode) -> None:
+        super()._setup_study(mode)
+        if isinstance(self.metric, str):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._ot_study.set_metric_names([self.metric])
+
+    def suggest(self, trial_id: str) -> dict | None:
+        suggestion = super().suggest(trial_id)
+        if suggestion is not None and trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr("trial_id", trial_id)
+        return suggestion
+
+    def _report(self, trial_id: str, result: dict | None) -> float | None:
+        """Record `result`'s ranking metric as the intermediate value of its epoch; the value, None when not finite."""
+        value = None if not result else result.get(self.metric)
+        if value is None or not math.isfinite(value):
+            return None
+        step = int(result.get("training_iteration", 0))
+        # A searcher restored from a snapshot of an older version has no record of its reports yet.
+        reported = self.__dict__.setdefault("_reported_steps", {}).setdefault(trial_id, set())
+        if step not in reported:  # Tune may hand the final result to on_trial_result and on_trial_complete
+            self._ot_trials[trial_id].report(float(value), step)
+            reported.add(step)
+        return float(value)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
-        value = None if not result else result.get(self.metric)
+        value = None if error else self._report(trial_id, result)
         epochs = 0 if not result else result.get("training_iteration", 0)
-        if error or value is None or not math.isfinite(value):
+        if value is None:
             self._ot_study.tell(self._ot_trials[trial_id], None, state=TrialState.FAIL)
         elif epochs < self.full_epochs:
             self._ot_study.tell(self._ot_trials[trial_id], None, state=TrialState.PRUNED)
@@ -45,9 +81,8 @@ class HonestOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        value = result.get(self.metric)
-        if value is not None and math.isfinite(value):
-            super().on_trial_result(trial_id, result)
+        if trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            self._report(trial_id, result)
 
 
 class PerSubsetSearch(Searcher):

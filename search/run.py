@@ -2,7 +2,7 @@
 
     python search/run.py --space kd.yaml [--data DIR] [--storage runs] [--name NAME] [--samples N]
                          [--subsets 5,25] [--set KEY=VALUE ...] [--gpus-per-trial F] [--cpus-per-trial F]
-                         [--address auto|HOST:PORT] [--resume]
+                         [--address auto|HOST:PORT] [--resume] [--verbose]
 
 Every problem with the input ends in one short message and exit status 2, before Ray starts.
 """
@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from search.record import as_space, read_record, recorded_dataset  # noqa: E402
 from search.space import SpaceError, apply_override, build_space, read_space_file  # noqa: E402
 from trainables.asc_data import DatasetError, is_prepared, load_prepared  # noqa: E402
 
@@ -28,7 +30,8 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = _Parser(prog="search/run.py", description="Knowledge-distillation hyperparameter search on Ray Tune.")
-    parser.add_argument("--space", required=True, help="space file; a bare name is looked up in spaces/")
+    parser.add_argument("--space", help="space file; a bare name is looked up in spaces/ (a run's space.yaml too); "
+                                        "not needed with --resume --name NAME")  # fmt: skip
     parser.add_argument("--data", help="TAU22 root (meta.csv + audio/) or a prepared dataset (default: embedded synthetic)")
     parser.add_argument("--splits", help="folder of the DCASE24 split files split5.csv … test.csv (default: in --data)")
     parser.add_argument("--storage", default="runs", help="where runs and caches go (default: ./runs)")
@@ -41,6 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per student trial")
     parser.add_argument("--address", help="join a running Ray cluster (auto or HOST:PORT)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run of the same name")
+    parser.add_argument("--verbose", action="store_true", help="also show Ray Tune's own progress output")
     return parser.parse_args(argv)
 
 
@@ -48,7 +52,13 @@ def make_request(args: argparse.Namespace):
     """Validate everything the user gave into a RunRequest; raises SpaceError or DatasetError."""
     from search.service import RunRequest
 
-    raw = read_space_file(args.space)
+    storage = Path(args.storage).resolve()
+    record = None
+    if args.space is None:
+        if not (args.resume and args.name):
+            raise SpaceError("--space is required (only --resume --name NAME reads the settings the run recorded)")
+        record = read_record(storage / args.name)
+    raw = as_space(record if record is not None else read_space_file(args.space))
     for assignment in args.overrides:
         apply_override(raw, assignment)
     if args.samples is not None:
@@ -68,10 +78,11 @@ def make_request(args: argparse.Namespace):
     if args.cpus_per_trial is not None:
         resources["cpus_per_trial"] = args.cpus_per_trial
     space = build_space(raw)
-    storage = Path(args.storage).resolve()
     # A teacher search reads real data at its teacher's rate (NTU's: 44.1 kHz); everything else at the students' 32 kHz.
     rate = space.settings.sample_rate if space.system == "asc_teacher" else 32000
     data = None if args.data is None else _dataset(Path(args.data), args.splits, storage, space.system, rate)
+    if data is None and record is not None:
+        data = recorded_dataset(record, storage)
     if data is not None and space.schema.by_subset:
         available = load_prepared(data).splits
         missing = [s for s in space.subsets if f"split{s}" not in available]
@@ -80,7 +91,8 @@ def make_request(args: argparse.Namespace):
     name = args.name or Path(args.space).stem
     if not name or "/" in name or name in (".", "..", "cache"):
         raise SpaceError(f"--name {name!r}: use a plain directory name")
-    return RunRequest(space=space, storage=storage, name=name, data=data, address=args.address, resume=args.resume)
+    return RunRequest(space=space, storage=storage, name=name, data=data, address=args.address, resume=args.resume,
+                      verbose=args.verbose)  # fmt: skip
 
 
 def _dataset(path: Path, splits: str | None, storage: Path, system: str, sample_rate: int = 32000) -> Path:
@@ -106,20 +118,32 @@ def _dataset(path: Path, splits: str | None, storage: Path, system: str, sample_
     raise DatasetError(f"--data {path}: holds no dataset (neither a TAU22 root with meta.csv nor a prepared dataset)")
 
 
+def prepare(request):
+    """The checks before Ray starts, and the dataset: the request with its prepared dataset (raises on bad input)."""
+    from search.console import banner, duration
+    from search.service import check_run_dir, prepare_dataset
+
+    check_run_dir(request)
+    banner("Dataset")
+    started = time.monotonic()
+    request = dataclasses.replace(request, data=prepare_dataset(request))
+    took = time.monotonic() - started
+    print(f"Dataset: {request.data}" + (f" (ready in {duration(took)})" if took > 1 else ""), flush=True)
+    if request.space.system in ("asc_kd", "asc_teacher"):
+        from search.teachers import check_external_logits, check_teacher_is_trained
+
+        check_teacher_is_trained(request.space, request.data)
+        if request.space.system == "asc_kd" and request.space.teacher.logits:
+            check_external_logits(request.space.teacher, load_prepared(request.data), request.space.subsets)
+    return request
+
+
 def main(argv: list[str] | None = None) -> int:
-    from search.service import check_run_dir, prepare_dataset, run
+    from search.service import run
     from trainables.logits_file import LogitsMismatch
 
     try:
-        request = make_request(parse_args(sys.argv[1:] if argv is None else argv))
-        check_run_dir(request)
-        request = dataclasses.replace(request, data=prepare_dataset(request))
-        if request.space.system in ("asc_kd", "asc_teacher"):
-            from search.teachers import check_external_logits, check_teacher_is_trained
-
-            check_teacher_is_trained(request.space, request.data)
-            if request.space.system == "asc_kd" and request.space.teacher.logits:
-                check_external_logits(request.space.teacher, load_prepared(request.data), request.space.subsets)
+        request = prepare(make_request(parse_args(sys.argv[1:] if argv is None else argv)))
     except (SpaceError, DatasetError, LogitsMismatch) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -11,12 +11,13 @@ Shared caches (`<storage>/cache/`): prepared datasets and teacher logits, reused
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.space import Space, SpaceError, space_to_yaml
+from search.space import Space, SpaceError
 from trainables.asc_data import is_prepared
 from trainables.synthetic_asc import generate
 
@@ -35,6 +36,7 @@ class RunRequest:
     data: Path | None  # a prepared dataset; None: the embedded synthetic one, until prepare_dataset
     address: str | None  # a running Ray cluster; None: start Ray here
     resume: bool
+    verbose: bool = False  # Ray Tune's own console output as well as the run's
 
     @property
     def run_dir(self) -> Path:
@@ -47,13 +49,11 @@ class RunRequest:
 
 def check_run_dir(request: RunRequest) -> None:
     """Refuse to overwrite a finished or started run, and a resume whose settings changed (before Ray starts)."""
-    record = request.run_dir / "space.yaml"
+    from search.record import RECORD, check_resumable
+
+    record = request.run_dir / RECORD
     if request.resume:
-        if not record.is_file():
-            raise SpaceError(f"--resume: {request.run_dir} holds no run to resume")
-        if record.read_text() != space_to_yaml(request.space):
-            raise SpaceError(f"--resume: the settings differ from those {request.run_dir} was started with "
-                             f"(see {record}); resume with the same space and flags, or use a new --name")  # fmt: skip
+        check_resumable(request.run_dir, request.space)
     elif record.exists():
         raise SpaceError(f"{request.run_dir} already holds a run; pass --resume to continue it or choose another --name")
 
@@ -80,31 +80,36 @@ def run(request: RunRequest) -> None:
     """Everything after validation; starts (or joins) Ray."""
     import ray
 
-    from results.export import export_best
+    from results.export import export_best, export_lines
     from results.report import write_report
     from results.leaderboard import build_leaderboard, print_comparison, print_leaderboard, print_summary, write_tables
+    from search.console import banner, quiet_ray
+    from search.record import write_record
     from search.teachers import TeacherPlan, ensure_ssl_teacher, print_teachers
     from search.tuning import run_confirmation, run_references, search_trials, trainable_for, trial_constants
 
     space = request.space
     request.run_dir.mkdir(parents=True, exist_ok=True)
-    (request.run_dir / "space.yaml").write_text(space_to_yaml(space))
     print(f"Run directory: {request.run_dir}")
     print(f"Watch it with: tensorboard --logdir {request.run_dir}", flush=True)
+    quiet_ray(request.verbose)
 
     data_dir = prepare_dataset(request)  # made before validation ended; here it is only looked up
     # Workers started here inherit this, so they import the project even where it is not installed.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    ray_logging = logging.INFO if request.verbose else logging.ERROR
     owns_ray = not ray.is_initialized()  # a test session (or a notebook) may have started Ray already
     if owns_ray and request.address:
-        ray.init(address=request.address, log_to_driver=False, runtime_env=WORKER_ENV)
+        ray.init(address=request.address, log_to_driver=False, runtime_env=WORKER_ENV, logging_level=ray_logging)
     elif owns_ray:
-        ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20, runtime_env=WORKER_ENV)
+        ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20, runtime_env=WORKER_ENV,
+                 logging_level=ray_logging)  # fmt: skip
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         check_resources(space, [n["Resources"] for n in nodes])
         if len(nodes) > 1:
             check_shared_storage(request.storage, nodes)
+        write_record(request.run_dir, space, data_dir, request.storage)  # only now has the run truly started
         if space.system == "oskdft2":
             constants = trial_constants(space, data_dir, teacher_state=str(ensure_ssl_teacher(request, data_dir)))
         elif space.system == "asc_teacher":
@@ -113,23 +118,28 @@ def run(request: RunRequest) -> None:
         else:
             teacher_paths = {}
             if _uses_teacher(space):
+                banner("Teachers")
                 teacher_paths = TeacherPlan(request, data_dir).ensure(space.subsets)
                 print_teachers(teacher_paths)
             constants = trial_constants(space, data_dir, teacher_logits={str(s): str(p) for s, p in teacher_paths.items()})
         trainable = trainable_for(space)
+        banner(f"Search: {space.samples} trials per subset")
         search_trials(request, trainable, constants)
         if space.confirm_top_k:
+            banner(f"Confirmation: the top {space.confirm_top_k} of each subset with {space.confirm_seeds} new seeds")
             run_confirmation(request, constants, build_leaderboard(request.run_dir, space.metric, space.mode))
         board = build_leaderboard(request.run_dir, space.metric, space.mode)
         if space.system == "asc_kd" and space.compare_without_kd and not board.empty:
+            banner("References: each subset's best configuration without distillation (kd_lambda = 1)")
             run_references(request, constants, board)
+        banner("Results")
         board = write_tables(request.run_dir, space.metric, space.mode)
         print_leaderboard(board, space.metric, [d.name for d in space.dimensions])
         print_comparison(request.run_dir, space.metric, space.mode)
         if space.system != "oskdft2":  # the DCASE rank score is an acoustic-scene figure
             print_summary(board)
-        for path in export_best(request.run_dir, space.metric, space.mode):
-            print(f"Exported {path}")
+        for line in export_lines(export_best(request.run_dir, space.metric, space.mode), request.run_dir):
+            print(line)
         if space.system != "oskdft2":  # the report's plots are the acoustic-scene ones
             print(f"Report: {write_report(request.run_dir, data_dir)}")
     finally:

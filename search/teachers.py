@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from ray import tune
 
+from search.console import working
 from search.service import RunRequest
 from search.space import Space, SpaceError
 from trainables.asc_data import AscData, is_prepared, load_prepared
@@ -118,7 +119,7 @@ class TeacherPlan:
 
     def member_path(self, subset: int, seed: int) -> Path:
         teacher = dataclasses.replace(self.teacher, seed=seed)
-        stages = [str(path) for _, _, path in self.stages]
+        stages = [path.name for _, _, path in self.stages]  # names are keys themselves; the storage may move
         key = _key(self.data.fingerprint, subset, _init_part(teacher), teacher.epochs, teacher.backbone_lr_ratio, stages)
         return self.cache / f"{key}.pt"
 
@@ -130,7 +131,7 @@ class TeacherPlan:
         seeds = range(self.teacher.seed, self.teacher.seed + self.teacher.ensemble)
         if self.teacher.ensemble == 1:
             return self.member_path(subset, self.teacher.seed)
-        return self.cache / f"ensemble-{_key([str(self.member_path(subset, s)) for s in seeds])}.pt"
+        return self.cache / f"ensemble-{_key([self.member_path(subset, s).name for s in seeds])}.pt"
 
     def ensure(self, subsets: tuple[int, ...]) -> dict[int, Path]:
         """Fill the cache for every subset (training only what is missing) and return the students' files."""
@@ -163,8 +164,8 @@ class TeacherPlan:
         init: Path | None = None
         for name, directory, state_path in self.stages:
             if name == "pretrain" and not is_prepared(directory):
-                print(f"Generating the synthetic AudioSet stand-in into {directory} …", flush=True)
-                generate_pretraining(PretrainingConfig(seed=self.teacher.seed), directory)
+                with working(f"Generating the synthetic AudioSet stand-in into {directory}"):
+                    generate_pretraining(PretrainingConfig(seed=self.teacher.seed), directory)
             if not state_path.is_file():
                 config = {"data_dir": str(directory), "subset": 100, "stage": name, "state_path": str(state_path),
                           "init_path": None if init is None else str(init)}  # fmt: skip

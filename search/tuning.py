@@ -15,9 +15,11 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from search.checkpoint_retention import CheckpointRetention
+from search.console import EpochProgress, SearchProgress
 from search.per_subset import HonestOptunaSearch, PerSubsetScheduler, PerSubsetSearch
 from search.service import RunRequest
 from search.space import Dimension, Space
+from search.tensorboard import ReadableTensorBoard
 from search.trials import student_trial
 
 
@@ -26,6 +28,8 @@ def _trial_dirname(trial) -> str:
     if config.get("member"):  # a teacher ensemble member "subset:seed" (its subset is filled in later)
         subset, seed = config["member"].split(":")
         return f"subset{subset}_seed{seed}_{trial.trial_id}"
+    if config.get("stage"):  # a teacher stage before fine-tuning (pretraining, CochlScene): no subset of this run
+        return f"{config['stage']}_{trial.trial_id}"
     label = f"subset{config['subset']}" if "subset" in config else "trial"
     if config.get("confirms"):
         label += f"_of{config['confirms']}_seed{config['seed']}"
@@ -40,18 +44,29 @@ def _tune_config(**settings) -> tune.TuneConfig:
                            **settings)  # fmt: skip
 
 
-def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: bool) -> tune.RunConfig:
+def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: bool,
+                progress: tune.Callback | None = None, epochs: int | None = None) -> tune.RunConfig:  # fmt: skip
     # Tune keeps every checkpoint; CheckpointRetention deletes all but the latest and the best once Tune's
     # snapshot no longer needs them (Tune's own num_to_keep deletes them before, and a crash then breaks resume).
     checkpoints = tune.CheckpointConfig(checkpoint_score_attribute=space.metric, checkpoint_score_order=space.mode)
+    hparams = ["subset", *(d.name for d in space.dimensions), "kd_lambda", "source_trial", "confirms", "seed"]
+    callbacks = [ReadableTensorBoard(hparams, space.settings.epochs if epochs is None else epochs)]
+    if keep_checkpoints:
+        callbacks.append(CheckpointRetention(space.metric, space.mode))
+    if progress is not None:
+        callbacks.append(progress)
     return tune.RunConfig(
         name=name,
         storage_path=str(request.run_dir),
         checkpoint_config=checkpoints if keep_checkpoints else None,
-        callbacks=[CheckpointRetention(space.metric, space.mode)] if keep_checkpoints else None,
+        callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
-        verbose=1,
+        verbose=1 if request.verbose else 0,
     )
+
+
+def _progress(space: Space, title: str, totals: dict[int, int] | None) -> SearchProgress:
+    return SearchProgress(title, space.metric, space.mode, space.settings.epochs, totals)
 
 
 def _usable_snapshot(path: Path, with_searcher: bool) -> bool:
@@ -94,11 +109,23 @@ def _fit(request: RunRequest, name: str, trainable, **tuner_kwargs) -> None:
     tune.Tuner(trainable, **tuner_kwargs).fit()
 
 
+_EXPERIMENT_TITLES = {"teacher_pretrain": "teacher pretraining", "teacher_sit": "teacher CochlScene stage",
+                      "teachers": "teacher", "teacher_ssl": "SSL teacher"}  # fmt: skip
+
+
 def fit_experiment(request: RunRequest, name: str, trainable, param_space: dict) -> None:
-    """A plain experiment of the run (no search, no checkpoints): its grid runs in parallel."""
+    """A plain experiment of the run (no search, no checkpoints), always run afresh: its grid runs in parallel;
+    each epoch is a line."""
     tune_config = _tune_config()
+    progress = EpochProgress(_EXPERIMENT_TITLES.get(name, name))
+    earlier = request.run_dir / name
+    if earlier.exists():
+        # Called only for what is missing from the cache (a resume, a teacher deleted or a storage moved): an
+        # earlier experiment of the name ended without it, and restoring it would run nothing. It is kept aside.
+        earlier.rename(earlier.with_name(f"{name}.earlier-{time.strftime('%Y%m%d-%H%M%S')}"))
+    # epochs=0: nothing stops these early, so every trial that ends without an error ran its epochs.
     _fit(request, name, trainable, param_space=param_space, tune_config=tune_config,
-         run_config=_run_config(request, name, request.space, keep_checkpoints=False))  # fmt: skip
+         run_config=_run_config(request, name, request.space, keep_checkpoints=False, progress=progress, epochs=0))
 
 
 def _resources(cpus: float, gpus: float) -> dict:
@@ -182,8 +209,10 @@ def search_trials(request: RunRequest, trainable, constants: dict) -> None:
         num_samples=space.samples * max(1, len(space.subsets)),
         max_concurrent_trials=space.max_concurrent or None,
     )
+    totals = {s: space.samples for s in space.subsets} if space.schema.by_subset else {0: space.samples}
     _fit(request, "search", trainable, param_space=constants, tune_config=tune_config,
-         run_config=_run_config(request, "search", space, keep_checkpoints=True))  # fmt: skip
+         run_config=_run_config(request, "search", space, keep_checkpoints=True,
+                                progress=_progress(space, "search", totals)))  # fmt: skip
     _fail_orphans(storage)
 
 
@@ -212,8 +241,12 @@ def run_confirmation(request: RunRequest, constants: dict, board: pd.DataFrame) 
         param_space[name] = tune.sample_from(lambda config, name=name: picks[config["confirms"]][name])
     param_space["seed"] = tune.grid_search(list(seeds))
     tune_config = _tune_config(max_concurrent_trials=space.max_concurrent or None)
+    totals = {}
+    for pick in picks.values():
+        totals[pick["subset"]] = totals.get(pick["subset"], 0) + space.confirm_seeds
     _fit(request, "confirm", trainable_for(space), param_space=param_space, tune_config=tune_config,
-         run_config=_run_config(request, "confirm", space, keep_checkpoints=True))  # fmt: skip
+         run_config=_run_config(request, "confirm", space, keep_checkpoints=True,
+                                progress=_progress(space, "confirmation", totals)))  # fmt: skip
 
 
 def run_references(request: RunRequest, constants: dict, board: pd.DataFrame) -> None:
@@ -222,12 +255,14 @@ def run_references(request: RunRequest, constants: dict, board: pd.DataFrame) ->
     best = {}
     for subset, rows in board[board["status"] == "complete"].groupby("subset"):
         best[int(subset)] = {d.name: rows.iloc[0][d.name] for d in space.dimensions}
+        best[int(subset)]["source_trial"] = str(rows.iloc[0]["trial_id"])
     if not best:
         return
     param_space = {k: v for k, v in constants.items() if k != "teacher_logits"}
-    for name in {d.name for d in space.dimensions} - {"kd_lambda"}:
+    for name in ({d.name for d in space.dimensions} - {"kd_lambda"}) | {"source_trial"}:
         param_space[name] = tune.sample_from(lambda config, name=name: best[config["subset"]][name])
     param_space.update(subset=tune.grid_search(sorted(best)), kd_lambda=1.0)
     tune_config = _tune_config(max_concurrent_trials=space.max_concurrent or None)
     _fit(request, "no_kd", trainable_for(space), param_space=param_space, tune_config=tune_config,
-         run_config=_run_config(request, "no_kd", space, keep_checkpoints=True))  # fmt: skip
+         run_config=_run_config(request, "no_kd", space, keep_checkpoints=True,
+                                progress=_progress(space, "no-KD reference", dict.fromkeys(best, 1))))  # fmt: skip

@@ -89,9 +89,9 @@ def test_tensorboard_has_per_device_curves(first_run):
     assert len(event_files) == 4
     accumulator = EventAccumulator(str(event_files[0].parent)).Reload()
     tags = set(accumulator.Tags()["scalars"])
-    for tag in ["ray/tune/train_loss", "ray/tune/acc", "ray/tune/acc_unseen", *[f"ray/tune/acc_{d}" for d in DEVICES]]:
+    for tag in ["loss/train", "acc/mean", "acc/unseen", *[f"acc/{d}" for d in DEVICES]]:
         assert tag in tags, tag
-    assert len(accumulator.Scalars("ray/tune/acc_s4")) == 2  # one point per epoch
+    assert len(accumulator.Scalars("acc/s4")) == 2  # one point per epoch
     # The HParams tab: every trial's hyperparameters and final metrics, written when it ends.
     for event_file in event_files:
         raw = event_file.read_bytes()

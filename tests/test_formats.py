@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def test_exportable_front_end_computes_the_same_log_mel():
 
 
 def test_torchscript_file_matches_pytorch(student_file, tmp_path):
-    path = formats.to_torchscript(student_file, tmp_path / "student.torchscript.pt")
+    path = formats.to_torchscript(student_file, tmp_path / "student.ts")
     waveform = formats.example_waveform(FrontendConfig(), batch=3, seed=1)  # traced with batch 2
     loaded = torch.jit.load(str(path))
     with torch.no_grad():
@@ -62,6 +63,8 @@ def test_onnx_file_matches_pytorch(student_file, tmp_path):
     path = formats.to_onnx(student_file, tmp_path / "student.onnx")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["waveform"]
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["classes"]) == CLASSES and meta["sample_rate"] == "32000" and meta["trial_id"] == "fresh"
     for batch, seconds in ((3, 1.0), (1, 1.5)):  # batch and length are dynamic
         waveform = formats.example_waveform(FrontendConfig(), batch=batch, seconds=seconds, seed=2)
         (got,) = session.run(["logits"], {"waveform": waveform.numpy()})
@@ -74,42 +77,66 @@ def _write_audio(folder: Path) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     clips = {
         "a.wav": (rng.standard_normal(32000) * 0.1, 32000),  # already 1 s, 32 kHz, mono
-        "sub/b.wav": (rng.standard_normal((66150, 2)) * 0.1, 44100),  # 1.5 s stereo at 44.1 kHz: crop
+        "sub/b.wav": (rng.standard_normal((66150, 2)) * 0.1, 44100),  # 1.5 s stereo at 44.1 kHz: one whole second
         "c.WAV": (rng.standard_normal(8000) * 0.1, 16000),  # 0.5 s at 16 kHz: pad
+        "d.flac": (rng.standard_normal(80000) * 0.1, 32000),  # 2.5 s of FLAC: two 1-s windows averaged
     }
     for name, (audio, rate) in clips.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        soundfile.write(folder / name, audio.astype(np.float32), rate, subtype="FLOAT")
+        subtype = "PCM_16" if name.endswith(".flac") else "FLOAT"
+        soundfile.write(folder / name, audio.astype(np.float32), rate, subtype=subtype)
     (folder / "notes.txt").write_text("not audio")
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00 not really a wav file")
     return {name: audio for name, (audio, _) in clips.items()}
 
 
 def test_read_clip_resamples_mixes_and_fits_to_one_second(tmp_path):
     _write_audio(tmp_path)
-    for name in ("a.wav", "sub/b.wav", "c.WAV"):
+    for name in ("a.wav", "sub/b.wav", "c.WAV", "d.flac"):
         assert predict.read_clip(tmp_path / name, 32000).shape == (32000,)
     short = predict.read_clip(tmp_path / "c.WAV", 32000)
     assert short[16100:].abs().max() == 0  # 0.5 s of audio, then zeros
+    assert predict.windows(predict.read_waveform(tmp_path / "d.flac", 32000), 32000).shape == (2, 32000)
 
 
 def test_predictions_file_in_submission_format(student_file, tmp_path):
     audio = _write_audio(tmp_path / "eval")
-    out = predict.write_predictions(student_file, tmp_path / "eval", tmp_path / "out" / "predictions.csv")
+    out = tmp_path / "out" / "predictions.csv"
+    found = predict.write_predictions(student_file, tmp_path / "eval", out)
     frame = pd.read_csv(out, sep="\t")
     assert frame.columns.tolist() == ["filename", "scene_label", *CLASSES]
     assert CLASSES[:3] == ["airport", "bus", "metro"] and CLASSES[-1] == "tram"
-    assert frame["filename"].tolist() == ["audio/a.wav", "audio/c.WAV", "audio/sub/b.wav"]
+    assert frame["filename"].tolist() == ["audio/a.wav", "audio/c.WAV", "audio/d.flac", "audio/sub/b.wav"]
     probs = frame[CLASSES].to_numpy()
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert frame["scene_label"].tolist() == [CLASSES[i] for i in probs.argmax(axis=1)]
     expected = _reference(student_file, torch.from_numpy(audio["a.wav"].astype(np.float32))[None]).softmax(1)
     assert np.allclose(probs[0], expected[0].numpy(), atol=1e-5)  # written with 6 decimals
+    flac = torch.from_numpy(soundfile.read(tmp_path / "eval" / "d.flac", dtype="float32")[0][:64000].reshape(2, 32000))
+    assert np.allclose(probs[2], _reference(student_file, flac).softmax(1).mean(0).numpy(), atol=1e-5)
+    assert found.averaged == {"audio/d.flac": 2} and found.padded == {"audio/c.WAV": 0.5}
+    assert list(found.unreadable) == ["audio/broken.wav"]
+
+
+def test_predict_command_takes_a_whole_run(student_file, tmp_path, capsys):
+    _write_audio(tmp_path / "eval")
+    run_dir = tmp_path / "run"
+    for subset in (5, 25):
+        (run_dir / "best" / f"subset_{subset}").mkdir(parents=True)
+        (run_dir / "best" / f"subset_{subset}" / "student.pt").write_bytes(student_file.read_bytes())
+    assert predict.main([str(run_dir), str(tmp_path / "eval"), str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["subset_25.csv", "subset_5.csv"]
+    assert len(pd.read_csv(tmp_path / "out" / "subset_5.csv", sep="\t")) == 4
+    captured = capsys.readouterr()
+    assert "1 file(s) longer than 1 s: each classified as the mean of its whole 1-s windows" in captured.out
+    assert "warning: 1 file(s) shorter than 1 s, zero-padded: audio/c.WAV (0.50 s)" in captured.out
+    assert "Skipped 1 unreadable file(s)" in captured.err and "audio/broken.wav" in captured.err
 
 
 def test_predict_command(student_file, tmp_path, capsys):
     _write_audio(tmp_path / "eval")
     assert predict.main([str(student_file), str(tmp_path / "eval"), str(tmp_path / "p.csv")]) == 0
-    assert len(pd.read_csv(tmp_path / "p.csv", sep="\t")) == 3
+    assert len(pd.read_csv(tmp_path / "p.csv", sep="\t")) == 4
     (tmp_path / "empty").mkdir()
     assert predict.main([str(student_file), str(tmp_path / "empty"), str(tmp_path / "q.csv")]) == 2
     assert predict.main([str(student_file), str(tmp_path / "nowhere"), str(tmp_path / "q.csv")]) == 2

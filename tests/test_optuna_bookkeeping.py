@@ -17,19 +17,32 @@ def test_states_told_to_optuna():
     searcher = _searcher()
     for trial_id in ("done", "early", "nan", "crash"):
         assert "lr" in searcher.suggest(trial_id)
-    for epoch in (1, 2, 3):
+    # As Tune calls it: every result but the last goes to on_trial_result, the last only to on_trial_complete.
+    for epoch in (1, 2):
         searcher.on_trial_result("done", {"acc": 0.5 + epoch / 10, "training_iteration": epoch})
     searcher.on_trial_complete("done", {"acc": 0.8, "training_iteration": 3})
-    searcher.on_trial_result("early", {"acc": 0.2, "training_iteration": 1})
-    searcher.on_trial_complete("early", {"acc": 0.2, "training_iteration": 1})  # ASHA stopped it after epoch 1
+    searcher.on_trial_result("early", {"acc": 0.122, "training_iteration": 1})
+    searcher.on_trial_complete("early", {"acc": 0.291, "training_iteration": 2})  # ASHA stopped it on epoch 2
     searcher.on_trial_result("nan", {"acc": math.nan, "training_iteration": 1})
     searcher.on_trial_complete("nan", {"acc": math.nan, "training_iteration": 3})
     searcher.on_trial_complete("crash", None, error=True)
     trials = searcher._ot_study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL]
-    assert trials[0].value == 0.8
-    assert trials[1].intermediate_values == {1: 0.2}, "a pruned trial keeps what it reached"
+    assert trials[0].value == 0.8 and trials[0].intermediate_values == {1: 0.6, 2: 0.7, 3: 0.8}
+    assert trials[1].intermediate_values == {1: 0.122, 2: 0.291}, "a pruned trial keeps what it reached"
+    assert trials[1].value == 0.291, "its value is the epoch it stopped on, not the one before"
     assert trials[2].intermediate_values == {}, "NaN is never reported as a value"
+    assert [t.user_attrs["trial_id"] for t in trials] == ["done", "early", "nan", "crash"]
+    assert searcher._ot_study.metric_names == ["acc"]
+
+
+def test_a_result_told_twice_is_recorded_once():
+    searcher = _searcher()
+    searcher.suggest("t")
+    searcher.on_trial_result("t", {"acc": 0.4, "training_iteration": 3})
+    searcher.on_trial_complete("t", {"acc": 0.4, "training_iteration": 3})
+    (trial,) = searcher._ot_study.get_trials(deepcopy=False)
+    assert trial.state == TrialState.COMPLETE and trial.intermediate_values == {3: 0.4}
 
 
 def test_per_subset_search_gives_each_subset_its_own_study_and_budget():

@@ -19,22 +19,25 @@ from results.importance import importances
 from results.leaderboard import write_tables
 from trainables.asc_data import load_prepared, write_prepared
 from trainables.frontend import FrontendConfig
+from trainables.logits_file import save_logits
 from trainables.student import Student, StudentArch
 from trainables.synthetic_asc import CLASSES
 
 DEVICES = ["a", "b", "c", "s1", "s4", "s5"]
 PARAMS = ["temperature", "kd_lambda", "lr"]
-FIGURES = ["device_accuracy.png", "hyperparameters.png", "importance.png", "confusion.png", "learning_curves.png"]
+FIGURES = ["distillation.png", "device_accuracy.png", "hyperparameters.png", "importance.png", "confusion.png",
+           "learning_curves.png"]  # fmt: skip
 
 
 def _trial(search: Path, trial_id: str, subset: int, epochs_done: int, params: dict, epochs: int = 3,
-           error: str | None = None) -> None:  # fmt: skip
+           error: str | None = None, quality: float | None = None, config: dict | None = None) -> None:  # fmt: skip
     """A trial directory as Tune leaves it: params.json, result.json (one line per epoch), maybe error.txt."""
     directory = search / f"student_{trial_id}_subset{subset}"
     directory.mkdir(parents=True)
-    (directory / "params.json").write_text(json.dumps({"subset": subset, "epochs": epochs, **params}))
+    (directory / "params.json").write_text(json.dumps({"subset": subset, "epochs": epochs, **params, **(config or {})}))
     rng = np.random.default_rng(zlib.crc32(trial_id.encode()))  # str hash() varies per process
-    quality = 0.3 + 0.5 * params["kd_lambda"] + 0.05 * params["temperature"]  # something importance can find
+    if quality is None:
+        quality = 0.3 + 0.5 * params["kd_lambda"] + 0.05 * params["temperature"]  # something importance can find
     lines = []
     for epoch in range(1, epochs_done + 1):
         device_acc = {f"acc_{d}": float(np.clip(quality * epoch / epochs - (0.15 if d.startswith("s") else 0)
@@ -74,22 +77,43 @@ def make_dataset(directory: Path) -> Path:
     return directory
 
 
+def _teacher(path: Path, accuracy: float) -> str:
+    """A teacher's logits file as the cache holds it, with its test figures."""
+    metrics = {"test_acc": accuracy, "test_acc_seen": accuracy + 0.05, "test_acc_unseen": accuracy - 0.05,
+               **{f"test_acc_{d}": accuracy for d in DEVICES}}  # fmt: skip
+    save_logits(path, ["audio/x.wav"], np.zeros((1, 10), dtype=np.float32), metrics)
+    return str(path)
+
+
 def make_run(run_dir: Path) -> Path:
-    """A finished run: subset 5 with 4 complete, 1 stopped and 1 failed trial; 25 with 3; 10 with 1."""
+    """A finished run: subset 5 with 4 complete, 1 stopped and 1 failed trial; 25 with 3; 10 with 1 near chance.
+    Subsets 5 and 25 have a no-KD reference and a teacher (5's weaker than its no-KD student); subset 5's best
+    configuration is confirmed with 2 seeds."""
     run_dir.mkdir(parents=True)
     (run_dir / "space.yaml").write_text(yaml.safe_dump({"metric": "acc", "mode": "max", "search": [
         {"name": "temperature", "low": 1.0, "high": 5.0}, {"name": "kd_lambda", "low": 0.0, "high": 0.5},
         {"name": "lr", "low": 0.002, "high": 0.02, "log": True}]}))  # fmt: skip
     search = run_dir / "search"
     rng = np.random.default_rng(1)
+    teachers = {"5": _teacher(run_dir / "teacher5.pt", 0.2), "25": _teacher(run_dir / "teacher25.pt", 0.9)}
     for subset, complete in ((5, 4), (25, 3), (10, 1)):
         for i in range(complete):
             params = {"temperature": float(rng.uniform(1, 5)), "kd_lambda": float(rng.uniform(0, 0.5)),
                       "lr": float(10 ** rng.uniform(-2.7, -1.7))}  # fmt: skip
-            _trial(search, f"t{subset}x{i}", subset, 3, params)
+            _trial(search, f"t{subset}x{i}", subset, 3, params, quality=0.12 if subset == 10 else None,
+                   config={"teacher_logits": teachers})  # fmt: skip
     _trial(search, "early", 5, 1, {"temperature": 3.0, "kd_lambda": 0.1, "lr": 0.01})
     _trial(search, "nan", 5, 1, {"temperature": 4.0, "kd_lambda": 0.2, "lr": 0.02},
            error="NonFiniteLoss: training loss became nan in epoch 1, step 0")  # fmt: skip
+    board = write_tables(run_dir, "acc", "max")
+    for subset in (5, 25):
+        best = board[(board["subset"] == subset)].iloc[0]
+        params = {"temperature": float(best["temperature"]), "kd_lambda": 1.0, "lr": float(best["lr"])}
+        _trial(run_dir / "no_kd", f"ref{subset}", subset, 3, params, quality=0.5)
+        if subset == 5:
+            for seed in (1, 2):
+                _trial(run_dir / "confirm", f"c5s{seed}", 5, 3, {**params, "kd_lambda": float(best["kd_lambda"])},
+                       config={"confirms": best["trial_id"], "seed": seed})  # fmt: skip
     board = write_tables(run_dir, "acc", "max")
     for subset in (5, 25):
         best = board[(board["subset"] == subset)].iloc[0]["trial_id"]
@@ -140,6 +164,37 @@ def test_report_holds_the_leaderboard_and_best_students(written):
     assert "NonFiniteLoss" in page
     assert "<td>61,148</td>" in page and "<td>29,419,156</td>" in page and "<td>within</td>" in page
     assert "subset 10%: 1 complete trial(s)" in page  # importance skipped there, not failed
+
+
+def _section(page: str, title: str) -> str:
+    return page.split(f">{title}</h2>")[1].split("<h2")[0]
+
+
+def test_report_says_what_distillation_did_and_warns(written):
+    page = written.read_text()
+    titles = re.findall(r"<h2 id=\"[a-z-]+\">([^<]+)</h2>", page)
+    assert titles[:5] == ["Warnings", "Best students", "What distillation did", "Teachers", "Leaderboard"]
+    warnings = _section(page, "Warnings")
+    assert "Subset 10%: the best student&#x27;s test acc" in warnings and "within 5 points of chance (0.100" in warnings
+    assert "Subset 5%: the teacher (0.200 test accuracy) is weaker than the student trained without it" in warnings
+    assert "Subset 25%" not in warnings
+    kd = _section(page, "What distillation did")
+    assert re.search(r"<td>KD \(t5x\d, 2 seeds\)</td>", kd) and "<td>no-KD (ref5)</td>" in kd
+    assert re.search(r"<td>0\.\d{3} ± 0\.\d{3}</td>", kd), "KD mean ± std over the confirmation seeds"
+    assert "<td>Δ (points)</td>" in kd and "<th>unseen</th>" in kd
+    # The micro dataset's split5 holds device a only, split25 devices a, b and s4: s4 is unseen in 5, seen in 25.
+    rows = re.findall(r"<tr>(.*?)</tr>", kd)
+    cells = [c for c in (re.findall(r"<td>([^<]*)</td>", r) for r in rows) if c]
+    header = re.findall(r"<th>([^<]*)</th>", kd)
+    s4, a = header.index("s4"), header.index("a")
+    assert all(c[s4].endswith(" *") for c in cells if c[0] == "5%") and not any(c[a].endswith("*") for c in cells)
+    assert not any(c[s4].endswith("*") for c in cells if c[0] == "25%")
+    teachers = _section(page, "Teachers")
+    assert "<td>5%</td>" in teachers and "<td>0.900</td>" in teachers and "<td>0.200 *</td>" in teachers
+    board = _section(page, "Leaderboard")
+    key_table, folded = board.split("<details>")
+    assert "<th>acc_unseen</th>" in key_table and "<th>acc_s4</th>" not in key_table
+    assert "<th>acc_s4</th>" in folded and "<summary>All " in folded
 
 
 def test_importance_per_subset_with_enough_trials(written):
@@ -210,7 +265,13 @@ _IMAGE_CHECK = """<script>
 window.addEventListener("load", () => {
   const out = document.createElement("pre");
   out.id = "image-check";
-  out.textContent = JSON.stringify([...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]));
+  const page = document.documentElement.clientWidth;
+  out.textContent = JSON.stringify({
+    images: [...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]),
+    headings: [...document.querySelectorAll("h2")].map(h => [h.textContent, h.getBoundingClientRect().top]),
+    fit: [...document.querySelectorAll(".fit table")].map(t => t.getBoundingClientRect().right <= page),
+    folded: [...document.querySelectorAll("details")].map(d => d.open),
+  });
   document.body.appendChild(out);
 });
 </script>"""
@@ -236,9 +297,19 @@ def test_report_renders_in_headless_chromium(written, tmp_path):
                           capture_output=True, text=True, timeout=90)  # fmt: skip
     found = re.search(r'<pre id="image-check">(.*?)</pre>', done.stdout)
     assert found, done.stderr[-2000:]
-    images = json.loads(found.group(1))
+    checked = json.loads(found.group(1))
+    images = checked["images"]
     assert len(images) == len(FIGURES)
     assert all(complete and width > 0 and height > 0 for complete, width, height in images), images
+    # The new sections are on the page, in order, and the tables meant to fit the page do, at 1200 px.
+    headings = [title for title, _ in checked["headings"]]
+    assert headings[:5] == ["Warnings", "Best students", "What distillation did", "Teachers", "Leaderboard"]
+    assert [top for _, top in checked["headings"]] == sorted(top for _, top in checked["headings"])
+    assert len(checked["fit"]) >= 3 and all(checked["fit"]), checked["fit"]
+    assert checked["folded"] == [False], "the leaderboard's other columns are folded"
+    # The screenshot shows the warning box (its orange border) above the fold.
+    orange = (np.abs(pixels[:1500].astype(int) - [0xE6, 0x7E, 0x00]).sum(axis=2) < 30).sum()
+    assert orange > 50, "no warning box in the first screen"
 
 
 def test_distributions_come_from_the_space_widened_to_what_ran():

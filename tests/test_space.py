@@ -143,7 +143,7 @@ def test_a_resume_of_nothing_and_an_existing_run_are_refused(tmp_path, capsys):
     run_dir.mkdir()
     (run_dir / "space.yaml").write_text("earlier run\n")
     _fails(capsys, ["--space", "kd", "--storage", str(tmp_path)], "already holds a run")
-    _fails(capsys, ["--space", "kd", "--storage", str(tmp_path), "--resume"], "settings differ")
+    _fails(capsys, ["--space", "kd", "--storage", str(tmp_path), "--resume"], "not a run's record")
     assert (run_dir / "space.yaml").read_text() == "earlier run\n", "the user's run is left alone"
 
 

@@ -1,0 +1,33 @@
+"""Read an exported student file (`best/subset_<N>/student.pt`) back into a front end and a student.
+
+The file is a dict, loaded with torch.load(path, weights_only=True); results/export.py describes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from trainables.frontend import FrontendConfig, LogMel
+from trainables.student import Student, StudentArch
+from trainables.synthetic_asc import CLASSES
+
+
+def load_student(path: Path) -> tuple[LogMel, Student, dict]:
+    """Rebuild (front end, student, metrics) from an exported file; both modules in eval mode."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    frontend = LogMel(FrontendConfig(**payload["config"]["frontend"])).eval()
+    model = Student(StudentArch.from_dict(payload["config"]["arch"]))
+    model.load_state_dict(payload["state_dict"])
+    return frontend, model.eval(), payload["metrics"]
+
+
+def student_classes(path: Path) -> list[str]:
+    """The class names of the student's outputs, in order: as its file records them; files written before
+    they were recorded are TAU22 students (the dataset's class order)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("classes"):
+        return [str(c) for c in payload["classes"]]
+    n_classes = StudentArch.from_dict(payload["config"]["arch"]).n_classes
+    return list(CLASSES) if n_classes == len(CLASSES) else [f"class{i}" for i in range(n_classes)]

@@ -3,7 +3,8 @@
 Ranking, within each subset: configurations confirmed with several seeds first, by the mean of
 their ranking metric over the seeds; then trials that ran every epoch, then trials stopped early,
 then failed ones, each by the ranking metric of their last epoch (validation split).
-The `test_*` columns are the test-split figures of the last epoch, present for complete trials;
+The `test_*` columns are the test-split figures of the last epoch, present for complete trials; on real data
+`full_test_*` are those of all of test.csv, the set of the published tables (the validation half included);
 `confirmed_*` columns are means (and `_std` the standard deviation) over the confirmation seeds.
 """
 
@@ -18,12 +19,12 @@ import pandas as pd
 import yaml
 
 from results.trial_records import TrialRecord, read_experiment
-from trainables.metrics import device_sort_key
+from trainables.metrics import DEVICE_GROUPS, device_sort_key
 from trainables.student import Budget, Complexity, StudentArch, complexity
 
 _STATUS_ORDER = {"complete": 0, "stopped": 1, "failed": 2}
 # Reported keys that are results (the rest is Tune's bookkeeping): device-wise accuracy, EER, sizes.
-_METRIC_PREFIXES = ("acc", "macro_acc", "test_", "eer", "min_dcf", "student_params", "teacher_params")
+_METRIC_PREFIXES = ("acc", "macro_acc", "test_", "full_test_", "eer", "min_dcf", "student_params", "teacher_params")
 _SUMMARY = ["acc", "acc_seen", "acc_unseen", "macro_acc"]
 
 
@@ -38,7 +39,7 @@ def searched_names(run_dir: Path) -> list[str]:
 def device_columns(metrics: dict, prefix: str = "acc_") -> list[str]:
     """Device names found among metric keys like acc_a, acc_s4 (group and summary keys excluded)."""
     devices = [k[len(prefix) :] for k in metrics if k.startswith(prefix)]
-    return sorted((d for d in devices if d not in ("seen", "unseen")), key=device_sort_key)
+    return sorted((d for d in devices if d not in DEVICE_GROUPS), key=device_sort_key)
 
 
 @functools.lru_cache(maxsize=256)
@@ -92,8 +93,10 @@ def _ordered_columns(frame: pd.DataFrame, params: list[str]) -> pd.DataFrame:
     devices = device_columns(dict.fromkeys(frame.columns))
     test_devices = device_columns(dict.fromkeys(frame.columns), prefix="test_acc_")
     head = ["rank", "trial_id", "subset", "status", "epochs", *params, *[c for c in frame if c.startswith("confirmed_")]]
-    metrics = ["eer", "min_dcf", "test_eer", "test_min_dcf", *_SUMMARY, *[f"acc_{d}" for d in devices]]
-    tests = [f"test_{m}" for m in _SUMMARY] + [f"test_acc_{d}" for d in test_devices]
+    groups = ["acc_real", "acc_sim_seen"]
+    metrics = ["eer", "min_dcf", "test_eer", "test_min_dcf", *_SUMMARY, *groups, *[f"acc_{d}" for d in devices]]
+    tests = [f"{split}_{m}" for split in ("test", "full_test") for m in [*_SUMMARY, *groups]]
+    tests += [f"{split}_acc_{d}" for split in ("test", "full_test") for d in test_devices]
     sizes = ["params", "param_bytes", "macs", "within_budget"]
     ordered = [c for c in head + metrics + tests + sizes + ["train_loss", "error", "trial_dir"] if c in frame]
     return frame[ordered + [c for c in frame.columns if c not in ordered]]

@@ -18,6 +18,8 @@ import math
 
 from ray.tune.logger import TBXLoggerCallback
 
+from trainables.metrics import DEVICE_GROUPS
+
 # Tune's bookkeeping, not results.
 _DROPPED = {"done", "training_iteration", "epoch", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s",
             "time_since_restore", "iterations_since_restore", "timesteps_total", "timesteps_since_restore",
@@ -30,7 +32,7 @@ def tag_of(key: str) -> str | None:
     """The grouped TensorBoard tag of a reported key; None for bookkeeping."""
     if key in _DROPPED or key.startswith("config/"):
         return None
-    for split in ("test_", ""):
+    for split in ("full_test_", "test_", ""):
         if not key.startswith(split):
             continue
         rest = key[len(split) :]
@@ -48,7 +50,7 @@ def tag_of(key: str) -> str | None:
 
 
 def _devices(tags: list[str], group: str) -> list[str]:
-    return [t for t in tags if t.startswith(f"{group}/") and t.split("/", 1)[1] not in ("mean", "seen", "unseen", "macro")]
+    return [t for t in tags if t.startswith(f"{group}/") and t.split("/", 1)[1] not in ("mean", "macro", *DEVICE_GROUPS)]
 
 
 def trial_status(trial, epochs: int, failed: bool) -> str:

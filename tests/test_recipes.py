@@ -11,6 +11,7 @@ import pytest
 import soundfile
 import torch
 
+from results.leaderboard import device_columns
 from results.student_logits import main as student_logits_main
 from search.run import main
 from tests.tau22_fixture import write_cochlscene
@@ -112,6 +113,8 @@ def test_the_dcase24_baseline_recipe_reports_the_published_tables_figures(ray_se
     assert not (run / "teachers").exists(), "λ = 1: no teacher"
     board = pd.read_csv(run / "leaderboard.csv", dtype={"trial_id": str})
     assert len(board) == 1 and board.iloc[0]["status"] == "complete"
+    assert {"full_test_macro_acc", "full_test_acc_s6", "acc_real", "acc_sim_seen"} <= set(board.columns)
+    assert "acc_real" not in [f"acc_{d}" for d in device_columns(dict.fromkeys(board.columns))], "a group, not a device"
     assert len(list((run / "confirm").glob("*/params.json"))) == 2, "confirmed with 2 more seeds"
 
 

@@ -37,7 +37,7 @@ def device_metrics(
         per_device.append(accuracy)
     seen = np.isin(devices, list(train_devices))
     real = np.array([not is_simulated(d) for d in devices.tolist()], dtype=bool)
-    for name, group in (("seen", seen), ("unseen", ~seen), ("real", real), ("sim_seen", seen & ~real)):
+    for name, group in zip(DEVICE_GROUPS, (seen, ~seen, real, seen & ~real)):
         metrics[f"acc_{name}"] = float(correct[group].mean()) if group.any() else float("nan")
     class_acc = [correct[labels == c].mean() for c in range(n_classes) if (labels == c).any()]
     metrics["macro_acc"] = float(np.mean(class_acc))
@@ -50,6 +50,10 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int
     counts = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(counts, (np.asarray(labels), np.asarray(predictions)), 1)
     return counts
+
+
+# The pooled groups beside the devices' own figures (acc_seen, …): not device names.
+DEVICE_GROUPS = ("seen", "unseen", "real", "sim_seen")
 
 
 def is_simulated(device: str) -> bool:

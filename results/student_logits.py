@@ -20,7 +20,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results.export import load_student  # noqa: E402
+from results.student_file import load_student  # noqa: E402
 from trainables.asc_data import AscData, DatasetError, is_prepared, load_prepared  # noqa: E402
 from trainables.logits_file import write_seed_logits  # noqa: E402
 from trainables.loop import default_device, logits_metrics, predict  # noqa: E402

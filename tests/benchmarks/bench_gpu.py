@@ -171,7 +171,6 @@ for n in [int(n) for n in args.concurrency.split(",")]:
          f"peak {gpu['peak_mib_per_process']} MiB per trial process; {seconds:.0f} s")  # fmt: skip
 
 # --- PaSST-S ------------------------------------------------------------------------------------------------------
-from trainables.precision import autocast  # noqa: E402
 from trainables.teacher import STANDARD_ARCH, PasstTeacher, TeacherConfig, teacher_loss  # noqa: E402
 
 

@@ -29,11 +29,14 @@ from results.leaderboard import build_leaderboard  # noqa: E402
 from results.trial_records import latest_checkpoint  # noqa: E402
 from trainables.frontend import FrontendConfig, LogMel  # noqa: E402
 from trainables.student import Student, StudentArch  # noqa: E402
+from trainables.tensor_files import UnreadableFile, load_tensors  # noqa: E402
 
 
 def load_student(path: Path) -> tuple[LogMel, Student, dict]:
-    """Rebuild (front end, student, metrics) from an exported file; both modules in eval mode."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    """Rebuild (front end, student, metrics) from an exported file; both modules in eval mode.
+
+    A damaged or hostile file raises UnreadableFile naming it (weights-only: nothing in it runs)."""
+    payload = load_tensors(path)
     frontend = LogMel(FrontendConfig(**payload["config"]["frontend"])).eval()
     model = Student(StudentArch.from_dict(payload["config"]["arch"]))
     model.load_state_dict(payload["state_dict"])

@@ -29,6 +29,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results.export import load_student  # noqa: E402
+from trainables.tensor_files import UnreadableFile  # noqa: E402
 from trainables.synthetic_asc import CLASSES  # noqa: E402  (TAU22's class order, which prepared datasets use)
 
 CLIP_SECONDS = 1.0
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         path = write_predictions(student, audio_dir, Path(args.out))
     except soundfile.SoundFileError as error:
         print(f"error: cannot read audio: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except UnreadableFile as error:  # a damaged or hostile student file
+        print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"Wrote {path} ({len(wav_files(audio_dir))} files)")
     return 0

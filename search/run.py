@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import shlex
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search.space import SpaceError, apply_override, build_space, read_space_file  # noqa: E402
+from search.preflight import check_storage  # noqa: E402
+from search.space import SpaceError, apply_override, build_space, read_space_file, shown  # noqa: E402
 from trainables.asc_data import DatasetError, is_prepared, load_prepared  # noqa: E402
 
 
@@ -59,7 +62,7 @@ def make_request(args: argparse.Namespace):
         try:
             raw.setdefault("search", {})["subset"] = [int(s) for s in args.subsets.split(",") if s.strip()]
         except (ValueError, AttributeError):
-            raise SpaceError(f"--subsets: expected comma-separated integers such as 5,25, got {args.subsets!r}") from None
+            raise SpaceError(f"--subsets: expected comma-separated integers such as 5,25, got {shown(args.subsets)}") from None
     resources = raw.setdefault("resources", {})
     if not isinstance(resources, dict):
         raise SpaceError("resources: must be a mapping")
@@ -69,6 +72,7 @@ def make_request(args: argparse.Namespace):
         resources["cpus_per_trial"] = args.cpus_per_trial
     space = build_space(raw)
     storage = Path(args.storage).resolve()
+    check_storage(storage)  # before anything (a TAU22 cache, the run directory) is written there
     data = None if args.data is None else _dataset(Path(args.data), args.splits, storage, space.system)
     if data is not None and space.schema.by_subset:
         available = load_prepared(data).splits
@@ -77,7 +81,7 @@ def make_request(args: argparse.Namespace):
             raise DatasetError(f"--data {args.data}: no split file for subsets {missing}; choose others with --subsets")
     name = args.name or Path(args.space).stem
     if not name or "/" in name or name in (".", "..", "cache"):
-        raise SpaceError(f"--name {name!r}: use a plain directory name")
+        raise SpaceError(f"--name {shown(name)}: use a plain directory name")
     return RunRequest(space=space, storage=storage, name=name, data=data, address=args.address, resume=args.resume)
 
 
@@ -105,26 +109,63 @@ def _dataset(path: Path, splits: str | None, storage: Path, system: str) -> Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from search.service import check_run_dir, prepare_dataset, run
+    from search.preflight import StorageError
+    from search.run_lock import RunLocked, run_lock
+    from search.service import RunFailed, check_run_dir, prepare_dataset
     from trainables.logits_file import LogitsMismatch
 
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        request = make_request(parse_args(sys.argv[1:] if argv is None else argv))
-        check_run_dir(request)
-        request = dataclasses.replace(request, data=prepare_dataset(request))
-        if request.space.system == "asc_kd" and request.space.teacher.logits:
-            from search.teachers import check_external_logits
+        request = make_request(parse_args(argv))
+        with run_lock(request.run_dir):
+            check_run_dir(request)
+            request = dataclasses.replace(request, data=prepare_dataset(request))
+            if request.space.system == "asc_kd" and request.space.teacher.logits:
+                from search.teachers import check_external_logits
 
-            check_external_logits(request.space.teacher, load_prepared(request.data), request.space.subsets)
-    except (SpaceError, DatasetError, LogitsMismatch) as err:
+                check_external_logits(request.space.teacher, load_prepared(request.data), request.space.subsets)
+            return _run(request, argv)
+    except (SpaceError, DatasetError, LogitsMismatch, RunLocked, StorageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        if err.errno not in _STORAGE_ERRORS:
+            raise
+        print(f"error: {err.filename or 'storage'}: {err.strerror}; free space (or fix the storage) and continue "
+              "with --resume", file=sys.stderr)  # fmt: skip
+        return 2
+    except KeyboardInterrupt:  # a Ctrl-C outside the Tune experiments (Ray starting, caches being written)
+        print(f"\nInterrupted. Continue with: {_resume_command(argv)}", file=sys.stderr)
+        return 130
+
+
+_STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _run(request, argv: list[str]) -> int:
+    from search.service import run
+    from search.stopping import Interrupted, StorageFull
+
     try:
         run(request)
     except SpaceError as err:  # found once Ray knows the cluster (an impossible resource request)
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Interrupted:
+        print(f"Interrupted; the trials are saved in {request.run_dir}. Continue with: {_resume_command(argv)}",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    except StorageFull as err:
+        print(f"error: {err}: {_resume_command(argv)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _resume_command(argv: list[str]) -> str:
+    return shlex.join([sys.executable, "search/run.py", *argv, *([] if "--resume" in argv else ["--resume"])])
 
 
 if __name__ == "__main__":

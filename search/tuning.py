@@ -15,6 +15,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from search.checkpoint_retention import CheckpointRetention
+from search.stopping import StorageWatch, stoppable
 from search.per_subset import HonestOptunaSearch, PerSubsetScheduler, PerSubsetSearch
 from search.service import RunRequest
 from search.space import Dimension, Space
@@ -48,7 +49,7 @@ def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: 
         name=name,
         storage_path=str(request.run_dir),
         checkpoint_config=checkpoints if keep_checkpoints else None,
-        callbacks=[CheckpointRetention(space.metric, space.mode)] if keep_checkpoints else None,
+        callbacks=[StorageWatch(request.storage), *([CheckpointRetention(space.metric, space.mode)] * keep_checkpoints)],
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
         verbose=1,
     )
@@ -86,12 +87,15 @@ def _fit(request: RunRequest, name: str, trainable, **tuner_kwargs) -> None:
             # Tune does not keep the param space itself; trials made after the resume take their constants from it.
             tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False,
                                        param_space=tuner_kwargs.get("param_space"))  # fmt: skip
-            tuner.fit()
+            with stoppable():
+                tuner.fit()
             return
         # Killed before Tune's first snapshot: nothing to continue, so the experiment starts again; what the
         # killed one wrote is kept beside it, out of the leaderboard's way.
         path.rename(path.with_name(f"{name}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"))
-    tune.Tuner(trainable, **tuner_kwargs).fit()
+    tuner = tune.Tuner(trainable, **tuner_kwargs)
+    with stoppable():  # Interrupted or StorageFull, after Tune saved its state, if asked to stop
+        tuner.fit()
 
 
 def fit_experiment(request: RunRequest, name: str, trainable, param_space: dict) -> None:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from trainables.asc_data import META_COLUMNS, SUBSETS, DatasetError, device_of, is_prepared, write_prepared
+from trainables.asc_data import (META_COLUMNS, SUBSETS, DatasetError, check_split_lists, check_unique, device_of,
+                                 is_prepared, load_prepared, write_prepared)  # fmt: skip
+from trainables.atomic import build_directory, set_aside
 from trainables.audio_files import decode_to_memmap
 
 SAMPLE_RATE = 32000
@@ -62,6 +63,13 @@ def read_meta(root: Path) -> pd.DataFrame:
     missing = [c for c in META_COLUMNS if c not in meta.columns]
     if missing:
         raise DatasetError(f"{root / 'meta.csv'}: missing columns {missing} (expected tab-separated {META_COLUMNS})")
+    meta["filename"] = meta["filename"].astype(str)
+    check_unique(meta["filename"], root / "meta.csv")
+    for filename in meta["filename"]:
+        try:
+            device_of(filename)
+        except DatasetError as err:
+            raise DatasetError(f"{root / 'meta.csv'}: {err}") from None
     return meta
 
 
@@ -84,11 +92,17 @@ def _split_lists(meta: pd.DataFrame, split_files: dict[str, Path]) -> dict[str, 
     known = set(meta["filename"])
     lists: dict[str, list[str]] = {}
     for name, path in split_files.items():
-        files = pd.read_csv(path, sep="\t")["filename"].tolist()
+        try:
+            files = pd.read_csv(path, sep="\t")["filename"].astype(str).tolist()
+        except pd.errors.EmptyDataError:
+            raise DatasetError(f"{path}: names no file") from None
+        except (pd.errors.ParserError, UnicodeDecodeError, KeyError) as err:
+            raise DatasetError(f"{path}: cannot parse (expected tab-separated filename, scene_label; {str(err)[:80]})") from None
         unknown = [f for f in files if f not in known]
         if unknown:
             raise DatasetError(f"{path} names {len(unknown)} files not in meta.csv, e.g. {unknown[0]}")
         lists[name] = files
+    check_split_lists(lists, split_files)
     if "val" not in lists:
         location = meta.set_index("filename")["identifier"]
         locations = sorted({location[f] for f in lists["test"]})
@@ -109,21 +123,21 @@ def prepare_tau22(root: Path, cache_dir: Path, splits_dir: Path | None = None, p
     key = fingerprint(root, meta, split_files)
     directory = Path(cache_dir) / f"tau22-{key}"
     if is_prepared(directory):
-        return directory
+        try:
+            load_prepared(directory)
+            return directory
+        except DatasetError as err:
+            set_aside(directory, str(err))
     lists = _split_lists(meta, split_files)
     unknown = sorted(set(meta["scene_label"]) - set(CLASSES))
     if unknown:
         raise DatasetError(f"{root / 'meta.csv'}: unknown scene labels {unknown}")
-    work = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
+
+    def build(work: Path) -> None:
         paths = [root / f for f in meta["filename"]]
         decode_to_memmap(paths, work / "clips.npy", SAMPLE_RATE, 1.0, "Resampling TAU22 to 32 kHz", progress)
-        meta = meta.assign(source_label=[device_of(f) for f in meta["filename"]])
-        write_prepared(work, meta, None, lists, SAMPLE_RATE, CLASSES, key, source=f"tau22:{root}")
-        os.replace(work, directory)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        named = meta.assign(source_label=[device_of(f) for f in meta["filename"]])
+        write_prepared(work, named, None, lists, SAMPLE_RATE, CLASSES, key, source=f"tau22:{root}")
+
+    build_directory(directory, build)
     return directory

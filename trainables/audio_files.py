@@ -23,6 +23,8 @@ def read_clip(path: Path, sample_rate: int, length: int, resamplers: dict) -> np
 
     A file with no samples or with a NaN or infinite sample is refused (DatasetError naming it): decoded
     silently, the first becomes a clip of zeros and the second poisons every figure computed from it."""
+    if Path(path).stat().st_size == 0:
+        raise DatasetError(f"{path}: an empty file")
     try:
         audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError) as err:

@@ -209,6 +209,8 @@ def load_yaml(text: str) -> Any:
     loader = _BoundedLoader(text)
     try:
         return loader.get_single_data()
+    except SpaceError:
+        raise
     except ValueError as err:  # e.g. an integer literal longer than Python converts
         raise SpaceError(f"a value that cannot be read ({str(err)[:80]})") from None
     finally:

@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from search.preflight import check_storage  # noqa: E402
 from search.space import SpaceError, apply_override, build_space, read_space_file, shown  # noqa: E402
-from trainables.asc_data import DatasetError, is_prepared, load_prepared  # noqa: E402
+from trainables.asc_data import DatasetError, check_splits, is_prepared, load_prepared  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,7 +62,8 @@ def make_request(args: argparse.Namespace):
         try:
             raw.setdefault("search", {})["subset"] = [int(s) for s in args.subsets.split(",") if s.strip()]
         except (ValueError, AttributeError):
-            raise SpaceError(f"--subsets: expected comma-separated integers such as 5,25, got {shown(args.subsets)}") from None
+            raise SpaceError(f"--subsets: expected comma-separated integers such as 5,25, got {shown(args.subsets)}") \
+                from None
     resources = raw.setdefault("resources", {})
     if not isinstance(resources, dict):
         raise SpaceError("resources: must be a mapping")
@@ -75,7 +76,9 @@ def make_request(args: argparse.Namespace):
     check_storage(storage)  # before anything (a TAU22 cache, the run directory) is written there
     data = None if args.data is None else _dataset(Path(args.data), args.splits, storage, space.system)
     if data is not None and space.schema.by_subset:
-        available = load_prepared(data).splits
+        prepared = load_prepared(data)
+        check_splits(prepared)
+        available = prepared.splits
         missing = [s for s in space.subsets if f"split{s}" not in available]
         if missing:
             raise DatasetError(f"--data {args.data}: no split file for subsets {missing}; choose others with --subsets")

@@ -74,7 +74,8 @@ def prepare_dataset(request: RunRequest) -> Path:
     return cached_dataset(directory, request.space.data, generate, load_prepared)
 
 
-def cached_dataset(directory: Path, config, make: Callable, load: Callable, label: str = "the embedded synthetic dataset") -> Path:
+def cached_dataset(directory: Path, config, make: Callable, load: Callable,
+                   label: str = "the embedded synthetic dataset") -> Path:  # fmt: skip
     """`directory`, generated from `config` unless a whole copy is there; a damaged copy is set aside and made again.
 
     Generated under a temporary name and renamed when whole, so a run starting meanwhile never reads half of it."""
@@ -162,7 +163,7 @@ def check_completed(board, run_dir: Path) -> None:
     """Raise RunFailed, in one line, when no trial ran all its epochs."""
     if not board.empty and (board["status"] == "complete").any():
         return
-    counts = ", ".join(f"{n} {status}" for status, n in board["status"].value_counts().items()) if len(board) else "none"
+    counts = ", ".join(f"{n} {status}" for status, n in board["status"].value_counts().items()) or "none"
     errors = [e for e in board.get("error", []) if isinstance(e, str) and e.strip()]
     reason = f"; the first error: {errors[0].strip().splitlines()[-1][:150]}" if errors else ""
     raise RunFailed(f"no trial completed (trials: {counts}){reason}; see {run_dir / 'leaderboard.csv'}")

@@ -198,7 +198,8 @@ class _BoundedLoader(yaml.SafeLoader):
         self.depth += 1
         try:
             if self.depth > MAX_SPACE_DEPTH:
-                raise SpaceError(f"line {self.peek_event().start_mark.line + 1}: nested deeper than {MAX_SPACE_DEPTH} levels")
+                line = self.peek_event().start_mark.line + 1
+                raise SpaceError(f"line {line}: nested deeper than {MAX_SPACE_DEPTH} levels")
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
@@ -291,7 +292,8 @@ def build_space(raw: dict) -> Space:
     if meta.get("max_concurrent", 0) < 0 or meta.get("max_failures", 0) < 0 or meta.get("confirm_top_k", 0) < 0:
         raise SpaceError("max_concurrent, max_failures and confirm_top_k must not be negative")
     if meta.get("confirm_seeds", 3) < 2:
-        raise SpaceError(f"confirm_seeds: at least 2 seeds give a mean and a spread, got {shown(meta['confirm_seeds'])}")
+        seeds = shown(meta["confirm_seeds"])
+        raise SpaceError(f"confirm_seeds: at least 2 seeds give a mean and a spread, got {seeds}")
     built = {name: _absolute(_build_dataclass(cls, raw.get(name, {}), name)) for name, cls in sections.items()}
     _check_sections(built)
     fills = {name: built[name] for name in schema.sections if name in {f.name for f in dataclasses.fields(schema.settings)}}
@@ -337,7 +339,8 @@ def _build_search(search: Any, schema: SystemSchema) -> tuple[tuple[int, ...], t
         subsets = search.get("subset", [100])
         subsets = [subsets] if isinstance(subsets, int) else subsets
         if not isinstance(subsets, list) or not subsets or any(s not in SUBSETS for s in subsets):
-            raise SpaceError(f"search.subset: must be a list drawn from {list(SUBSETS)}, got {shown(search.get('subset'))}")
+            found = shown(search.get("subset"))
+            raise SpaceError(f"search.subset: must be a list drawn from {list(SUBSETS)}, got {found}")
     hints = typing.get_type_hints(schema.settings)
     dimensions = []
     for name, spec in search.items():

@@ -147,8 +147,8 @@ class TeacherPlan:
         init: Path | None = None
         for name, directory, state_path in self.stages:
             if name == "pretrain":
-                cached_dataset(directory, PretrainingConfig(seed=self.teacher.seed), generate_pretraining, load_prepared,
-                               "the synthetic AudioSet stand-in")  # fmt: skip
+                config = PretrainingConfig(seed=self.teacher.seed)
+                cached_dataset(directory, config, generate_pretraining, load_prepared, "the AudioSet stand-in")
             if not cached_state(state_path):
                 epochs = self.teacher.pretrain_epochs if name == "pretrain" else self.teacher.sit_epochs
                 config = {"data_dir": str(directory), "subset": 100, "stage_epochs": epochs, "state_path": str(state_path),

@@ -49,7 +49,8 @@ def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: 
         name=name,
         storage_path=str(request.run_dir),
         checkpoint_config=checkpoints if keep_checkpoints else None,
-        callbacks=[StorageWatch(request.storage), *([CheckpointRetention(space.metric, space.mode)] * keep_checkpoints)],
+        callbacks=[StorageWatch(request.storage)] + ([CheckpointRetention(space.metric, space.mode)] if keep_checkpoints
+                                                      else []),  # fmt: skip
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
         verbose=1,
     )

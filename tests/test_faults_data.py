@@ -74,6 +74,22 @@ def test_a_training_file_also_in_the_test_split_is_refused(tau22_written, tmp_pa
     _refused(capsys, root, tmp_path / "runs", str(root / "split5.csv"), "also in the", "test")
 
 
+def test_a_prepared_dataset_whose_training_and_test_files_overlap_is_refused(tiny_dir, tmp_path, capsys):
+    copy = tmp_path / "data"
+    copy.mkdir()
+    for item in tiny_dir.iterdir():
+        if item.name != "splits":
+            (copy / item.name).symlink_to(item)
+    (copy / "splits").mkdir()
+    for split in (tiny_dir / "splits").iterdir():
+        (copy / "splits" / split.name).write_bytes(split.read_bytes())
+    test = pd.read_csv(copy / "splits" / "test.csv", sep="\t")
+    _edit(copy / "splits" / "split5.csv", lambda s: pd.concat([s, test.iloc[[0]]]))
+    assert main(["--space", "kd", "--data", str(copy), "--storage", str(tmp_path / "runs"), "--subsets", "5"]) == 2
+    err = capsys.readouterr().err
+    assert str(copy / "splits" / "split5.csv") in err and "also in the test split" in err, err
+
+
 def test_an_empty_split_file_is_refused(tau22_written, tmp_path, capsys):
     root = _variant(tau22_written, tmp_path / "empty")
     _edit(root / "split5.csv", lambda s: s.iloc[:0])
@@ -111,7 +127,8 @@ def test_loud_float_audio_is_reported(tmp_path, capsys):
 def test_a_damaged_embedded_dataset_is_set_aside_and_made_again(tmp_path, capsys):
     request = make_request(parse_args(["--space", "kd", "--storage", str(tmp_path / "runs"), "--subsets", "5",
                                        "--set", "data.train_segments_per_class=2", "--set", "data.seed=5",
-                                       "--set", "data.held_out_clips_per_segment=1", "--set", "data.sample_rate=8000"]))  # fmt: skip
+                                       "--set", "data.held_out_clips_per_segment=1",
+                                       "--set", "data.sample_rate=8000"]))  # fmt: skip
     directory = prepare_dataset(request)
     clips = directory / "clips.npy"
     clips.write_bytes(clips.read_bytes()[: clips.stat().st_size // 2])  # truncated
@@ -175,8 +192,8 @@ def test_a_failed_build_leaves_nothing(tmp_path):
 
 
 def _plan(tmp_path: Path, service_data: Path, logits: Path) -> TeacherPlan:
-    request = make_request(parse_args(["--space", "kd", "--data", str(service_data), "--storage", str(tmp_path / "runs"),
-                                       "--subsets", "5", "--set", f"teacher.logits={logits}"]))  # fmt: skip
+    request = make_request(parse_args(["--space", "kd", "--data", str(service_data), "--subsets", "5",
+                                       "--storage", str(tmp_path / "runs"), "--set", f"teacher.logits={logits}"]))
     return TeacherPlan(request, request.data)
 
 
@@ -189,7 +206,7 @@ def test_a_damaged_teacher_cache_is_set_aside_and_made_again(tmp_path, capsys, s
     cache = plan.ensure((5,))[5]
     good = cache.read_bytes()
     if damage == "random bytes":
-        cache.write_bytes(os.urandom(4096))
+        cache.write_bytes(np.random.default_rng(1).bytes(4096))
     elif damage == "truncated":
         cache.write_bytes(good[: len(good) // 2])
     else:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,7 @@ from results.export import load_student
 from search.run import main
 from search.run_lock import RunLocked, run_lock
 from tests.test_resume import ROOT
-from trainables.tensor_files import UnreadableFile
+from trainables.tensor_files import UnreadableFile, load_tensors
 
 
 def _fails(capsys, argv: list[str], *needles: str) -> str:
@@ -86,13 +87,15 @@ _NAMESPACE = ["unshare", "--user", "--map-root-user", "--mount"]
 
 
 def _namespaces_work() -> bool:
-    return shutil.which("unshare") is not None and subprocess.run(_NAMESPACE + ["true"], capture_output=True).returncode == 0
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(_NAMESPACE + ["true"], capture_output=True).returncode == 0
 
 
-needs_mounts = pytest.mark.skipif(not _namespaces_work(), reason="needs unshare to mount a read-only or small file system")
+needs_mounts = pytest.mark.skipif(not _namespaces_work(), reason="needs unshare to mount file systems")
 
 
-def _in_namespace(script: str, *args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+def _in_namespace(script: str, *args: str, timeout: float = 120, env: dict | None = None):
     """A shell script (its $1: this Python) in a mount namespace of its own, where it may mount file systems."""
     return subprocess.run(_NAMESPACE + ["bash", "-euc", script, "sh", sys.executable, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
@@ -126,6 +129,17 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_refuses(tmp_path, capsys):
                 pass
         _fails(capsys, ["--space", "kd", "--storage", str(tmp_path / "runs"), "--name", "kd"], "in use by another run")
     assert not (run_dir / ".lock").exists()
+
+
+def test_random_bytes_are_always_refused_the_same_way(tmp_path):
+    """torch's weights-only unpickler raises whatever the bytes lead it to (IndexError, KeyError, …)."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "x.pt"
+    for size in [*rng.integers(1, 5000, size=150), 0]:
+        path.write_bytes(rng.bytes(int(size)))
+        with pytest.raises(UnreadableFile) as refused:
+            load_tensors(path)
+        assert str(path) in str(refused.value) and "weights_only" not in str(refused.value)
 
 
 class _Payload:

@@ -110,7 +110,6 @@ def load_prepared(directory: Path) -> AscData:
             if missing:
                 raise DatasetError(f"{path} names {len(missing)} files not in meta.csv, e.g. {missing[0]}")
             lists[name] = split_files.tolist()
-    check_split_lists(lists, {name: directory / "splits" / SPLIT_FILES[name] for name in lists})
     splits = {name: np.sort(np.array([row[f] for f in files], dtype=np.int64)) for name, files in lists.items()}
     return AscData(
         directory=directory,
@@ -136,6 +135,12 @@ def open_clips(path: Path) -> np.ndarray:
     return clips
 
 
+def check_splits(data: AscData) -> None:
+    """check_split_lists on a prepared dataset (a dataset a user made by hand, given with --data)."""
+    lists = {name: [data.filenames[row] for row in rows] for name, rows in data.splits.items()}
+    check_split_lists(lists, {name: data.directory / "splits" / SPLIT_FILES[name] for name in lists})
+
+
 def check_unique(filenames: pd.Series, where: Path) -> None:
     """A filename listed twice makes its row ambiguous (a split would map it to one of them)."""
     repeated = filenames[filenames.duplicated()]
@@ -155,8 +160,9 @@ def check_split_lists(lists: dict[str, list[str]], paths: dict[str, Path]) -> No
         if name.startswith("split"):
             shared = [f for f in files if f in held_out]
             if shared:
-                raise DatasetError(f"{paths[name]}: {len(shared)} of its files are also in the {held_out[shared[0]]} "
-                                   f"split, e.g. {shared[0]}; training and held-out files must not overlap")  # fmt: skip
+                raise DatasetError(f"{paths[name]}: {len(shared)} of its files are also in the "
+                                   f"{held_out[shared[0]]} split, e.g. {shared[0]}; training and held-out files "
+                                   "must not overlap")  # fmt: skip
 
 
 def device_of(filename: str) -> str:

@@ -70,6 +70,7 @@ def decode_to_memmap(paths: Sequence[Path], target: Path, sample_rate: int, seco
     if loud:
         peak, path = max(loud)
         print(f"warning: {len(loud)} of {len(paths)} audio files exceed full scale and were clipped to [-1, 1]; "
-              f"the loudest, {path}, peaks at {peak:.2f} ({20 * np.log10(peak):+.1f} dBFS)", file=sys.stderr, flush=True)
+              f"the loudest, {path}, peaks at {peak:.2f} ({20 * np.log10(peak):+.1f} dBFS)", file=sys.stderr,
+              flush=True)  # fmt: skip
     clips.flush()
     del clips

@@ -45,7 +45,8 @@ def check_logits_cache(path: Path, data: AscData) -> None:
     logits = payload["logits"]
     expected = (len(payload["filenames"]), len(data.classes))
     if logits.dtype != torch.float32 or tuple(logits.shape) != expected:
-        raise LogitsMismatch(f"{path}: {logits.dtype} logits of shape {list(logits.shape)}, expected float32 {list(expected)}")
+        raise LogitsMismatch(f"{path}: {logits.dtype} logits of shape {list(logits.shape)}, "
+                             f"expected float32 {list(expected)}")  # fmt: skip
     _check_finite(path, logits.numpy(), payload["filenames"])
     missing = set(data.filenames) - set(payload["filenames"])
     if missing:

@@ -97,7 +97,8 @@ def _split_lists(meta: pd.DataFrame, split_files: dict[str, Path]) -> dict[str, 
         except pd.errors.EmptyDataError:
             raise DatasetError(f"{path}: names no file") from None
         except (pd.errors.ParserError, UnicodeDecodeError, KeyError) as err:
-            raise DatasetError(f"{path}: cannot parse (expected tab-separated filename, scene_label; {str(err)[:80]})") from None
+            raise DatasetError(f"{path}: cannot parse (expected tab-separated filename, scene_label; "
+                               f"{str(err)[:80]})") from None  # fmt: skip
         unknown = [f for f in files if f not in known]
         if unknown:
             raise DatasetError(f"{path} names {len(unknown)} files not in meta.csv, e.g. {unknown[0]}")

@@ -5,6 +5,7 @@
                          [--address auto|HOST:PORT] [--resume]
 
 Every problem with the input ends in one short message and exit status 2, before Ray starts.
+Exit status 1: the run ended but no trial completed; 130: stopped by Ctrl-C (continue with --resume).
 """
 
 from __future__ import annotations

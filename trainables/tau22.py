@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from trainables.asc_data import (META_COLUMNS, SUBSETS, DatasetError, check_split_lists, check_unique, device_of,
-                                 is_prepared, load_prepared, write_prepared)  # fmt: skip
+                                 load_prepared, write_prepared)  # fmt: skip
 from trainables.atomic import build_directory, set_aside
 from trainables.audio_files import decode_to_memmap
 
@@ -123,12 +123,12 @@ def prepare_tau22(root: Path, cache_dir: Path, splits_dir: Path | None = None, p
     split_files = find_split_files(root, splits_dir)
     key = fingerprint(root, meta, split_files)
     directory = Path(cache_dir) / f"tau22-{key}"
-    if is_prepared(directory):
+    if directory.exists():  # made whole under a temporary name, so a damaged one was damaged later
         try:
             load_prepared(directory)
             return directory
-        except DatasetError as err:
-            set_aside(directory, str(err))
+        except (ValueError, KeyError, OSError) as err:  # DatasetError, or what pandas says of a damaged meta.csv
+            set_aside(directory, str(err)[:200])
     lists = _split_lists(meta, split_files)
     unknown = sorted(set(meta["scene_label"]) - set(CLASSES))
     if unknown:

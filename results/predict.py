@@ -34,6 +34,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results.student_file import load_student, student_classes  # noqa: E402
+from trainables.tensor_files import UnreadableFile  # noqa: E402
 
 CLIP_SECONDS = 1.0
 # soundfile names its formats (WAV, FLAC, OGG, AIFF, …); these are the suffixes they go by besides their names.
@@ -176,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     found = None
     for key, student in students.items():
-        found = write_predictions(student, audio_dir, outputs[key])
+        try:
+            found = write_predictions(student, audio_dir, outputs[key])
+        except UnreadableFile as error:  # a damaged or hostile student file
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         print(f"Wrote {outputs[key]} ({len(found.table)} files, {key.replace('_', ' ')})")
     for note in _notes(found):  # the same files for every student
         print(note)

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from trainables.frontend import FrontendConfig, LogMel
 from trainables.student import Student, StudentArch
 from trainables.synthetic_asc import CLASSES
+from trainables.tensor_files import load_tensors
 
 
 def load_student(path: Path) -> tuple[LogMel, Student, dict]:
-    """Rebuild (front end, student, metrics) from an exported file; both modules in eval mode."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    """Rebuild (front end, student, metrics) from an exported file; both modules in eval mode.
+
+    A damaged or hostile file raises UnreadableFile naming it (weights-only: nothing in it runs)."""
+    payload = load_tensors(path)
     frontend = LogMel(FrontendConfig(**payload["config"]["frontend"])).eval()
     model = Student(StudentArch.from_dict(payload["config"]["arch"]))
     model.load_state_dict(payload["state_dict"])
@@ -26,7 +27,7 @@ def load_student(path: Path) -> tuple[LogMel, Student, dict]:
 def student_classes(path: Path) -> list[str]:
     """The class names of the student's outputs, in order: as its file records them; files written before
     they were recorded are TAU22 students (the dataset's class order)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_tensors(path)
     if payload.get("classes"):
         return [str(c) for c in payload["classes"]]
     n_classes = StudentArch.from_dict(payload["config"]["arch"]).n_classes

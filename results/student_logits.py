@@ -24,6 +24,7 @@ from results.student_file import load_student  # noqa: E402
 from trainables.asc_data import AscData, DatasetError, is_prepared, load_prepared  # noqa: E402
 from trainables.logits_file import write_seed_logits  # noqa: E402
 from trainables.loop import default_device, logits_metrics, predict  # noqa: E402
+from trainables.tensor_files import UnreadableFile, load_tensors  # noqa: E402
 
 
 def student_logits(path: Path, data: AscData, device: torch.device | None = None, batch_size: int = 256) -> np.ndarray:
@@ -56,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.student).is_file():
             raise DatasetError(f"{args.student}: no such student file")
         logits = student_logits(Path(args.student), data)
-    except DatasetError as err:
+    except (DatasetError, UnreadableFile) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     write_seed_logits(Path(args.out), logits)
-    subset = int(torch.load(args.student, map_location="cpu", weights_only=True)["config"]["train"]["subset"])
+    subset = int(load_tensors(Path(args.student))["config"]["train"]["subset"])
     found = logits_metrics(logits, data, subset) if f"split{subset}" in data.splits else {}
     figures = ", ".join(f"{k}={found[k]:.3f}" for k in ("test_macro_acc", "full_test_macro_acc") if k in found)
     print(f"Wrote {args.out}: [{logits.shape[0]}, {logits.shape[1]}] logits in meta.csv order; {figures}")

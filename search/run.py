@@ -5,12 +5,15 @@
                          [--address auto|HOST:PORT] [--resume] [--verbose]
 
 Every problem with the input ends in one short message and exit status 2, before Ray starts.
+Exit status 1: the run ended but no trial completed; 130: stopped by Ctrl-C (continue with --resume).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -18,9 +21,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from search.preflight import check_storage  # noqa: E402
 from search.record import as_space, read_record, recorded_dataset  # noqa: E402
-from search.space import SpaceError, apply_override, build_space, read_space_file  # noqa: E402
-from trainables.asc_data import DatasetError, is_prepared, load_prepared  # noqa: E402
+from search.space import SpaceError, apply_override, build_space, read_space_file, shown  # noqa: E402
+from trainables.asc_data import DatasetError, check_splits, is_prepared, load_prepared  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,7 +73,8 @@ def make_request(args: argparse.Namespace):
         try:
             raw.setdefault("search", {})["subset"] = [int(s) for s in args.subsets.split(",") if s.strip()]
         except (ValueError, AttributeError):
-            raise SpaceError(f"--subsets: expected comma-separated integers such as 5,25, got {args.subsets!r}") from None
+            raise SpaceError(f"--subsets: expected comma-separated integers such as 5,25, got {shown(args.subsets)}") \
+                from None
     resources = raw.setdefault("resources", {})
     if not isinstance(resources, dict):
         raise SpaceError("resources: must be a mapping")
@@ -78,19 +83,22 @@ def make_request(args: argparse.Namespace):
     if args.cpus_per_trial is not None:
         resources["cpus_per_trial"] = args.cpus_per_trial
     space = build_space(raw)
+    check_storage(storage)  # before anything (a TAU22 cache, the run directory) is written there
     # A teacher search reads real data at its teacher's rate (NTU's: 44.1 kHz); everything else at the students' 32 kHz.
     rate = space.settings.sample_rate if space.system == "asc_teacher" else 32000
     data = None if args.data is None else _dataset(Path(args.data), args.splits, storage, space.system, rate)
     if data is None and record is not None:
         data = recorded_dataset(record, storage)
     if data is not None and space.schema.by_subset:
-        available = load_prepared(data).splits
+        prepared = load_prepared(data)
+        check_splits(prepared)
+        available = prepared.splits
         missing = [s for s in space.subsets if f"split{s}" not in available]
         if missing:
             raise DatasetError(f"--data {args.data}: no split file for subsets {missing}; choose others with --subsets")
     name = args.name or Path(args.space).stem
     if not name or "/" in name or name in (".", "..", "cache"):
-        raise SpaceError(f"--name {name!r}: use a plain directory name")
+        raise SpaceError(f"--name {shown(name)}: use a plain directory name")
     return RunRequest(space=space, storage=storage, name=name, data=data, address=args.address, resume=args.resume,
                       verbose=args.verbose)  # fmt: skip
 
@@ -139,20 +147,57 @@ def prepare(request):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from search.service import run
+    from search.preflight import StorageError
+    from search.run_lock import RunLocked, run_lock
+    from search.service import RunFailed
     from trainables.logits_file import LogitsMismatch
 
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        request = prepare(make_request(parse_args(sys.argv[1:] if argv is None else argv)))
-    except (SpaceError, DatasetError, LogitsMismatch) as err:
+        request = make_request(parse_args(argv))
+        with run_lock(request.run_dir):
+            return _run(prepare(request), argv)
+    except (SpaceError, DatasetError, LogitsMismatch, RunLocked, StorageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        if err.errno not in _STORAGE_ERRORS:
+            raise
+        print(f"error: {err.filename or 'storage'}: {err.strerror}; free space (or fix the storage) and continue "
+              "with --resume", file=sys.stderr)  # fmt: skip
+        return 2
+    except KeyboardInterrupt:  # a Ctrl-C outside the Tune experiments (Ray starting, caches being written)
+        print(f"\nInterrupted. Continue with: {_resume_command(argv)}", file=sys.stderr)
+        return 130
+
+
+_STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _run(request, argv: list[str]) -> int:
+    from search.service import run
+    from search.stopping import Interrupted, StorageFull
+
     try:
         run(request)
     except SpaceError as err:  # found once Ray knows the cluster (an impossible resource request)
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Interrupted:
+        print(f"Interrupted; the trials are saved in {request.run_dir}. Continue with: {_resume_command(argv)}",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    except StorageFull as err:
+        print(f"error: {err}: {_resume_command(argv)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _resume_command(argv: list[str]) -> str:
+    return shlex.join([sys.executable, "search/run.py", *argv, *([] if "--resume" in argv else ["--resume"])])
 
 
 if __name__ == "__main__":

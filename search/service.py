@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from search.space import Space, SpaceError
-from trainables.asc_data import is_prepared
+from trainables.asc_data import load_prepared
+from trainables.atomic import build_directory, set_aside
 from trainables.synthetic_asc import generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,15 +66,32 @@ def prepare_dataset(request: RunRequest) -> Path:
         return request.data
     if request.space.system == "oskdft2":
         from trainables.speaker import synthetic as speakers
+        from trainables.speaker.data import load_prepared as load_speakers
 
         directory = request.cache_dir / "datasets" / f"speakers-{request.space.data.fingerprint()}"
-        make = speakers.generate
-    else:
-        directory = request.cache_dir / "datasets" / f"synthetic-{request.space.data.fingerprint()}"
-        make = generate
-    if not is_prepared(directory):
-        print(f"Generating the embedded synthetic dataset into {directory} …", flush=True)
-        make(request.space.data, directory)
+        return cached_dataset(directory, request.space.data, speakers.generate, load_speakers)
+    directory = request.cache_dir / "datasets" / f"synthetic-{request.space.data.fingerprint()}"
+    return cached_dataset(directory, request.space.data, generate, load_prepared)
+
+
+def cached_dataset(directory: Path, config, make: Callable, load: Callable,
+                   label: str = "the embedded synthetic dataset") -> Path:  # fmt: skip
+    """`directory`, generated from `config` unless a whole copy is there; a damaged copy is set aside and made again.
+
+    Generated under a temporary name and renamed when whole, so a run starting meanwhile never reads half of it."""
+    if directory.exists():
+        try:
+            found = load(directory).fingerprint
+            if found == config.fingerprint():
+                return directory
+            reason = f"made from other settings (fingerprint {found[:20]})"
+        except (ValueError, KeyError, OSError, EOFError) as err:  # each loader's DatasetError is a ValueError
+            reason = str(err)[:200]
+        set_aside(directory, reason)
+    from search.console import working
+
+    with working(f"Generating {label} into {directory}"):
+        build_directory(directory, lambda work: make(config, work))
     return directory
 
 
@@ -142,9 +161,24 @@ def run(request: RunRequest) -> None:
             print(line)
         if space.system != "oskdft2":  # the report's plots are the acoustic-scene ones
             print(f"Report: {write_report(request.run_dir, data_dir)}")
+        check_completed(board, request.run_dir)
     finally:
         if owns_ray:
             ray.shutdown()
+
+
+class RunFailed(RuntimeError):
+    """The search ran but no trial completed; the leaderboard and report say what happened to each."""
+
+
+def check_completed(board, run_dir: Path) -> None:
+    """Raise RunFailed, in one line, when no trial ran all its epochs."""
+    if not board.empty and (board["status"] == "complete").any():
+        return
+    counts = ", ".join(f"{n} {status}" for status, n in board["status"].value_counts().items()) or "none"
+    errors = [e for e in board.get("error", []) if isinstance(e, str) and e.strip()]
+    reason = f"; the first error: {errors[0].strip().splitlines()[-1][:150]}" if errors else ""
+    raise RunFailed(f"no trial completed (trials: {counts}){reason}; see {run_dir / 'leaderboard.csv'}")
 
 
 def trials_at_once(nodes: list[dict], cpus: float, gpus: float) -> int:

@@ -28,6 +28,7 @@ import dataclasses
 import difflib
 import math
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -167,7 +168,7 @@ _COMMON_SECTIONS: dict[str, type] = {"scheduler": SchedulerSettings, "resources"
 def _schema_of(raw: dict) -> SystemSchema:
     system = raw.get("system", "asc_kd")
     if system not in SYSTEMS:
-        raise SpaceError(f"system: {system!r} is not known; expected one of {', '.join(SYSTEMS)}")
+        raise SpaceError(f"system: {shown(system)} is not known; expected one of {', '.join(SYSTEMS)}")
     return SYSTEMS[system]
 
 
@@ -191,12 +192,57 @@ def resolve_path(name_or_path: str) -> Path:
     return path
 
 
+MAX_SPACE_BYTES = 1 << 20  # a space file is a page of settings; more is a mistake or an attack
+MAX_SPACE_DEPTH = 16  # the deepest real space nests 3 levels (search → lr → low)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.safe_load without aliases and with a nesting limit.
+
+    Aliases are refused: nested ones make a few lines stand for billions of values, which any later walk
+    over the value (a check, an error message) expands. Deep nesting would exhaust Python's stack."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            line = self.peek_event().start_mark.line + 1
+            raise SpaceError(f"line {line}: YAML aliases (*name) are not allowed; write the value out")
+        self.depth += 1
+        try:
+            if self.depth > MAX_SPACE_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise SpaceError(f"line {line}: nested deeper than {MAX_SPACE_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def load_yaml(text: str) -> Any:
+    """YAML data (no code, no aliases, bounded depth); SpaceError or yaml.YAMLError on a bad text."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except SpaceError:
+        raise
+    except ValueError as err:  # e.g. an integer literal longer than Python converts
+        raise SpaceError(f"a value that cannot be read ({str(err)[:80]})") from None
+    finally:
+        loader.dispose()
+
+
 def read_space_file(name_or_path: str) -> dict:
     path = resolve_path(name_or_path)
     if not path.is_file():
-        raise SpaceError(f"space file {name_or_path!r} not found (looked in . and {SPACES_DIR})")
+        raise SpaceError(f"space file {shown(name_or_path)} not found (looked in . and {SPACES_DIR})")
+    if path.stat().st_size > MAX_SPACE_BYTES:
+        raise SpaceError(f"{path}: {path.stat().st_size} bytes; a space file may hold at most {MAX_SPACE_BYTES}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise SpaceError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except SpaceError as err:
+        raise SpaceError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -210,7 +256,7 @@ def apply_override(raw: dict, assignment: str) -> None:
     """Apply one `--set KEY=VALUE` (dotted keys for sections) to the raw mapping, in place."""
     key, sep, text = assignment.partition("=")
     if not sep or not key:
-        raise SpaceError(f"--set {assignment!r}: expected KEY=VALUE")
+        raise SpaceError(f"--set {shown(assignment)}: expected KEY=VALUE")
     parts = key.split(".")
     schema = _schema_of(raw)
     sections = _sections_of(schema)
@@ -224,13 +270,15 @@ def apply_override(raw: dict, assignment: str) -> None:
     elif len(parts) == 2 and parts[0] in sections:
         names = {f.name for f in dataclasses.fields(sections[parts[0]])}
         if parts[1] not in names:
-            raise SpaceError(f"--set {key}: {parts[0]} has no setting {parts[1]!r}{_suggest(parts[1], names)}")
+            raise SpaceError(f"--set {key}: {parts[0]} has no setting {shown(parts[1])}{_suggest(parts[1], names)}")
     else:
         raise SpaceError(f"--set {key}: unknown setting (sections: {', '.join(sections)})")
     try:
-        value = yaml.safe_load(text) if text else None
+        value = load_yaml(text) if text else None
     except yaml.YAMLError:
         value = text
+    except SpaceError as err:
+        raise SpaceError(f"--set {key}: {err}") from None
     target = raw
     for part in parts[:-1]:
         target = target.setdefault(part, {})
@@ -278,19 +326,20 @@ def build_space(raw: dict) -> Space:
     known = set(_SCALAR_META) | set(sections) | {"search"} | fields_
     for key in raw:
         if key not in known:
-            raise SpaceError(f"unknown key {key!r}{_suggest(str(key), known)}")
+            raise SpaceError(f"unknown key {shown(key)}{_suggest(str(key), known)}")
     meta = {k: _coerce(raw[k], t, k) for k, t in _SCALAR_META.items() if k in raw}
     metric, mode = meta.get("metric", schema.default_metric), meta.get("mode", schema.default_mode)
     if not schema.metric.match(metric):
-        raise SpaceError(f"metric: {metric!r} is not a metric of {meta.get('system', 'asc_kd')}")
+        raise SpaceError(f"metric: {shown(metric)} is not a metric of {meta.get('system', 'asc_kd')}")
     if mode not in ("max", "min"):
-        raise SpaceError(f"mode: {mode!r} must be max or min")
+        raise SpaceError(f"mode: {shown(mode)} must be max or min")
     if meta.get("samples", 1) < 1:
-        raise SpaceError(f"samples: must be at least 1, got {meta['samples']}")
+        raise SpaceError(f"samples: must be at least 1, got {shown(meta['samples'])}")
     if meta.get("max_concurrent", 0) < 0 or meta.get("max_failures", 0) < 0 or meta.get("confirm_top_k", 0) < 0:
         raise SpaceError("max_concurrent, max_failures and confirm_top_k must not be negative")
     if meta.get("confirm_seeds", 3) < 2:
-        raise SpaceError(f"confirm_seeds: at least 2 seeds give a mean and a spread, got {meta['confirm_seeds']}")
+        seeds = shown(meta["confirm_seeds"])
+        raise SpaceError(f"confirm_seeds: at least 2 seeds give a mean and a spread, got {seeds}")
     built = {name: _absolute(_build_dataclass(cls, raw.get(name, {}), name)) for name, cls in sections.items()}
     built["resources"] = _feed_gpus(built["resources"], raw.get("resources"))
     _check_sections(built)
@@ -301,7 +350,7 @@ def build_space(raw: dict) -> Space:
     _refuse_searched_and_fixed(raw, dimensions, schema)
     sampler = meta.get("sampler", "tpe")
     if sampler not in ("tpe", "random", "grid"):
-        raise SpaceError(f"sampler: {sampler!r} must be tpe, random or grid")
+        raise SpaceError(f"sampler: {shown(sampler)} must be tpe, random or grid")
     if sampler == "grid":
         ranged = [d.name for d in dimensions if d.choices is None]
         if ranged:
@@ -340,16 +389,18 @@ def _build_search(search: Any, schema: SystemSchema) -> tuple[tuple[int, ...], t
         subsets = search.get("subset", [100])
         subsets = [subsets] if isinstance(subsets, int) else subsets
         if not isinstance(subsets, list) or not subsets or any(s not in SUBSETS for s in subsets):
-            raise SpaceError(f"search.subset: must be a list drawn from {list(SUBSETS)}, got {search.get('subset')!r}")
+            found = shown(search.get("subset"))
+            raise SpaceError(f"search.subset: must be a list drawn from {list(SUBSETS)}, got {found}")
     hints = typing.get_type_hints(schema.settings)
     dimensions = []
     for name, spec in search.items():
         if name == "subset" and schema.by_subset:
             continue
-        where = f"search.{name}"
         searchable = {n for n, t in hints.items() if t in (int, float, str)} - schema.not_searchable
         if name not in searchable:
-            raise SpaceError(f"{where}: {name!r} is not a searchable setting{_suggest(name, searchable)}")
+            label = f"search.{name}" if isinstance(name, str) and len(name) <= 64 else f"search: {shown(name)}"
+            raise SpaceError(f"{label}: not a searchable setting{_suggest(str(name), searchable)}")
+        where = f"search.{name}"
         dimensions.append(_build_dimension(name, spec, hints[name], where))
     if not dimensions:
         raise SpaceError("search: declares no hyperparameter to search" + (" besides subset" if schema.by_subset else ""))
@@ -365,10 +416,10 @@ def _build_dimension(name: str, spec: Any, kind: Any, where: str) -> Dimension:
         _check_bounds(name, min(choices), max(choices), where)
         return Dimension(name, choices=choices, integer=integer)
     if not isinstance(spec, dict):
-        raise SpaceError(f"{where}: expected {{low: …, high: …}} or a list of choices, got {spec!r}")
+        raise SpaceError(f"{where}: expected {{low: …, high: …}} or a list of choices, got {shown(spec)}")
     for key in spec:
         if key not in ("low", "high", "log"):
-            raise SpaceError(f"{where}: unknown key {key!r} (expected low, high, log)")
+            raise SpaceError(f"{where}: unknown key {shown(key)} (expected low, high, log)")
     if "low" not in spec or "high" not in spec:
         raise SpaceError(f"{where}: needs both low and high")
     low, high = _coerce(spec["low"], kind, f"{where}.low"), _coerce(spec["high"], kind, f"{where}.high")
@@ -412,7 +463,7 @@ def _check_settings(settings: Any, where: str = "") -> None:
         raise SpaceError(f"{where}precision: {str(precision)[:20]!r} must be one of {', '.join(PRECISIONS)}")
     blocks = getattr(settings, "n_blocks", None)
     if blocks is not None and not re.fullmatch(r"[1-9](,[1-9]){2}", blocks):
-        raise SpaceError(f"{where}n_blocks: {blocks!r} must be three block counts 1–9 such as 3,2,1")
+        raise SpaceError(f"{where}n_blocks: {shown(blocks)} must be three block counts 1–9 such as 3,2,1")
     dir_path = getattr(settings, "dir_path", None)
     if dir_path and not list(Path(dir_path).glob("*.wav")):
         raise SpaceError(f"{where}dir_path: no .wav impulse responses in {dir_path}")
@@ -421,7 +472,7 @@ def _check_settings(settings: Any, where: str = "") -> None:
 def _check_sections(sections: dict) -> None:
     scheduler: SchedulerSettings = sections["scheduler"]
     if scheduler.type not in ("asha", "fifo"):
-        raise SpaceError(f"scheduler.type: {scheduler.type!r} must be asha or fifo")
+        raise SpaceError(f"scheduler.type: {shown(scheduler.type)} must be asha or fifo")
     if scheduler.grace_period < 1 or scheduler.reduction_factor < 2:
         raise SpaceError("scheduler: grace_period must be ≥ 1 and reduction_factor ≥ 2")
     resources: ResourceSettings = sections["resources"]
@@ -437,13 +488,13 @@ def _check_sections(sections: dict) -> None:
 
 def _check_teacher(teacher: TeacherConfig, where: str) -> None:
     if teacher.arch not in ARCHS:
-        raise SpaceError(f"{where}arch: {teacher.arch!r} must be one of {', '.join(ARCHS)}")
+        raise SpaceError(f"{where}arch: {shown(teacher.arch)} must be one of {', '.join(ARCHS)}")
     for name in ("weights", "cochlscene"):
         path = getattr(teacher, name)
         if path and not Path(path).exists():
             raise SpaceError(f"{where}{name}: nothing at {path}")
     if teacher.pretrain not in ("none", "synthetic"):
-        raise SpaceError(f"{where}pretrain: {teacher.pretrain!r} must be none or synthetic")
+        raise SpaceError(f"{where}pretrain: {shown(teacher.pretrain)} must be none or synthetic")
     if teacher.pretrain == "synthetic" and teacher.arch != TINY_ARCH:
         raise SpaceError(f"{where}pretrain: synthetic pretraining is for {TINY_ARCH}; the standard PaSST takes weights")
     if teacher.ensemble < 1 or teacher.sit_epochs < 1 or teacher.pretrain_epochs < 1:
@@ -462,14 +513,14 @@ def _build_dataclass(cls: type, values: Any, where: str, fills: dict | None = No
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise SpaceError(f"{where}: must be a mapping, got {values!r}")
+        raise SpaceError(f"{where}: must be a mapping, got {shown(values)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
         label = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise SpaceError(f"unknown key {label!r}{_suggest(str(key), names)}")
+            raise SpaceError(f"unknown key {shown(label)}{_suggest(str(key), names)}")
         kwargs[key] = _coerce(value, hints[key], label)
     try:
         return cls(**kwargs, **(fills or {}))
@@ -488,7 +539,7 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         if isinstance(value, str):  # one path where a list of them may stand
             value = [value]
         if not isinstance(value, list):
-            raise SpaceError(f"{where}: expected a list, got {value!r}")
+            raise SpaceError(f"{where}: expected a list, got {shown(value)}")
         inner = typing.get_args(kind)[0]
         return tuple(_coerce(v, inner, where) for v in value)
     if kind is bool:
@@ -498,21 +549,43 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif kind is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str) and len(value) < 64:  # YAML 1.1 reads 1e-3 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            # NaN passes every bound check (each comparison with it is false), so it is refused here, once.
+            if not math.isfinite(number):
+                raise SpaceError(f"{where}: must be a finite number, got {shown(value)}")
+            return number
     elif kind is str:
         if isinstance(value, str):
             return value
     name = getattr(kind, "__name__", str(kind))
-    raise SpaceError(f"{where}: expected {name}, got {value!r}")
+    raise SpaceError(f"{where}: expected {name}, got {shown(value)}")
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple = 2, 3, 4, 4
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 40
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A bad value for a message: a short prefix of its repr, whatever its size or nesting."""
+    try:
+        text = _SHORT.repr(value)
+    except Exception:  # noqa: BLE001 - e.g. an int too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _suggest(word: str, options: set[str]) -> str:
+    if len(word) > 64:  # difflib is quadratic; nothing that long is a near miss
+        return ""
     close = difflib.get_close_matches(word, sorted(options), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -21,14 +21,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from ray import tune
 
-from search.console import working
-from search.service import RunRequest
+from search.service import RunRequest, cached_dataset
 from search.space import Space, SpaceError
-from trainables.asc_data import AscData, is_prepared, load_prepared
+from trainables.asc_data import AscData, load_prepared
+from trainables.atomic import set_aside
 from trainables.cochlscene import prepare_cochlscene
-from trainables.logits_file import average_logits, read_logits, save_logits
+from trainables.logits_file import LogitsMismatch, average_logits, check_logits_cache, read_logits, save_logits
+from trainables.tensor_files import UnreadableFile, load_tensors
 from trainables.loop import logits_metrics
 from trainables.synthetic_asc import PretrainingConfig, generate_pretraining
 from trainables.teacher import STANDARD_ARCH, TINY_ARCH, TeacherConfig
@@ -136,9 +138,9 @@ class TeacherPlan:
     def ensure(self, subsets: tuple[int, ...]) -> dict[int, Path]:
         """Fill the cache for every subset (training only what is missing) and return the students' files."""
         paths = {s: self.subset_path(s) for s in subsets}
+        missing = [s for s, p in paths.items() if not self._cached_logits(p)]
         for subset, path in paths.items():
-            print(f"Teacher for subset {subset}%: {'cached' if path.is_file() else 'to make'} ({path})", flush=True)
-        missing = [s for s, p in paths.items() if not p.is_file()]
+            print(f"Teacher for subset {subset}%: {'to make' if subset in missing else 'cached'} ({path})", flush=True)
         if not missing:
             return paths
         if self.teacher.logits:
@@ -149,7 +151,7 @@ class TeacherPlan:
         init = self.run_init_stages()
         seeds = list(range(self.teacher.seed, self.teacher.seed + self.teacher.ensemble))
         members = {(s, seed): self.member_path(s, seed) for s in missing for seed in seeds}
-        todo = {key: path for key, path in members.items() if not path.is_file()}
+        todo = {key: path for key, path in members.items() if not self._cached_logits(path)}
         if todo:
             self._fine_tune(todo, init)
         if self.teacher.ensemble > 1:
@@ -159,14 +161,25 @@ class TeacherPlan:
                 save_logits(paths[subset], self.data.filenames, logits, logits_metrics(logits, self.data, subset))
         return paths
 
+    def _cached_logits(self, path: Path) -> bool:
+        """Whether `path` holds whole, finite logits for every clip; a damaged file is set aside to be made again."""
+        if not path.exists():
+            return False
+        try:
+            check_logits_cache(path, self.data)
+            return True
+        except LogitsMismatch as err:
+            set_aside(path, str(err).removeprefix(f"{path}: "))
+            return False
+
     def run_init_stages(self) -> Path | None:
         """Train the stages before fine-tuning that are not cached; the state dict fine-tuning starts from."""
         init: Path | None = None
         for name, directory, state_path in self.stages:
-            if name == "pretrain" and not is_prepared(directory):
-                with working(f"Generating the synthetic AudioSet stand-in into {directory}"):
-                    generate_pretraining(PretrainingConfig(seed=self.teacher.seed), directory)
-            if not state_path.is_file():
+            if name == "pretrain":
+                config = PretrainingConfig(seed=self.teacher.seed)
+                cached_dataset(directory, config, generate_pretraining, load_prepared, "the synthetic AudioSet stand-in")
+            if not cached_state(state_path):
                 config = {"data_dir": str(directory), "subset": 100, "stage": name, "state_path": str(state_path),
                           "init_path": None if init is None else str(init)}  # fmt: skip
                 self._fit(f"teacher_{name}", config, grid=None)
@@ -199,6 +212,23 @@ class TeacherPlan:
         fit_experiment(self.request, name, trainable, param_space)
 
 
+def cached_state(path: Path) -> bool:
+    """Whether `path` holds a whole state dict of finite tensors; a damaged file is set aside to be made again."""
+    if not path.exists():
+        return False
+    try:
+        state = load_tensors(path)
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise UnreadableFile("not a state dict of tensors")
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise UnreadableFile(f"NaN or infinite weights in {bad[0]}")
+        return True
+    except UnreadableFile as err:
+        set_aside(path, str(err).removeprefix(f"{path}: "))
+        return False
+
+
 def print_teachers(paths: dict[int, Path]) -> None:
     """The sanity check the seeds do by hand: each teacher's device-wise accuracy on the test split."""
     from results.leaderboard import device_columns
@@ -223,7 +253,7 @@ def ensure_ssl_teacher(request: RunRequest, data_dir: Path) -> Path:
     if training.weights:
         source = Path(training.weights)
         path = cache / f"ssl-file-{_key(str(source), source.stat().st_mtime_ns, dataclasses.asdict(ssl))}.pt"
-        if not path.is_file():
+        if not cached_state(path):
             state = load_ssl_state_dict(source)
             build_teacher(ssl, state)  # refuse weights that do not fit the declared architecture, here
             from search.trials import _save_state
@@ -233,8 +263,9 @@ def ensure_ssl_teacher(request: RunRequest, data_dir: Path) -> Path:
         return path
     fingerprint = load_speakers(data_dir).fingerprint
     path = cache / f"ssl-{_key(fingerprint, dataclasses.asdict(ssl), dataclasses.asdict(training))}.pt"
-    print(f"SSL teacher: {'cached' if path.is_file() else 'to train'} ({path})", flush=True)
-    if not path.is_file():
+    cached = cached_state(path)
+    print(f"SSL teacher: {'cached' if cached else 'to train'} ({path})", flush=True)
+    if not cached:
         res = space.resources
         trainable = tune.with_resources(ssl_teacher_trial, {"cpu": res.teacher_cpus_per_trial, "gpu": res.teacher_gpus_per_trial})
         fit_experiment(request, "teacher_ssl", trainable, {

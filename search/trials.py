@@ -14,6 +14,7 @@ import torch
 from ray import tune
 
 from trainables.asc_data import load_prepared
+from trainables.atomic import write_file
 from trainables.frontend import FrontendConfig
 from trainables.logits_file import aligned_logits, save_logits, write_seed_logits
 from trainables.loop import default_device, logits_metrics
@@ -105,10 +106,8 @@ def ssl_teacher_trial(config: dict) -> None:
 
 
 def _save_state(state: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({k: v.cpu() for k, v in state.items()}, tmp)
-    tmp.replace(path)
+    tensors = {k: v.cpu() for k, v in state.items()}
+    write_file(path, lambda tmp: torch.save(tensors, tmp))
 
 
 def teacher_trial(config: dict) -> None:

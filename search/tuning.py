@@ -16,6 +16,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from search.checkpoint_retention import CheckpointRetention
 from search.console import EpochProgress, SearchProgress
+from search.stopping import StorageWatch, stoppable
 from search.per_subset import HonestOptunaSearch, PerSubsetScheduler, PerSubsetSearch
 from search.service import RunRequest
 from search.space import Dimension, Space
@@ -50,7 +51,7 @@ def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: 
     # snapshot no longer needs them (Tune's own num_to_keep deletes them before, and a crash then breaks resume).
     checkpoints = tune.CheckpointConfig(checkpoint_score_attribute=space.metric, checkpoint_score_order=space.mode)
     hparams = ["subset", *(d.name for d in space.dimensions), "kd_lambda", "source_trial", "confirms", "seed"]
-    callbacks = [ReadableTensorBoard(hparams, space.settings.epochs if epochs is None else epochs)]
+    callbacks = [StorageWatch(request.storage), ReadableTensorBoard(hparams, space.settings.epochs if epochs is None else epochs)]
     if keep_checkpoints:
         callbacks.append(CheckpointRetention(space.metric, space.mode))
     if progress is not None:
@@ -101,12 +102,15 @@ def _fit(request: RunRequest, name: str, trainable, **tuner_kwargs) -> None:
             # Tune does not keep the param space itself; trials made after the resume take their constants from it.
             tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False,
                                        param_space=tuner_kwargs.get("param_space"))  # fmt: skip
-            tuner.fit()
+            with stoppable():
+                tuner.fit()
             return
         # Killed before Tune's first snapshot: nothing to continue, so the experiment starts again; what the
         # killed one wrote is kept beside it, out of the leaderboard's way.
         path.rename(path.with_name(f"{name}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"))
-    tune.Tuner(trainable, **tuner_kwargs).fit()
+    tuner = tune.Tuner(trainable, **tuner_kwargs)
+    with stoppable():  # Interrupted or StorageFull, after Tune saved its state, if asked to stop
+        tuner.fit()
 
 
 _EXPERIMENT_TITLES = {"teacher_pretrain": "teacher pretraining", "teacher_sit": "teacher CochlScene stage",

@@ -86,19 +86,24 @@ def is_prepared(directory: Path) -> bool:
 
 
 def load_prepared(directory: Path) -> AscData:
+    """Open a prepared dataset; DatasetError naming the file if any part of it is damaged or inconsistent."""
     directory = Path(directory)
     if not is_prepared(directory):
         raise DatasetError(f"{directory} holds no prepared dataset (no dataset.json)")
-    info = json.loads((directory / "dataset.json").read_text())
+    try:
+        info = json.loads((directory / "dataset.json").read_text())
+        fingerprint, sample_rate, classes = info["fingerprint"], int(info["sample_rate"]), list(info["classes"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise DatasetError(f"{directory / 'dataset.json'}: damaged ({str(err)[:80]})") from None
     meta = pd.read_csv(directory / "meta.csv", sep="\t")
-    clips = np.load(directory / "clips.npy", mmap_mode="r")
+    check_unique(meta["filename"], directory / "meta.csv")
+    clips = open_clips(directory / "clips.npy")
     if len(meta) != clips.shape[0]:
         raise DatasetError(f"{directory}: meta.csv has {len(meta)} rows but clips.npy {clips.shape[0]} clips")
-    classes = list(info["classes"])
     class_index = {c: i for i, c in enumerate(classes)}
     filenames = meta["filename"].tolist()
     row = {name: i for i, name in enumerate(filenames)}
-    splits = {}
+    lists = {}
     for name, file in SPLIT_FILES.items():
         path = directory / "splits" / file
         if path.is_file():
@@ -106,11 +111,12 @@ def load_prepared(directory: Path) -> AscData:
             missing = [f for f in split_files if f not in row]
             if missing:
                 raise DatasetError(f"{path} names {len(missing)} files not in meta.csv, e.g. {missing[0]}")
-            splits[name] = np.sort(np.array([row[f] for f in split_files], dtype=np.int64))
+            lists[name] = split_files.tolist()
+    splits = {name: np.sort(np.array([row[f] for f in files], dtype=np.int64)) for name, files in lists.items()}
     return AscData(
         directory=directory,
-        fingerprint=info["fingerprint"],
-        sample_rate=int(info["sample_rate"]),
+        fingerprint=fingerprint,
+        sample_rate=sample_rate,
         classes=classes,
         filenames=filenames,
         labels=meta["scene_label"].map(class_index).to_numpy(dtype=np.int64, copy=True),  # writable, for torch
@@ -120,6 +126,51 @@ def load_prepared(directory: Path) -> AscData:
     )
 
 
+def open_clips(path: Path) -> np.ndarray:
+    """clips.npy memory-mapped, after checking it is a whole int16 [clips, samples] array."""
+    try:
+        clips = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as err:  # a truncated file: "mmap length is greater than file size"
+        raise DatasetError(f"{path}: damaged ({str(err)[:80]})") from None
+    if not isinstance(clips, np.ndarray) or clips.dtype != np.int16 or clips.ndim != 2:
+        raise DatasetError(f"{path}: not an int16 [clips, samples] array")
+    return clips
+
+
+def check_splits(data: AscData) -> None:
+    """check_split_lists on a prepared dataset (a dataset a user made by hand, given with --data)."""
+    lists = {name: [data.filenames[row] for row in rows] for name, rows in data.splits.items()}
+    check_split_lists(lists, {name: data.directory / "splits" / SPLIT_FILES[name] for name in lists})
+
+
+def check_unique(filenames: pd.Series, where: Path) -> None:
+    """A filename listed twice makes its row ambiguous (a split would map it to one of them)."""
+    repeated = filenames[filenames.duplicated()]
+    if len(repeated):
+        raise DatasetError(f"{where}: {repeated.nunique()} filenames appear more than once, e.g. {repeated.iloc[0]}")
+
+
+def check_split_lists(lists: dict[str, list[str]], paths: dict[str, Path]) -> None:
+    """Refuse an empty split, a file listed twice in one split, and a training file that is also a
+    validation or test file (its figures would be contaminated); `paths` names each split's file."""
+    for name, files in lists.items():
+        if not files:
+            raise DatasetError(f"{paths[name]}: names no file")
+        check_unique(pd.Series(files), paths[name])
+    held_out = {f: name for name in ("val", "test") for f in lists.get(name, [])}
+    for name, files in lists.items():
+        if name.startswith("split"):
+            shared = [f for f in files if f in held_out]
+            if shared:
+                raise DatasetError(f"{paths[name]}: {len(shared)} of its files are also in the "
+                                   f"{held_out[shared[0]]} split, e.g. {shared[0]}; training and held-out files "
+                                   "must not overlap")  # fmt: skip
+
+
 def device_of(filename: str) -> str:
     """TAU22 filenames end in -<device>.wav."""
-    return filename.rsplit("-", 1)[1].removesuffix(".wav")
+    _, dash, device = filename.rpartition("-")
+    device = device.removesuffix(".wav")
+    if not dash or not device or "/" in device:
+        raise DatasetError(f"filename {filename[:200]} does not end in -<device>.wav (as TAU22's, e.g. ...-a.wav)")
+    return device

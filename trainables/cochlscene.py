@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from trainables.asc_data import DatasetError, is_prepared, write_prepared
+from trainables.atomic import build_directory
 from trainables.audio_files import decode_to_memmap
 
 SAMPLE_RATE = 32000
@@ -47,10 +47,8 @@ def prepare_cochlscene(root: Path, cache_dir: Path, progress: bool = True, sampl
     directory = Path(cache_dir) / f"cochlscene-{key}"
     if is_prepared(directory):
         return directory
-    work = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
+
+    def build(work: Path) -> None:
         decode_to_memmap([p for _, _, p in files], work / "clips.npy", sample_rate, 10.0,
                          f"Resampling CochlScene to {sample_rate / 1000:g} kHz", progress, pieces=PIECES)  # fmt: skip
         rows, splits = [], {name: [] for name in _SPLITS.values()}
@@ -61,8 +59,6 @@ def prepare_cochlscene(root: Path, cache_dir: Path, progress: bool = True, sampl
                 rows.append({"filename": name, "scene_label": label, "identifier": relative, "source_label": "cochl"})
                 splits[_SPLITS[split]].append(name)
         write_prepared(work, pd.DataFrame(rows), None, splits, sample_rate, CLASSES, key, source=f"cochlscene:{root}")
-        os.replace(work, directory)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+
+    build_directory(directory, build)
     return directory

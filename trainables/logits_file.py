@@ -7,14 +7,14 @@ Keyed by filename, it stays valid whatever the row order of the dataset that rea
 
 from __future__ import annotations
 
-import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from trainables.asc_data import AscData
+from trainables.atomic import write_file
+from trainables.tensor_files import UnreadableFile, load_tensors
 
 
 class LogitsMismatch(ValueError):
@@ -23,23 +23,40 @@ class LogitsMismatch(ValueError):
 
 def save_logits(path: Path, filenames: list[str], logits: np.ndarray, metrics: dict[str, float]) -> None:
     """Write atomically: a reader never sees half a file, and two writers of the same key do no harm."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     payload = {"filenames": list(filenames), "logits": torch.tensor(np.ascontiguousarray(logits), dtype=torch.float32),
                "metrics": {k: float(v) for k, v in metrics.items()}}  # fmt: skip
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    write_file(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _load(path: Path):
-    """torch.load that only ever reads tensors and plain containers: a planted pickle is refused, never run."""
+    """Tensors and plain containers only: a planted pickle is refused, never run."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unpickling refused"
-        raise LogitsMismatch(f"{path}: not a plain tensor file; refused to load it ({first})") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise LogitsMismatch(f"{path}: not a torch.save file ({err})") from None
+        return load_tensors(path)
+    except UnreadableFile as err:
+        raise LogitsMismatch(str(err)) from None
+
+
+def check_logits_cache(path: Path, data: AscData) -> None:
+    """Refuse (LogitsMismatch) a cache file that is not whole, finite logits for every clip of `data`."""
+    payload = _load(path)
+    if not (isinstance(payload, dict) and {"filenames", "logits", "metrics"} <= set(payload)
+            and isinstance(payload["logits"], torch.Tensor) and isinstance(payload["filenames"], list)):  # fmt: skip
+        raise LogitsMismatch(f"{path}: not a logits cache (a dict of filenames, logits and metrics)")
+    logits = payload["logits"]
+    expected = (len(payload["filenames"]), len(data.classes))
+    if logits.dtype != torch.float32 or tuple(logits.shape) != expected:
+        raise LogitsMismatch(f"{path}: {logits.dtype} logits of shape {list(logits.shape)}, "
+                             f"expected float32 {list(expected)}")  # fmt: skip
+    _check_finite(path, logits.numpy(), payload["filenames"])
+    missing = set(data.filenames) - set(payload["filenames"])
+    if missing:
+        raise LogitsMismatch(f"{path}: no logits for {len(missing)} clips of the dataset, e.g. {min(missing)}")
+
+
+def _check_finite(path: Path, logits: np.ndarray, names: list[str]) -> None:
+    bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+    if len(bad):
+        raise LogitsMismatch(f"{path}: NaN or infinite logits for {len(bad)} clips, e.g. {names[bad[0]]}")
 
 
 def read_logits(path: Path) -> dict:
@@ -63,6 +80,7 @@ def aligned_logits(path: Path, data: AscData, rows: np.ndarray) -> np.ndarray:
             out[row] = logits[index]
     if missing:
         raise LogitsMismatch(f"{path}: no logits for {len(missing)} training clips, e.g. {missing[0]}")
+    _check_finite(path, out[rows], [data.filenames[r] for r in rows])
     return out
 
 
@@ -78,7 +96,9 @@ def read_teacher_logits(path: Path, data: AscData) -> np.ndarray:
         if payload.ndim != 2 or payload.shape[0] != len(data.filenames) or payload.shape[1] != len(data.classes):
             raise LogitsMismatch(f"{path}: a [{', '.join(map(str, payload.shape))}] tensor, but the dataset's meta.csv "
                                  f"has {len(data.filenames)} rows of {len(data.classes)} classes")  # fmt: skip
-        return payload.float().numpy()
+        logits = payload.float().numpy()
+        _check_finite(path, logits, data.filenames)
+        return logits
     if isinstance(payload, dict) and {"filenames", "logits"} <= set(payload):
         return aligned_logits(path, data, np.arange(len(data.filenames)))
     raise LogitsMismatch(f"{path}: neither a [rows, classes] tensor nor a dict with filenames and logits")
@@ -92,5 +112,4 @@ def average_logits(paths: list[Path], data: AscData) -> np.ndarray:
 
 def write_seed_logits(path: Path, logits: np.ndarray) -> None:
     """The seed systems' format: a float32 tensor [rows of meta.csv, classes] in meta.csv row order."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(torch.tensor(np.ascontiguousarray(logits), dtype=torch.float32), path)
+    write_file(path, lambda tmp: torch.save(torch.tensor(np.ascontiguousarray(logits), dtype=torch.float32), tmp))

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from trainables.asc_data import META_COLUMNS, SUBSETS, DatasetError, device_of, is_prepared, write_prepared
+from trainables.asc_data import (META_COLUMNS, SUBSETS, DatasetError, check_split_lists, check_unique, device_of,
+                                 load_prepared, write_prepared)  # fmt: skip
+from trainables.atomic import build_directory, set_aside
 from trainables.audio_files import decode_to_memmap
 
 SAMPLE_RATE = 32000
@@ -64,6 +65,13 @@ def read_meta(root: Path) -> pd.DataFrame:
     missing = [c for c in META_COLUMNS if c not in meta.columns]
     if missing:
         raise DatasetError(f"{root / 'meta.csv'}: missing columns {missing} (expected tab-separated {META_COLUMNS})")
+    meta["filename"] = meta["filename"].astype(str)
+    check_unique(meta["filename"], root / "meta.csv")
+    for filename in meta["filename"]:
+        try:
+            device_of(filename)
+        except DatasetError as err:
+            raise DatasetError(f"{root / 'meta.csv'}: {err}") from None
     return meta
 
 
@@ -86,11 +94,18 @@ def _split_lists(meta: pd.DataFrame, split_files: dict[str, Path]) -> dict[str, 
     known = set(meta["filename"])
     lists: dict[str, list[str]] = {}
     for name, path in split_files.items():
-        files = pd.read_csv(path, sep="\t")["filename"].tolist()
+        try:
+            files = pd.read_csv(path, sep="\t")["filename"].astype(str).tolist()
+        except pd.errors.EmptyDataError:
+            raise DatasetError(f"{path}: names no file") from None
+        except (pd.errors.ParserError, UnicodeDecodeError, KeyError) as err:
+            raise DatasetError(f"{path}: cannot parse (expected tab-separated filename, scene_label; "
+                               f"{str(err)[:80]})") from None  # fmt: skip
         unknown = [f for f in files if f not in known]
         if unknown:
             raise DatasetError(f"{path} names {len(unknown)} files not in meta.csv, e.g. {unknown[0]}")
         lists[name] = files
+    check_split_lists(lists, split_files)
     lists["full_test"] = list(lists["test"])
     if "val" not in lists:
         lists["val"], lists["test"] = halve_by_location(meta, lists["test"])
@@ -130,23 +145,23 @@ def prepare_tau22(root: Path, cache_dir: Path, splits_dir: Path | None = None, p
     split_files = find_split_files(root, splits_dir)
     key = fingerprint(root, meta, split_files) + ("" if sample_rate == SAMPLE_RATE else f"-{sample_rate}")
     directory = Path(cache_dir) / f"tau22-{key}"
-    if is_prepared(directory):
-        return directory
+    if directory.exists():  # made whole under a temporary name, so a damaged one was damaged later
+        try:
+            load_prepared(directory)
+            return directory
+        except (ValueError, KeyError, OSError) as err:  # DatasetError, or what pandas says of a damaged meta.csv
+            set_aside(directory, str(err)[:200])
     lists = _split_lists(meta, split_files)
     unknown = sorted(set(meta["scene_label"]) - set(CLASSES))
     if unknown:
         raise DatasetError(f"{root / 'meta.csv'}: unknown scene labels {unknown}")
-    work = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
+
+    def build(work: Path) -> None:
         paths = [root / f for f in meta["filename"]]
         decode_to_memmap(paths, work / "clips.npy", sample_rate, 1.0, f"Resampling TAU22 to {sample_rate / 1000:g} kHz",
                          progress)  # fmt: skip
-        meta = meta.assign(source_label=[device_of(f) for f in meta["filename"]])
-        write_prepared(work, meta, None, lists, sample_rate, CLASSES, key, source=f"tau22:{root}")
-        os.replace(work, directory)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        named = meta.assign(source_label=[device_of(f) for f in meta["filename"]])
+        write_prepared(work, named, None, lists, sample_rate, CLASSES, key, source=f"tau22:{root}")
+
+    build_directory(directory, build)
     return directory

@@ -1,0 +1,91 @@
+"""Stopping a run cleanly: on Ctrl-C (SIGINT), or when its storage is about to fill up.
+
+Tune's own SIGINT handler ends an experiment after saving its state, but returns as if it had
+finished; the run would then rank the cut-off trials and tell Optuna they failed, which makes it
+impossible to resume. Here a stop request asks Tune for that same stop through its other stop
+signal (SIGUSR1), and the experiment then raises the request (Interrupted, StorageFull), with the
+trials left as Tune saved them, for --resume. A second SIGINT stops at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ray.tune import Callback
+
+from search.preflight import RESERVE_BYTES, free_bytes
+
+_requests: list[Exception] = []
+
+
+class Interrupted(Exception):
+    """The user stopped the run; Tune saved what is needed to continue it with --resume."""
+
+
+class StorageFull(Exception):
+    """The storage ran low on space; the run stopped while Tune could still save its state."""
+
+
+def _request_stop(reason: Exception) -> None:
+    tune_handler = signal.getsignal(signal.SIGUSR1)
+    if _requests or not callable(tune_handler):  # a second request, or Tune is not running its loop yet
+        raise KeyboardInterrupt
+    _requests.append(reason)
+    os.kill(os.getpid(), signal.SIGUSR1)
+
+
+@contextmanager
+def stoppable() -> Iterator[None]:
+    """Run a Tune experiment in the block; raise the stop request made during it, if any, after it ended."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread
+        yield
+        return
+
+    def on_sigint(signum, frame) -> None:
+        print("\nStopping: the running trials are saved for --resume (Ctrl-C again stops at once) …",
+              file=sys.stderr, flush=True)  # fmt: skip
+        _request_stop(Interrupted())
+
+    _requests.clear()
+    previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    # Cleared until Tune installs its handler for this experiment (a finished one's would stop nothing).
+    previous_usr1 = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    previous_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune's handler would replace ours, and not tell us it fired
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        signal.signal(signal.SIGUSR1, previous_usr1)
+        if previous_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous_env
+    if _requests:
+        raise _requests[0]
+
+
+class StorageWatch(Callback):
+    """Stops the experiment once the storage has less than RESERVE_BYTES free: past that point trials fail
+    to write their checkpoints (and are lost to the search) and Tune cannot save the state a resume needs."""
+
+    def __init__(self, storage: Path):
+        self.storage = storage
+        self.checked = 0.0
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        if time.monotonic() - self.checked < 1.0:  # Tune steps many times a second; the disk fills slower
+            return
+        self.checked = time.monotonic()
+        free = free_bytes(self.storage)
+        if free < RESERVE_BYTES and not _requests:
+            print(f"\nStopping: {self.storage} has {free / 2**20:.0f} MiB free …", file=sys.stderr, flush=True)
+            _request_stop(StorageFull(f"--storage {self.storage}: only {free / 2**20:.0f} MiB free; "
+                                      f"the run stopped and can continue with --resume once space is freed"))

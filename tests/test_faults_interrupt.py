@@ -1,0 +1,53 @@
+"""Ctrl-C in the middle of a search stops it cleanly and --resume finishes it; a second driver of the same
+run is refused while the first holds it (issue 18, cases 1 and 2)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import optuna
+import pandas as pd
+
+from search.run import main
+from tests.test_resume import ROOT, _command, _epochs_checkpointed, _study
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes_the_search(tmp_path, capsys, service_data):
+    storage = tmp_path / "runs"
+    run_dir = storage / "crash"
+    env = {**os.environ, "RAY_TMPDIR": f"/tmp/kdi{os.getpid()}", "RAY_AUTH_MODE": "disabled"}
+    command = _command(storage, service_data, "--samples", "2", "--set", "epochs=3", "--set", "max_concurrent=1")
+    log = tmp_path / "driver.log"
+    with log.open("w") as output:  # a session of its own: Ctrl-C reaches the driver and everything it started
+        driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.time() + 240
+        while _epochs_checkpointed(run_dir) < 1 and time.time() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+        assert driver.poll() is None, f"the search ended before Ctrl-C:\n{log.read_text()[-2000:]}"
+
+        # Case 2: while the driver runs, a second run of the same name is refused before it touches anything.
+        assert main(command[2:]) == 2
+        assert "in use by another run" in capsys.readouterr().err
+
+        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
+        assert driver.wait(timeout=120) == 130, log.read_text()[-3000:]
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    said = log.read_text()
+    assert "--resume" in said and "Traceback" not in said, said[-3000:]
+    assert not (run_dir / "leaderboard.csv").exists(), "an interrupted search is not ranked"
+    assert not (run_dir / ".lock").exists()
+    states = {t.state for t in _study(run_dir).trials}
+    assert optuna.trial.TrialState.FAIL not in states, "an interrupted trial is not told failed"
+
+    resumed = subprocess.run(command + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
+    assert len(board) == 2 and (board["status"] == "complete").all(), board[["trial_id", "status", "epochs"]]
+    assert sorted(t.state.name for t in _study(run_dir).trials) == ["COMPLETE", "COMPLETE"]

@@ -1,0 +1,58 @@
+"""Runs that go wrong as a whole: no trial completes, or the storage fills up in the middle
+(issue 18, cases 9 and 14)."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from search.run import main
+from tests.test_faults_input import _in_namespace, needs_mounts
+from tests.test_resume import _command
+
+
+def test_a_run_in_which_no_trial_completed_fails(tmp_path, capsys, ray_session, service_data):
+    storage = tmp_path / "runs"
+    # A budget no student fits: every trial is refused before it trains, quickly.
+    argv = _command(storage, service_data, "--samples", "2", "--set", "budget.param_bytes=1000")[2:]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "no trial completed (trials: 2 failed)" in lines[0] and "budget" in lines[0], err
+    board = pd.read_csv(storage / "crash" / "leaderboard.csv")
+    assert len(board) == 2 and (board["status"] == "failed").all()
+    assert (storage / "crash" / "report.html").is_file()
+    assert not (storage / "crash" / ".lock").exists()
+
+
+@needs_mounts
+def test_a_storage_that_fills_up_stops_the_run_and_resume_completes_it(tmp_path, service_data):
+    """A small file system of its own, filled by another writer while the search runs (as a full disk is)."""
+    storage, out = tmp_path / "runs", tmp_path / "out"
+    storage.mkdir()
+    out.mkdir()
+    command = _command(storage, service_data, "--samples", "1", "--set", "epochs=3")[1:]
+    script = '''
+        python=$1; storage=$2; out=$3; shift 3
+        mount -t tmpfs -o size=160m tmpfs "$storage"
+        "$python" "$@" > "$out/first.log" 2>&1 & driver=$!
+        for _ in $(seq 1200); do ls -d "$storage"/crash/search/*/checkpoint_* > /dev/null 2>&1 && break; sleep 0.2; done
+        free=$(df --output=avail -B1 "$storage" | tail -1)
+        fallocate -l $((free - 24 * 2**20)) "$storage/ballast"   # leaves 24 MiB
+        code=0; wait $driver || code=$?; echo "first $code"
+        ls "$storage/crash" > "$out/after_first.txt"
+        rm "$storage/ballast"
+        code=0; "$python" "$@" --resume > "$out/second.log" 2>&1 || code=$?; echo "second $code"
+        cp "$storage/crash/leaderboard.csv" "$out/"
+    '''
+    env = {**os.environ, "RAY_TMPDIR": f"/tmp/kdf{os.getpid()}", "RAY_AUTH_MODE": "disabled"}
+    done = _in_namespace(script, str(storage), str(out), *command, timeout=500, env=env)
+    first = (out / "first.log").read_text()
+    assert "first 2" in done.stdout, done.stdout + done.stderr + first[-3000:]
+    errors = [line for line in first.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "MiB free" in errors[0] and "--resume" in errors[0], first[-3000:]
+    assert "leaderboard.csv" not in (out / "after_first.txt").read_text()
+    assert "second 0" in done.stdout, done.stdout + (out / "second.log").read_text()[-3000:]
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert len(board) == 1 and (board["status"] == "complete").all(), board

@@ -33,7 +33,7 @@ import torchaudio
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results.student_file import load_student, student_classes  # noqa: E402
+from results.student_file import exported_students, load_student, student_classes  # noqa: E402
 from trainables.tensor_files import UnreadableFile  # noqa: E402
 
 CLIP_SECONDS = 1.0
@@ -127,16 +127,6 @@ def write_predictions(student_path: Path, audio_dir: Path, out_path: Path) -> Pr
     return found
 
 
-def run_students(run_dir: Path) -> dict[int, Path]:
-    """subset → best/subset_<N>/student.pt of a run directory."""
-    found = {}
-    for path in Path(run_dir).glob("best/subset_*/student.pt"):
-        suffix = path.parent.name.removeprefix("subset_")
-        if suffix.isdigit():
-            found[int(suffix)] = path
-    return dict(sorted(found.items()))
-
-
 def _notes(found: Predictions) -> list[str]:
     notes = []
     if found.averaged:
@@ -159,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     source, audio_dir = Path(args.student), Path(args.audio_dir)
     if source.is_dir():
-        students = {f"subset_{s}": p for s, p in run_students(source).items()}
+        students = {f"subset_{s}": p for s, p in exported_students(source).items()}
         if not students:
             print(f"error: {source} holds no exported student (best/subset_<N>/student.pt)", file=sys.stderr)
             return 2

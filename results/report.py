@@ -47,7 +47,7 @@ from results.complexity import frames_of  # noqa: E402
 from results.distillation import kd_effect, recorded_dataset, teacher_accuracy, unseen_devices, warnings  # noqa: E402
 from trainables.student import DCASE24_BUDGET, complexity  # noqa: E402
 from results.evaluation import IncompatibleStudent, evaluate_student  # noqa: E402
-from results.student_file import load_student, student_classes  # noqa: E402
+from results.student_file import exported_students, load_student, student_classes  # noqa: E402
 from results.importance import importances  # noqa: E402
 from results.leaderboard import build_leaderboard, device_columns  # noqa: E402
 from results.trial_records import read_experiment  # noqa: E402
@@ -64,16 +64,6 @@ class Section:
     body: str = ""  # ready HTML: a table
     figure: str | None = None  # file name under report/
     png: bytes | None = None
-
-
-def exported_students(run_dir: Path) -> dict[int, Path]:
-    """subset → best/subset_<N>/student.pt, for the subsets that have one."""
-    found = {}
-    for path in Path(run_dir).glob("best/subset_*/student.pt"):
-        suffix = path.parent.name.removeprefix("subset_")
-        if suffix.isdigit():
-            found[int(suffix)] = path
-    return dict(sorted(found.items()))
 
 
 def read_board(run_dir: Path, metric: str, mode: str) -> pd.DataFrame:

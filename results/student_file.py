@@ -32,3 +32,13 @@ def student_classes(path: Path) -> list[str]:
         return [str(c) for c in payload["classes"]]
     n_classes = StudentArch.from_dict(payload["config"]["arch"]).n_classes
     return list(CLASSES) if n_classes == len(CLASSES) else [f"class{i}" for i in range(n_classes)]
+
+
+def exported_students(run_dir: Path) -> dict[int, Path]:
+    """subset → best/subset_<N>/student.pt, for the subsets that have one."""
+    found = {}
+    for path in Path(run_dir).glob("best/subset_*/student.pt"):
+        suffix = path.parent.name.removeprefix("subset_")
+        if suffix.isdigit():
+            found[int(suffix)] = path
+    return dict(sorted(found.items()))

@@ -41,10 +41,10 @@ def as_space(raw: dict) -> dict:
         else:
             search[d["name"]] = {"low": d["low"], "high": d["high"], "log": bool(d.get("log"))}
     space["search"] = search
-    # Fixed settings, also those searched (a space may give both; trials take the searched value). Sections the
-    # settings embed (OS-KDFT2's teacher) are written once, as sections.
+    # Fixed settings, not those searched (a space may not give both). Sections the settings embed (OS-KDFT2's
+    # teacher) are written once, as sections.
     for key, value in raw["settings"].items():
-        if key not in space:
+        if key not in space and key not in search:
             space[key] = value
     return space
 

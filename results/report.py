@@ -320,6 +320,7 @@ p.note { color: #444; max-width: 60em; }
 table { border-collapse: collapse; font-size: 0.8em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; white-space: nowrap; }
 .fit th, .fit td { white-space: normal; }
+.fit th { overflow-wrap: anywhere; }  /* long column names break, so the table fits; figures never do */
 th { background: #f2f2f2; position: sticky; top: 0; }
 tr.best td { font-weight: bold; background: #f4f9ff; }
 .fit table { max-width: 100%; }

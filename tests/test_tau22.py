@@ -83,6 +83,6 @@ def test_split_files_from_another_folder(tau22_root, tmp_path):
     for name in ("split5", "split10", "test"):
         (splits / f"{name}.csv").write_bytes((tau22_root / f"{name}.csv").read_bytes())
     data = load_prepared(prepare_tau22(tau22_root, tmp_path / "cache", splits_dir=splits, progress=False))
-    assert set(data.splits) == {"split5", "split10", "val", "test"}
+    assert set(data.splits) == {"split5", "split10", "val", "test", "full_test"}
     with pytest.raises(DatasetError, match="test.csv"):
         prepare_tau22(tau22_root, tmp_path / "cache", splits_dir=tmp_path, progress=False)

@@ -311,7 +311,8 @@ def _refuse_searched_and_fixed(raw: dict, dimensions: tuple[Dimension, ...], sch
     searched = [d.name for d in dimensions] + (["subset"] if schema.by_subset else [])
     for name in searched:
         if name in raw:
-            how = f"--subsets {shown(raw[name])}" if name == "subset" else f"--set search.{name}={shown(raw[name])}"
+            value = str(raw[name])[:60]  # as the user would type it again
+            how = f"--subsets {value}" if name == "subset" else f"--set search.{name}={value}"
             raise SpaceError(f"{name} is searched (search.{name}) and also fixed ({name}: {shown(raw[name])}, in the space "
                              f"file or by --set); a setting is one or the other. To fix it, remove {name} from search: "
                              f"in the space file, or fix it for this run with {how}")  # fmt: skip

@@ -101,7 +101,8 @@ def test_an_untrained_teacher_on_real_data_is_refused_unless_allowed(real, capsy
 
 
 def test_the_dcase24_baseline_recipe_reports_the_published_tables_figures(ray_session, real):
-    assert _run(real, "dcase24_baseline", "baseline", *_sets(*SMALL_STUDENT, "confirm_seeds=2")) == 0
+    # The confirmation seeds the recipe asks for are checked in its settings; test_end_to_end runs confirmation.
+    assert _run(real, "dcase24_baseline", "baseline", *_sets(*SMALL_STUDENT, "confirm_top_k=0")) == 0
     run = real["storage"] / "baseline"
     student = torch.load(run / "best" / "subset_5" / "student.pt", weights_only=True)
     assert student["config"]["train"]["warmup_steps"] == 2000 and student["config"]["train"]["kd_lambda"] == 1.0
@@ -115,7 +116,6 @@ def test_the_dcase24_baseline_recipe_reports_the_published_tables_figures(ray_se
     assert len(board) == 1 and board.iloc[0]["status"] == "complete"
     assert {"full_test_macro_acc", "full_test_acc_s6", "acc_real", "acc_sim_seen"} <= set(board.columns)
     assert "acc_real" not in [f"acc_{d}" for d in device_columns(dict.fromkeys(board.columns))], "a group, not a device"
-    assert len(list((run / "confirm").glob("*/params.json"))) == 2, "confirmed with 2 more seeds"
 
 
 def test_ntu_kd_distils_from_the_mean_of_a_list_of_logits_files_one_a_students(ray_session, real, capsys):
@@ -181,6 +181,7 @@ def test_the_recipe_files_hold_the_reference_settings(tmp_path):
     assert (s.epochs, s.batch_size, s.weight_decay, s.warmup_steps, s.roll_sec, s.freqm) == (150, 256, 1e-4, 2000, 0.1, 48)
     assert (s.mixstyle_p, s.mixstyle_alpha, s.kd_lambda, baseline.metric) == (0.4, 0.3, 1.0, "macro_acc")
     assert [d.choices for d in baseline.dimensions] == [(0.005,)] and baseline.budget.param_bytes == 128000
+    assert (baseline.confirm_top_k, baseline.confirm_seeds) == (1, 4), "5 runs, as the published means"
     ntu = _recipe("ntu_kd", tmp_path, dir_path=str(tmp_path))
     s = ntu.settings
     assert (s.temperature, s.kd_lambda, s.roll_sec, s.dir_prob, s.warmup_fraction) == (2.0, 0.02, 0.0, 0.6, 0.024)

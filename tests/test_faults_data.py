@@ -158,12 +158,15 @@ def test_a_dataset_being_generated_is_never_seen_half_made(tmp_path):
     directory = tmp_path / "cache" / "synthetic-x"
     config = SyntheticConfig(seed=9, train_segments_per_class=1, val_segments_per_class=1, test_segments_per_class=1,
                              held_out_clips_per_segment=1, sample_rate=8000)  # fmt: skip
-    seen, done = [], threading.Event()
+    seen, errors, done = [], [], threading.Event()
 
     def read_while_made() -> None:
         while not done.is_set():
             if directory.exists():
-                seen.append(len(load_prepared(directory).filenames))  # raises if it is ever half made
+                try:
+                    seen.append(len(load_prepared(directory).filenames))  # raises if it is ever half made
+                except Exception as error:  # noqa: BLE001 - reported below, in the test's thread
+                    errors.append(error)
             time.sleep(0.01)
 
     reader = threading.Thread(target=read_while_made)
@@ -176,7 +179,9 @@ def test_a_dataset_being_generated_is_never_seen_half_made(tmp_path):
         writer.join()
     done.set()
     reader.join()
-    assert seen and len(set(seen)) == 1
+    seen.append(len(load_prepared(directory).filenames))  # the reader may have had no turn after the rename
+    assert not errors, errors
+    assert len(set(seen)) == 1
     assert sorted(p.name for p in directory.parent.iterdir()) == ["synthetic-x"], "no partial copy is left"
 
 

@@ -26,10 +26,10 @@ def newest_snapshot(experiment_dir: Path) -> Path | None:
     return max(experiment_dir.glob("experiment_state-*.json"), default=None)
 
 
-def restore_floors(experiment_dir: Path) -> dict[str, int] | None:
-    """For each trial a resume would restore from the newest experiment snapshot on storage, the index of the
-    checkpoint it would restore (0 where that cannot be told, which keeps them all); trials the snapshot
-    does not restore are absent. None when there is no snapshot that reads whole: then nothing is safe to delete.
+def restore_points(experiment_dir: Path) -> dict[str, str | None] | None:
+    """For each trial a resume would restore from the newest experiment snapshot on storage, the name of the
+    checkpoint it would restore (None where the snapshot names none yet: the trial then restarts from scratch);
+    trials the snapshot does not restore are absent. None when there is no snapshot that reads whole.
 
     Reads Tune's `experiment_state-<session>.json`: `trial_data` holds one [trial, run metadata] pair of JSON
     texts per trial, with `trial_id`, `status` and `last_result.checkpoint_dir_name`."""
@@ -38,17 +38,23 @@ def restore_floors(experiment_dir: Path) -> dict[str, int] | None:
         return {}
     try:
         trials = json.loads(snapshot.read_text())["trial_data"]
-        floors = {}
+        points = {}
         for trial_json, metadata_json in trials:
             trial, metadata = json.loads(trial_json), json.loads(metadata_json)
             last = metadata.get("last_result") or {}
             if trial["status"] in _NOT_RESTORED or not last.get("training_iteration"):
                 continue  # not restored, or restored from scratch
-            name = last.get("checkpoint_dir_name")
-            floors[trial["trial_id"]] = checkpoint_index(name) if name else 0
-        return floors
+            points[trial["trial_id"]] = last.get("checkpoint_dir_name")
+        return points
     except (OSError, ValueError, KeyError, TypeError, IndexError):  # being written, or a format this does not know
         return None
+
+
+def restore_floors(experiment_dir: Path) -> dict[str, int] | None:
+    """restore_points as checkpoint indices: 0 where the checkpoint cannot be told, which keeps them all. None:
+    nothing is safe to delete."""
+    points = restore_points(experiment_dir)
+    return None if points is None else {trial: checkpoint_index(name) if name else 0 for trial, name in points.items()}
 
 
 def deletable(on_disk: set[int], scores: dict[int, float], mode: str, floor: int | None) -> set[int]:

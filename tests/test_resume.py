@@ -17,7 +17,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from results.trial_records import checkpoint_index
-from search.checkpoint_retention import restore_floors
+from search.checkpoint_retention import restore_floors, restore_points
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = ["epochs=4", "batch_size=50", "compare_without_kd=false", "scheduler.type=fifo"]
@@ -69,8 +69,9 @@ def test_kill_minus_nine_then_resume(tmp_path, service_data):
     driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)  # fmt: skip
     deadline = time.time() + 240
-    # Killed once Tune's snapshot would restore a trial from a checkpoint: the resume then has one to continue from.
-    while not (restore_floors(run_dir / "search") and _epochs_checkpointed(run_dir) >= 2) \
+    # Killed once Tune's snapshot would restore a trial from a checkpoint it names: the resume then has one to
+    # continue from (a snapshot may hold a trial's result before its checkpoint: that trial would restart).
+    while not (any((restore_points(run_dir / "search") or {}).values()) and _epochs_checkpointed(run_dir) >= 2) \
             and time.time() < deadline and driver.poll() is None:  # fmt: skip
         time.sleep(0.2)
     assert driver.poll() is None, "the search ended before it could be killed"

@@ -10,26 +10,14 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from results.leaderboard import comparison, device_columns
-from results.trial_records import read_experiment
+from results.leaderboard import comparison, confirmation_runs, device_columns
 from trainables.asc_data import DatasetError, load_prepared
 from trainables.logits_file import read_logits
 
 CHANCE_MARGIN = 0.05  # a subset whose best student is within 5 points of chance has not learned to tell scenes apart
 ALWAYS_UNSEEN = ("s4", "s5", "s6")  # TAU22's devices that occur in no training subset
 _GROUPS = {"acc": "mean", "acc_seen": "seen", "acc_unseen": "unseen"}
-
-
-def recorded_dataset(run_dir: Path) -> Path | None:
-    """The prepared dataset the run read, as its record names it (relative to the storage, which holds the run)."""
-    record = Path(run_dir) / "space.yaml"
-    if not record.is_file():
-        return None
-    value = (yaml.safe_load(record.read_text()) or {}).get("dataset")
-    path = Path(run_dir).resolve().parent / value if value else None
-    return path if path is not None and path.is_dir() else None
 
 
 def unseen_devices(subsets: list[int], devices: list[str], data_dir: Path | None) -> dict[int, set[str]]:
@@ -65,10 +53,7 @@ def kd_effect(run_dir: Path, metric: str, mode: str) -> pd.DataFrame:
     compared = comparison(run_dir, metric, mode)
     if compared.empty:
         return pd.DataFrame()
-    seeds: dict[str, list[dict]] = {}
-    for record in read_experiment(Path(run_dir) / "confirm"):
-        if record.status == "complete":
-            seeds.setdefault(str(record.config["confirms"]), []).append(record.last)
+    seeds = confirmation_runs(run_dir)
     rows = []
     for subset, pair in compared.groupby("subset", sort=True):
         kd = pair[pair["student"] == "kd"].iloc[0]
@@ -85,29 +70,33 @@ def kd_effect(run_dir: Path, metric: str, mode: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _teacher_file(path: str, run_dir: Path) -> Path | None:
-    """A teacher's logits file as a trial's config names it; found in this storage's cache if the storage moved."""
-    named = Path(path)
-    if named.is_file():
-        return named
-    moved = Path(run_dir).resolve().parent / "cache" / "teachers" / named.name
-    return moved if moved.is_file() else None
+TEACHERS = "teachers.csv"
+_TEACHER_FIGURES = ("test_acc", "test_macro_acc", "test_acc_seen", "test_acc_unseen")
+
+
+def write_teachers(run_dir: Path, paths: dict[int, Path]) -> Path:
+    """teachers.csv: per subset, the test figures of the teacher its students distil from, and its logits file."""
+    rows = []
+    for subset, path in sorted(paths.items()):
+        metrics = read_logits(path)["metrics"]
+        devices = [f"test_acc_{d}" for d in device_columns(metrics, prefix="test_acc_")]
+        row = {"subset": int(subset), **{k: float(metrics[k]) for k in (*_TEACHER_FIGURES, *devices) if k in metrics}}
+        rows.append({**row, "logits": str(path)})
+    target = Path(run_dir) / TEACHERS
+    pd.DataFrame(rows).to_csv(target, index=False)
+    return target
 
 
 def teacher_accuracy(run_dir: Path) -> pd.DataFrame:
-    """Per subset, the teacher the students distilled from: its test accuracy overall, seen, unseen, per device."""
-    paths: dict[str, str] = {}
-    for record in read_experiment(Path(run_dir) / "search"):
-        paths.update(record.config.get("teacher_logits") or {})
+    """Per subset, the teacher the students distilled from (teachers.csv): its test accuracy overall, seen, unseen,
+    per device."""
+    table = Path(run_dir) / TEACHERS
+    if not table.is_file():
+        return pd.DataFrame()
     rows = []
-    for subset, path in sorted(paths.items(), key=lambda item: int(item[0])):
-        found = _teacher_file(path, run_dir)
-        if found is None:
-            continue
-        metrics = read_logits(found)["metrics"]
-        row = {"subset": int(subset)}
-        row.update({label: float(metrics[column]) for label, column in _figures(metrics)})
-        rows.append(row)
+    for _, teacher in pd.read_csv(table).iterrows():
+        figures = teacher.dropna()
+        rows.append({"subset": int(teacher["subset"]), **{label: float(figures[c]) for label, c in _figures(figures)}})
     return pd.DataFrame(rows)
 
 

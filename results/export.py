@@ -21,15 +21,15 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results.formats import write_formats  # noqa: E402
-from results.leaderboard import build_leaderboard  # noqa: E402
-from results.student_file import load_student  # noqa: E402,F401  (documented here: from results.export import load_student)
-from results.trial_records import latest_checkpoint  # noqa: E402
+from results.formats import write_formats
+from results.leaderboard import build_leaderboard
+from results.run_record import RecordError, read_record
+from results.student_file import load_student  # noqa: F401  (documented here: from results.export import load_student)
+from results.trial_records import latest_checkpoint
 
 
 def export_best(run_dir: Path, metric: str, mode: str) -> list[Path]:
@@ -86,12 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="a run directory, <storage>/<name>")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
-    record = run_dir / "space.yaml"
-    if not record.is_file() or not (run_dir / "search").is_dir():
-        print(f"error: {run_dir} is not a run directory (no space.yaml or search/)", file=sys.stderr)
+    try:
+        record = read_record(run_dir)
+    except RecordError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    settings = yaml.safe_load(record.read_text())
-    paths = export_best(run_dir, settings["metric"], settings["mode"])
+    if not (run_dir / "search").is_dir():
+        print(f"error: {run_dir} is not a run directory (no search/)", file=sys.stderr)
+        return 2
+    paths = export_best(run_dir, record["metric"], record["mode"])
     if not paths:
         print(f"error: {run_dir} has no complete trial to export", file=sys.stderr)
         return 2

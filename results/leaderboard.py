@@ -16,8 +16,9 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
+from results.run_record import budget as recorded_budget
+from results.run_record import searched_names
 from results.trial_records import TrialRecord, read_experiment
 from trainables.metrics import DEVICE_GROUPS, device_sort_key
 from trainables.student import Budget, Complexity, StudentArch, complexity
@@ -26,14 +27,6 @@ _STATUS_ORDER = {"complete": 0, "stopped": 1, "failed": 2}
 # Reported keys that are results (the rest is Tune's bookkeeping): device-wise accuracy, EER, sizes.
 _METRIC_PREFIXES = ("acc", "macro_acc", "test_", "full_test_", "eer", "min_dcf", "student_params", "teacher_params")
 _SUMMARY = ["acc", "acc_seen", "acc_unseen", "macro_acc"]
-
-
-def _record(run_dir: Path) -> dict:
-    return yaml.safe_load((Path(run_dir) / "space.yaml").read_text())
-
-
-def searched_names(run_dir: Path) -> list[str]:
-    return [d["name"] for d in _record(run_dir)["search"]]
 
 
 def device_columns(metrics: dict, prefix: str = "acc_") -> list[str]:
@@ -102,12 +95,31 @@ def _ordered_columns(frame: pd.DataFrame, params: list[str]) -> pd.DataFrame:
     return frame[ordered + [c for c in frame.columns if c not in ordered]]
 
 
+def confirmation_runs(run_dir: Path) -> dict[str, list[dict]]:
+    """Per search trial id, the last results of the complete confirmation runs of its configuration: the runs of
+    the `confirm` experiments (one per rank) with its subset and searched values, and another seed."""
+    run_dir = Path(run_dir)
+    params = searched_names(run_dir)
+
+    def key(config: dict) -> tuple:
+        return (int(config.get("subset", 0)), *(json.dumps(config.get(p)) for p in params))
+
+    trials: dict[tuple, list[str]] = {}
+    for record in read_experiment(run_dir / "search"):
+        trials.setdefault(key(record.config), []).append(record.trial_id)
+    runs: dict[str, list[dict]] = {}
+    experiments = [run_dir / "confirm", *sorted(run_dir.glob("confirm_rank*"), key=lambda p: p.name)]
+    for experiment in experiments:
+        for record in read_experiment(experiment):
+            if record.status == "complete":
+                for trial_id in trials.get(key(record.config), []):
+                    runs.setdefault(trial_id, []).append(record.last)
+    return runs
+
+
 def confirmations(run_dir: Path, metric: str) -> pd.DataFrame:
     """Per confirmed search trial: mean and spread of its configuration over the confirmation seeds."""
-    runs: dict[str, list[dict]] = {}
-    for record in read_experiment(Path(run_dir) / "confirm"):
-        if record.status == "complete":
-            runs.setdefault(str(record.config["confirms"]), []).append(record.last)
+    runs = confirmation_runs(run_dir)
     rows = []
     for trial_id, results in runs.items():
         row = {"trial_id": trial_id, "confirmed_runs": len(results)}
@@ -121,7 +133,7 @@ def confirmations(run_dir: Path, metric: str) -> pd.DataFrame:
 
 def build_leaderboard(run_dir: Path, metric: str, mode: str, experiment: str = "search") -> pd.DataFrame:
     params = searched_names(run_dir)
-    budget = _record(run_dir).get("budget") or {}
+    budget = recorded_budget(run_dir)
     frame = pd.DataFrame(_rows(read_experiment(Path(run_dir) / experiment), params, budget))
     if frame.empty:
         return frame

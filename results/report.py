@@ -37,21 +37,21 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results import report_figures as figures  # noqa: E402
-from results.complexity import frames_of  # noqa: E402
-from results.distillation import kd_effect, recorded_dataset, teacher_accuracy, unseen_devices, warnings  # noqa: E402
-from trainables.student import DCASE24_BUDGET, complexity  # noqa: E402
-from results.evaluation import IncompatibleStudent, evaluate_student  # noqa: E402
-from results.student_file import exported_students, load_student, student_classes  # noqa: E402
-from results.importance import importances  # noqa: E402
-from results.leaderboard import build_leaderboard, device_columns  # noqa: E402
-from results.trial_records import read_experiment  # noqa: E402
-from trainables.asc_data import DatasetError, load_prepared  # noqa: E402
+from results import report_figures as figures
+from results.complexity import frames_of
+from results.distillation import kd_effect, teacher_accuracy, unseen_devices, warnings
+from results.evaluation import IncompatibleStudent, evaluate_student
+from results.importance import importances
+from results.leaderboard import build_leaderboard, device_columns
+from results.run_record import RecordError, dimensions, read_record, run_dataset
+from results.student_file import exported_students, load_student, student_classes
+from results.trial_records import read_experiment
+from trainables.asc_data import DatasetError, load_prepared
+from trainables.student import DCASE24_BUDGET, complexity
 
 _HIDDEN_COLUMNS = {"trial_dir"}  # machine-specific paths; the CSV keeps them
 _BEST_METRICS = ("acc", "acc_unseen", "test_acc", "test_acc_unseen", "test_macro_acc")
@@ -267,22 +267,22 @@ def _n_classes(students: dict[int, Path]) -> int:
 
 
 def build_sections(run_dir: Path, data_dir: Path | None = None, top: int = 3) -> list[Section]:
-    settings = yaml.safe_load((Path(run_dir) / "space.yaml").read_text())
-    metric, mode = settings["metric"], settings["mode"]
+    record = read_record(run_dir)
+    metric, mode = record["metric"], record["mode"]
     board = read_board(run_dir, metric, mode)
-    dimensions = {d["name"]: d for d in settings.get("search", []) if board.empty or d["name"] in board}
-    params = list(dimensions)
+    searched = {name: d for name, d in dimensions(record).items() if board.empty or name in board}
+    params = list(searched)
     students = exported_students(run_dir)
     drawable = not board.empty
     device_names = device_columns(dict.fromkeys(board.columns))
     devices = ", ".join(device_names) or "none"
     subsets = sorted(int(s) for s in board["subset"].unique()) if drawable else []
-    unseen = unseen_devices(subsets, device_names, data_dir or recorded_dataset(run_dir))
+    unseen = unseen_devices(subsets, device_names, data_dir or run_dataset(run_dir))
     effect = kd_effect(run_dir, metric, mode)
     teachers = teacher_accuracy(run_dir)
-    found = importances(board, params, metric, mode, dimensions)
+    found = importances(board, params, metric, mode, searched)
     skipped = [f"subset {r.subset}%: {r.note}" for r in found if not r.importances]
-    log_params = {name for name, d in dimensions.items() if d.get("log")}
+    log_params = {name for name, d in searched.items() if d.get("log")}
     sections = [
         warnings_section(warnings(board, effect, teachers, _n_classes(students))),
         best_students_section(students, params),
@@ -356,7 +356,7 @@ def write_report(run_dir: Path, data_dir: Path | None = None, top: int = 3) -> P
     for section in sections:
         if section.png is not None:
             (figure_dir / section.figure).write_bytes(section.png)
-    settings = yaml.safe_load((run_dir / "space.yaml").read_text())
+    settings = read_record(run_dir)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     intro = (f"Run {run_dir.resolve()}, ranked by {settings['metric']} ({settings['mode']}) on the validation split; "
              f"generated {generated}. Accuracies are fractions in [0, 1]. "
@@ -373,8 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=3, help="trials per subset in the per-device bars (default 3)")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
-    if not (run_dir / "space.yaml").is_file():
-        print(f"error: {run_dir} is not a run directory (no space.yaml)", file=sys.stderr)
+    try:
+        read_record(run_dir)
+    except RecordError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     if args.data is not None:
         try:

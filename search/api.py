@@ -14,13 +14,19 @@ and bad input raises `search.space.SpaceError` (a ValueError) naming the key. Th
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
-from search.record import as_space
-from search.space import apply_override, build_space
+from results.leaderboard import build_leaderboard
+from results.run_record import settings_of
+from search.pipeline import run
+from search.preflight import given_dataset, prepare
+from search.request import RunRequest
+from search.space import build_space
+from search.space_file import apply_override
 
 
 def run_search(space: Mapping, *, storage: str | Path = "runs", name: str = "search", data: str | Path | None = None,
@@ -33,17 +39,13 @@ def run_search(space: Mapping, *, storage: str | Path = "runs", name: str = "sea
     name. verbose: Ray Tune's own output too. address: a running Ray cluster ("auto" or HOST:PORT).
     Raises SpaceError, DatasetError or LogitsMismatch (ValueErrors) on bad input, before anything trains.
     """
-    from results.leaderboard import build_leaderboard
-    from search.run import _dataset, prepare
-    from search.service import RunRequest, run
-
-    raw = as_space(copy.deepcopy(dict(space)))
+    raw = settings_of(copy.deepcopy(dict(space)))
     for assignment in overrides:
         apply_override(raw, assignment)
     built = build_space(raw)
-    root = Path(storage).resolve()
-    prepared = None if data is None else _dataset(Path(data), None, root, built.system)
-    request = RunRequest(space=built, storage=root, name=name, data=prepared, address=address, resume=resume,
-                         verbose=verbose)  # fmt: skip
+    request = RunRequest(space=built, storage=Path(storage).resolve(), name=name, data=None, address=address,
+                         resume=resume, verbose=verbose)  # fmt: skip
+    if data is not None:
+        request = dataclasses.replace(request, data=given_dataset(request, Path(data), None))
     run(prepare(request))
     return build_leaderboard(request.run_dir, built.metric, built.mode)

@@ -1,4 +1,4 @@
-"""What a run prints: stage banners, per-subset progress with an ETA, the run's paths once, and nothing of Ray's.
+"""What a run prints besides trial progress (search/progress.py): stage banners, durations, and nothing of Ray's.
 
 Ray Tune's own reporter prints a box of every trial's config as it starts, a "current best trial" across
 subsets (which must never be compared) and a TensorBoard hint into /tmp/ray. `quiet_ray` switches all of
@@ -9,7 +9,6 @@ output as it was.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import threading
@@ -18,7 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import optuna
-from ray import tune
 
 # Tune's legacy engine is the one that prints nothing at verbose=0 (the newer one still announces every
 # experiment with a TensorBoard path inside /tmp/ray); read by Tune at every fit.
@@ -75,103 +73,3 @@ def working(what: str) -> Iterator[None]:
         if thread:
             thread.join()
         print(f"{chr(13) if tty else ''}{what}: done in {duration(time.monotonic() - start)}", flush=True)
-
-
-def _group(trial) -> int:
-    return int(trial.config.get("subset", 0))
-
-
-def _label(group: int) -> str:
-    return f"subset {group}%" if group else "all trials"
-
-
-class SearchProgress(tune.Callback):
-    """After each finished trial: its subset's trials done / total, the subset's best so far, and an ETA.
-
-    `totals`: trials expected per subset (the search hands them out over time); None counts the trials Tune
-    holds (a grid). Best: trials that ran every `epochs` first, then by `metric` of their last epoch.
-    """
-
-    def __init__(self, title: str, metric: str, mode: str, epochs: int, totals: dict[int, int] | None = None):
-        self.title, self.metric, self.sign, self.epochs = title, metric, 1 if mode == "max" else -1, epochs
-        self.totals = totals
-        self.start = time.monotonic()
-        # Trials that ended in this driver (Tune calls back before it sets their status); a resumed run's earlier
-        # ones count as done but do not time anything.
-        self.ended: dict[str, bool] = {}  # trial id → failed
-
-    def _done(self, trials) -> list:
-        return [t for t in trials if t.trial_id in self.ended or t.status in ("TERMINATED", "ERROR")]
-
-    def _failed(self, trial) -> bool:
-        return self.ended.get(trial.trial_id, trial.status == "ERROR")
-
-    def _best(self, trials):
-        scored = []
-        for t in self._done(trials):
-            value = t.last_result.get(self.metric)
-            if not self._failed(t) and isinstance(value, (int, float)) and math.isfinite(value):
-                complete = t.last_result.get("training_iteration", 0) >= self.epochs
-                scored.append(((complete, self.sign * value), t))
-        return max(scored, key=lambda s: s[0])[1] if scored else None
-
-    def _line(self, trials, trial, failed: bool) -> str:
-        group = _group(trial)
-        mine = [t for t in trials if _group(t) == group]
-        total = (self.totals or {}).get(group, len(mine))
-        done = len(self._done(mine))
-        parts = [f"  {self.title} {_label(group)}: {done}/{total} done"]
-        result = trial.last_result
-        if failed:
-            parts.append(f"trial {trial.trial_id} failed")
-        elif result.get("training_iteration", 0) < self.epochs:
-            parts.append(f"trial {trial.trial_id} stopped at epoch {result.get('training_iteration', 0)}")
-        best = self._best(mine)
-        if best is not None:
-            r = best.last_result
-            unseen = r.get("acc_unseen")
-            cell = f"best {self.metric} {r[self.metric]:.3f}"
-            if self.metric != "acc" and isinstance(r.get("acc"), float):
-                cell += f" (acc {r['acc']:.3f})"
-            if isinstance(unseen, float) and math.isfinite(unseen):
-                cell += f" unseen {unseen:.3f}"
-            parts.append(f"{cell} [{best.trial_id}]")
-        all_total = sum(self.totals.values()) if self.totals else len(trials)
-        remaining = all_total - len(self._done(trials))
-        if self.ended and remaining > 0:
-            eta = (time.monotonic() - self.start) / len(self.ended) * remaining
-            parts.append(f"ETA {duration(eta)}")
-        return " · ".join(parts)
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.ended[trial.trial_id] = False
-        say(self._line(trials, trial, failed=False))
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.ended[trial.trial_id] = True
-        say(self._line(trials, trial, failed=True))
-
-
-class EpochProgress(tune.Callback):
-    """Every epoch of a long trial (a teacher), as one line: which trial, epoch n / N, and its figures."""
-
-    _STAGE_EPOCHS = {"pretrain": "pretrain_epochs", "sit": "sit_epochs"}  # a teacher stage's own epoch count
-
-    def __init__(self, title: str):
-        self.title = title
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        config = trial.config
-        settings = config.get("teacher") or config.get("training") or {}
-        total = settings.get(self._STAGE_EPOCHS.get(config.get("stage"), "epochs"), "?")
-        who = f"subset {config['subset']}%" if config.get("logits_path") else ""
-        if config.get("member") and config.get("teacher", {}).get("ensemble", 1) > 1:
-            who += f" seed {config['seed']}"
-        cells = [f"epoch {result.get('training_iteration', '?')}/{total}"]
-        for key in ("train_loss", "acc", "acc_unseen"):
-            if isinstance(result.get(key), float) and math.isfinite(result[key]):
-                cells.append(f"{key} {result[key]:.3f}")
-        say(f"  {self.title} {who}".rstrip() + ": " + " · ".join(cells))
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        say(f"  {self.title}: trial {trial.trial_id} failed (see {trial.local_path})")

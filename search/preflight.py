@@ -1,15 +1,32 @@
-"""Before anything is written: can the storage directory take a run?
+"""The checks of a run before Ray starts, and its dataset: every refusal here is one line and exit status 2.
 
-A storage path that is a file, lies on a read-only file system, or has no room left would fail
-later, after Ray started, with an error from deep inside (NotADirectoryError, OSError, an EOFError
-from Ray's error pickle); here it is refused at once, with nothing created.
+- The storage: a path that is a file, lies on a read-only file system, or has no room left would fail
+  later, after Ray started, with an error from deep inside (NotADirectoryError, OSError, an EOFError
+  from Ray's error pickle); here it is refused at once, with nothing created.
+- The run directory: a finished or started run is never overwritten; a resume must keep its settings.
+- The dataset: --data as given (a TAU22 root is prepared and cached), or the system's embedded one,
+  generated once into the cache; then the system's own checks of its teacher.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import yaml
+
+from results.run_record import RECORD, differences, read_record, settings_of
+from search.console import banner, duration, working
+from search.request import RunRequest
+from search.space import space_file
+from search.space_errors import SpaceError
+from trainables.asc_data import DatasetError
+from trainables.atomic import build_directory, set_aside
+from trainables.tau22 import is_tau22_root, prepare_tau22
 
 # A run stops (to continue with --resume) when its storage has less than this free: enough for Tune's
 # last snapshot and the trials' last checkpoints. A run starts only with twice as much.
@@ -47,3 +64,79 @@ def check_storage(storage: Path) -> None:
 
 def _read_only(path: Path) -> bool:
     return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+
+
+def check_run_dir(request: RunRequest) -> None:
+    """Refuse to overwrite a finished or started run, and a resume whose settings changed (before Ray starts)."""
+    if request.resume:
+        check_resumable(request)
+    elif (request.run_dir / RECORD).exists():
+        raise SpaceError(f"{request.run_dir} already holds a run; pass --resume to continue it or choose another --name")
+
+
+def check_resumable(request: RunRequest) -> None:
+    """Refuse a resume whose settings differ from the record, naming each difference."""
+    recorded = settings_of(read_record(request.run_dir))
+    current = yaml.safe_load(yaml.safe_dump(space_file(request.space), sort_keys=False))
+    changed = differences(recorded, current)
+    if changed:
+        shown = "; ".join(changed[:8]) + (f"; and {len(changed) - 8} more" if len(changed) > 8 else "")
+        raise SpaceError(f"--resume: the settings differ from those {request.run_dir} was started with ({shown}); "
+                         "resume with the same settings (or just --resume --name NAME, which reads them), or use a "
+                         "new --name")  # fmt: skip
+
+
+def given_dataset(request: RunRequest, path: Path, splits: str | None) -> Path:
+    """The prepared dataset for --data: as given, or a TAU22 root read and cached (stops on a bad file)."""
+    kind = request.space.spec.dataset
+    if not path.is_dir():
+        raise DatasetError(f"--data {path}: no such directory")
+    if kind.is_prepared(path):
+        return path.resolve()
+    if kind.reads_tau22 and is_tau22_root(path):
+        splits_dir = None if splits is None else Path(splits)
+        if splits_dir is not None and not splits_dir.is_dir():
+            raise DatasetError(f"--splits {splits}: no such directory")
+        rate = request.space.spec.sample_rate(request.space.settings)
+        return prepare_tau22(path, request.cache_dir / "datasets", splits_dir, sample_rate=rate)
+    raise DatasetError(f"--data {path}: holds {kind.prepare_hint}")
+
+
+def prepare_dataset(request: RunRequest) -> Path:
+    """The prepared dataset the trials read: --data as given, or the embedded one, generated once and cached."""
+    if request.data is not None:
+        return request.data
+    kind, settings = request.space.spec.dataset, request.space.data
+    directory = request.cache_dir / "datasets" / f"{kind.cache_prefix}-{settings.fingerprint()}"
+    return cached_dataset(directory, settings, kind.generate, kind.load)
+
+
+def cached_dataset(directory: Path, config, make: Callable, load: Callable,
+                   label: str = "the embedded synthetic dataset") -> Path:  # fmt: skip
+    """`directory`, generated from `config` unless a whole copy is there; a damaged copy is set aside and made again.
+
+    Generated under a temporary name and renamed when whole, so a run starting meanwhile never reads half of it."""
+    if directory.exists():
+        try:
+            found = load(directory).fingerprint
+            if found == config.fingerprint():
+                return directory
+            reason = f"made from other settings (fingerprint {found[:20]})"
+        except (ValueError, KeyError, OSError, EOFError) as err:  # each loader's DatasetError is a ValueError
+            reason = str(err)[:200]
+        set_aside(directory, reason)
+    with working(f"Generating {label} into {directory}"):
+        build_directory(directory, lambda work: make(config, work))
+    return directory
+
+
+def prepare(request: RunRequest) -> RunRequest:
+    """The checks before Ray starts, and the dataset: the request with its prepared dataset (raises on bad input)."""
+    check_run_dir(request)
+    banner("Dataset")
+    started = time.monotonic()
+    request = dataclasses.replace(request, data=prepare_dataset(request))
+    took = time.monotonic() - started
+    print(f"Dataset: {request.data}" + (f" (ready in {duration(took)})" if took > 1 else ""), flush=True)
+    request.space.spec.check_teachers(request)
+    return request

@@ -15,16 +15,20 @@ import dataclasses
 import errno
 import shlex
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search.preflight import check_storage  # noqa: E402
-from search.record import as_space, read_record, recorded_dataset  # noqa: E402
-from search.space import SpaceError, apply_override, build_space, read_space_file, shown  # noqa: E402
-from trainables.asc_data import DatasetError, check_splits, is_prepared, load_prepared  # noqa: E402
+from results.run_record import DATASET, RecordError, read_record, recorded_dataset, settings_of
+from search.preflight import StorageError, check_storage, given_dataset, prepare
+from search.request import RunRequest
+from search.run_lock import RunLocked, run_lock
+from search.space import build_space
+from search.space_errors import SpaceError, shown
+from search.space_file import apply_override, read_space_file
+from trainables.asc_data import DatasetError, check_splits, load_prepared
+from trainables.logits_file import LogitsMismatch
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,17 +56,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def make_request(args: argparse.Namespace):
+def make_request(args: argparse.Namespace) -> RunRequest:
     """Validate everything the user gave into a RunRequest; raises SpaceError or DatasetError."""
-    from search.service import RunRequest
-
     storage = Path(args.storage).resolve()
-    record = None
     if args.space is None:
         if not (args.resume and args.name):
             raise SpaceError("--space is required (only --resume --name NAME reads the settings the run recorded)")
-        record = read_record(storage / args.name)
-    raw = as_space(record if record is not None else read_space_file(args.space))
+        try:
+            raw = read_record(storage / args.name)
+        except RecordError:
+            raise SpaceError(f"--resume: {storage / args.name} holds no run to resume") from None
+    else:
+        raw = read_space_file(args.space)
+    recorded = raw.get(DATASET)  # a run's record names its dataset; it is itself a space file
+    raw = settings_of(raw)
     for assignment in args.overrides:
         apply_override(raw, assignment)
     if args.samples is not None:
@@ -84,74 +91,29 @@ def make_request(args: argparse.Namespace):
         resources["cpus_per_trial"] = args.cpus_per_trial
     space = build_space(raw)
     check_storage(storage)  # before anything (a TAU22 cache, the run directory) is written there
-    # A teacher search reads real data at its teacher's rate (NTU's: 44.1 kHz); everything else at the students' 32 kHz.
-    rate = space.settings.sample_rate if space.system == "asc_teacher" else 32000
-    data = None if args.data is None else _dataset(Path(args.data), args.splits, storage, space.system, rate)
-    if data is None and record is not None:
-        data = recorded_dataset(record, storage)
-    if data is not None and space.schema.by_subset:
-        prepared = load_prepared(data)
-        check_splits(prepared)
-        available = prepared.splits
-        missing = [s for s in space.subsets if f"split{s}" not in available]
-        if missing:
-            raise DatasetError(f"--data {args.data}: no split file for subsets {missing}; choose others with --subsets")
     name = args.name or Path(args.space).stem
     if not name or "/" in name or name in (".", "..", "cache"):
         raise SpaceError(f"--name {shown(name)}: use a plain directory name")
-    return RunRequest(space=space, storage=storage, name=name, data=data, address=args.address, resume=args.resume,
-                      verbose=args.verbose)  # fmt: skip
-
-
-def _dataset(path: Path, splits: str | None, storage: Path, system: str, sample_rate: int = 32000) -> Path:
-    """A prepared dataset directory for --data: as given, or TAU22 read and cached (stops on a bad file)."""
-    from trainables.tau22 import is_tau22_root, prepare_tau22
-
-    if not path.is_dir():
-        raise DatasetError(f"--data {path}: no such directory")
-    if system == "oskdft2":
-        from trainables.speaker.data import is_prepared as is_speakers
-
-        if not is_speakers(path):
-            raise DatasetError(f"--data {path}: holds no prepared speaker dataset (make one with "
-                               "python -m trainables.speaker.data, see the README)")  # fmt: skip
-        return path.resolve()
-    if is_prepared(path):
-        return path.resolve()
-    if is_tau22_root(path):
-        splits_dir = None if splits is None else Path(splits)
-        if splits_dir is not None and not splits_dir.is_dir():
-            raise DatasetError(f"--splits {splits}: no such directory")
-        return prepare_tau22(path, storage / "cache" / "datasets", splits_dir, sample_rate=sample_rate)
-    raise DatasetError(f"--data {path}: holds no dataset (neither a TAU22 root with meta.csv nor a prepared dataset)")
-
-
-def prepare(request):
-    """The checks before Ray starts, and the dataset: the request with its prepared dataset (raises on bad input)."""
-    from search.console import banner, duration
-    from search.service import check_run_dir, prepare_dataset
-
-    check_run_dir(request)
-    banner("Dataset")
-    started = time.monotonic()
-    request = dataclasses.replace(request, data=prepare_dataset(request))
-    took = time.monotonic() - started
-    print(f"Dataset: {request.data}" + (f" (ready in {duration(took)})" if took > 1 else ""), flush=True)
-    if request.space.system in ("asc_kd", "asc_teacher"):
-        from search.teachers import check_external_logits, check_teacher_is_trained
-
-        check_teacher_is_trained(request.space, request.data)
-        if request.space.system == "asc_kd" and request.space.teacher.logits:
-            check_external_logits(request.space.teacher, load_prepared(request.data), request.space.subsets)
-    return request
+    request = RunRequest(space=space, storage=storage, name=name, data=None, address=args.address, resume=args.resume,
+                         verbose=args.verbose)  # fmt: skip
+    data = None
+    if args.data is not None:
+        data = given_dataset(request, Path(args.data), args.splits)
+    elif recorded:
+        try:
+            data = recorded_dataset({DATASET: recorded}, storage)
+        except RecordError as err:
+            raise SpaceError(f"--resume: {err}") from None
+    if data is not None and space.spec.by_subset:
+        prepared = load_prepared(data)
+        check_splits(prepared)
+        missing = [s for s in space.subsets if f"split{s}" not in prepared.splits]
+        if missing:
+            raise DatasetError(f"--data {args.data}: no split file for subsets {missing}; choose others with --subsets")
+    return dataclasses.replace(request, data=data)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from search.preflight import StorageError
-    from search.run_lock import RunLocked, run_lock
-    from search.service import RunFailed
-    from trainables.logits_file import LogitsMismatch
-
     argv = sys.argv[1:] if argv is None else argv
     try:
         request = make_request(parse_args(argv))
@@ -160,9 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     except (SpaceError, DatasetError, LogitsMismatch, RunLocked, StorageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except RunFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     except OSError as err:
         if err.errno not in _STORAGE_ERRORS:
             raise
@@ -177,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
 _STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
-def _run(request, argv: list[str]) -> int:
-    from search.service import run
+def _run(request: RunRequest, argv: list[str]) -> int:
+    # The one place Ray is imported: once every check passed, so that bad input is refused at once.
+    from search.pipeline import RunFailed, run
     from search.stopping import Interrupted, StorageFull
 
     try:
@@ -193,6 +153,9 @@ def _run(request, argv: list[str]) -> int:
     except StorageFull as err:
         print(f"error: {err}: {_resume_command(argv)}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -17,43 +17,31 @@ A space file is YAML data (loaded with yaml.safe_load: nothing in it is evaluate
     data: {...}            # SyntheticConfig fields (the embedded dataset)
     epochs: 6              # every other top-level key: a fixed setting of the system's trial
 
-`system` picks what a trial trains: `asc_kd` (a KD student; fixed settings are StudentConfig's) or
-`asc_teacher` (a PaSST teacher fine-tuning; fixed settings are TeacherConfig's). Every error is a
-`SpaceError` whose message names the offending key.
+`system` picks what a trial trains (search/systems.py): `asc_kd` (a KD student; fixed settings are
+StudentConfig's), `asc_teacher` (a PaSST teacher fine-tuning; TeacherConfig's) or `oskdft2` (OskdftConfig's).
+Every error is a `SpaceError` whose message names the offending key. Reading the file and `--set` are
+search/space_file.py; this module turns the raw mapping into a `Space`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
-import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from search.space_errors import SpaceError, shown, suggest
+from search.systems import SYSTEMS, System
 from trainables.asc_data import SUBSETS
-from trainables.student import Budget
-from trainables.student_training import StudentConfig
-from trainables.speaker.models import SslConfig
-from trainables.speaker.synthetic import SyntheticSpeakerConfig
-from trainables.speaker.training import OskdftConfig, TeacherTrainConfig
-from trainables.synthetic_asc import SyntheticConfig
 from trainables.precision import PRECISIONS
+from trainables.student import Budget
 from trainables.teacher import ARCHS, SCHEDULES, TINY_ARCH, TeacherConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
-ASC_METRIC = re.compile(r"^(acc|acc_seen|acc_unseen|acc_sim_seen|macro_acc|acc_[a-z0-9]+)$")
-SV_METRIC = re.compile(r"^(eer|min_dcf|min_dcf_p05)$")
-
-
-class SpaceError(ValueError):
-    """A space file or override that cannot be used; the message says which key and why."""
 
 
 @dataclass(frozen=True)
@@ -96,32 +84,6 @@ def _feed_gpus(resources: ResourceSettings, given: Any) -> ResourceSettings:
 
 
 @dataclass(frozen=True)
-class SystemSchema:
-    """What a space of one system may say: its trials' settings type, its sections and its metrics."""
-
-    settings: type  # dataclass of a trial's fixed settings: the space's other top-level keys
-    sections: dict[str, type]  # named sections besides scheduler and resources
-    metric: re.Pattern
-    default_metric: str
-    default_mode: str
-    by_subset: bool  # trials are grouped, searched and ranked per training subset
-    not_searchable: frozenset[str]  # settings that identify a trial rather than tune it
-
-
-SYSTEMS: dict[str, SystemSchema] = {
-    "asc_kd": SystemSchema(StudentConfig, {"teacher": TeacherConfig, "data": SyntheticConfig, "budget": Budget},
-                           ASC_METRIC,
-                           "acc", "max", True, frozenset({"subset", "seed", "eval_batch_size"})),
-    "asc_teacher": SystemSchema(TeacherConfig, {"data": SyntheticConfig}, ASC_METRIC, "acc", "max", True,
-                                frozenset({"seed", "eval_batch_size", "arch", "weights", "logits", "cochlscene"})),
-    # OS-KDFT2: the `teacher` section is OskdftConfig's own teacher field (the SSL architecture).
-    "oskdft2": SystemSchema(OskdftConfig, {"teacher": SslConfig, "teacher_training": TeacherTrainConfig,
-                                           "data": SyntheticSpeakerConfig}, SV_METRIC, "eer", "min", False,
-                            frozenset({"seed", "teacher", "init_layers", "target_layers"})),
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
 class Space:
     system: str
     metric: str
@@ -143,8 +105,19 @@ class Space:
     source: dict = field(default_factory=dict, compare=False)  # the merged mapping, for the record
 
     @property
-    def schema(self) -> SystemSchema:
+    def spec(self) -> System:
+        """The registry's entry of this space's system."""
         return SYSTEMS[self.system]
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether some trial distils: the trial settings' own rule, at the lowest kd_lambda the space allows."""
+        if not hasattr(self.settings, "uses_teacher"):
+            return False
+        searched = [d for d in self.dimensions if d.name == "kd_lambda"]
+        lowest = min(searched[0].choices) if searched and searched[0].choices else (searched[0].low if searched else None)
+        settings = self.settings if lowest is None else dataclasses.replace(self.settings, kd_lambda=lowest)
+        return settings.uses_teacher
 
     @property
     def teacher(self) -> TeacherConfig:
@@ -159,154 +132,29 @@ class Space:
         return self.sections.get("budget", Budget())
 
 
-_SCALAR_META = {"system": str, "metric": str, "mode": str, "samples": int, "max_concurrent": int,
+SCALAR_KEYS = {"system": str, "metric": str, "mode": str, "samples": int, "max_concurrent": int,
                 "compare_without_kd": bool, "max_failures": int, "seed": int, "confirm_top_k": int,
                 "confirm_seeds": int, "sampler": str}  # fmt: skip
 _COMMON_SECTIONS: dict[str, type] = {"scheduler": SchedulerSettings, "resources": ResourceSettings}
 
 
-def _schema_of(raw: dict) -> SystemSchema:
+def system_of(raw: dict) -> System:
     system = raw.get("system", "asc_kd")
     if system not in SYSTEMS:
         raise SpaceError(f"system: {shown(system)} is not known; expected one of {', '.join(SYSTEMS)}")
     return SYSTEMS[system]
 
 
-def _sections_of(schema: SystemSchema) -> dict[str, type]:
+def section_types(schema: System) -> dict[str, type]:
     return {**_COMMON_SECTIONS, **schema.sections}
 
 
-def _settings_fields(schema: SystemSchema) -> set[str]:
+def setting_names(schema: System) -> set[str]:
     """Top-level keys: the trial settings' fields, except those a section of the same name fills."""
     return {f.name for f in dataclasses.fields(schema.settings)} - set(schema.sections)
 
 
-def resolve_path(name_or_path: str) -> Path:
-    """A bare name (with or without .yaml) is looked up in spaces/; anything else is a path."""
-    path = Path(name_or_path)
-    if path.exists() or path.parent != Path("."):
-        return path
-    for candidate in (SPACES_DIR / name_or_path, SPACES_DIR / f"{name_or_path}.yaml"):
-        if candidate.exists():
-            return candidate
-    return path
-
-
-MAX_SPACE_BYTES = 1 << 20  # a space file is a page of settings; more is a mistake or an attack
-MAX_SPACE_DEPTH = 16  # the deepest real space nests 3 levels (search → lr → low)
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """yaml.safe_load without aliases and with a nesting limit.
-
-    Aliases are refused: nested ones make a few lines stand for billions of values, which any later walk
-    over the value (a check, an error message) expands. Deep nesting would exhaust Python's stack."""
-
-    depth = 0
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            line = self.peek_event().start_mark.line + 1
-            raise SpaceError(f"line {line}: YAML aliases (*name) are not allowed; write the value out")
-        self.depth += 1
-        try:
-            if self.depth > MAX_SPACE_DEPTH:
-                line = self.peek_event().start_mark.line + 1
-                raise SpaceError(f"line {line}: nested deeper than {MAX_SPACE_DEPTH} levels")
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-
-def load_yaml(text: str) -> Any:
-    """YAML data (no code, no aliases, bounded depth); SpaceError or yaml.YAMLError on a bad text."""
-    loader = _BoundedLoader(text)
-    try:
-        return loader.get_single_data()
-    except SpaceError:
-        raise
-    except ValueError as err:  # e.g. an integer literal longer than Python converts
-        raise SpaceError(f"a value that cannot be read ({str(err)[:80]})") from None
-    finally:
-        loader.dispose()
-
-
-def read_space_file(name_or_path: str) -> dict:
-    path = resolve_path(name_or_path)
-    if not path.is_file():
-        raise SpaceError(f"space file {shown(name_or_path)} not found (looked in . and {SPACES_DIR})")
-    if path.stat().st_size > MAX_SPACE_BYTES:
-        raise SpaceError(f"{path}: {path.stat().st_size} bytes; a space file may hold at most {MAX_SPACE_BYTES}")
-    try:
-        raw = load_yaml(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise SpaceError(f"{path}: not UTF-8 text (byte {err.start})") from None
-    except SpaceError as err:
-        raise SpaceError(f"{path}: {err}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpaceError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
-    if not isinstance(raw, dict):
-        raise SpaceError(f"{path}: a space file must be a mapping of keys to values")
-    return raw
-
-
-def apply_override(raw: dict, assignment: str) -> None:
-    """Apply one `--set KEY=VALUE` (dotted keys for sections) to the raw mapping, in place."""
-    key, sep, text = assignment.partition("=")
-    if not sep or not key:
-        raise SpaceError(f"--set {shown(assignment)}: expected KEY=VALUE")
-    parts = key.split(".")
-    schema = _schema_of(raw)
-    sections = _sections_of(schema)
-    if len(parts) == 2 and parts[0] == "search":
-        _override_search(raw, parts[1], text, schema)
-        return
-    if len(parts) == 1:
-        names = _settings_fields(schema) | set(_SCALAR_META)
-        if parts[0] not in names:
-            raise SpaceError(f"--set {key}: unknown setting{_suggest(parts[0], names)}")
-    elif len(parts) == 2 and parts[0] in sections:
-        names = {f.name for f in dataclasses.fields(sections[parts[0]])}
-        if parts[1] not in names:
-            raise SpaceError(f"--set {key}: {parts[0]} has no setting {shown(parts[1])}{_suggest(parts[1], names)}")
-    else:
-        raise SpaceError(f"--set {key}: unknown setting (sections: {', '.join(sections)})")
-    try:
-        value = load_yaml(text) if text else None
-    except yaml.YAMLError:
-        value = text
-    except SpaceError as err:
-        raise SpaceError(f"--set {key}: {err}") from None
-    target = raw
-    for part in parts[:-1]:
-        target = target.setdefault(part, {})
-        if not isinstance(target, dict):
-            raise SpaceError(f"--set {key}: {part} is not a section in the space file")
-    target[parts[-1]] = value
-
-
-def _override_search(raw: dict, name: str, text: str, schema: SystemSchema) -> None:
-    """`--set search.NAME=VALUE`: a range or list replaces NAME's search; a plain value fixes NAME at it
-    (NAME leaves `search:` and becomes a fixed setting), the way to fix a setting the space file searches."""
-    if name not in _settings_fields(schema):
-        raise SpaceError(f"--set search.{name}: unknown setting{_suggest(name, _settings_fields(schema))}")
-    try:
-        value = yaml.safe_load(text) if text else None
-    except yaml.YAMLError:
-        value = text
-    search = raw.setdefault("search", {})
-    if not isinstance(search, dict):
-        raise SpaceError("search: must map each searched setting to its range")
-    if isinstance(value, (dict, list)):
-        search[name] = value
-    else:
-        search.pop(name, None)
-        raw[name] = value
-
-
-def _refuse_searched_and_fixed(raw: dict, dimensions: tuple[Dimension, ...], schema: SystemSchema) -> None:
+def _refuse_searched_and_fixed(raw: dict, dimensions: tuple[Dimension, ...], schema: System) -> None:
     """A setting both searched and fixed would silently lose its fixed value to the search: refuse it."""
     searched = [d.name for d in dimensions] + (["subset"] if schema.by_subset else [])
     for name in searched:
@@ -321,14 +169,14 @@ def _refuse_searched_and_fixed(raw: dict, dimensions: tuple[Dimension, ...], sch
 def build_space(raw: dict) -> Space:
     """Validate the raw mapping into a `Space`; raise SpaceError naming the first problem."""
     raw = dict(raw)
-    schema = _schema_of(raw)
-    sections = _sections_of(schema)
-    fields_ = _settings_fields(schema)
-    known = set(_SCALAR_META) | set(sections) | {"search"} | fields_
+    schema = system_of(raw)
+    sections = section_types(schema)
+    fields_ = setting_names(schema)
+    known = set(SCALAR_KEYS) | set(sections) | {"search"} | fields_
     for key in raw:
         if key not in known:
-            raise SpaceError(f"unknown key {shown(key)}{_suggest(str(key), known)}")
-    meta = {k: _coerce(raw[k], t, k) for k, t in _SCALAR_META.items() if k in raw}
+            raise SpaceError(f"unknown key {shown(key)}{suggest(str(key), known)}")
+    meta = {k: _coerce(raw[k], t, k) for k, t in SCALAR_KEYS.items() if k in raw}
     metric, mode = meta.get("metric", schema.default_metric), meta.get("mode", schema.default_mode)
     if not schema.metric.match(metric):
         raise SpaceError(f"metric: {shown(metric)} is not a metric of {meta.get('system', 'asc_kd')}")
@@ -382,7 +230,7 @@ def _absolute(settings: Any) -> Any:
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
-def _build_search(search: Any, schema: SystemSchema) -> tuple[tuple[int, ...], tuple[Dimension, ...]]:
+def _build_search(search: Any, schema: System) -> tuple[tuple[int, ...], tuple[Dimension, ...]]:
     if not isinstance(search, dict) or not search:
         raise SpaceError("search: must map each searched setting to its range")
     subsets: list = []
@@ -400,7 +248,7 @@ def _build_search(search: Any, schema: SystemSchema) -> tuple[tuple[int, ...], t
         searchable = {n for n, t in hints.items() if t in (int, float, str)} - schema.not_searchable
         if name not in searchable:
             label = f"search.{name}" if isinstance(name, str) and len(name) <= 64 else f"search: {shown(name)}"
-            raise SpaceError(f"{label}: not a searchable setting{_suggest(str(name), searchable)}")
+            raise SpaceError(f"{label}: not a searchable setting{suggest(str(name), searchable)}")
         where = f"search.{name}"
         dimensions.append(_build_dimension(name, spec, hints[name], where))
     if not dimensions:
@@ -521,7 +369,7 @@ def _build_dataclass(cls: type, values: Any, where: str, fills: dict | None = No
     for key, value in values.items():
         label = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise SpaceError(f"unknown key {shown(label)}{_suggest(str(key), names)}")
+            raise SpaceError(f"unknown key {shown(label)}{suggest(str(key), names)}")
         kwargs[key] = _coerce(value, hints[key], label)
     try:
         return cls(**kwargs, **(fills or {}))
@@ -570,46 +418,19 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     raise SpaceError(f"{where}: expected {name}, got {shown(value)}")
 
 
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple = 2, 3, 4, 4
-_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 40
-
-
-def shown(value: Any, limit: int = 80) -> str:
-    """A bad value for a message: a short prefix of its repr, whatever its size or nesting."""
-    try:
-        text = _SHORT.repr(value)
-    except Exception:  # noqa: BLE001 - e.g. an int too long to print
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _suggest(word: str, options: set[str]) -> str:
-    if len(word) > 64:  # difflib is quadratic; nothing that long is a near miss
-        return ""
-    close = difflib.get_close_matches(word, sorted(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def space_to_yaml(space: Space) -> str:
-    """The resolved settings as YAML, kept next to the run so a resume can check nothing changed."""
-    record = {
+def space_file(space: Space) -> dict:
+    """`space` as a space file's mapping, every setting spelled out: `build_space` of it gives `space` again."""
+    searched = {d.name for d in space.dimensions} | ({"subset"} if space.spec.by_subset else set())
+    search: dict[str, Any] = {"subset": list(space.subsets)} if space.spec.by_subset else {}
+    for d in space.dimensions:
+        search[d.name] = list(d.choices) if d.choices is not None else {"low": d.low, "high": d.high, "log": d.log}
+    fixed = {k: v for k, v in dataclasses.asdict(space.settings).items()
+             if k not in searched and k not in space.sections}  # fmt: skip
+    return {
         "system": space.system, "metric": space.metric, "mode": space.mode, "samples": space.samples,
-        "subsets": list(space.subsets), "max_concurrent": space.max_concurrent,
-        "compare_without_kd": space.compare_without_kd, "max_failures": space.max_failures, "seed": space.seed,
-        "sampler": space.sampler, "confirm_top_k": space.confirm_top_k, "confirm_seeds": space.confirm_seeds,
-        "search": [dataclasses.asdict(d) for d in space.dimensions],
-        "settings": dataclasses.asdict(space.settings),
-        "scheduler": dataclasses.asdict(space.scheduler),
-        "resources": dataclasses.asdict(space.resources),
-        **{name: dataclasses.asdict(value) for name, value in space.sections.items()},
+        "max_concurrent": space.max_concurrent, "compare_without_kd": space.compare_without_kd,
+        "max_failures": space.max_failures, "seed": space.seed, "sampler": space.sampler,
+        "confirm_top_k": space.confirm_top_k, "confirm_seeds": space.confirm_seeds, "search": search,
+        "scheduler": dataclasses.asdict(space.scheduler), "resources": dataclasses.asdict(space.resources),
+        **{name: dataclasses.asdict(value) for name, value in space.sections.items()}, **fixed,
     }  # fmt: skip
-    return yaml.safe_dump(_plain(record), sort_keys=False)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

@@ -24,16 +24,25 @@ import numpy as np
 import torch
 from ray import tune
 
-from search.service import RunRequest, cached_dataset
-from search.space import Space, SpaceError
-from trainables.asc_data import AscData, load_prepared
+from results.distillation import write_teachers
+from results.leaderboard import device_columns
+from search.console import banner
+from search.preflight import cached_dataset
+from search.request import RunRequest
+from search.teacher_checks import external_logits_paths, read_external_logits
+from search.trial_context import TeacherJob, TrialContext
+from search.trials import save_state, ssl_teacher_trial, teacher_trial
+from search.tuning import fit_experiment
+from trainables.asc_data import load_prepared
 from trainables.atomic import set_aside
 from trainables.cochlscene import prepare_cochlscene
-from trainables.logits_file import LogitsMismatch, average_logits, check_logits_cache, read_logits, save_logits
-from trainables.tensor_files import UnreadableFile, load_tensors
+from trainables.logits_file import LogitsMismatch, check_logits_cache, read_logits, save_logits
 from trainables.loop import logits_metrics
+from trainables.speaker.data import load_prepared as load_speakers
+from trainables.speaker.models import build_teacher, load_ssl_state_dict
 from trainables.synthetic_asc import PretrainingConfig, generate_pretraining
-from trainables.teacher import STANDARD_ARCH, TINY_ARCH, TeacherConfig
+from trainables.teacher import TeacherConfig
+from trainables.tensor_files import UnreadableFile, load_tensors
 
 # Settings that change what a stage produces; the others (logits, ensemble, …) do not enter its key.
 _INIT_KEYS = ("arch", "weights", "embed_dim", "depth", "num_heads", "drop_path_rate", "s_patchout_t", "s_patchout_f",
@@ -48,47 +57,6 @@ def _key(*parts) -> str:
 
 def _init_part(teacher: TeacherConfig) -> dict:
     return {k: getattr(teacher, k) for k in _INIT_KEYS}
-
-
-def external_logits_paths(teacher: TeacherConfig, subset: int) -> list[Path]:
-    return [Path(path.replace("{subset}", str(subset))) for path in teacher.logits]
-
-
-def read_external_logits(teacher: TeacherConfig, data: AscData, subset: int) -> np.ndarray:
-    """`teacher.logits` of one subset: one file's logits, or the mean of several (LogitsMismatch on a misfit)."""
-    from trainables.logits_file import LogitsMismatch
-
-    paths = external_logits_paths(teacher, subset)
-    for path in paths:
-        if not path.is_file():
-            raise LogitsMismatch(f"teacher.logits: no file at {path}")
-    return average_logits(paths, data)
-
-
-def check_external_logits(teacher: TeacherConfig, data: AscData, subsets: tuple[int, ...]) -> dict[int, np.ndarray]:
-    """Read and check `teacher.logits` for every subset before anything trains (LogitsMismatch on a misfit)."""
-    return {subset: read_external_logits(teacher, data, subset) for subset in subsets}
-
-
-def check_teacher_is_trained(space: Space, data_dir: Path) -> None:
-    """On real data, refuse (SpaceError) a teacher that would start from random weights: a tiny PaSST, or PaSST-S
-    without AudioSet weights. Its logits would teach the student little, silently; `allow_untrained` says it is meant."""
-    from search.service import _uses_teacher
-
-    if json.loads((data_dir / "dataset.json").read_text()).get("source", "").startswith("synthetic"):
-        return
-    if space.system == "asc_teacher":
-        teacher, where = space.settings, ""
-    elif space.system == "asc_kd" and _uses_teacher(space) and not space.teacher.logits:
-        teacher, where = space.teacher, "teacher."
-    else:
-        return
-    if teacher.allow_untrained or (teacher.arch == STANDARD_ARCH and teacher.weights):
-        return
-    start = f"a {TINY_ARCH} from random weights" if teacher.arch == TINY_ARCH else f"{STANDARD_ARCH} without weights"
-    raise SpaceError(f"{where}arch: on real data the teacher would be {start}; give {where}weights (the AudioSet "
-                     f"checkpoint) with arch {STANDARD_ARCH}, distil from files with teacher.logits, or set "
-                     f"{where}allow_untrained: true")  # fmt: skip
 
 
 class TeacherPlan:
@@ -180,36 +148,33 @@ class TeacherPlan:
                 config = PretrainingConfig(seed=self.teacher.seed)
                 cached_dataset(directory, config, generate_pretraining, load_prepared, "the synthetic AudioSet stand-in")
             if not cached_state(state_path):
-                config = {"data_dir": str(directory), "subset": 100, "stage": name, "state_path": str(state_path),
-                          "init_path": None if init is None else str(init)}  # fmt: skip
-                self._fit(f"teacher_{name}", config, grid=None)
+                job = self._job(directory, init, state_path=state_path)
+                self._fit(f"teacher_{name}", {"stage": name, "subset": 100, "seed": self.teacher.seed}, job)
                 if not state_path.is_file():
                     raise RuntimeError(f"the teacher's {name} stage failed; see {self.request.run_dir / f'teacher_{name}'}")
             init = state_path
         return init
 
     def _fine_tune(self, todo: dict[tuple[int, int], Path], init: Path | None) -> None:
-        # The longest trainings first, so the short ones fill the gaps.
-        order = sorted(todo, key=lambda key: (-key[0], key[1]))
-        config = {"data_dir": str(self.data_dir), "init_path": None if init is None else str(init),
-                  "member": tune.grid_search([f"{s}:{seed}" for s, seed in order]),
-                  "subset": tune.sample_from(lambda c: int(c["member"].split(":")[0])),
-                  "seed": tune.sample_from(lambda c: int(c["member"].split(":")[1])),
-                  "logits_path": tune.sample_from(lambda c: str(todo[tuple(map(int, c["member"].split(":")))]))}  # fmt: skip
-        self._fit("teachers", config, grid=True)
+        # Every seed of every subset that misses one (a member cached alone, after a crash, is made again). The
+        # longest trainings first, so the short ones fill the gaps.
+        subsets = sorted({subset for subset, _ in todo}, reverse=True)
+        seeds = sorted({seed for _, seed in todo})
+        paths = {(subset, seed): self.member_path(subset, seed) for subset in subsets for seed in seeds}
+        config = {"stage": "finetune", "subset": tune.grid_search(subsets), "seed": tune.grid_search(seeds)}
+        self._fit("teachers", config, self._job(self.data_dir, init, logits_paths=paths))
         failed = [key for key, path in todo.items() if not path.is_file()]
         if failed:
             raise RuntimeError(f"teacher training failed for (subset, seed) {failed}; see {self.request.run_dir / 'teachers'}")
 
-    def _fit(self, name: str, config: dict, grid: bool | None) -> None:
-        from search.trials import teacher_trial
-        from search.tuning import fit_experiment
-
+    def _job(self, data_dir: Path, init: Path | None, **outputs) -> TeacherJob:
         res = self.request.space.resources
-        trainable = tune.with_resources(teacher_trial, {"cpu": res.teacher_cpus_per_trial, "gpu": res.teacher_gpus_per_trial})
-        param_space = {"teacher": dataclasses.asdict(self.teacher), "cpus_per_trial": res.teacher_cpus_per_trial,
-                       "gpus_per_trial": res.teacher_gpus_per_trial, **config}  # fmt: skip
-        fit_experiment(self.request, name, trainable, param_space)
+        return TeacherJob(data_dir=data_dir, cpus=res.teacher_cpus_per_trial, gpus=res.teacher_gpus_per_trial,
+                          init_path=init, **outputs)  # fmt: skip
+
+    def _fit(self, name: str, config: dict, job: TeacherJob) -> None:
+        trainable = tune.with_resources(tune.with_parameters(teacher_trial, job=job), {"cpu": job.cpus, "gpu": job.gpus})
+        fit_experiment(self.request, name, trainable, {"teacher": dataclasses.asdict(self.teacher), **config})
 
 
 def cached_state(path: Path) -> bool:
@@ -231,7 +196,6 @@ def cached_state(path: Path) -> bool:
 
 def print_teachers(paths: dict[int, Path]) -> None:
     """The sanity check the seeds do by hand: each teacher's device-wise accuracy on the test split."""
-    from results.leaderboard import device_columns
 
     for subset, path in sorted(paths.items()):
         metrics = read_logits(path)["metrics"]
@@ -242,11 +206,6 @@ def print_teachers(paths: dict[int, Path]) -> None:
 
 def ensure_ssl_teacher(request: RunRequest, data_dir: Path) -> Path:
     """OS-KDFT2's frozen teacher as a cached state dict: the given weights, or trained once on the data."""
-    from search.trials import ssl_teacher_trial
-    from search.tuning import fit_experiment
-    from trainables.speaker.data import load_prepared as load_speakers
-    from trainables.speaker.models import build_teacher, load_ssl_state_dict
-
     space = request.space
     ssl, training = space.settings.teacher, space.sections["teacher_training"]
     cache = request.cache_dir / "teachers"
@@ -256,9 +215,7 @@ def ensure_ssl_teacher(request: RunRequest, data_dir: Path) -> Path:
         if not cached_state(path):
             state = load_ssl_state_dict(source)
             build_teacher(ssl, state)  # refuse weights that do not fit the declared architecture, here
-            from search.trials import _save_state
-
-            _save_state(state, path)
+            save_state(state, path)
         print(f"SSL teacher: {source} ({path})", flush=True)
         return path
     fingerprint = load_speakers(data_dir).fingerprint
@@ -267,11 +224,38 @@ def ensure_ssl_teacher(request: RunRequest, data_dir: Path) -> Path:
     print(f"SSL teacher: {'cached' if cached else 'to train'} ({path})", flush=True)
     if not cached:
         res = space.resources
-        trainable = tune.with_resources(ssl_teacher_trial, {"cpu": res.teacher_cpus_per_trial, "gpu": res.teacher_gpus_per_trial})
-        fit_experiment(request, "teacher_ssl", trainable, {
-            "data_dir": str(data_dir), "ssl": dataclasses.asdict(ssl), "training": dataclasses.asdict(training),
-            "state_path": str(path), "subset": 0, "cpus_per_trial": res.teacher_cpus_per_trial,
-            "gpus_per_trial": res.teacher_gpus_per_trial})  # fmt: skip
+        job = TeacherJob(data_dir=data_dir, cpus=res.teacher_cpus_per_trial, gpus=res.teacher_gpus_per_trial,
+                         state_path=path)  # fmt: skip
+        trainable = tune.with_resources(tune.with_parameters(ssl_teacher_trial, job=job), {"cpu": job.cpus, "gpu": job.gpus})
+        fit_experiment(request, "teacher_ssl", trainable, {"ssl": dataclasses.asdict(ssl),
+                                                           "training": dataclasses.asdict(training), "subset": 0})  # fmt: skip
         if not path.is_file():
             raise RuntimeError(f"the SSL teacher's training failed; see {request.run_dir / 'teacher_ssl'}")
     return path
+
+
+def _context(request: RunRequest, **given) -> TrialContext:
+    res = request.space.resources
+    return TrialContext(data_dir=request.data, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial, **given)
+
+
+def distillation_teachers(request: RunRequest) -> TrialContext:
+    """asc_kd: every subset's teacher logits in the cache (trained where missing), when some trial distils."""
+    teacher_logits = {}
+    if request.space.uses_teacher:
+        banner("Teachers")
+        teacher_logits = TeacherPlan(request, request.data).ensure(request.space.subsets)
+        print_teachers(teacher_logits)
+        write_teachers(request.run_dir, teacher_logits)
+    return _context(request, teacher_logits=teacher_logits, budget=request.space.budget)
+
+
+def teacher_start(request: RunRequest) -> TrialContext:
+    """asc_teacher: the stages before fine-tuning (pretraining, CochlScene), trained where missing."""
+    init = TeacherPlan(request, request.data, request.space.settings).run_init_stages()
+    return _context(request, init_path=init)
+
+
+def ssl_teacher(request: RunRequest) -> TrialContext:
+    """oskdft2: the frozen SSL teacher, given or trained once."""
+    return _context(request, teacher_state=ensure_ssl_teacher(request, request.data))

@@ -1,8 +1,8 @@
 """Ray Tune function trainables: thin wrappers that run the plain-PyTorch trainers and report.
 
-Each is an ordinary function of a config dict. The config carries the trial's settings plus
-where to find the prepared dataset (`data_dir`), the teacher logits (`teacher_logits`) or the
-place to write them (`cache_path`). Everything else about Ray stays in this file.
+Each is an ordinary function of its config (the trial's hyperparameters) and of the run's constants,
+which `tune.with_parameters` hands over once as a typed `TrialContext` (or `TeacherJob`): where the
+dataset and the teacher are, the budget, the trial's resources. Everything else about Ray stays here.
 """
 
 from __future__ import annotations
@@ -13,51 +13,38 @@ from pathlib import Path
 import torch
 from ray import tune
 
+from search.trial_context import TeacherJob, TrialContext
 from trainables.asc_data import load_prepared
 from trainables.atomic import write_file
-from trainables.frontend import FrontendConfig
 from trainables.logits_file import aligned_logits, save_logits, write_seed_logits
 from trainables.loop import default_device, logits_metrics
+from trainables.speaker.data import load_prepared as load_speakers
+from trainables.speaker.models import SslConfig
+from trainables.speaker.training import OskdftConfig, TeacherTrainConfig, train_oskdft2, train_ssl_teacher
+from trainables.student import check_budget
 from trainables.student_training import StudentConfig, train_student
-from trainables.student import Budget, complexity
 from trainables.teacher import TeacherConfig, teacher_logits, train_teacher
 
 
-def _claim_device(config: dict) -> torch.device:
+def _claim_device(cpus: float, gpus: float) -> torch.device:
     """Use the trial's CPU threads, and keep a fractional-GPU trial inside its share of GPU memory."""
-    torch.set_num_threads(max(1, int(config.get("cpus_per_trial", 1))))
+    torch.set_num_threads(max(1, int(cpus)))
     device = default_device()
-    fraction = float(config.get("gpus_per_trial", 0))
+    fraction = float(gpus)
     if device.type == "cuda" and 0 < fraction < 1:
         torch.cuda.set_per_process_memory_fraction(fraction)
     return device
 
 
-class OverBudget(RuntimeError):
-    """A student configuration over the space's complexity budget; it is not trained."""
-
-
-def check_budget(settings: StudentConfig, n_classes: int, sample_rate: int, budget: dict | None) -> None:
-    """Refuse, before training, a student configuration over the space's complexity budget."""
-    limit = Budget(**(budget or {}))
-    if not (limit.param_bytes or limit.macs):
-        return
-    frontend = FrontendConfig(sample_rate=sample_rate)
-    found = complexity(settings.arch(n_classes), (frontend.n_mels, sample_rate // frontend.hop_length + 1))
-    reasons = limit.violations(found)
-    if reasons:
-        raise OverBudget("over the complexity budget: " + "; ".join(reasons))
-
-
-def student_trial(config: dict) -> None:
+def student_trial(config: dict, context: TrialContext) -> None:
     """Train one student; report every epoch's metrics with a checkpoint (student.pt + train_state.pt)."""
-    device = _claim_device(config)
-    data = load_prepared(Path(config["data_dir"]))
+    device = _claim_device(context.cpus, context.gpus)
+    data = load_prepared(context.data_dir)
     settings = StudentConfig.from_dict(config)
-    check_budget(settings, len(data.classes), data.sample_rate, config.get("budget"))
+    check_budget(settings, len(data.classes), data.sample_rate, context.budget)
     logits = None
-    if settings.kd_lambda < 1.0:
-        path = Path(config["teacher_logits"][str(settings.subset)])
+    if settings.uses_teacher:
+        path = context.teacher_logits[settings.subset]
         logits = aligned_logits(path, data, data.splits[f"split{settings.subset}"])
     train_student(settings, data, logits, _report_with_checkpoint, resume=_resume_state(), device=device)
 
@@ -80,63 +67,53 @@ def _report_with_checkpoint(metrics: dict, make_checkpoint) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def oskdft2_trial(config: dict) -> None:
+def oskdft2_trial(config: dict, context: TrialContext) -> None:
     """Train one OS-KDFT2 student (student + feature tuner) against the cached teacher; report EER each epoch."""
-    from trainables.speaker.data import load_prepared as load_speakers
-    from trainables.speaker.training import OskdftConfig, train_oskdft2
-
-    device = _claim_device(config)
-    data = load_speakers(Path(config["data_dir"]))
-    teacher = torch.load(config["teacher_state"], map_location="cpu", weights_only=True)
+    device = _claim_device(context.cpus, context.gpus)
+    data = load_speakers(context.data_dir)
+    teacher = torch.load(context.teacher_state, map_location="cpu", weights_only=True)
     settings = OskdftConfig.from_dict(config)
     train_oskdft2(settings, data, teacher, _report_with_checkpoint, resume=_resume_state(), device=device)
 
 
-def ssl_teacher_trial(config: dict) -> None:
-    """Train the embedded default's SSL teacher on the synthetic data; save its state dict to `state_path`."""
-    from trainables.speaker.data import load_prepared as load_speakers
-    from trainables.speaker.models import SslConfig
-    from trainables.speaker.training import TeacherTrainConfig, train_ssl_teacher
-
-    device = _claim_device(config)
-    data = load_speakers(Path(config["data_dir"]))
+def ssl_teacher_trial(config: dict, job: TeacherJob) -> None:
+    """Train the embedded default's SSL teacher on the synthetic data; save its state dict to the job's state_path."""
+    device = _claim_device(job.cpus, job.gpus)
+    data = load_speakers(job.data_dir)
     state = train_ssl_teacher(SslConfig.from_dict(config["ssl"]), TeacherTrainConfig.from_dict(config["training"]),
                               data, on_epoch=tune.report, device=device)  # fmt: skip
-    _save_state(state, Path(config["state_path"]))
+    save_state(state, job.state_path)
 
 
-def _save_state(state: dict, path: Path) -> None:
+def save_state(state: dict, path: Path) -> None:
     tensors = {k: v.cpu() for k, v in state.items()}
     write_file(path, lambda tmp: torch.save(tensors, tmp))
 
 
-def teacher_trial(config: dict) -> None:
-    """Train one teacher stage and write what it produced: a state dict (`state_path`) for a later stage,
-    and/or its logits for every clip (`logits_path`) with their device-wise figures."""
-    device = _claim_device(config)
-    data = load_prepared(Path(config["data_dir"]))
-    settings = TeacherConfig.from_dict({**config["teacher"], "seed": config.get("seed", config["teacher"]["seed"])})
-    settings = settings.stage(config.get("stage", "finetune"))
-    init = None
-    if config.get("init_path"):
-        init = torch.load(config["init_path"], map_location="cpu", weights_only=True)
-    subset = int(config["subset"])
+def teacher_trial(config: dict, job: TeacherJob) -> None:
+    """Train one teacher stage (config: the teacher's settings, its stage, subset and seed) and write what it
+    produced: a state dict for a later stage, and/or its logits for every clip with their device-wise figures."""
+    device = _claim_device(job.cpus, job.gpus)
+    data = load_prepared(job.data_dir)
+    subset, seed = int(config["subset"]), int(config["seed"])
+    settings = TeacherConfig.from_dict({**config["teacher"], "seed": seed}).stage(config["stage"])
+    init = None if job.init_path is None else torch.load(job.init_path, map_location="cpu", weights_only=True)
     model, _ = train_teacher(settings, data, subset, on_epoch=lambda metrics, _: tune.report(metrics), device=device,
                              init_state=init)  # fmt: skip
-    if config.get("state_path"):
-        _save_state(model.state_dict(), Path(config["state_path"]))
-    if config.get("logits_path"):
+    if job.state_path is not None:
+        save_state(model.state_dict(), job.state_path)
+    if (subset, seed) in job.logits_paths:
         logits = teacher_logits(model, data, settings.eval_batch_size, settings.precision)
-        save_logits(Path(config["logits_path"]), data.filenames, logits, logits_metrics(logits, data, subset))
+        save_logits(job.logits_paths[(subset, seed)], data.filenames, logits, logits_metrics(logits, data, subset))
 
 
-def teacher_search_trial(config: dict) -> None:
+def teacher_search_trial(config: dict, context: TrialContext) -> None:
     """One teacher fine-tuning of a teacher search: every epoch's validation figures; after the last,
     its test figures and a checkpoint with its logits for every clip in both formats."""
-    device = _claim_device(config)
-    data = load_prepared(Path(config["data_dir"]))
+    device = _claim_device(context.cpus, context.gpus)
+    data = load_prepared(context.data_dir)
     settings = TeacherConfig.from_dict(config)
-    init = torch.load(config["init_path"], map_location="cpu", weights_only=True) if config.get("init_path") else None
+    init = None if context.init_path is None else torch.load(context.init_path, map_location="cpu", weights_only=True)
     subset = int(config["subset"])
 
     def report(metrics: dict, model) -> None:

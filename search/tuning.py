@@ -3,46 +3,46 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
 
 import optuna
+import pandas as pd
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
-import pandas as pd
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from search.checkpoint_retention import CheckpointRetention
-from search.console import EpochProgress, SearchProgress
-from search.stopping import StorageWatch, stoppable
 from search.per_subset import HonestOptunaSearch, PerSubsetScheduler, PerSubsetSearch
-from search.service import RunRequest
+from search.progress import EpochProgress, SearchProgress
+from search.request import RunRequest
 from search.space import Dimension, Space
+from search.stopping import StorageWatch, stoppable
 from search.tensorboard import ReadableTensorBoard
-from search.trials import student_trial
+from search.trial_context import TrialContext
 
 
-def _trial_dirname(trial) -> str:
+def _trial_dirname(trial, seeded: bool = False) -> str:
     config = trial.config
-    if config.get("member"):  # a teacher ensemble member "subset:seed" (its subset is filled in later)
-        subset, seed = config["member"].split(":")
-        return f"subset{subset}_seed{seed}_{trial.trial_id}"
+    if config.get("stage") == "finetune":  # a teacher: one subset, one ensemble member
+        return f"subset{config['subset']}_seed{config['seed']}_{trial.trial_id}"
     if config.get("stage"):  # a teacher stage before fine-tuning (pretraining, CochlScene): no subset of this run
         return f"{config['stage']}_{trial.trial_id}"
     label = f"subset{config['subset']}" if "subset" in config else "trial"
-    if config.get("confirms"):
-        label += f"_of{config['confirms']}_seed{config['seed']}"
+    if seeded:  # a confirmation run: the same configuration with another seed
+        label += f"_seed{config['seed']}"
     return f"{label}_{trial.trial_id}"
 
 
-def _tune_config(**settings) -> tune.TuneConfig:
+def _tune_config(seeded: bool = False, **settings) -> tune.TuneConfig:
     # Reusing a worker between trials of equal resources saves a process start and the torch import (about
     # 4 s a trial here), which matters when a student trial takes seconds; Tune falls back to a fresh worker
     # when a stopped trial's thread does not end in time.
-    return tune.TuneConfig(trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname, reuse_actors=True,
-                           **settings)  # fmt: skip
+    name = functools.partial(_trial_dirname, seeded=seeded)
+    return tune.TuneConfig(trial_dirname_creator=name, trial_name_creator=name, reuse_actors=True, **settings)
 
 
 def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: bool,
@@ -50,7 +50,7 @@ def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: 
     # Tune keeps every checkpoint; CheckpointRetention deletes all but the latest and the best once Tune's
     # snapshot no longer needs them (Tune's own num_to_keep deletes them before, and a crash then breaks resume).
     checkpoints = tune.CheckpointConfig(checkpoint_score_attribute=space.metric, checkpoint_score_order=space.mode)
-    hparams = ["subset", *(d.name for d in space.dimensions), "kd_lambda", "source_trial", "confirms", "seed"]
+    hparams = ["subset", *(d.name for d in space.dimensions), "kd_lambda", "seed"]
     callbacks = [StorageWatch(request.storage), ReadableTensorBoard(hparams, space.settings.epochs if epochs is None else epochs)]
     if keep_checkpoints:
         callbacks.append(CheckpointRetention(space.metric, space.mode))
@@ -162,25 +162,19 @@ def sampler_for(space: Space, subset: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=space.seed + subset, n_startup_trials=max(2, space.samples // 3))
 
 
-def trial_constants(space: Space, data_dir: Path, **extra) -> dict:
-    """A trial's config besides what the search suggests: the fixed settings, the data and resources."""
+def trial_config(space: Space) -> dict:
+    """A trial's config besides what the search suggests: the space's fixed settings (hyperparameters only)."""
     searched = {d.name for d in space.dimensions} | {"subset"}
-    constants = {k: v for k, v in dataclasses.asdict(space.settings).items() if k not in searched}
-    if "budget" in space.sections:
-        extra["budget"] = dataclasses.asdict(space.budget)
-    return {**constants, "data_dir": str(data_dir), "cpus_per_trial": space.resources.cpus_per_trial,
-            "gpus_per_trial": space.resources.gpus_per_trial, **extra}  # fmt: skip
+    return {k: v for k, v in dataclasses.asdict(space.settings).items() if k not in searched}
 
 
-def trainable_for(space: Space):
-    """The system's trainable, with the per-trial resources of the space."""
-    from search.trials import oskdft2_trial, teacher_search_trial
-
-    function = {"asc_teacher": teacher_search_trial, "oskdft2": oskdft2_trial}.get(space.system, student_trial)
-    return tune.with_resources(function, _resources(space.resources.cpus_per_trial, space.resources.gpus_per_trial))
+def trainable_for(space: Space, context: TrialContext):
+    """The system's trial function with the run's constants, and the per-trial resources of the space."""
+    trainable = tune.with_parameters(space.spec.trainable, context=context)
+    return tune.with_resources(trainable, _resources(space.resources.cpus_per_trial, space.resources.gpus_per_trial))
 
 
-def search_trials(request: RunRequest, trainable, constants: dict) -> None:
+def search_trials(request: RunRequest, context: TrialContext) -> None:
     """One Optuna TPE study and one ASHA per subset, all in one Tune experiment named `search`."""
     space = request.space
     epochs = space.settings.epochs
@@ -214,7 +208,7 @@ def search_trials(request: RunRequest, trainable, constants: dict) -> None:
         max_concurrent_trials=space.max_concurrent or None,
     )
     totals = {s: space.samples for s in space.subsets} if space.schema.by_subset else {0: space.samples}
-    _fit(request, "search", trainable, param_space=constants, tune_config=tune_config,
+    _fit(request, "search", trainable_for(space, context), param_space=trial_config(space), tune_config=tune_config,
          run_config=_run_config(request, "search", space, keep_checkpoints=True,
                                 progress=_progress(space, "search", totals)))  # fmt: skip
     _fail_orphans(storage)
@@ -229,44 +223,48 @@ def _fail_orphans(storage: JournalStorage) -> None:
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
-def run_confirmation(request: RunRequest, constants: dict, board: pd.DataFrame) -> None:
-    """Train the top k complete configurations of each subset again with new seeds (seed+1 … seed+S)."""
+def run_confirmation(request: RunRequest, context: TrialContext, board: pd.DataFrame) -> None:
+    """Train the top k complete configurations of each subset again with new seeds (seed+1 … seed+S).
+
+    One experiment per rank (`confirm`, then `confirm_rank2` …), in which each subset's trial of that rank runs
+    again: a trial's config stays its hyperparameters, and results/ finds the trial a confirmation run repeats
+    by them."""
     space = request.space
-    picks = {}
-    for subset, rows in board[board["status"] == "complete"].groupby("subset"):
-        for _, row in rows.head(space.confirm_top_k).iterrows():
-            picks[str(row["trial_id"])] = {"subset": int(subset), **{d.name: row[d.name] for d in space.dimensions}}
-    if not picks:
-        return
-    seeds = range(space.settings.seed + 1, space.settings.seed + 1 + space.confirm_seeds)
-    param_space = dict(constants)
-    param_space["confirms"] = tune.grid_search(sorted(picks))
-    for name in ["subset", *(d.name for d in space.dimensions)]:
-        param_space[name] = tune.sample_from(lambda config, name=name: picks[config["confirms"]][name])
-    param_space["seed"] = tune.grid_search(list(seeds))
-    tune_config = _tune_config(max_concurrent_trials=space.max_concurrent or None)
-    totals = {}
-    for pick in picks.values():
-        totals[pick["subset"]] = totals.get(pick["subset"], 0) + space.confirm_seeds
-    _fit(request, "confirm", trainable_for(space), param_space=param_space, tune_config=tune_config,
-         run_config=_run_config(request, "confirm", space, keep_checkpoints=True,
-                                progress=_progress(space, "confirmation", totals)))  # fmt: skip
+    complete = board[board["status"] == "complete"]
+    seeds = list(range(space.settings.seed + 1, space.settings.seed + 1 + space.confirm_seeds))
+    for rank in range(1, space.confirm_top_k + 1):
+        picks = {int(subset): {d.name: rows.iloc[rank - 1][d.name] for d in space.dimensions}
+                 for subset, rows in complete.groupby("subset") if len(rows) >= rank}  # fmt: skip
+        if not picks:
+            return
+        name = confirmation_experiment(rank)
+        title = "confirmation" if space.confirm_top_k == 1 else f"confirmation of rank {rank}"
+        _fit(request, name, trainable_for(space, context), param_space=_following(space, picks, seed=tune.grid_search(seeds)),
+             tune_config=_tune_config(seeded=True, max_concurrent_trials=space.max_concurrent or None),
+             run_config=_run_config(request, name, space, keep_checkpoints=True,
+                                    progress=_progress(space, title, dict.fromkeys(picks, space.confirm_seeds))))  # fmt: skip
 
 
-def run_references(request: RunRequest, constants: dict, board: pd.DataFrame) -> None:
+def confirmation_experiment(rank: int) -> str:
+    return "confirm" if rank == 1 else f"confirm_rank{rank}"
+
+
+def _following(space: Space, picks: dict[int, dict], **fixed) -> dict:
+    """A param space with one grid point per subset of `picks`, whose searched values are that subset's pick."""
+    param_space = {**trial_config(space), **fixed, "subset": tune.grid_search(sorted(picks))}
+    for name in {n for pick in picks.values() for n in pick}:
+        param_space[name] = tune.sample_from(lambda config, name=name: picks[config["subset"]][name])
+    return param_space
+
+
+def run_references(request: RunRequest, context: TrialContext, board: pd.DataFrame) -> None:
     """Retrain each subset's best configuration with kd_lambda = 1: what the same student does without a teacher."""
     space = request.space
-    best = {}
-    for subset, rows in board[board["status"] == "complete"].groupby("subset"):
-        best[int(subset)] = {d.name: rows.iloc[0][d.name] for d in space.dimensions}
-        best[int(subset)]["source_trial"] = str(rows.iloc[0]["trial_id"])
+    best = {int(subset): {d.name: rows.iloc[0][d.name] for d in space.dimensions if d.name != "kd_lambda"}
+            for subset, rows in board[board["status"] == "complete"].groupby("subset")}  # fmt: skip
     if not best:
         return
-    param_space = {k: v for k, v in constants.items() if k != "teacher_logits"}
-    for name in ({d.name for d in space.dimensions} - {"kd_lambda"}) | {"source_trial"}:
-        param_space[name] = tune.sample_from(lambda config, name=name: best[config["subset"]][name])
-    param_space.update(subset=tune.grid_search(sorted(best)), kd_lambda=1.0)
-    tune_config = _tune_config(max_concurrent_trials=space.max_concurrent or None)
-    _fit(request, "no_kd", trainable_for(space), param_space=param_space, tune_config=tune_config,
+    _fit(request, "no_kd", trainable_for(space, context), param_space=_following(space, best, kd_lambda=1.0),
+         tune_config=_tune_config(max_concurrent_trials=space.max_concurrent or None),
          run_config=_run_config(request, "no_kd", space, keep_checkpoints=True,
                                 progress=_progress(space, "no-KD reference", dict.fromkeys(best, 1))))  # fmt: skip

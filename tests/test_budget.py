@@ -6,7 +6,9 @@ import pytest
 import yaml
 
 from results.leaderboard import build_leaderboard
-from search.space import SpaceError, apply_override, build_space, read_space_file
+from search.space import build_space
+from search.space_errors import SpaceError
+from search.space_file import apply_override, read_space_file
 from search.trials import OverBudget, check_budget
 from trainables.student_training import StudentConfig
 
@@ -39,7 +41,7 @@ def test_width_and_depth_are_searchable_and_budget_validated():
 def test_leaderboard_marks_configurations_over_budget(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "search").mkdir(parents=True)
-    (run_dir / "space.yaml").write_text(yaml.safe_dump({"search": [{"name": "base_channels"}], "budget": DCASE}))
+    (run_dir / "space.yaml").write_text(yaml.safe_dump({"metric": "acc", "mode": "max", "search": {"base_channels": [32, 40]}, "budget": DCASE}))
     for trial_id, width, error in (("small", 32, None), ("wide", 40, "OverBudget: over the complexity budget")):
         directory = run_dir / "search" / f"subset5_{trial_id}"
         directory.mkdir()

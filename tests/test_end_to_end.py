@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from results.export import load_student
 from search.run import main
-from search.space import read_space_file
+from search.space_file import read_space_file
 from trainables.asc_data import load_prepared
 from trainables.loop import predict, split_metrics
 

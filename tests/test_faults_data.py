@@ -14,7 +14,7 @@ import soundfile
 import torch
 
 from search.run import main, make_request, parse_args
-from search.service import cached_dataset, prepare_dataset
+from search.preflight import cached_dataset, prepare_dataset
 from search.teachers import TeacherPlan
 from trainables.asc_data import DatasetError, load_prepared
 from trainables.atomic import build_directory, write_file

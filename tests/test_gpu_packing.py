@@ -10,8 +10,10 @@ import pytest
 import torch
 
 import search.trials
-from search.service import check_resources, trials_at_once
-from search.space import SpaceError, build_space, read_space_file
+from search.cluster import check_resources, trials_at_once
+from search.space import build_space
+from search.space_errors import SpaceError
+from search.space_file import read_space_file
 
 GPU_NODE = {"CPU": 16.0, "GPU": 2.0, "memory": 1e11}
 CPU_NODE = {"CPU": 32.0, "memory": 1e11}
@@ -69,7 +71,7 @@ def test_a_fractional_gpu_trial_caps_its_gpu_memory_to_its_share(monkeypatch, fr
     monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda share, device=None: calls.append(share))
     threads = torch.get_num_threads()
     try:
-        device = search.trials._claim_device({"cpus_per_trial": 2, "gpus_per_trial": fraction})
+        device = search.trials._claim_device(cpus=2, gpus=fraction)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)

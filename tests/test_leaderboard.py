@@ -1,4 +1,5 @@
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,9 @@ from results.leaderboard import build_leaderboard, rank, summary
 
 
 def _trial(experiment: Path, trial_id: str, subset: int, epochs_done: int, acc: float | None, error: str | None = None,
-           epochs: int = 3, lr: float = 0.01) -> None:  # fmt: skip
+           epochs: int = 3, lr: float | None = None) -> None:  # fmt: skip
     directory = experiment / f"subset{subset}_{trial_id}"
+    lr = 0.01 + zlib.crc32(trial_id.encode()) % 1000 * 1e-5 if lr is None else lr  # each trial its own configuration
     directory.mkdir(parents=True)
     (directory / "params.json").write_text(json.dumps({"subset": subset, "epochs": epochs, "lr": lr, "temperature": 2.0}))
     lines = []
@@ -29,7 +31,7 @@ def _run_dir(tmp_path: Path) -> Path:
     search = run_dir / "search"
     (run_dir).mkdir()
     (run_dir / "space.yaml").write_text(yaml.safe_dump({"metric": "acc", "mode": "max",
-                                                        "search": [{"name": "lr"}, {"name": "temperature"}]}))  # fmt: skip
+                                                        "search": {"lr": [0.1, 0.2], "temperature": [2.0, 3.0]}}))  # fmt: skip
     _trial(search, "good", 5, 3, 0.70)
     _trial(search, "better", 5, 3, 0.75)
     _trial(search, "early", 5, 1, 0.90)  # stopped by ASHA after one epoch: ranked below complete trials
@@ -60,9 +62,11 @@ def test_mode_min_puts_the_lowest_first():
 
 
 def _confirm(run_dir: Path, of: str, seed: int, subset: int, acc: float, test_macro: float) -> None:
-    directory = run_dir / "confirm" / f"subset{subset}_of{of}_seed{seed}_x"
+    """A confirmation run of trial `of`: its configuration (read from its params.json) with another seed."""
+    (source,) = (run_dir / "search").glob(f"*_{of}/params.json")
+    directory = run_dir / "confirm" / f"subset{subset}_seed{seed}_{of}{seed}"
     directory.mkdir(parents=True)
-    (directory / "params.json").write_text(json.dumps({"subset": subset, "epochs": 3, "confirms": of, "seed": seed}))
+    (directory / "params.json").write_text(json.dumps({**json.loads(source.read_text()), "seed": seed}))
     lines = [json.dumps({"trial_id": f"c{of}{seed}", "training_iteration": e, "acc": acc, "test_macro_acc": test_macro,
                          "test_acc": test_macro}) for e in (1, 2, 3)]  # fmt: skip
     (directory / "result.json").write_text("\n".join(lines) + "\n")

@@ -27,10 +27,10 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from results.formats import max_difference
 from search.api import run_search
-from search.record import as_space
 from search.run import main, make_request, parse_args
-from search.service import check_run_dir
-from search.space import build_space, read_space_file, space_to_yaml
+from search.preflight import check_run_dir
+from search.space import build_space, space_file
+from search.space_file import read_space_file
 from tests.test_end_to_end import DEVICES, TINY_SETTINGS
 from trainables.synthetic_asc import CLASSES
 
@@ -121,7 +121,9 @@ def test_tensorboard_is_grouped_per_device_and_true_to_each_trial(run):
         assert values["lr"] == pytest.approx(row["lr"]) and values["subset"] == 5
     (reference,) = [EventAccumulator(str(p.parent)).Reload() for p in (run["dir"] / "no_kd").glob("*/params.json")]
     values, _ = _hparams(reference)
-    assert values["kd_lambda"] == 1.0 and values["source_trial"] == board.index[0]
+    best = board.iloc[0]
+    assert values["kd_lambda"] == 1.0 and values["lr"] == pytest.approx(best["lr"])
+    assert values["temperature"] == pytest.approx(best["temperature"])
 
 
 def test_every_run_exports_onnx_and_torchscript_with_class_names(run):
@@ -150,14 +152,16 @@ def test_the_record_is_a_valid_space(run):
     record = run["dir"] / "space.yaml"
     request = make_request(parse_args(["--space", str(record), "--name", "copy", "--storage", str(run["storage"])]))
     recorded = yaml.safe_load(record.read_text())
-    assert yaml.safe_load(space_to_yaml(request.space)) == {k: v for k, v in recorded.items() if k != "dataset"}
-    assert space_to_yaml(build_space(as_space(recorded))) == space_to_yaml(request.space)
+    settings = {k: v for k, v in recorded.items() if k != "dataset"}
+    assert yaml.safe_load(yaml.safe_dump(space_file(request.space))) == settings
+    assert build_space(settings) == request.space
+    assert request.data == run["storage"] / recorded["dataset"]  # the record names the dataset it ran on
 
 
 def test_a_refused_resume_names_what_differs(run, service_data, capsys):
     assert main(_argv(run, "--name", "out", "--resume", "--set", "epochs=3", "--data", str(service_data))) == 2
     err = capsys.readouterr().err
-    assert "settings.epochs: 2 → 3" in err and "Traceback" not in err
+    assert "epochs: 2 → 3" in err and "Traceback" not in err
 
 
 def test_a_start_refused_after_ray_started_blocks_nothing(run, service_data, capsys):
@@ -194,7 +198,7 @@ def test_console_script_is_the_command_line():
 
 def test_teacher_cache_keys_hold_no_absolute_path(service_data, tmp_path):
     """A storage moved or copied elsewhere finds its teachers: the same settings give the same file names."""
-    from search.service import RunRequest
+    from search.request import RunRequest
     from search.teachers import TeacherPlan
 
     names = []
@@ -213,8 +217,8 @@ def test_teacher_cache_keys_hold_no_absolute_path(service_data, tmp_path):
 
 
 def test_verbose_brings_ray_s_own_output_back(service_data, tmp_path):
-    from search.console import SearchProgress
-    from search.service import RunRequest
+    from search.progress import SearchProgress
+    from search.request import RunRequest
     from search.tuning import _run_config
 
     space = build_space(read_space_file("kd"))

@@ -14,6 +14,7 @@ import yaml
 from PIL import Image
 
 from results import report
+from results.distillation import write_teachers
 from results.evaluation import evaluate_student
 from results.importance import importances
 from results.leaderboard import write_tables
@@ -90,18 +91,17 @@ def make_run(run_dir: Path) -> Path:
     Subsets 5 and 25 have a no-KD reference and a teacher (5's weaker than its no-KD student); subset 5's best
     configuration is confirmed with 2 seeds."""
     run_dir.mkdir(parents=True)
-    (run_dir / "space.yaml").write_text(yaml.safe_dump({"metric": "acc", "mode": "max", "search": [
-        {"name": "temperature", "low": 1.0, "high": 5.0}, {"name": "kd_lambda", "low": 0.0, "high": 0.5},
-        {"name": "lr", "low": 0.002, "high": 0.02, "log": True}]}))  # fmt: skip
+    (run_dir / "space.yaml").write_text(yaml.safe_dump({"metric": "acc", "mode": "max", "search": {
+        "subset": [5, 10, 25], "temperature": {"low": 1.0, "high": 5.0}, "kd_lambda": {"low": 0.0, "high": 0.5},
+        "lr": {"low": 0.002, "high": 0.02, "log": True}}}))  # fmt: skip
     search = run_dir / "search"
     rng = np.random.default_rng(1)
-    teachers = {"5": _teacher(run_dir / "teacher5.pt", 0.2), "25": _teacher(run_dir / "teacher25.pt", 0.9)}
+    write_teachers(run_dir, {5: _teacher(run_dir / "teacher5.pt", 0.2), 25: _teacher(run_dir / "teacher25.pt", 0.9)})
     for subset, complete in ((5, 4), (25, 3), (10, 1)):
         for i in range(complete):
             params = {"temperature": float(rng.uniform(1, 5)), "kd_lambda": float(rng.uniform(0, 0.5)),
                       "lr": float(10 ** rng.uniform(-2.7, -1.7))}  # fmt: skip
-            _trial(search, f"t{subset}x{i}", subset, 3, params, quality=0.12 if subset == 10 else None,
-                   config={"teacher_logits": teachers})  # fmt: skip
+            _trial(search, f"t{subset}x{i}", subset, 3, params, quality=0.12 if subset == 10 else None)
     _trial(search, "early", 5, 1, {"temperature": 3.0, "kd_lambda": 0.1, "lr": 0.01})
     _trial(search, "nan", 5, 1, {"temperature": 4.0, "kd_lambda": 0.2, "lr": 0.02},
            error="NonFiniteLoss: training loss became nan in epoch 1, step 0")  # fmt: skip
@@ -113,7 +113,7 @@ def make_run(run_dir: Path) -> Path:
         if subset == 5:
             for seed in (1, 2):
                 _trial(run_dir / "confirm", f"c5s{seed}", 5, 3, {**params, "kd_lambda": float(best["kd_lambda"])},
-                       config={"confirms": best["trial_id"], "seed": seed})  # fmt: skip
+                       config={"seed": seed})  # fmt: skip
     board = write_tables(run_dir, "acc", "max")
     for subset in (5, 25):
         best = board[(board["subset"] == subset)].iloc[0]["trial_id"]
@@ -237,7 +237,7 @@ def test_report_without_data_or_exports_skips_what_it_cannot_draw(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "space.yaml").write_text(yaml.safe_dump({"metric": "acc", "mode": "max",
-                                                        "search": [{"name": n} for n in PARAMS]}))  # fmt: skip
+                                                        "search": {n: {"low": 0.0, "high": 1.0} for n in PARAMS}}))  # fmt: skip
     _trial(run_dir / "search", "only", 5, 3, {"temperature": 2.0, "kd_lambda": 0.1, "lr": 0.005})
     page = report.write_report(run_dir).read_text()  # no leaderboard.csv yet, no best/, no --data
     assert "No exported student" in page
@@ -249,7 +249,7 @@ def test_report_without_data_or_exports_skips_what_it_cannot_draw(tmp_path):
 def test_command_refuses_bad_input(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
-    (tmp_path / "space.yaml").write_text("metric: acc\nmode: max\nsearch: []\n")
+    (tmp_path / "space.yaml").write_text("metric: acc\nmode: max\nsearch: {}\n")
     assert report.main([str(tmp_path), "--data", str(tmp_path / "nothing")]) == 2
     assert "--data" in capsys.readouterr().err
 

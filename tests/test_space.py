@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from search.run import main
-from search.space import SpaceError, apply_override, build_space, read_space_file
+from search.space import build_space
+from search.space_errors import SpaceError
+from search.space_file import apply_override, read_space_file
 
 ROOT = Path(__file__).resolve().parent.parent
 

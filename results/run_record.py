@@ -1,0 +1,119 @@
+"""A run's record, `<run>/space.yaml`: the settings it was started with, and the dataset it read.
+
+The record is itself a valid `--space` file: every setting spelled out (defaults included), the search
+as a space file writes it, and `dataset`, the prepared dataset the trials read (relative to the
+storage when inside it). So `--space runs/kd/space.yaml` runs the same search again, and
+`--resume --name kd` continues one without repeating its flags.
+
+It is written once the run has truly started (every check passed, Ray up), so a start refused at any
+point leaves nothing that blocks the corrected rerun. A resume compares its settings with it and names
+each one that differs. The rest of results/ reads what it needs of a run (metric, searched names,
+budget, dataset) through this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECORD = "space.yaml"
+DATASET = "dataset"  # the record's key for the prepared dataset
+_GENERATED = ("synthetic-", "speakers-")  # embedded datasets: made again from the settings when absent
+
+
+class RecordError(ValueError):
+    """A run directory whose record is missing or cannot be read; the message says which."""
+
+
+def write_record(run_dir: Path, space_file: dict, dataset: Path, storage: Path) -> None:
+    """Write the record: `space_file` (a space file's mapping of the resolved settings) and the dataset."""
+    dataset = Path(dataset)
+    shown = dataset.relative_to(storage) if dataset.is_relative_to(storage) else dataset
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(_plain({**space_file, DATASET: str(shown)}), sort_keys=False)
+    (Path(run_dir) / RECORD).write_text(text)
+
+
+def read_record(run_dir: Path) -> dict:
+    """The record of the run in `run_dir` (RecordError when there is none or it is damaged)."""
+    path = Path(run_dir) / RECORD
+    if not path.is_file():
+        raise RecordError(f"{run_dir} holds no run (no {RECORD})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise RecordError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("search"), dict) or "metric" not in raw:
+        raise RecordError(f"{path} is not a run's record")
+    return raw
+
+
+def settings_of(record: dict) -> dict:
+    """The record as a space file, without the dataset (which --data may replace)."""
+    return {k: v for k, v in record.items() if k != DATASET}
+
+
+def dimensions(record: dict) -> dict[str, dict]:
+    """Each searched hyperparameter (not the subset) as {name, low, high, log, choices, integer}."""
+    found = {}
+    for name, spec in record["search"].items():
+        if name == "subset":
+            continue
+        if isinstance(spec, list):
+            found[name] = {"name": name, "choices": spec, "integer": all(isinstance(v, int) for v in spec)}
+        else:
+            integer = isinstance(spec.get("low"), int) and isinstance(spec.get("high"), int)
+            found[name] = {"name": name, "low": spec.get("low"), "high": spec.get("high"),
+                           "log": bool(spec.get("log")), "integer": integer}  # fmt: skip
+    return found
+
+
+def searched_names(run_dir: Path) -> list[str]:
+    return list(dimensions(read_record(run_dir)))
+
+
+def budget(run_dir: Path) -> dict:
+    """The space's complexity budget section (empty when it has none)."""
+    return read_record(run_dir).get("budget") or {}
+
+
+def recorded_dataset(record: dict, storage: Path) -> Path | None:
+    """The prepared dataset a run read, for a start given no --data; None: the embedded one (made again if absent)."""
+    if not record.get(DATASET):
+        return None
+    path = Path(storage) / record[DATASET]  # an absolute one stays as it is
+    if path.is_dir():
+        return path
+    if path.name.startswith(_GENERATED):
+        return None
+    raise RecordError(f"the run's dataset {path} is gone; pass --data with the dataset it was started on")
+
+
+def run_dataset(run_dir: Path) -> Path | None:
+    """The prepared dataset of the run in `run_dir` when it is still there (the storage holds the run)."""
+    try:
+        path = recorded_dataset(read_record(run_dir), Path(run_dir).resolve().parent)
+    except RecordError:
+        return None
+    return path
+
+
+def differences(recorded: Any, current: Any, where: str = "") -> list[str]:
+    """'key: recorded → now' for every setting that differs, dotted keys for nested ones."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        found = []
+        for key in list(recorded) + [k for k in current if k not in recorded]:
+            label = f"{where}.{key}" if where else str(key)
+            found += differences(recorded.get(key, "(absent)"), current.get(key, "(absent)"), label)
+        return found
+    return [] if recorded == current else [f"{where}: {recorded!r} → {current!r}"]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

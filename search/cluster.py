@@ -1,0 +1,107 @@
+"""The Ray cluster a run uses: started here or joined, its resources checked against what trials ask for,
+and its storage checked to be shared by every node."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from search.request import RunRequest
+from search.space import Space
+from search.space_errors import SpaceError
+
+ROOT = Path(__file__).resolve().parent.parent
+# A reused worker runs each trial in a new thread, and glibc gives threads their own malloc arenas, each keeping
+# the memory it once held: a worker grew from 0.8 to 1.9 GB over 6 sequential trials. Two arenas hold it at
+# one trial's peak, with no measurable cost in speed.
+WORKER_ENV = {"env_vars": {"MALLOC_ARENA_MAX": "2"}}
+
+
+@contextmanager
+def cluster(request: RunRequest) -> Iterator[None]:
+    """Ray for the run: joined at --address, or started here (and stopped after); its resources checked."""
+    # Workers started here inherit this, so they import the project even where it is not installed.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    ray_logging = logging.INFO if request.verbose else logging.ERROR
+    owns_ray = not ray.is_initialized()  # a test session (or a notebook) may have started Ray already
+    if owns_ray and request.address:
+        ray.init(address=request.address, log_to_driver=False, runtime_env=WORKER_ENV, logging_level=ray_logging)
+    elif owns_ray:
+        ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20, runtime_env=WORKER_ENV,
+                 logging_level=ray_logging)  # fmt: skip
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        check_resources(request.space, [n["Resources"] for n in nodes])
+        if len(nodes) > 1:
+            check_shared_storage(request.storage, nodes)
+        yield
+    finally:
+        if owns_ray:
+            ray.shutdown()
+
+
+def trials_at_once(nodes: list[dict], cpus: float, gpus: float) -> int:
+    """How many trials asking for `cpus` CPUs and `gpus` GPUs each (fractions allowed) the nodes hold at once.
+
+    nodes: each node's resources as Ray reports them ({"CPU": 16.0, "GPU": 2.0, …}); a trial runs on one node.
+    """
+
+    def fits(available: float, asked: float) -> float:
+        # The epsilon keeps 1 / 0.1 from flooring to 9; Ray itself counts in units of 1/10,000.
+        return math.floor(available / asked + 1e-6) if asked > 0 else math.inf
+
+    return int(sum(min(fits(n.get("CPU", 0), cpus), fits(n.get("GPU", 0), gpus)) for n in nodes))
+
+
+def check_resources(space: Space, nodes: list[dict]) -> int:
+    """Refuse, at start, a per-trial request no node can ever satisfy (Tune would leave it pending forever);
+    print and return how many student trials run at once."""
+    res = space.resources
+    requests = {"student": (res.cpus_per_trial, res.gpus_per_trial),
+                "teacher": (res.teacher_cpus_per_trial, res.teacher_gpus_per_trial)}  # fmt: skip
+    for kind, (cpus, gpus) in requests.items():
+        if trials_at_once(nodes, cpus, gpus) == 0:
+            biggest = max(((n.get("CPU", 0), n.get("GPU", 0)) for n in nodes), default=(0, 0))
+            raise SpaceError(f"a {kind} trial asks for {cpus:g} CPUs and {gpus:g} GPUs, but the largest node has "
+                             f"{biggest[0]:g} CPUs and {biggest[1]:g} GPUs; lower resources.* or --cpus/--gpus-per-trial")
+    at_once = trials_at_once(nodes, res.cpus_per_trial, res.gpus_per_trial)
+    if space.max_concurrent:
+        at_once = min(at_once, space.max_concurrent)
+    total_cpus, total_gpus = (sum(n.get(kind, 0) for n in nodes) for kind in ("CPU", "GPU"))
+    print(f"Resources: {total_cpus:g} CPUs, {total_gpus:g} GPUs on {len(nodes)} node(s): up to {at_once} student "
+          f"trials at once ({res.cpus_per_trial:g} CPUs, {res.gpus_per_trial:g} GPUs each)", flush=True)  # fmt: skip
+    if res.gpus_per_trial > 0:
+        print(f"A GPU trial's {res.cpus_per_trial:g} CPUs run its training loop and the thread that gathers its next "
+              "batches into pinned memory (resources.cpus_per_trial sets them)", flush=True)  # fmt: skip
+    return at_once
+
+
+def check_shared_storage(storage: Path, nodes: list[dict]) -> None:
+    """On several nodes, every node must see the storage (trials write checkpoints, caches are read there)."""
+    marker = storage / f".shared-check-{uuid.uuid4().hex}"
+    storage.mkdir(parents=True, exist_ok=True)
+    marker.write_text("this node wrote it")
+
+    @ray.remote(num_cpus=0)
+    def sees(path: str) -> bool:
+        return Path(path).is_file()
+
+    try:
+        checks = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker))
+            for n in nodes}  # fmt: skip
+        blind = [node for node, ref in checks.items() if not ray.get(ref, timeout=60)]
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise SpaceError(f"--storage {storage} is not shared: node(s) {', '.join(blind)} cannot see it; on a cluster "
+                         "use a path every node mounts (NFS) so trials can write checkpoints and read the caches")
+    print(f"Storage {storage} is shared by all {len(nodes)} nodes", flush=True)

@@ -1,0 +1,74 @@
+"""A run, once its checks passed (search/preflight.py): teachers → per-subset student search → confirmation →
+no-KD references → results.
+
+Run directory (`<storage>/<name>/`):
+    space.yaml          the run's record: its settings as a space file, and its dataset (results/run_record.py)
+    teachers/           the Tune experiment that trained this run's teachers (absent on a cache hit)
+    search/             the Tune experiment of every student trial, all subsets
+    confirm/            each subset's best configuration again with new seeds (confirm_top_k)
+    no_kd/              each subset's best configuration retrained with kd_lambda = 1
+    leaderboard.csv, comparison.csv, teachers.csv, best/subset_<N>/student.pt   (written by results/)
+Shared caches (`<storage>/cache/`): prepared datasets and teacher logits, reused across runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from results.export import export_best, export_lines
+from results.leaderboard import build_leaderboard, print_comparison, print_leaderboard, print_summary, write_tables
+from results.report import write_report
+from results.run_record import write_record
+from search.cluster import cluster
+from search.console import banner, quiet_ray
+from search.request import RunRequest
+from search.space import space_file
+from search.tuning import run_confirmation, run_references, search_trials
+
+
+class RunFailed(RuntimeError):
+    """The search ran but no trial completed; the leaderboard and report say what happened to each."""
+
+
+def run(request: RunRequest) -> None:
+    """Everything after the checks; starts (or joins) Ray. `request.data` is the prepared dataset."""
+    space, system = request.space, request.space.spec
+    request.run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"Run directory: {request.run_dir}")
+    print(f"Watch it with: tensorboard --logdir {request.run_dir}", flush=True)
+    quiet_ray(request.verbose)
+    with cluster(request):
+        write_record(request.run_dir, space_file(space), request.data, request.storage)  # the run has truly started
+        context = system.prepare_trials(request)
+        banner(f"Search: {space.samples} trials per subset")
+        search_trials(request, context)
+        if space.confirm_top_k:
+            banner(f"Confirmation: the top {space.confirm_top_k} of each subset with {space.confirm_seeds} new seeds")
+            run_confirmation(request, context, build_leaderboard(request.run_dir, space.metric, space.mode))
+        board = build_leaderboard(request.run_dir, space.metric, space.mode)
+        if system.references and space.compare_without_kd and not board.empty:
+            banner("References: each subset's best configuration without distillation (kd_lambda = 1)")
+            run_references(request, context, board)
+        banner("Results")
+        board = write_tables(request.run_dir, space.metric, space.mode)
+        print_leaderboard(board, space.metric, [d.name for d in space.dimensions])
+        print_comparison(request.run_dir, space.metric, space.mode)
+        if system.scene_report:
+            print_summary(board)
+        for line in export_lines(export_best(request.run_dir, space.metric, space.mode), request.run_dir):
+            print(line)
+        if system.scene_report:
+            print(f"Report: {write_report(request.run_dir, request.data)}")
+        check_completed(board, request.run_dir)
+
+
+def check_completed(board: pd.DataFrame, run_dir: Path) -> None:
+    """Raise RunFailed, in one line, when no trial ran all its epochs."""
+    if not board.empty and (board["status"] == "complete").any():
+        return
+    counts = ", ".join(f"{n} {status}" for status, n in board["status"].value_counts().items()) or "none"
+    errors = [e for e in board.get("error", []) if isinstance(e, str) and e.strip()]
+    reason = f"; the first error: {errors[0].strip().splitlines()[-1][:150]}" if errors else ""
+    raise RunFailed(f"no trial completed (trials: {counts}){reason}; see {run_dir / 'leaderboard.csv'}")

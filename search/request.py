@@ -1,0 +1,27 @@
+"""What one run is asked to do: its validated space, where it lives, what data it reads, which Ray to use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from search.space import Space
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    space: Space
+    storage: Path  # absolute
+    name: str
+    data: Path | None  # a prepared dataset; None: the system's embedded one, until preflight.prepare_dataset
+    address: str | None  # a running Ray cluster; None: start Ray here
+    resume: bool
+    verbose: bool = False  # Ray Tune's own console output as well as the run's
+
+    @property
+    def run_dir(self) -> Path:
+        return self.storage / self.name
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.storage / "cache"

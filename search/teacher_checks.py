@@ -1,0 +1,61 @@
+"""Checks of an acoustic-scene run's teacher before Ray starts: a teacher that would teach nothing is refused,
+and teacher logits given as files are read and checked against the dataset before anything trains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from search.request import RunRequest
+from search.space_errors import SpaceError
+from trainables.asc_data import AscData, load_prepared
+from trainables.logits_file import LogitsMismatch, average_logits
+from trainables.teacher import STANDARD_ARCH, TINY_ARCH, TeacherConfig
+
+
+def check_scene_teacher(request: RunRequest) -> None:
+    """The `asc_kd` and `asc_teacher` systems' checks (System.check_teachers)."""
+    space, data_dir = request.space, request.data
+    check_teacher_is_trained(request)
+    if space.uses_teacher and space.teacher.logits:
+        check_external_logits(space.teacher, load_prepared(data_dir), space.subsets)
+
+
+def external_logits_paths(teacher: TeacherConfig, subset: int) -> list[Path]:
+    return [Path(path.replace("{subset}", str(subset))) for path in teacher.logits]
+
+
+def read_external_logits(teacher: TeacherConfig, data: AscData, subset: int) -> np.ndarray:
+    """`teacher.logits` of one subset: one file's logits, or the mean of several (LogitsMismatch on a misfit)."""
+    paths = external_logits_paths(teacher, subset)
+    for path in paths:
+        if not path.is_file():
+            raise LogitsMismatch(f"teacher.logits: no file at {path}")
+    return average_logits(paths, data)
+
+
+def check_external_logits(teacher: TeacherConfig, data: AscData, subsets: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """Read and check `teacher.logits` for every subset before anything trains (LogitsMismatch on a misfit)."""
+    return {subset: read_external_logits(teacher, data, subset) for subset in subsets}
+
+
+def check_teacher_is_trained(request: RunRequest) -> None:
+    """On real data, refuse (SpaceError) a teacher that would start from random weights: a tiny PaSST, or PaSST-S
+    without AudioSet weights. Its logits would teach the student little, silently; `allow_untrained` says it is meant."""
+    space = request.space
+    if json.loads((request.data / "dataset.json").read_text()).get("source", "").startswith("synthetic"):
+        return
+    if isinstance(space.settings, TeacherConfig):  # a teacher search: the trials are teachers
+        teacher, where = space.settings, ""
+    elif space.uses_teacher and not space.teacher.logits:
+        teacher, where = space.teacher, "teacher."
+    else:
+        return
+    if teacher.allow_untrained or (teacher.arch == STANDARD_ARCH and teacher.weights):
+        return
+    start = f"a {TINY_ARCH} from random weights" if teacher.arch == TINY_ARCH else f"{STANDARD_ARCH} without weights"
+    raise SpaceError(f"{where}arch: on real data the teacher would be {start}; give {where}weights (the AudioSet "
+                     f"checkpoint) with arch {STANDARD_ARCH}, distil from files with teacher.logits, or set "
+                     f"{where}allow_untrained: true")  # fmt: skip

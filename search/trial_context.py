@@ -1,0 +1,36 @@
+"""What a trial needs besides its hyperparameters, handed to it by `tune.with_parameters`.
+
+A trial's config holds its hyperparameters (the searched ones and the fixed settings); where its data
+and teacher are, its budget and its resources are the same for every trial of a run, so they travel
+once, typed, as a `TrialContext`. A teacher-stage trial gets a `TeacherJob` the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainables.student import Budget
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    data_dir: Path  # the prepared dataset
+    cpus: float = 1.0  # the trial's CPU threads
+    gpus: float = 0.0  # its share of a GPU (a fraction packs several trials on one)
+    teacher_logits: dict[int, Path] = field(default_factory=dict)  # asc_kd: the logits file of each subset's teacher
+    init_path: Path | None = None  # asc_teacher: the state dict fine-tuning starts from (None: the arch's own)
+    teacher_state: Path | None = None  # oskdft2: the frozen SSL teacher's state dict
+    budget: Budget = field(default_factory=Budget)  # asc_kd: the students' complexity limit (none by default)
+
+
+@dataclass(frozen=True)
+class TeacherJob:
+    """A teacher experiment's constants: its data, where it starts, and what each of its trials writes."""
+
+    data_dir: Path
+    cpus: float
+    gpus: float
+    init_path: Path | None = None  # the previous stage's state dict
+    state_path: Path | None = None  # a stage before fine-tuning writes its state dict here
+    logits_paths: dict[tuple[int, int], Path] = field(default_factory=dict)  # (subset, seed) → its logits file

@@ -20,9 +20,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results.student_file import load_student
-from trainables.frontend import FrontendConfig
-from trainables.student import DCASE24_BUDGET, Budget, Complexity, complexity
+from results.student_file import load_student  # noqa: E402
+from trainables.frontend import FrontendConfig  # noqa: E402
+from trainables.student import DCASE24_BUDGET, Budget, Complexity, complexity  # noqa: E402
 
 
 def frames_of(frontend: FrontendConfig, seconds: float = 1.0) -> int:

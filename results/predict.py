@@ -33,8 +33,8 @@ import torchaudio
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results.student_file import exported_students, load_student, student_classes
-from trainables.tensor_files import UnreadableFile
+from results.student_file import exported_students, load_student, student_classes  # noqa: E402
+from trainables.tensor_files import UnreadableFile  # noqa: E402
 
 CLIP_SECONDS = 1.0
 # soundfile names its formats (WAV, FLAC, OGG, AIFF, …); these are the suffixes they go by besides their names.

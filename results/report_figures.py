@@ -13,14 +13,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window; must precede any backend use
 
-import numpy as np
-import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FormatStrFormatter, MaxNLocator, NullFormatter
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, MaxNLocator, NullFormatter  # noqa: E402
 
-from results.importance import SubsetImportance
-from results.leaderboard import device_columns
-from trainables.asc_data import SUBSETS
+from results.importance import SubsetImportance  # noqa: E402
+from results.leaderboard import device_columns  # noqa: E402
+from trainables.asc_data import SUBSETS  # noqa: E402
 
 DPI = 100
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]

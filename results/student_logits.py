@@ -20,11 +20,11 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results.student_file import load_student
-from trainables.asc_data import AscData, DatasetError, is_prepared, load_prepared
-from trainables.logits_file import write_seed_logits
-from trainables.loop import default_device, logits_metrics, predict
-from trainables.tensor_files import UnreadableFile, load_tensors
+from results.student_file import load_student  # noqa: E402
+from trainables.asc_data import AscData, DatasetError, is_prepared, load_prepared  # noqa: E402
+from trainables.logits_file import write_seed_logits  # noqa: E402
+from trainables.loop import default_device, logits_metrics, predict  # noqa: E402
+from trainables.tensor_files import UnreadableFile, load_tensors  # noqa: E402
 
 
 def student_logits(path: Path, data: AscData, device: torch.device | None = None, batch_size: int = 256) -> np.ndarray:

@@ -126,7 +126,7 @@ class PerSubsetSearch(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as file:
-            self.__dict__.update(pickle.load(file))
+            self.__dict__.update(pickle.load(file))  # noqa: S301 - Tune's own searcher state, written by save()
 
 
 class PerSubsetScheduler(FIFOScheduler):

@@ -66,6 +66,11 @@ class StudentConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
+    @property
+    def uses_teacher(self) -> bool:
+        """Distillation needs a teacher's logits; kd_lambda = 1 is plain supervised training."""
+        return self.kd_lambda < 1.0
+
     def warmup(self, total_steps: int) -> int:
         """Warm-up steps of a run of `total_steps` optimiser steps."""
         if self.warmup_steps is not None:

@@ -45,13 +45,14 @@ if __package__ in (None, ""):
 from results import report_figures as figures  # noqa: E402
 from results.complexity import frames_of  # noqa: E402
 from results.distillation import kd_effect, recorded_dataset, teacher_accuracy, unseen_devices, warnings  # noqa: E402
-from trainables.student import DCASE24_BUDGET, complexity  # noqa: E402
+from trainables.asc.student import DCASE24_BUDGET, complexity  # noqa: E402
 from results.evaluation import IncompatibleStudent, evaluate_student  # noqa: E402
 from results.student_file import exported_students, load_student, student_classes  # noqa: E402
 from results.importance import importances  # noqa: E402
 from results.leaderboard import build_leaderboard, device_columns  # noqa: E402
 from results.trial_records import read_experiment  # noqa: E402
-from trainables.asc_data import DatasetError, load_prepared  # noqa: E402
+from trainables.prepared import DatasetError  # noqa: E402
+from trainables.asc.data import load_prepared  # noqa: E402
 
 _HIDDEN_COLUMNS = {"trial_dir"}  # machine-specific paths; the CSV keeps them
 _BEST_METRICS = ("acc", "acc_unseen", "test_acc", "test_acc_unseen", "test_macro_acc")

@@ -24,7 +24,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from search.preflight import check_storage  # noqa: E402
 from search.record import as_space, read_record, recorded_dataset  # noqa: E402
 from search.space import SpaceError, apply_override, build_space, read_space_file, shown  # noqa: E402
-from trainables.asc_data import DatasetError, check_splits, is_prepared, load_prepared  # noqa: E402
+from trainables.prepared import DatasetError  # noqa: E402
+from trainables.asc.data import check_splits, is_prepared, load_prepared  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,7 +106,7 @@ def make_request(args: argparse.Namespace):
 
 def _dataset(path: Path, splits: str | None, storage: Path, system: str, sample_rate: int = 32000) -> Path:
     """A prepared dataset directory for --data: as given, or TAU22 read and cached (stops on a bad file)."""
-    from trainables.tau22 import is_tau22_root, prepare_tau22
+    from trainables.asc.tau22 import is_tau22_root, prepare_tau22
 
     if not path.is_dir():
         raise DatasetError(f"--data {path}: no such directory")
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     from search.preflight import StorageError
     from search.run_lock import RunLocked, run_lock
     from search.service import RunFailed
-    from trainables.logits_file import LogitsMismatch
+    from trainables.asc.logits_file import LogitsMismatch
 
     argv = sys.argv[1:] if argv is None else argv
     try:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search.space import Space, SpaceError
-from trainables.asc_data import load_prepared
+from trainables.asc.data import load_prepared
 from trainables.atomic import build_directory, set_aside
-from trainables.synthetic_asc import generate
+from trainables.asc.synthetic import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 # A reused worker runs each trial in a new thread, and glibc gives threads their own malloc arenas, each keeping

@@ -3,7 +3,7 @@
 A space file is YAML data (loaded with yaml.safe_load: nothing in it is evaluated as code):
 
     system: asc_kd
-    metric: acc            # ranking metric; see trainables/metrics.py
+    metric: acc            # ranking metric; see trainables/asc/metrics.py
     mode: max
     samples: 4             # trials per subset
     search:                # searched by Optuna TPE, separately for every subset
@@ -37,15 +37,16 @@ from typing import Any
 
 import yaml
 
-from trainables.asc_data import SUBSETS
-from trainables.student import Budget
-from trainables.student_training import StudentConfig
-from trainables.speaker.models import SslConfig
+from trainables.asc.data import SUBSETS
+from trainables.asc.student import Budget
+from trainables.asc.student_training import StudentConfig
+from trainables.speaker.teacher import SslConfig
 from trainables.speaker.synthetic import SyntheticSpeakerConfig
-from trainables.speaker.training import OskdftConfig, TeacherTrainConfig
-from trainables.synthetic_asc import SyntheticConfig
+from trainables.speaker.student_training import OskdftConfig
+from trainables.speaker.teacher_training import TeacherTrainConfig
+from trainables.asc.synthetic import SyntheticConfig
 from trainables.precision import PRECISIONS
-from trainables.teacher import ARCHS, SCHEDULES, TINY_ARCH, TeacherConfig
+from trainables.asc.teacher import ARCHS, SCHEDULES, TINY_ARCH, TeacherConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 ASC_METRIC = re.compile(r"^(acc|acc_seen|acc_unseen|acc_sim_seen|macro_acc|acc_[a-z0-9]+)$")

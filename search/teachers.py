@@ -5,7 +5,7 @@ Where a subset's teacher comes from, in order of the `teacher` section's setting
   tensor or this project's filename-keyed file; no teacher is trained.
 - otherwise PaSST teachers, trained in stages, each stage cached under `<storage>/cache/teachers/`:
   1. initial weights: AudioSet weights from `weights` (standard PaSST), or for `passt_tiny` with
-     `pretrain: synthetic` a pretraining on the synthetic AudioSet stand-in (trainables/synthetic_asc.py);
+     `pretrain: synthetic` a pretraining on the synthetic AudioSet stand-in (trainables/asc/synthetic.py);
   2. `cochlscene: ROOT`: SIT's first stage, training on CochlScene's 13 scenes;
   3. per subset and ensemble member (seeds seed … seed+ensemble−1): fine-tuning on the subset only,
      the backbone at lr · backbone_lr_ratio (< 1: SIT's slow learner; 1: Seq-FT);
@@ -26,14 +26,14 @@ from ray import tune
 
 from search.service import RunRequest, cached_dataset
 from search.space import Space, SpaceError
-from trainables.asc_data import AscData, load_prepared
+from trainables.asc.data import AscData, load_prepared
 from trainables.atomic import set_aside
-from trainables.cochlscene import prepare_cochlscene
-from trainables.logits_file import LogitsMismatch, average_logits, check_logits_cache, read_logits, save_logits
+from trainables.asc.cochlscene import prepare_cochlscene
+from trainables.asc.logits_file import LogitsMismatch, average_logits, check_logits_cache, read_logits, save_logits
 from trainables.tensor_files import UnreadableFile, load_tensors
-from trainables.loop import logits_metrics
-from trainables.synthetic_asc import PretrainingConfig, generate_pretraining
-from trainables.teacher import STANDARD_ARCH, TINY_ARCH, TeacherConfig
+from trainables.asc.evaluation import logits_metrics
+from trainables.asc.synthetic import PretrainingConfig, generate_pretraining
+from trainables.asc.teacher import STANDARD_ARCH, TINY_ARCH, TeacherConfig
 
 # Settings that change what a stage produces; the others (logits, ensemble, …) do not enter its key.
 _INIT_KEYS = ("arch", "weights", "embed_dim", "depth", "num_heads", "drop_path_rate", "s_patchout_t", "s_patchout_f",
@@ -56,7 +56,7 @@ def external_logits_paths(teacher: TeacherConfig, subset: int) -> list[Path]:
 
 def read_external_logits(teacher: TeacherConfig, data: AscData, subset: int) -> np.ndarray:
     """`teacher.logits` of one subset: one file's logits, or the mean of several (LogitsMismatch on a misfit)."""
-    from trainables.logits_file import LogitsMismatch
+    from trainables.asc.logits_file import LogitsMismatch
 
     paths = external_logits_paths(teacher, subset)
     for path in paths:
@@ -245,7 +245,7 @@ def ensure_ssl_teacher(request: RunRequest, data_dir: Path) -> Path:
     from search.trials import ssl_teacher_trial
     from search.tuning import fit_experiment
     from trainables.speaker.data import load_prepared as load_speakers
-    from trainables.speaker.models import build_teacher, load_ssl_state_dict
+    from trainables.speaker.teacher import build_teacher, load_ssl_state_dict
 
     space = request.space
     ssl, training = space.settings.teacher, space.sections["teacher_training"]

@@ -13,14 +13,15 @@ from pathlib import Path
 import torch
 from ray import tune
 
-from trainables.asc_data import load_prepared
+from trainables.asc.data import load_prepared
 from trainables.atomic import write_file
-from trainables.frontend import FrontendConfig
-from trainables.logits_file import aligned_logits, save_logits, write_seed_logits
-from trainables.loop import default_device, logits_metrics
-from trainables.student_training import StudentConfig, train_student
-from trainables.student import Budget, complexity
-from trainables.teacher import TeacherConfig, teacher_logits, train_teacher
+from trainables.asc.logits_file import aligned_logits, save_logits, write_seed_logits
+from trainables.common import default_device
+from trainables.asc.evaluation import logits_metrics
+from trainables.asc.student_training import StudentConfig, train_student
+from trainables.asc.student import check_budget
+from trainables.asc.teacher import TeacherConfig
+from trainables.asc.teacher_training import teacher_logits, train_teacher
 
 
 def _claim_device(config: dict) -> torch.device:
@@ -33,28 +34,12 @@ def _claim_device(config: dict) -> torch.device:
     return device
 
 
-class OverBudget(RuntimeError):
-    """A student configuration over the space's complexity budget; it is not trained."""
-
-
-def check_budget(settings: StudentConfig, n_classes: int, sample_rate: int, budget: dict | None) -> None:
-    """Refuse, before training, a student configuration over the space's complexity budget."""
-    limit = Budget(**(budget or {}))
-    if not (limit.param_bytes or limit.macs):
-        return
-    frontend = FrontendConfig(sample_rate=sample_rate)
-    found = complexity(settings.arch(n_classes), (frontend.n_mels, sample_rate // frontend.hop_length + 1))
-    reasons = limit.violations(found)
-    if reasons:
-        raise OverBudget("over the complexity budget: " + "; ".join(reasons))
-
-
 def student_trial(config: dict) -> None:
     """Train one student; report every epoch's metrics with a checkpoint (student.pt + train_state.pt)."""
     device = _claim_device(config)
     data = load_prepared(Path(config["data_dir"]))
     settings = StudentConfig.from_dict(config)
-    check_budget(settings, len(data.classes), data.sample_rate, config.get("budget"))
+    check_budget(settings.arch(len(data.classes)), data.sample_rate, config.get("budget"))
     logits = None
     if settings.kd_lambda < 1.0:
         path = Path(config["teacher_logits"][str(settings.subset)])
@@ -83,7 +68,7 @@ def _report_with_checkpoint(metrics: dict, make_checkpoint) -> None:
 def oskdft2_trial(config: dict) -> None:
     """Train one OS-KDFT2 student (student + feature tuner) against the cached teacher; report EER each epoch."""
     from trainables.speaker.data import load_prepared as load_speakers
-    from trainables.speaker.training import OskdftConfig, train_oskdft2
+    from trainables.speaker.student_training import OskdftConfig, train_oskdft2
 
     device = _claim_device(config)
     data = load_speakers(Path(config["data_dir"]))
@@ -95,8 +80,8 @@ def oskdft2_trial(config: dict) -> None:
 def ssl_teacher_trial(config: dict) -> None:
     """Train the embedded default's SSL teacher on the synthetic data; save its state dict to `state_path`."""
     from trainables.speaker.data import load_prepared as load_speakers
-    from trainables.speaker.models import SslConfig
-    from trainables.speaker.training import TeacherTrainConfig, train_ssl_teacher
+    from trainables.speaker.teacher import SslConfig
+    from trainables.speaker.teacher_training import TeacherTrainConfig, train_ssl_teacher
 
     device = _claim_device(config)
     data = load_speakers(Path(config["data_dir"]))

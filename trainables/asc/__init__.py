@@ -1,1 +1,1 @@
-"""Acoustic scene classification with knowledge distillation: the DCASE24 student, the PaSST teacher, their data."""
+"""Acoustic scene classification: the DCASE24 student, the PaSST teacher, their data and training loops."""

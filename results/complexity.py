@@ -7,8 +7,8 @@ Figures, counted the way the challenge counts them:
   end has none);
 - parameter memory: parameters × bytes per value, in bytes, at fp16 (2 bytes) and int8 (1 byte);
 - MACs: multiply-accumulates of one forward pass over the log-mel of one 1-s clip, with the front
-  end excluded (trainables.student.count_macs on an input of shape (1, 1, n_mels, frames)).
-The figures and the budget themselves are defined once, in trainables/student.py.
+  end excluded (trainables.asc.student.count_macs on an input of shape (1, 1, n_mels, frames)).
+The figures and the budget themselves are defined once, in trainables/asc/student.py.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results.student_file import load_student  # noqa: E402
-from trainables.frontend import FrontendConfig  # noqa: E402
-from trainables.student import DCASE24_BUDGET, Budget, Complexity, complexity  # noqa: E402
+from trainables.asc.frontend import FrontendConfig  # noqa: E402
+from trainables.asc.student import DCASE24_BUDGET, Budget, Complexity, complexity  # noqa: E402
 
 
 def frames_of(frontend: FrontendConfig, seconds: float = 1.0) -> int:

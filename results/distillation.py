@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from results.leaderboard import comparison, confirmation_runs, device_columns
-from trainables.asc_data import DatasetError, load_prepared
-from trainables.logits_file import read_logits
+from trainables.prepared import DatasetError
+from trainables.asc.data import load_prepared
+from trainables.asc.logits_file import read_logits
 
 CHANCE_MARGIN = 0.05  # a subset whose best student is within 5 points of chance has not learned to tell scenes apart
 ALWAYS_UNSEEN = ("s4", "s5", "s6")  # TAU22's devices that occur in no training subset

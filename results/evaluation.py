@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from results.student_file import load_student
-from trainables.asc_data import AscData
-from trainables.loop import default_device, predict, split_metrics
-from trainables.metrics import confusion_matrix
+from trainables.asc.data import AscData
+from trainables.common import default_device
+from trainables.asc.evaluation import predict, split_metrics
+from trainables.asc.metrics import confusion_matrix
 
 
 @dataclass(frozen=True)

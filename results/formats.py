@@ -37,7 +37,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results.student_file import load_student, student_classes  # noqa: E402
-from trainables.frontend import FrontendConfig, LogMel  # noqa: E402
+from trainables.asc.frontend import FrontendConfig, LogMel  # noqa: E402
 
 ONNX_OPSET = 17  # the first opset with an STFT operator
 

@@ -20,8 +20,8 @@ import pandas as pd
 from results.run_record import budget as recorded_budget
 from results.run_record import searched_names
 from results.trial_records import TrialRecord, read_experiment
-from trainables.metrics import DEVICE_GROUPS, device_sort_key
-from trainables.student import Budget, Complexity, StudentArch, complexity
+from trainables.asc.metrics import DEVICE_GROUPS, device_sort_key
+from trainables.asc.student import Budget, Complexity, StudentArch, complexity
 
 _STATUS_ORDER = {"complete": 0, "stopped": 1, "failed": 2}
 # Reported keys that are results (the rest is Tune's bookkeeping): device-wise accuracy, EER, sizes.

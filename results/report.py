@@ -50,8 +50,9 @@ from results.leaderboard import build_leaderboard, device_columns
 from results.run_record import RecordError, dimensions, read_record, run_dataset
 from results.student_file import exported_students, load_student, student_classes
 from results.trial_records import read_experiment
-from trainables.asc_data import DatasetError, load_prepared
-from trainables.student import DCASE24_BUDGET, complexity
+from trainables.prepared import DatasetError
+from trainables.asc.data import load_prepared
+from trainables.asc.student import DCASE24_BUDGET, complexity
 
 _HIDDEN_COLUMNS = {"trial_dir"}  # machine-specific paths; the CSV keeps them
 _BEST_METRICS = ("acc", "acc_unseen", "test_acc", "test_acc_unseen", "test_macro_acc")

@@ -20,7 +20,7 @@ from matplotlib.ticker import FixedLocator, FormatStrFormatter, MaxNLocator, Nul
 
 from results.importance import SubsetImportance  # noqa: E402
 from results.leaderboard import device_columns  # noqa: E402
-from trainables.asc_data import SUBSETS  # noqa: E402
+from trainables.asc.data import SUBSETS  # noqa: E402
 
 DPI = 100
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainables.frontend import FrontendConfig, LogMel
-from trainables.student import Student, StudentArch
-from trainables.synthetic_asc import CLASSES
+from trainables.asc.frontend import FrontendConfig, LogMel
+from trainables.asc.student import Student, StudentArch
+from trainables.asc.synthetic import CLASSES
 from trainables.tensor_files import load_tensors
 
 

@@ -21,9 +21,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results.student_file import load_student  # noqa: E402
-from trainables.asc_data import AscData, DatasetError, is_prepared, load_prepared  # noqa: E402
-from trainables.logits_file import write_seed_logits  # noqa: E402
-from trainables.loop import default_device, logits_metrics, predict  # noqa: E402
+from trainables.asc.data import AscData, is_prepared, load_prepared  # noqa: E402
+from trainables.prepared import DatasetError  # noqa: E402
+from trainables.asc.logits_file import write_seed_logits  # noqa: E402
+from trainables.common import default_device  # noqa: E402
+from trainables.asc.evaluation import logits_metrics, predict  # noqa: E402
 from trainables.tensor_files import UnreadableFile, load_tensors  # noqa: E402
 
 
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="the logits file to write")
     parser.add_argument("--storage", default="runs", help="where a TAU22 root is prepared (default: ./runs)")
     args = parser.parse_args(argv)
-    from trainables.tau22 import is_tau22_root, prepare_tau22
+    from trainables.asc.tau22 import is_tau22_root, prepare_tau22
 
     try:
         directory = Path(args.data)

@@ -3,7 +3,7 @@
 A space file is YAML data (loaded with yaml.safe_load: nothing in it is evaluated as code):
 
     system: asc_kd
-    metric: acc            # ranking metric; see trainables/metrics.py
+    metric: acc            # ranking metric; see trainables/asc/metrics.py
     mode: max
     samples: 4             # trials per subset
     search:                # searched by Optuna TPE, separately for every subset
@@ -36,10 +36,10 @@ from typing import Any
 
 from search.space_errors import SpaceError, shown, suggest
 from search.systems import SYSTEMS, System
-from trainables.asc_data import SUBSETS
+from trainables.asc.data import SUBSETS
 from trainables.precision import PRECISIONS
-from trainables.student import Budget
-from trainables.teacher import ARCHS, SCHEDULES, TINY_ARCH, TeacherConfig
+from trainables.asc.student import Budget
+from trainables.asc.teacher import ARCHS, SCHEDULES, TINY_ARCH, TeacherConfig
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 

@@ -10,9 +10,9 @@ import numpy as np
 
 from search.request import RunRequest
 from search.space_errors import SpaceError
-from trainables.asc_data import AscData, load_prepared
-from trainables.logits_file import LogitsMismatch, average_logits
-from trainables.teacher import STANDARD_ARCH, TINY_ARCH, TeacherConfig
+from trainables.asc.data import AscData, load_prepared
+from trainables.asc.logits_file import LogitsMismatch, average_logits
+from trainables.asc.teacher import STANDARD_ARCH, TINY_ARCH, TeacherConfig
 
 
 def check_scene_teacher(request: RunRequest) -> None:

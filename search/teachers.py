@@ -5,7 +5,7 @@ Where a subset's teacher comes from, in order of the `teacher` section's setting
   tensor or this project's filename-keyed file; no teacher is trained.
 - otherwise PaSST teachers, trained in stages, each stage cached under `<storage>/cache/teachers/`:
   1. initial weights: AudioSet weights from `weights` (standard PaSST), or for `passt_tiny` with
-     `pretrain: synthetic` a pretraining on the synthetic AudioSet stand-in (trainables/synthetic_asc.py);
+     `pretrain: synthetic` a pretraining on the synthetic AudioSet stand-in (trainables/asc/synthetic.py);
   2. `cochlscene: ROOT`: SIT's first stage, training on CochlScene's 13 scenes;
   3. per subset and ensemble member (seeds seed … seed+ensemble−1): fine-tuning on the subset only,
      the backbone at lr · backbone_lr_ratio (< 1: SIT's slow learner; 1: Seq-FT);
@@ -33,15 +33,15 @@ from search.teacher_checks import external_logits_paths, read_external_logits
 from search.trial_context import TeacherJob, TrialContext
 from search.trials import save_state, ssl_teacher_trial, teacher_trial
 from search.tuning import fit_experiment
-from trainables.asc_data import load_prepared
+from trainables.asc.data import load_prepared
 from trainables.atomic import set_aside
-from trainables.cochlscene import prepare_cochlscene
-from trainables.logits_file import LogitsMismatch, check_logits_cache, read_logits, save_logits
-from trainables.loop import logits_metrics
+from trainables.asc.cochlscene import prepare_cochlscene
+from trainables.asc.logits_file import LogitsMismatch, check_logits_cache, read_logits, save_logits
+from trainables.asc.evaluation import logits_metrics
 from trainables.speaker.data import load_prepared as load_speakers
-from trainables.speaker.models import build_teacher, load_ssl_state_dict
-from trainables.synthetic_asc import PretrainingConfig, generate_pretraining
-from trainables.teacher import TeacherConfig
+from trainables.speaker.teacher import build_teacher, load_ssl_state_dict
+from trainables.asc.synthetic import PretrainingConfig, generate_pretraining
+from trainables.asc.teacher import TeacherConfig
 from trainables.tensor_files import UnreadableFile, load_tensors
 
 # Settings that change what a stage produces; the others (logits, ensemble, …) do not enter its key.

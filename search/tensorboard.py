@@ -18,7 +18,7 @@ import math
 
 from ray.tune.logger import TBXLoggerCallback
 
-from trainables.metrics import DEVICE_GROUPS
+from trainables.asc.metrics import DEVICE_GROUPS
 
 # Tune's bookkeeping, not results.
 _DROPPED = {"done", "training_iteration", "epoch", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s",

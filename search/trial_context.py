@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainables.student import Budget
+from trainables.asc.student import Budget
 
 
 @dataclass(frozen=True)

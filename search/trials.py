@@ -14,16 +14,19 @@ import torch
 from ray import tune
 
 from search.trial_context import TeacherJob, TrialContext
-from trainables.asc_data import load_prepared
+from trainables.asc.data import load_prepared
 from trainables.atomic import write_file
-from trainables.logits_file import aligned_logits, save_logits, write_seed_logits
-from trainables.loop import default_device, logits_metrics
+from trainables.asc.logits_file import aligned_logits, save_logits, write_seed_logits
+from trainables.common import default_device
+from trainables.asc.evaluation import logits_metrics
 from trainables.speaker.data import load_prepared as load_speakers
-from trainables.speaker.models import SslConfig
-from trainables.speaker.training import OskdftConfig, TeacherTrainConfig, train_oskdft2, train_ssl_teacher
-from trainables.student import check_budget
-from trainables.student_training import StudentConfig, train_student
-from trainables.teacher import TeacherConfig, teacher_logits, train_teacher
+from trainables.speaker.teacher import SslConfig
+from trainables.speaker.student_training import OskdftConfig, train_oskdft2
+from trainables.speaker.teacher_training import TeacherTrainConfig, train_ssl_teacher
+from trainables.asc.student import check_budget
+from trainables.asc.student_training import StudentConfig, train_student
+from trainables.asc.teacher import TeacherConfig
+from trainables.asc.teacher_training import teacher_logits, train_teacher
 
 
 def _claim_device(cpus: float, gpus: float) -> torch.device:
@@ -41,7 +44,7 @@ def student_trial(config: dict, context: TrialContext) -> None:
     device = _claim_device(context.cpus, context.gpus)
     data = load_prepared(context.data_dir)
     settings = StudentConfig.from_dict(config)
-    check_budget(settings, len(data.classes), data.sample_rate, context.budget)
+    check_budget(settings.arch(len(data.classes)), data.sample_rate, context.budget)
     logits = None
     if settings.uses_teacher:
         path = context.teacher_logits[settings.subset]

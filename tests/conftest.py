@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.tau22_fixture import write_tau22
-from trainables.asc_data import load_prepared
-from trainables.synthetic_asc import SyntheticConfig, generate
+from trainables.asc.data import load_prepared
+from trainables.asc.synthetic import SyntheticConfig, generate
 
 # A small world: 3 device-a segments per scene in the training pool; val and test 1 segment per scene,
 # 4 clips of it per device (360 clips each).

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import soundfile
 
-from trainables.asc_data import device_of
-from trainables.synthetic_asc import CLASSES, CITIES, SyntheticConfig, _World, _rng
+from trainables.asc.data import device_of
+from trainables.asc.synthetic import CLASSES, CITIES, SyntheticConfig, _World, _rng
 
 SHARED_SPLITS = Path(__file__).resolve().parents[2] / "shared" / "tau22"
 

@@ -2,8 +2,8 @@ import numpy as np
 import soundfile
 import torch
 
-from trainables.augment import DeviceImpulseResponses, freq_mixstyle, frequency_mask, mixup, time_roll
-from trainables.frontend import MASKED_LOG_MEL, LogMel
+from trainables.asc.augment import DeviceImpulseResponses, freq_mixstyle, frequency_mask, mixup, time_roll
+from trainables.asc.frontend import MASKED_LOG_MEL, LogMel
 
 
 def test_time_roll_is_a_circular_shift_per_clip():

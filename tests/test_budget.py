@@ -9,19 +9,19 @@ from results.leaderboard import build_leaderboard
 from search.space import build_space
 from search.space_errors import SpaceError
 from search.space_file import apply_override, read_space_file
-from search.trials import OverBudget, check_budget
-from trainables.student_training import StudentConfig
+from trainables.asc.student import Budget, OverBudget, check_budget
+from trainables.asc.student_training import StudentConfig
 
 DCASE = {"param_bytes": 128_000, "bits": 16, "macs": 30_000_000}
 
 
 def test_the_baseline_fits_dcase24_and_a_wider_one_does_not():
-    check_budget(StudentConfig(), 10, 32000, DCASE)  # 61,148 params = 122,296 B; 29.4 MMACs
+    check_budget(StudentConfig().arch(10), 32000, Budget(**DCASE))  # 61,148 params = 122,296 B; 29.4 MMACs
     with pytest.raises(OverBudget, match="bytes"):
-        check_budget(StudentConfig(base_channels=40), 10, 32000, DCASE)
+        check_budget(StudentConfig(base_channels=40).arch(10), 32000, Budget(**DCASE))
     with pytest.raises(OverBudget, match="MACs"):
-        check_budget(StudentConfig(n_blocks="3,3,1"), 10, 32000, {"macs": 30_000_000})
-    check_budget(StudentConfig(base_channels=40), 10, 32000, {"bits": 8, "param_bytes": 128_000})  # int8 fits
+        check_budget(StudentConfig(n_blocks="3,3,1").arch(10), 32000, Budget(macs=30_000_000))
+    check_budget(StudentConfig(base_channels=40).arch(10), 32000, Budget(bits=8, param_bytes=128_000))  # int8 fits
 
 
 def test_width_and_depth_are_searchable_and_budget_validated():

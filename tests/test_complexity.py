@@ -1,8 +1,8 @@
 import torch
 
 from results import complexity as cx
-from trainables.frontend import FrontendConfig
-from trainables.student import DCASE24_BUDGET, Budget, Complexity, Student, StudentArch, complexity
+from trainables.asc.frontend import FrontendConfig
+from trainables.asc.student import DCASE24_BUDGET, Budget, Complexity, Student, StudentArch, complexity
 
 
 def _export(path, arch: StudentArch = StudentArch()):

@@ -11,9 +11,10 @@ import soundfile
 import torch
 
 from tests.device_check import MixedDevices, OneDevice
-from trainables.loader import clip_batches
-from trainables.student_training import StudentConfig, StudentStep
-from trainables.teacher import PasstTeacher, TeacherConfig, teacher_loss
+from trainables.asc.loader import clip_batches
+from trainables.asc.student_training import StudentConfig, StudentStep
+from trainables.asc.teacher import PasstTeacher, TeacherConfig
+from trainables.asc.teacher_training import teacher_loss
 
 META = torch.device("meta")
 

@@ -18,8 +18,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from results.export import load_student
 from search.run import main
 from search.space_file import read_space_file
-from trainables.asc_data import load_prepared
-from trainables.loop import predict, split_metrics
+from trainables.asc.data import load_prepared
+from trainables.asc.evaluation import predict, split_metrics
 
 DEVICES = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]
 TINY_SETTINGS = [

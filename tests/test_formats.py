@@ -10,9 +10,9 @@ import soundfile
 import torch
 
 from results import formats, predict
-from trainables.frontend import FrontendConfig, LogMel
-from trainables.student import Student, StudentArch
-from trainables.synthetic_asc import CLASSES
+from trainables.asc.frontend import FrontendConfig, LogMel
+from trainables.asc.student import Student, StudentArch
+from trainables.asc.synthetic import CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
 # Exported files compute the same float32 graph (ONNX with a real-valued STFT): the logits of a

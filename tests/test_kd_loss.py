@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from trainables.kd_loss import kd_loss
+from trainables.asc.losses import kd_loss
 
 
 def _softmax(values, t):

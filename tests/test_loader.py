@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.loader import batch_rows, clip_batches, in_background
+from trainables.asc.loader import batch_rows, clip_batches, in_background
 
 
 def test_batches_cover_each_row_once_with_the_clips_of_those_rows(tiny_data):

@@ -1,6 +1,6 @@
 import pytest
 
-from trainables.metrics import device_metrics
+from trainables.asc.metrics import device_metrics
 
 
 def test_device_wise_accuracy_by_hand():

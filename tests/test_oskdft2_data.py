@@ -7,7 +7,8 @@ import pytest
 import soundfile
 import torch
 
-from trainables.speaker.data import DatasetError, load_prepared, prepare_corpus
+from trainables.prepared import DatasetError
+from trainables.speaker.data import load_prepared, prepare_corpus
 from trainables.speaker.data import main as data_main
 from trainables.speaker.synthetic import SyntheticSpeakerConfig, generate
 

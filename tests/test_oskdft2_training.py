@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.loop import NonFiniteLoss
+from trainables.common import NonFiniteLoss
 from trainables.speaker.data import load_prepared
-from trainables.speaker.models import SslConfig, build_teacher, count_parameters
+from trainables.speaker.teacher import SslConfig, build_teacher
+from trainables.common import count_parameters
 from trainables.speaker.synthetic import SyntheticSpeakerConfig, generate
-from trainables.speaker.training import (
-    OskdftConfig, TeacherTrainConfig, build_oskdft2, embed_crops, embed_utterances, load_speaker_student, spaced_crops,
-    train_oskdft2, train_ssl_teacher,
-)  # fmt: skip
+from trainables.speaker.student_training import OskdftConfig, build_oskdft2, load_speaker_student, train_oskdft2
+from trainables.speaker.teacher_training import TeacherTrainConfig, train_ssl_teacher
+from trainables.speaker.evaluation import embed_crops, embed_utterances, spaced_crops
 
 SSL = SslConfig(layers=3, embed_dim=32, heads=2, ffn_dim=64, conv_channels=16, conv_depth=3, pos_conv_kernel=8,
                 pos_conv_groups=2)  # fmt: skip

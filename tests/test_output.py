@@ -32,7 +32,7 @@ from search.preflight import check_run_dir
 from search.space import build_space, space_file
 from search.space_file import read_space_file
 from tests.test_end_to_end import DEVICES, TINY_SETTINGS
-from trainables.synthetic_asc import CLASSES
+from trainables.asc.synthetic import CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
 STATES = {"complete": TrialState.COMPLETE, "stopped": TrialState.PRUNED, "failed": TrialState.FAIL}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from hear21passt.models import passt as passt_module
 
-from trainables.teacher import STANDARD_ARCH, PasstTeacher, TeacherConfig, load_audioset_weights
+from trainables.asc.teacher import STANDARD_ARCH, PasstTeacher, TeacherConfig, load_audioset_weights
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import torch
 
 from search.run import main
 from tests.tau22_fixture import write_cochlscene
-from trainables.asc_data import load_prepared
-from trainables.logits_file import read_logits, read_teacher_logits, write_seed_logits
+from trainables.asc.data import load_prepared
+from trainables.asc.logits_file import read_logits, read_teacher_logits, write_seed_logits
 
 TINY_STUDENT = ["epochs=1", "batch_size=50", "compare_without_kd=false"]
 TINY_TEACHER = ["teacher.epochs=1", "teacher.pretrain=none", "teacher.allow_untrained=true", "teacher.embed_dim=32", "teacher.depth=1",

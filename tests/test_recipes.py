@@ -15,11 +15,11 @@ from results.leaderboard import device_columns
 from results.student_logits import main as student_logits_main
 from search.run import main
 from tests.tau22_fixture import write_cochlscene
-from trainables.asc_data import load_prepared
-from trainables.logits_file import average_logits, read_logits, read_teacher_logits, write_seed_logits
-from trainables.loop import exp_warmup_linear_down_factor, per_epoch
-from trainables.student_training import StudentConfig
-from trainables.tau22 import halve_by_location
+from trainables.asc.data import load_prepared
+from trainables.asc.logits_file import average_logits, read_logits, read_teacher_logits, write_seed_logits
+from trainables.common import exp_warmup_linear_down_factor, per_epoch
+from trainables.asc.student_training import StudentConfig
+from trainables.asc.tau22 import halve_by_location
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "tau22"
 
@@ -199,7 +199,7 @@ def test_the_recipe_files_hold_the_reference_settings(tmp_path):
 
 
 def test_sits_stages_take_their_own_settings_and_the_head_layernorm_is_head():
-    from trainables.teacher import TeacherConfig, is_head
+    from trainables.asc.teacher import TeacherConfig, is_head
 
     config = TeacherConfig(lr=1e-5, batch_size=80, epochs=25, sit_epochs=25, sit_lr=1e-4, sit_batch_size=32)
     sit = config.stage("sit")

@@ -18,11 +18,11 @@ from results.distillation import write_teachers
 from results.evaluation import evaluate_student
 from results.importance import importances
 from results.leaderboard import write_tables
-from trainables.asc_data import load_prepared, write_prepared
-from trainables.frontend import FrontendConfig
-from trainables.logits_file import save_logits
-from trainables.student import Student, StudentArch
-from trainables.synthetic_asc import CLASSES
+from trainables.asc.data import load_prepared, write_prepared
+from trainables.asc.frontend import FrontendConfig
+from trainables.asc.logits_file import save_logits
+from trainables.asc.student import Student, StudentArch
+from trainables.asc.synthetic import CLASSES
 
 DEVICES = ["a", "b", "c", "s1", "s4", "s5"]
 PARAMS = ["temperature", "kd_lambda", "lr"]
@@ -55,7 +55,7 @@ def _trial(search: Path, trial_id: str, subset: int, epochs_done: int, params: d
 
 
 def _export(path: Path, subset: int, trial_id: str) -> None:
-    """A freshly initialised student in the export format of trainables.student_training.student_export."""
+    """A freshly initialised student in the export format of trainables.asc.student_training.student_export."""
     model = Student(StudentArch())
     path.parent.mkdir(parents=True)
     torch.save({"state_dict": model.state_dict(),

@@ -11,7 +11,7 @@ import torch
 
 from results.export import load_student
 from search.run import main
-from trainables.logits_file import LogitsMismatch, read_logits, read_teacher_logits
+from trainables.asc.logits_file import LogitsMismatch, read_logits, read_teacher_logits
 
 
 class _Payload:

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.speaker.models import SslConfig, build_teacher
-from trainables.speaker.training import (
-    OskdftConfig, TeacherTrainConfig, build_oskdft2, build_teacher_training, oskdft2_step, teacher_step,
-)  # fmt: skip
+from trainables.speaker.teacher import SslConfig, build_teacher
+from trainables.speaker.student_training import OskdftConfig, build_oskdft2, oskdft2_step
+from trainables.speaker.teacher_training import TeacherTrainConfig, build_teacher_training, teacher_step
 
 META = torch.device("meta")
 SSL = SslConfig(layers=3, embed_dim=32, heads=2, ffn_dim=64, conv_channels=16, conv_depth=3, pos_conv_kernel=8,

@@ -1,7 +1,8 @@
 import torch
 
-from trainables.frontend import LogMel
-from trainables.student import Student, StudentArch, count_macs, count_parameters, make_divisible
+from trainables.asc.frontend import LogMel
+from trainables.asc.student import Student, StudentArch, count_macs, make_divisible
+from trainables.common import count_parameters
 
 
 def test_baseline_size_matches_the_published_table():

@@ -4,8 +4,8 @@ from collections import Counter
 import numpy as np
 
 from tests.conftest import TINY
-from trainables.asc_data import SUBSETS, load_prepared
-from trainables.synthetic_asc import CLASSES, SyntheticConfig, generate
+from trainables.asc.data import SUBSETS, load_prepared
+from trainables.asc.synthetic import CLASSES, SyntheticConfig, generate
 
 NAME = re.compile(r"^audio/([a-z_]+)-([a-z]+)-(\d+)-(\d+)-(\d)-(a|b|c|s[1-6])\.wav$")
 

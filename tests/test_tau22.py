@@ -12,8 +12,9 @@ import soundfile
 import torch
 import torchaudio
 
-from trainables.asc_data import DatasetError, load_prepared
-from trainables.tau22 import prepare_tau22
+from trainables.prepared import DatasetError
+from trainables.asc.data import load_prepared
+from trainables.asc.tau22 import prepare_tau22
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.logits_file import LogitsMismatch, aligned_logits, save_logits
-from trainables.loop import NonFiniteLoss
-from trainables.student_training import StudentConfig, train_student
-from trainables.teacher import TeacherConfig, teacher_logits, train_teacher
+from trainables.asc.logits_file import LogitsMismatch, aligned_logits, save_logits
+from trainables.common import NonFiniteLoss
+from trainables.asc.student_training import StudentConfig, train_student
+from trainables.asc.teacher import TeacherConfig
+from trainables.asc.teacher_training import teacher_logits, train_teacher
 
 FAST = dict(subset=5, batch_size=50, epochs=2)
 

@@ -12,7 +12,8 @@ from typing import Literal
 import torch
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+RESOLVED = ("fp32", "bf16", "fp16")  # what `auto` resolves to; the speaker loops take only these
+PRECISIONS = ("auto", *RESOLVED)
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

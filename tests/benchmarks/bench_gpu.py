@@ -32,8 +32,8 @@ import torch
 import yaml
 
 from common import ROOT, dataset
-from trainables.loader import clip_batches
-from trainables.synthetic_asc import SyntheticConfig
+from trainables.asc.loader import clip_batches
+from trainables.asc.synthetic import SyntheticConfig
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--segments", type=int, default=146, help="device-a training segments per scene (146: ~20k clips)")
@@ -134,7 +134,7 @@ train = data.splits["split100"]
 show("clips", len(train), f"{figures['device']}, {CORES} cores; {len(train):,} training clips")
 
 # --- one student trial, called directly ---------------------------------------------------------------------------
-from trainables.student_training import StudentConfig, train_student  # noqa: E402
+from trainables.asc.student_training import StudentConfig, train_student  # noqa: E402
 
 epochs = 1 if DRY else args.epochs
 teacher = np.random.default_rng(0).normal(size=(len(data.filenames), len(data.classes))).astype(np.float32)
@@ -171,7 +171,8 @@ for n in [int(n) for n in args.concurrency.split(",")]:
          f"peak {gpu['peak_mib_per_process']} MiB per trial process; {seconds:.0f} s")  # fmt: skip
 
 # --- PaSST-S ------------------------------------------------------------------------------------------------------
-from trainables.teacher import STANDARD_ARCH, PasstTeacher, TeacherConfig, teacher_loss  # noqa: E402
+from trainables.asc.teacher import STANDARD_ARCH, PasstTeacher, TeacherConfig  # noqa: E402
+from trainables.asc.teacher_training import teacher_loss  # noqa: E402
 
 
 def sync() -> None:

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from common import dataset
-from trainables.frontend import LogMel
-from trainables.student import Student
-from trainables.student_training import StudentConfig, train_student
+from trainables.asc.frontend import LogMel
+from trainables.asc.student import Student
+from trainables.asc.student_training import StudentConfig, train_student
 
 torch.set_num_threads(1)
 _, data = dataset()

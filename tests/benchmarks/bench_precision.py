@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from common import dataset
-from trainables.student_training import StudentConfig, train_student
-from trainables.teacher import TeacherConfig, train_teacher
+from trainables.asc.student_training import StudentConfig, train_student
+from trainables.asc.teacher import TeacherConfig
+from trainables.asc.teacher_training import train_teacher
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--seeds", type=int, default=3)

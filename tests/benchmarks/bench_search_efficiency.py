@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from common import dataset, run_search
-from trainables.synthetic_asc import SyntheticConfig
+from trainables.asc.synthetic import SyntheticConfig
 
 # ~820 training clips; a validation split of 1,800 clips (2 segments per scene, 10 clips of each of
 # the 9 devices), so one point of accuracy is about 18 clips rather than noise.

@@ -15,8 +15,8 @@ import torch
 import yaml
 
 from common import dataset, run_search
-from trainables.student_training import StudentConfig, train_student
-from trainables.synthetic_asc import SyntheticConfig
+from trainables.asc.student_training import StudentConfig, train_student
+from trainables.asc.synthetic import SyntheticConfig
 
 DATA = SyntheticConfig(train_segments_per_class=10, val_segments_per_class=1, test_segments_per_class=1,
                        held_out_clips_per_segment=4)  # fmt: skip

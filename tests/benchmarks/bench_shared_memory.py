@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from common import dataset, run_search
-from trainables.synthetic_asc import SyntheticConfig
+from trainables.asc.synthetic import SyntheticConfig
 
 GiB = 2**30
 

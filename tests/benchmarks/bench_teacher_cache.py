@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from common import dataset
-from trainables.loop import predict
-from trainables.student_training import StudentConfig, train_student
-from trainables.teacher import PasstTeacher, TeacherConfig
+from trainables.asc.evaluation import predict
+from trainables.asc.student_training import StudentConfig, train_student
+from trainables.asc.teacher import PasstTeacher, TeacherConfig
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--arch", default="passt_tiny", help="teacher architecture (TeacherConfig.arch)")

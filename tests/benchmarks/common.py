@@ -8,8 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from trainables.asc_data import AscData, is_prepared, load_prepared  # noqa: E402
-from trainables.synthetic_asc import SyntheticConfig, generate  # noqa: E402
+from trainables.asc.data import AscData, is_prepared, load_prepared  # noqa: E402
+from trainables.asc.synthetic import SyntheticConfig, generate  # noqa: E402
 
 
 # The embedded default's training pool (10 device-a segments per scene), with small held-out splits.

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,14 +31,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trainables.prepared import DatasetError
+
 SAMPLE_RATE = 16000
 META_COLUMNS = ["filename", "speaker", "domain", "split", "offset", "length"]
 DOMAINS = ("target", "ood")
 SPLITS = ("train", "val", "test")
 
-
-class DatasetError(ValueError):
-    """A prepared dataset or a corpus that is missing or inconsistent."""
 
 
 @dataclass
@@ -321,6 +320,16 @@ def random_trials(
             other = speakers[(s + 1 + int(rng.integers(len(speakers) - 1))) % len(speakers)]
             lines.append((0, a, by_speaker[other][int(rng.integers(len(by_speaker[other])))]))
     return lines
+
+
+def train_batches(rows: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """Shuffled batches (torch's global generator) of `batch_size`; a last partial batch only if it has ≥ 2
+    rows, since the embedding's batch norm needs two."""
+    order = rows[torch.randperm(len(rows)).numpy()]
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        if len(batch) >= 2:
+            yield batch
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Read TAU Urban Acoustic Scenes 2022 Mobile from disk into a prepared dataset (see asc_data.py).
+"""Read TAU Urban Acoustic Scenes 2022 Mobile from disk into a prepared dataset (see data.py).
 
 ROOT holds `meta.csv` (tab-separated: filename with its `audio/` prefix, scene_label, identifier,
 source_label) and `audio/`. The DCASE24 split files `split5.csv` … `split100.csv` and `test.csv`
@@ -24,10 +24,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainables.asc_data import (META_COLUMNS, SUBSETS, DatasetError, check_split_lists, check_unique, device_of,
-                                 load_prepared, write_prepared)  # fmt: skip
+from trainables.asc.audio_files import decode_to_memmap
+from trainables.asc.data import (
+    META_COLUMNS,
+    SUBSETS,
+    check_split_lists,
+    check_unique,
+    device_of,
+    load_prepared,
+    write_prepared,
+)  # fmt: skip
 from trainables.atomic import build_directory, set_aside
-from trainables.audio_files import decode_to_memmap
+from trainables.prepared import DatasetError
 
 SAMPLE_RATE = 32000
 CLASSES = [

@@ -25,6 +25,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from trainables.asc.frontend import FrontendConfig
+from trainables.common import count_parameters
+
 
 def make_divisible(value: float, divisor: int = 8) -> int:
     """Round `value` to the nearest multiple of `divisor`, never more than 10 % below it."""
@@ -169,10 +172,6 @@ def complexity(arch: StudentArch, input_shape: tuple[int, int] = (256, 65)) -> C
     return Complexity(count_parameters(model), count_macs(model, (1, arch.in_channels, *input_shape)))
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass, counted the way DCASE's NeSsi (torchinfo) counts them.
 
@@ -200,3 +199,18 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
             handle.remove()
         model.train(was_training)
     return total
+
+
+class OverBudget(RuntimeError):
+    """A student configuration over the space's complexity budget; it is not trained."""
+
+
+def check_budget(arch: StudentArch, sample_rate: int, limit: Budget) -> None:
+    """Refuse, before training, a student architecture over the space's complexity budget."""
+    if not (limit.param_bytes or limit.macs):
+        return
+    frontend = FrontendConfig(sample_rate=sample_rate)
+    found = complexity(arch, (frontend.n_mels, sample_rate // frontend.hop_length + 1))
+    reasons = limit.violations(found)
+    if reasons:
+        raise OverBudget("over the complexity budget: " + "; ".join(reasons))

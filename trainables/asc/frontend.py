@@ -6,14 +6,12 @@ One second of audio (32,000 samples) gives a 256 × 65 spectrogram.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import math
+from dataclasses import asdict, dataclass
 
 import torch
 import torchaudio
 from torch import nn
-
 
 LOG_OFFSET = 1e-5  # log(mel + LOG_OFFSET)
 # What a mel bin set to zero power becomes after the log: the baseline masks frequencies before its log, so a

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.asc_data import AscData
+from trainables.asc.data import AscData
 from trainables.atomic import write_file
 from trainables.tensor_files import UnreadableFile, load_tensors
 

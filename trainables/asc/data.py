@@ -23,15 +23,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trainables.prepared import DatasetError
+
 SUBSETS = (5, 10, 25, 50, 100)
 # full_test: all of a real dataset's test.csv, when its val and test are halves of it (see tau22.py)
 SPLIT_FILES = {**{f"split{s}": f"split{s}.csv" for s in SUBSETS}, "val": "val.csv", "test": "test.csv",
                "full_test": "full_test.csv"}  # fmt: skip
 META_COLUMNS = ["filename", "scene_label", "identifier", "source_label"]
 
-
-class DatasetError(ValueError):
-    """A prepared dataset that is missing or inconsistent."""
 
 
 @dataclass

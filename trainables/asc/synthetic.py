@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainables.asc_data import SUBSETS, write_prepared
+from trainables.asc.data import SUBSETS, write_prepared
 
 CLASSES = [
     "airport", "bus", "metro", "metro_station", "park",

@@ -18,15 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.asc_data import AscData
-from trainables.augment import DeviceImpulseResponses, freq_mixstyle, frequency_mask, mixup, time_roll
-from trainables.frontend import MASKED_LOG_MEL, FrontendConfig, LogMel
-from trainables.kd_loss import DEFAULT_KD_LAMBDA, DEFAULT_TEMPERATURE, kd_loss
-from trainables.loader import Batch, clip_batches
-from trainables.loop import FINITE_CHECK_EVERY, check_finite, default_device, eval_batch_size, predict, split_metrics, warmup_cosine
+from trainables.asc.augment import DeviceImpulseResponses, freq_mixstyle, frequency_mask, mixup, time_roll
+from trainables.asc.data import AscData
+from trainables.asc.evaluation import eval_batch_size, predict, split_metrics
+from trainables.asc.frontend import MASKED_LOG_MEL, FrontendConfig, LogMel
+from trainables.asc.loader import Batch, clip_batches
+from trainables.asc.losses import DEFAULT_KD_LAMBDA, DEFAULT_TEMPERATURE, kd_loss
+from trainables.asc.metrics import confusion_matrix
+from trainables.asc.student import Student, StudentArch
+from trainables.common import FINITE_CHECK_EVERY, check_finite, default_device, warmup_cosine
 from trainables.precision import allow_tf32, autocast, grad_scaler, resolve
-from trainables.metrics import confusion_matrix
-from trainables.student import Student, StudentArch
 
 
 @dataclass(frozen=True)

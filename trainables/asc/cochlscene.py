@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainables.asc_data import DatasetError, is_prepared, write_prepared
+from trainables.asc.audio_files import decode_to_memmap
+from trainables.asc.data import is_prepared, write_prepared
 from trainables.atomic import build_directory
-from trainables.audio_files import decode_to_memmap
+from trainables.prepared import DatasetError
 
 SAMPLE_RATE = 32000
 CLASSES = ["Bus", "Cafe", "Car", "CrowdedIndoor", "Elevator", "Kitchen", "Park", "ResidentialArea", "Restaurant",

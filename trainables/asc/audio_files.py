@@ -12,7 +12,7 @@ import soundfile
 import torch
 import torchaudio
 
-from trainables.asc_data import DatasetError
+from trainables.prepared import DatasetError
 
 # Resampling a full-scale PCM file overshoots by a few percent (Gibbs ripple); only louder files are worth a word.
 _FULL_SCALE = 1.1

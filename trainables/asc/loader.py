@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainables.asc_data import AscData
+from trainables.asc.data import AscData
 
 FULL_SCALE = 32768.0  # int16 full scale: samples map to [-1, 1)
 

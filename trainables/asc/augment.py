@@ -84,7 +84,7 @@ class DeviceImpulseResponses:
     """
 
     def __init__(self, folder: Path, sample_rate: int, p: float):
-        from trainables.audio_files import read_clip
+        from trainables.asc.audio_files import read_clip
 
         paths = sorted(Path(folder).glob("*.wav"))
         if not paths:

@@ -1,16 +1,12 @@
-"""Small pieces both training loops (teacher and student) use: schedule, finiteness, evaluation."""
+"""What both wings' training loops share: schedules, the finiteness check, device choice, parameter count."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
-
-from trainables.asc_data import AscData
-from trainables.loader import clip_batches
-from trainables.metrics import device_metrics
+from torch import nn
 
 # Steps between two looks at the running loss. Each look waits for the GPU; a NaN or inf loss stays NaN in
 # the running sum, so looking every few dozen steps still catches it, in the epoch it happened.
@@ -61,41 +57,11 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def eval_batch_size(configured: int, device: torch.device, on_cpu: int) -> int:
-    """`configured`, or when 0 the device's own: large batches on a GPU, `on_cpu` on a CPU."""
-    return configured or (1024 if device.type == "cuda" else on_cpu)
-
-
-@torch.no_grad()
-def predict(
-    model: Callable[[torch.Tensor], torch.Tensor], data: AscData, rows: np.ndarray, batch_size: int, device: torch.device
-) -> torch.Tensor:
-    """Logits [len(rows), classes] (fp32, on the CPU) of a model that maps waveforms to logits, in `rows` order.
-
-    The logits stay on the device until the last batch, so evaluation waits for the GPU once."""
-    outputs = [model(batch.waveform).float() for batch in clip_batches(data, rows, batch_size, False, device)]
-    return torch.cat(outputs).cpu() if outputs else torch.empty(0, len(data.classes))
-
-
-def split_metrics(logits: torch.Tensor, data: AscData, rows: np.ndarray, train_devices: list[str]) -> dict[str, float]:
-    return device_metrics(
-        logits.argmax(dim=1).numpy(), data.labels[rows], data.devices[rows], train_devices, len(data.classes)
-    )
-
-
-def logits_metrics(logits: np.ndarray, data: AscData, subset: int) -> dict[str, float]:
-    """Device-wise figures of precomputed logits [clips, classes] on val, test and (real data) the whole of
-    test.csv (keys val_*, test_*, full_test_*)."""
-    metrics: dict[str, float] = {}
-    for split in ("val", "test", "full_test"):
-        if split in data.splits:
-            rows = data.splits[split]
-            found = split_metrics(torch.from_numpy(np.asarray(logits[rows])), data, rows, data.train_devices(subset))
-            metrics.update({f"{split}_{k}": v for k, v in found.items()})
-    return metrics
-
-
 def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
     """Fail on a NaN or infinite loss (or running sum of losses, up to `step`); waits for the device."""
     if not torch.isfinite(loss):
         raise NonFiniteLoss(f"training loss became {loss.item()} in epoch {epoch}, step {step}")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -40,7 +40,7 @@ def read_record(run_dir: Path) -> dict:
     """The record of the run in `run_dir` (RecordError when there is none or it is damaged)."""
     path = Path(run_dir) / RECORD
     if not path.is_file():
-        raise RecordError(f"{run_dir} holds no run (no {RECORD})")
+        raise RecordError(f"{run_dir} is not a run directory (no {RECORD})")
     try:
         raw = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as error:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from results.run_record import RECORD, differences, read_record, settings_of
+from results.run_record import RECORD, RecordError, differences, read_record, settings_of
 from search.console import banner, duration, working
 from search.request import RunRequest
 from search.space import space_file
@@ -76,7 +76,10 @@ def check_run_dir(request: RunRequest) -> None:
 
 def check_resumable(request: RunRequest) -> None:
     """Refuse a resume whose settings differ from the record, naming each difference."""
-    recorded = settings_of(read_record(request.run_dir))
+    try:
+        recorded = settings_of(read_record(request.run_dir))
+    except RecordError as err:
+        raise SpaceError(f"--resume: {request.run_dir} holds no run to resume ({err})") from None
     current = yaml.safe_load(yaml.safe_dump(space_file(request.space), sort_keys=False))
     changed = differences(recorded, current)
     if changed:

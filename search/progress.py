@@ -98,8 +98,9 @@ class EpochProgress(tune.Callback):
         config = trial.config
         settings = config.get("teacher") or config.get("training") or {}
         total = settings.get(self._STAGE_EPOCHS.get(config.get("stage"), "epochs"), "?")
-        who = f"subset {config['subset']}%" if config.get("logits_path") else ""
-        if config.get("member") and config.get("teacher", {}).get("ensemble", 1) > 1:
+        fine_tuning = config.get("stage") == "finetune"  # a subset's teacher (not a stage before it)
+        who = f"subset {config['subset']}%" if fine_tuning else ""
+        if fine_tuning and config["teacher"].get("ensemble", 1) > 1:
             who += f" seed {config['seed']}"
         cells = [f"epoch {result.get('training_iteration', '?')}/{total}"]
         for key in ("train_loss", "acc", "acc_unseen"):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -37,9 +36,9 @@ from typing import Any
 from search.space_errors import SpaceError, shown, suggest
 from search.systems import SYSTEMS, System
 from trainables.asc.data import SUBSETS
-from trainables.precision import PRECISIONS
 from trainables.asc.student import Budget
-from trainables.asc.teacher import ARCHS, SCHEDULES, TINY_ARCH, TeacherConfig
+from trainables.asc.teacher import TeacherConfig
+from trainables.settings import Rule, SettingError, check, rule_of, setting
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 
@@ -58,17 +57,26 @@ class Dimension:
 
 @dataclass(frozen=True)
 class SchedulerSettings:
-    type: str = "asha"  # asha (early stopping) or fifo (every trial runs all epochs)
-    grace_period: int = 1  # epochs every trial gets before it can be stopped
-    reduction_factor: int = 2  # ASHA keeps 1/reduction_factor of the trials at each rung
+    type: str = setting("asha", choices=("asha", "fifo"))  # asha (early stopping) or fifo (every trial runs all epochs)
+    grace_period: int = setting(1, low=1)  # epochs every trial gets before it can be stopped
+    reduction_factor: int = setting(2, low=2)  # ASHA keeps 1/reduction_factor of the trials at each rung
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+_POSITIVE = {"low": 0.0, "low_open": True}
 
 
 @dataclass(frozen=True)
 class ResourceSettings:
-    cpus_per_trial: float = 1.0  # a GPU trial gets GPU_TRIAL_CPUS unless the space sets it
-    gpus_per_trial: float = 0.0  # fractions pack several trials on one GPU
-    teacher_cpus_per_trial: float = 1.0  # likewise
-    teacher_gpus_per_trial: float = 0.0
+    cpus_per_trial: float = setting(1.0, **_POSITIVE)  # a GPU trial gets GPU_TRIAL_CPUS unless the space sets it
+    gpus_per_trial: float = setting(0.0, low=0.0)  # fractions pack several trials on one GPU
+    teacher_cpus_per_trial: float = setting(1.0, **_POSITIVE)  # likewise
+    teacher_gpus_per_trial: float = setting(0.0, low=0.0)
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 # A GPU trial's data path: one core runs the loop, one gathers the next batches into pinned memory.
@@ -87,22 +95,26 @@ def _feed_gpus(resources: ResourceSettings, given: Any) -> ResourceSettings:
 class Space:
     system: str
     metric: str
-    mode: str
-    samples: int
+    mode: str = setting(choices=("max", "min"))
+    samples: int = setting(low=1)  # trials per subset (a grid: every combination once)
     subsets: tuple[int, ...]  # empty for systems not grouped by subset
     dimensions: tuple[Dimension, ...]
     scheduler: SchedulerSettings
     resources: ResourceSettings
     settings: Any  # the trial's fixed settings: SYSTEMS[system].settings
     sections: dict = field(default_factory=dict)  # name → settings of each of the system's sections
-    max_concurrent: int = 0  # 0: as many as the resources allow
+    max_concurrent: int = setting(0, low=0)  # 0: as many as the resources allow
     compare_without_kd: bool = True  # retrain each subset's best configuration with kd_lambda = 1
-    max_failures: int = 0  # retries of a trial whose worker died
+    max_failures: int = setting(0, low=0)  # retries of a trial whose worker died
     seed: int = 0  # seed of the Optuna sampler
-    sampler: str = "tpe"  # tpe, random, or grid (every combination of the searched choices)
-    confirm_top_k: int = 0  # the top k configurations of each subset are trained again …
-    confirm_seeds: int = 3  # … with this many new seeds, and ranked by their mean
+    sampler: str = setting("tpe", choices=("tpe", "random", "grid"))  # grid: every combination of the searched choices
+    confirm_top_k: int = setting(0, low=0)  # the top k configurations of each subset are trained again …
+    confirm_seeds: int = setting(3, low=2)  # … with this many new seeds (2 at least: a mean and a spread), ranked by
+    # their mean
     source: dict = field(default_factory=dict, compare=False)  # the merged mapping, for the record
+
+    def __post_init__(self) -> None:
+        check(self)
 
     @property
     def spec(self) -> System:
@@ -114,10 +126,10 @@ class Space:
         """Whether some trial distils: the trial settings' own rule, at the lowest kd_lambda the space allows."""
         if not hasattr(self.settings, "uses_teacher"):
             return False
-        searched = [d for d in self.dimensions if d.name == "kd_lambda"]
-        lowest = min(searched[0].choices) if searched and searched[0].choices else (searched[0].low if searched else None)
-        settings = self.settings if lowest is None else dataclasses.replace(self.settings, kd_lambda=lowest)
-        return settings.uses_teacher
+        for d in self.dimensions:
+            if d.name == "kd_lambda":
+                return dataclasses.replace(self.settings, kd_lambda=min(d.choices) if d.choices else d.low).uses_teacher
+        return self.settings.uses_teacher
 
     @property
     def teacher(self) -> TeacherConfig:
@@ -180,26 +192,20 @@ def build_space(raw: dict) -> Space:
     metric, mode = meta.get("metric", schema.default_metric), meta.get("mode", schema.default_mode)
     if not schema.metric.match(metric):
         raise SpaceError(f"metric: {shown(metric)} is not a metric of {meta.get('system', 'asc_kd')}")
-    if mode not in ("max", "min"):
-        raise SpaceError(f"mode: {shown(mode)} must be max or min")
-    if meta.get("samples", 1) < 1:
-        raise SpaceError(f"samples: must be at least 1, got {shown(meta['samples'])}")
-    if meta.get("max_concurrent", 0) < 0 or meta.get("max_failures", 0) < 0 or meta.get("confirm_top_k", 0) < 0:
-        raise SpaceError("max_concurrent, max_failures and confirm_top_k must not be negative")
-    if meta.get("confirm_seeds", 3) < 2:
-        seeds = shown(meta["confirm_seeds"])
-        raise SpaceError(f"confirm_seeds: at least 2 seeds give a mean and a spread, got {seeds}")
+    for key, value in meta.items():  # the Space's own rules, before anything is built on them
+        rule = rule_of(Space, key)
+        if rule is not None and not rule.allows(value):
+            raise SpaceError(f"{key}: {rule.describe()}, got {shown(value)}")
     built = {name: _absolute(_build_dataclass(cls, raw.get(name, {}), name)) for name, cls in sections.items()}
     built["resources"] = _feed_gpus(built["resources"], raw.get("resources"))
-    _check_sections(built)
     fills = {name: built[name] for name in schema.sections if name in {f.name for f in dataclasses.fields(schema.settings)}}
     settings = _absolute(_build_dataclass(schema.settings, {k: v for k, v in raw.items() if k in fields_}, "", fills))
-    _check_settings(settings)
+    _check_paths(settings)
+    if "teacher" in built:
+        _check_paths(built["teacher"], "teacher.")
     subsets, dimensions = _build_search(raw.get("search", {}), schema)
     _refuse_searched_and_fixed(raw, dimensions, schema)
     sampler = meta.get("sampler", "tpe")
-    if sampler not in ("tpe", "random", "grid"):
-        raise SpaceError(f"sampler: {shown(sampler)} must be tpe, random or grid")
     if sampler == "grid":
         ranged = [d.name for d in dimensions if d.choices is None]
         if ranged:
@@ -249,20 +255,19 @@ def _build_search(search: Any, schema: System) -> tuple[tuple[int, ...], tuple[D
         if name not in searchable:
             label = f"search.{name}" if isinstance(name, str) and len(name) <= 64 else f"search: {shown(name)}"
             raise SpaceError(f"{label}: not a searchable setting{suggest(str(name), searchable)}")
-        where = f"search.{name}"
-        dimensions.append(_build_dimension(name, spec, hints[name], where))
+        dimensions.append(_build_dimension(name, spec, hints[name], f"search.{name}", rule_of(schema.settings, name)))
     if not dimensions:
         raise SpaceError("search: declares no hyperparameter to search" + (" besides subset" if schema.by_subset else ""))
     return tuple(sorted(set(subsets))), tuple(dimensions)
 
 
-def _build_dimension(name: str, spec: Any, kind: Any, where: str) -> Dimension:
+def _build_dimension(name: str, spec: Any, kind: Any, where: str, rule: Rule | None) -> Dimension:
     integer = kind is int
     if isinstance(spec, list):
         if not spec:
             raise SpaceError(f"{where}: an empty list of choices")
         choices = tuple(_coerce(v, kind, where) for v in spec)
-        _check_bounds(name, min(choices), max(choices), where)
+        _check_range(name, choices, where, rule)
         return Dimension(name, choices=choices, integer=integer)
     if not isinstance(spec, dict):
         raise SpaceError(f"{where}: expected {{low: …, high: …}} or a list of choices, got {shown(spec)}")
@@ -277,84 +282,26 @@ def _build_dimension(name: str, spec: Any, kind: Any, where: str) -> Dimension:
         raise SpaceError(f"{where}: empty or inverted range [{low}, {high}]; low must be below high")
     if log and low <= 0:
         raise SpaceError(f"{where}: a log range needs low > 0, got {low}")
-    _check_bounds(name, low, high, where)
+    _check_range(name, (low, high), where, rule)
     return Dimension(name, low=low, high=high, log=log, integer=integer)
 
 
-_BOUNDS = {"kd_lambda": (0.0, 1.0), "mixstyle_p": (0.0, 1.0), "warmup_fraction": (0.0, 0.999), "dir_prob": (0.0, 1.0),
-           "p0": (0.0, 1.0),
-           "backbone_lr_ratio": (0.0, 1.0)}  # fmt: skip
-_POSITIVE = {"temperature", "lr", "epochs", "batch_size", "base_channels", "channels_multiplier", "expansion_rate",
-             "backbone_lr_ratio", "ensemble", "crop_seconds"}  # fmt: skip
-_NON_NEGATIVE = {"kd_weight", "ft_weight", "weight_decay"}
+def _check_range(name: str, values: tuple, where: str, rule: Rule | None) -> None:
+    """A searched range or list of choices must keep to the setting's own rule (its field's metadata)."""
+    if rule is not None and not all(rule.allows(v) for v in values):
+        shown_values = f"[{values[0]}, {values[1]}]" if len(values) == 2 else list(values)
+        raise SpaceError(f"{where}: {name} {rule.describe()}, got {shown_values}")
 
 
-def _check_bounds(name: str, low: float, high: float, where: str) -> None:
-    if name in _BOUNDS:
-        lo, hi = _BOUNDS[name]
-        if low < lo or high > hi:
-            raise SpaceError(f"{where}: {name} must lie in [{lo}, {hi}], got [{low}, {high}]")
-    if name in _POSITIVE and low <= 0:
-        raise SpaceError(f"{where}: {name} must be positive, got {low}")
-    if name in _NON_NEGATIVE and low < 0:
-        raise SpaceError(f"{where}: {name} must not be negative, got {low}")
-
-
-def _check_settings(settings: Any, where: str = "") -> None:
-    for name in _BOUNDS.keys() | _POSITIVE | _NON_NEGATIVE:
-        value = getattr(settings, name, None)
-        if value is not None:
-            _check_bounds(name, value, value, f"{where}{name}")
-    if isinstance(settings, TeacherConfig):
-        _check_teacher(settings, where)
-    precision = getattr(settings, "precision", None)
-    if precision is not None and precision not in PRECISIONS:
-        raise SpaceError(f"{where}precision: {str(precision)[:20]!r} must be one of {', '.join(PRECISIONS)}")
-    blocks = getattr(settings, "n_blocks", None)
-    if blocks is not None and not re.fullmatch(r"[1-9](,[1-9]){2}", blocks):
-        raise SpaceError(f"{where}n_blocks: {shown(blocks)} must be three block counts 1–9 such as 3,2,1")
+def _check_paths(settings: Any, where: str = "") -> None:
+    """Files the settings name must be there on this machine (the trials read them)."""
+    for name in ("weights", "cochlscene"):
+        path = getattr(settings, name, None)
+        if isinstance(path, str) and path and not Path(path).exists():
+            raise SpaceError(f"{where}{name}: nothing at {path}")
     dir_path = getattr(settings, "dir_path", None)
     if dir_path and not list(Path(dir_path).glob("*.wav")):
         raise SpaceError(f"{where}dir_path: no .wav impulse responses in {dir_path}")
-
-
-def _check_sections(sections: dict) -> None:
-    scheduler: SchedulerSettings = sections["scheduler"]
-    if scheduler.type not in ("asha", "fifo"):
-        raise SpaceError(f"scheduler.type: {shown(scheduler.type)} must be asha or fifo")
-    if scheduler.grace_period < 1 or scheduler.reduction_factor < 2:
-        raise SpaceError("scheduler: grace_period must be ≥ 1 and reduction_factor ≥ 2")
-    resources: ResourceSettings = sections["resources"]
-    for name, value in dataclasses.asdict(resources).items():
-        if value < 0 or (name.endswith("cpus_per_trial") and value <= 0):
-            raise SpaceError(f"resources.{name}: must be positive, got {value}")
-    if "teacher" in sections:
-        _check_settings(sections["teacher"], "teacher.")
-    budget = sections.get("budget")
-    if budget is not None and (budget.param_bytes < 0 or budget.macs < 0 or budget.bits not in (8, 16, 32)):
-        raise SpaceError("budget: param_bytes and macs must not be negative, bits one of 8, 16, 32")
-
-
-def _check_teacher(teacher: TeacherConfig, where: str) -> None:
-    if teacher.arch not in ARCHS:
-        raise SpaceError(f"{where}arch: {shown(teacher.arch)} must be one of {', '.join(ARCHS)}")
-    for name in ("weights", "cochlscene"):
-        path = getattr(teacher, name)
-        if path and not Path(path).exists():
-            raise SpaceError(f"{where}{name}: nothing at {path}")
-    if teacher.pretrain not in ("none", "synthetic"):
-        raise SpaceError(f"{where}pretrain: {shown(teacher.pretrain)} must be none or synthetic")
-    if teacher.pretrain == "synthetic" and teacher.arch != TINY_ARCH:
-        raise SpaceError(f"{where}pretrain: synthetic pretraining is for {TINY_ARCH}; the standard PaSST takes weights")
-    if teacher.ensemble < 1 or teacher.sit_epochs < 1 or teacher.pretrain_epochs < 1:
-        raise SpaceError(f"{where}ensemble, sit_epochs and pretrain_epochs must be at least 1")
-    if teacher.schedule not in SCHEDULES:
-        raise SpaceError(f"{where}schedule: {str(teacher.schedule)[:40]!r} must be one of {', '.join(SCHEDULES)}")
-    if not 0 < teacher.lr_floor <= 1 or teacher.warmup_epochs < 0 or teacher.rampdown_epochs < 1 or teacher.sample_rate < 8000:
-        raise SpaceError(f"{where}lr_floor must lie in (0, 1], warmup_epochs ≥ 0, rampdown_epochs ≥ 1, sample_rate ≥ 8000")
-    for name in ("head_lr", "sit_lr", "sit_batch_size"):
-        if getattr(teacher, name) is not None and getattr(teacher, name) <= 0:
-            raise SpaceError(f"{where}{name}: must be positive (or null: as lr / batch_size)")
 
 
 def _build_dataclass(cls: type, values: Any, where: str, fills: dict | None = None):
@@ -373,7 +320,9 @@ def _build_dataclass(cls: type, values: Any, where: str, fills: dict | None = No
         kwargs[key] = _coerce(value, hints[key], label)
     try:
         return cls(**kwargs, **(fills or {}))
-    except ValueError as err:  # the settings' own checks (OskdftConfig, SslConfig)
+    except SettingError as err:  # a rule of one setting: named as the space file names it
+        raise SpaceError(f"{where}.{err}" if where else str(err)) from None
+    except ValueError as err:  # the settings' checks across fields (OskdftConfig, SslConfig)
         raise SpaceError(f"{where or 'settings'}: {err}") from None
 
 

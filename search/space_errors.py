@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import reprlib
 from typing import Any
+
+from trainables.settings import suggest
+
+__all__ = ["SpaceError", "shown", "suggest"]
 
 
 class SpaceError(ValueError):
@@ -23,10 +26,3 @@ def shown(value: Any, limit: int = 80) -> str:
     except Exception:  # noqa: BLE001 - e.g. an int too long to print
         text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def suggest(word: str, options: set[str]) -> str:
-    if len(word) > 64:  # difflib is quadratic; nothing that long is a near miss
-        return ""
-    close = difflib.get_close_matches(word, sorted(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""

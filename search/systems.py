@@ -52,7 +52,7 @@ class DatasetKind:
 
 
 ASC_DATA = DatasetKind("synthetic", generate_scenes, load_asc_dataset, is_asc_dataset, True,
-                       "neither a TAU22 root with meta.csv nor a prepared dataset")  # fmt: skip
+                       "no dataset (neither a TAU22 root with meta.csv nor a prepared dataset)")  # fmt: skip
 SPEAKER_DATA = DatasetKind("speakers", generate_speakers, load_speaker_dataset, is_speaker_dataset, False,
                            "no prepared speaker dataset (make one with python -m trainables.speaker.data, see "
                            "the README)")  # fmt: skip

@@ -115,7 +115,7 @@ def teacher_search_trial(config: dict, context: TrialContext) -> None:
     its test figures and a checkpoint with its logits for every clip in both formats."""
     device = _claim_device(context.cpus, context.gpus)
     data = load_prepared(context.data_dir)
-    settings = TeacherConfig.from_dict(config)
+    settings = TeacherConfig.from_dict({k: v for k, v in config.items() if k != "subset"})  # the subset: its data
     init = None if context.init_path is None else torch.load(context.init_path, map_location="cpu", weights_only=True)
     subset = int(config["subset"])
 

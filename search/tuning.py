@@ -194,7 +194,7 @@ def search_trials(request: RunRequest, context: TrialContext) -> None:
         return ASHAScheduler(max_t=epochs, grace_period=min(space.scheduler.grace_period, epochs),
                              reduction_factor=space.scheduler.reduction_factor)  # fmt: skip
 
-    if space.schema.by_subset:
+    if space.spec.by_subset:
         search = PerSubsetSearch(list(space.subsets), space.samples, make_searcher, space.metric, space.mode)
         scheduler = PerSubsetScheduler(list(space.subsets), make_scheduler)
     else:  # one search over all trials
@@ -207,7 +207,7 @@ def search_trials(request: RunRequest, context: TrialContext) -> None:
         num_samples=space.samples * max(1, len(space.subsets)),
         max_concurrent_trials=space.max_concurrent or None,
     )
-    totals = {s: space.samples for s in space.subsets} if space.schema.by_subset else {0: space.samples}
+    totals = {s: space.samples for s in space.subsets} if space.spec.by_subset else {0: space.samples}
     _fit(request, "search", trainable_for(space, context), param_space=trial_config(space), tune_config=tune_config,
          run_config=_run_config(request, "search", space, keep_checkpoints=True,
                                 progress=_progress(space, "search", totals)))  # fmt: skip

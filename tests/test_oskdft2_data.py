@@ -147,3 +147,25 @@ def test_prepare_command_makes_many_validation_trials_per_held_out_speaker(tmp_p
     assert len(val.labels) == 48 and val.labels.sum() == 24
     assert data_main(["--voxceleb", str(vox), "--trials", str(trials), "--out", str(tmp_path / "x"),
                       "--val-speakers", "9"]) == 2  # fmt: skip
+
+
+def test_the_embedded_speaker_dataset_is_made_once_and_reused_by_the_next_run(tmp_path, capsys):
+    from results.run_record import write_record
+    from search.preflight import prepare_dataset
+    from search.run import make_request, parse_args
+    from search.space import space_file
+
+    argv = ["--space", "oskdft2", "--storage", str(tmp_path), "--name", "first"]
+    for setting in ("data.train_speakers=4", "data.val_speakers=2", "data.test_speakers=2", "data.ood_speakers=4"):
+        argv += ["--set", setting]
+    request = make_request(parse_args(argv))
+    made = prepare_dataset(request)
+    assert request.space.spec.dataset.is_prepared(made), "recognised as the speaker dataset it is"
+    stamp = (made / "audio.npy").stat().st_mtime_ns
+    assert prepare_dataset(make_request(parse_args(argv))) == made  # a second run with the same settings
+    assert "Generating" in capsys.readouterr().out
+    write_record(request.run_dir, space_file(request.space), made, request.storage)
+    resumed = make_request(parse_args(["--resume", "--name", "first", "--storage", str(tmp_path)]))
+    assert resumed.data == made and prepare_dataset(resumed) == made  # the record's dataset, as it is
+    assert "Generating" not in capsys.readouterr().out
+    assert (made / "audio.npy").stat().st_mtime_ns == stamp, "never generated again"

@@ -46,3 +46,13 @@ def allow_tf32(device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
+
+
+def scaled_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:  # fmt: skip
+    """One optimiser step from `loss`, through the gradient scaler (a pass-through unless fp16), then the schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()

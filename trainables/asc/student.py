@@ -27,6 +27,7 @@ from torch import nn
 
 from trainables.asc.frontend import FrontendConfig
 from trainables.common import count_parameters
+from trainables.settings import check, setting
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -148,9 +149,12 @@ class Complexity:
 class Budget:
     """A complexity limit; 0 means no limit. DCASE24: 128,000 bytes of parameters at 16 bits, 30 MMACs."""
 
-    param_bytes: int = 0  # bytes of parameter memory at `bits` per parameter
-    bits: int = 16
-    macs: int = 0  # multiply-accumulates per 1-s clip, front end excluded
+    param_bytes: int = setting(0, low=0)  # bytes of parameter memory at `bits` per parameter
+    bits: int = setting(16, choices=(8, 16, 32))
+    macs: int = setting(0, low=0)  # multiply-accumulates per 1-s clip, front end excluded
+
+    def __post_init__(self) -> None:
+        check(self)
 
     def violations(self, found: Complexity) -> list[str]:
         """One sentence per exceeded limit; empty when `found` fits."""

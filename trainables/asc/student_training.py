@@ -10,16 +10,17 @@ The Ray trainable in search/ passes an `on_epoch` that reports to Tune; tests pa
 from __future__ import annotations
 
 import copy
+import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from trainables.asc.augment import DeviceImpulseResponses, freq_mixstyle, frequency_mask, mixup, time_roll
-from trainables.asc.data import AscData
+from trainables.asc.data import SUBSETS, AscData
 from trainables.asc.evaluation import eval_batch_size, predict, split_metrics
 from trainables.asc.frontend import MASKED_LOG_MEL, FrontendConfig, LogMel
 from trainables.asc.loader import Batch, clip_batches
@@ -27,45 +28,51 @@ from trainables.asc.losses import DEFAULT_KD_LAMBDA, DEFAULT_TEMPERATURE, kd_los
 from trainables.asc.metrics import confusion_matrix
 from trainables.asc.student import Student, StudentArch
 from trainables.common import FINITE_CHECK_EVERY, check_finite, default_device, warmup_cosine
-from trainables.precision import allow_tf32, autocast, grad_scaler, resolve
+from trainables.precision import PRECISIONS, allow_tf32, autocast, grad_scaler, resolve, scaled_step
+from trainables.settings import SettingError, check, from_dict, setting
 
 
 @dataclass(frozen=True)
 class StudentConfig:
     """One student trial's settings; defaults are the DCASE24 baseline's and the seeds' KD defaults."""
 
-    subset: int = 100  # training split in percent: 5, 10, 25, 50 or 100
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 0.005  # peak learning rate of AdamW
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.05  # share of all steps spent warming up, in [0, 1)
-    warmup_steps: int | None = None  # warm-up in optimiser steps (the baseline: 2,000 at every split); overrides
-    # warmup_fraction, and is capped at all the run's steps
-    temperature: float = DEFAULT_TEMPERATURE  # KD temperature T, > 0
-    kd_lambda: float = DEFAULT_KD_LAMBDA  # weight of the label loss, in [0, 1]; 1 = no distillation
-    roll_sec: float = 0.1  # maximum time roll, seconds
-    freqm: int = 48  # maximum frequency-mask width, mel bins
-    mixstyle_p: float = 0.4  # probability of Freq-MixStyle per batch
-    mixstyle_alpha: float = 0.3
+    subset: int = setting(100, choices=SUBSETS)  # training split in percent
+    epochs: int = setting(10, low=1)
+    batch_size: int = setting(32, low=1)
+    lr: float = setting(0.005, low=0.0, low_open=True)  # peak learning rate of AdamW
+    weight_decay: float = setting(1e-4, low=0.0)
+    warmup_fraction: float = setting(0.05, low=0.0, high=1.0, high_open=True)  # share of all steps spent warming up
+    warmup_steps: int | None = setting(None, low=0)  # warm-up in optimiser steps (the baseline: 2,000 at every
+    # split); overrides warmup_fraction, and is capped at all the run's steps
+    temperature: float = setting(DEFAULT_TEMPERATURE, low=0.0, low_open=True)  # KD temperature T
+    kd_lambda: float = setting(DEFAULT_KD_LAMBDA, low=0.0, high=1.0)  # weight of the label loss; 1 = no distillation
+    roll_sec: float = setting(0.1, low=0.0)  # maximum time roll, seconds
+    freqm: int = setting(48, low=0)  # maximum frequency-mask width, mel bins
+    mixstyle_p: float = setting(0.4, low=0.0, high=1.0)  # probability of Freq-MixStyle per batch
+    mixstyle_alpha: float = setting(0.3, low=0.0, low_open=True)
     dir_path: str | None = None  # folder of device impulse responses (wav) for DIR augmentation; None: off
-    dir_prob: float = 0.6  # probability of convolving a device-a clip with one of them
-    mixup_alpha: float = 0.0  # mixup of spectrograms and targets with Beta(α, α) weights; 0: off (NTU's CNN teachers: 1)
-    base_channels: int = 32  # width …
-    channels_multiplier: float = 1.8
-    expansion_rate: float = 2.1
-    n_blocks: str = "3,2,1"  # … and depth: blocks per stage, comma-separated
-    eval_batch_size: int = 0  # 0: 1024 on a GPU; 32 on a CPU, where smaller batches evaluate faster (the 4096-point
-    # STFT stays in cache) and keep each trial's memory down: 128 clips at once cost about 0.5 GB more than 32
-    precision: str = "fp32"  # fp32, bf16 or fp16 (torch.autocast; the front end stays fp32), or auto (fp32 here)
+    dir_prob: float = setting(0.6, low=0.0, high=1.0)  # probability of convolving a device-a clip with one of them
+    mixup_alpha: float = setting(0.0, low=0.0)  # mixup of spectrograms and targets with Beta(α, α) weights; 0: off
+    # (NTU's CNN teachers: 1)
+    base_channels: int = setting(32, low=1)  # width …
+    channels_multiplier: float = setting(1.8, low=0.0, low_open=True)
+    expansion_rate: float = setting(2.1, low=0.0, low_open=True)
+    n_blocks: str = "3,2,1"  # … and depth: blocks per stage, three counts 1–9, comma-separated
+    eval_batch_size: int = setting(0, low=0)  # 0: 1024 on a GPU; 32 on a CPU, where smaller batches evaluate faster
+    # (the 4096-point STFT stays in cache) and keep each trial's memory down: 128 clips at once cost 0.5 GB more
+    precision: str = setting("fp32", choices=PRECISIONS)  # fp32, bf16 or fp16 (torch.autocast; the front end stays
+    # fp32), or auto (fp32 here)
     compile: bool = False  # torch.compile the network (not the front end)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check(self)
+        if not re.fullmatch(r"[1-9](,[1-9]){2}", self.n_blocks):
+            raise SettingError("n_blocks", f"{self.n_blocks[:40]!r} must be three block counts 1–9 such as 3,2,1")
+
     @classmethod
     def from_dict(cls, values: dict) -> "StudentConfig":
-        """Take the fields this class knows from a trial config (which also holds search bookkeeping)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return from_dict(cls, values)
 
     @property
     def uses_teacher(self) -> bool:
@@ -211,11 +218,7 @@ def train_student(
         loss_sum, seen = torch.zeros((), device=device), 0
         for number, batch in enumerate(clip_batches(data, train_rows, config.batch_size, True, device)):
             loss = step.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            scaled_step(loss, optimizer, scaler, scheduler)
             loss_sum += loss.detach() * len(batch.rows)
             seen += len(batch.rows)
             if number % FINITE_CHECK_EVERY == 0:

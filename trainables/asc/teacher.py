@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torchaudio
 from torch import nn
 
-from trainables.precision import autocast
+from trainables.precision import PRECISIONS, autocast
+from trainables.settings import SettingError, check, from_dict, setting
 
 STANDARD_ARCH = "passt_s_swa_p16_128_ap476"
 SCHEDULES = ("cosine", "exp_warmup_linear_down")
 AUDIOSET_FRAMES = 998  # the standard PaSST's input length: 10 s at a 10-ms hop
 TINY_ARCH = "passt_tiny"
 ARCHS = (TINY_ARCH, STANDARD_ARCH)
+PRETRAINING = ("none", "synthetic")  # synthetic: passt_tiny pretrained once on the synthetic AudioSet stand-in
 
 
 def _hear21passt():
@@ -43,54 +45,65 @@ def _hear21passt():
 class TeacherConfig:
     """One teacher's settings. Learning rates are per step of Adam; epochs over the subset."""
 
-    arch: str = TINY_ARCH  # passt_tiny or passt_s_swa_p16_128_ap476
+    arch: str = setting(TINY_ARCH, choices=ARCHS)  # passt_tiny or passt_s_swa_p16_128_ap476
     weights: str | None = None  # local AudioSet checkpoint for the standard arch (None: random init)
     embed_dim: int = 96  # passt_tiny only
     depth: int = 2  # passt_tiny only
     num_heads: int = 4  # passt_tiny only
     drop_path_rate: float = 0.0  # stochastic depth, passt_tiny only
-    epochs: int = 8
-    batch_size: int = 32
-    lr: float = 1e-3  # the seeds fine-tune the pretrained standard PaSST at 1e-5
-    head_lr: float | None = None  # lr of the classification heads (their LayerNorm included); None: lr. NTU: 1e-3
-    weight_decay: float = 1e-3
-    schedule: str = "cosine"  # cosine: warm-up then cosine decay, per step; exp_warmup_linear_down: CP-JKU's and
+    epochs: int = setting(8, low=1)
+    batch_size: int = setting(32, low=1)
+    lr: float = setting(1e-3, low=0.0, low_open=True)  # the seeds fine-tune the pretrained standard PaSST at 1e-5
+    head_lr: float | None = setting(None, low=0.0, low_open=True)  # lr of the classification heads (their LayerNorm
+    # included); None: lr. NTU: 1e-3
+    weight_decay: float = setting(1e-3, low=0.0)
+    schedule: str = setting("cosine", choices=SCHEDULES)  # cosine: warm-up then cosine decay, per step;
+    # exp_warmup_linear_down: CP-JKU's and
     # NTU's per-epoch schedule (exponential warm-up, then linear decay to lr_floor · lr), with the settings below
-    warmup_fraction: float = 0.1  # cosine: share of all steps spent warming up
-    warmup_epochs: int = 3  # exp_warmup_linear_down: epochs of exponential warm-up
+    warmup_fraction: float = setting(0.1, low=0.0, high=1.0, high_open=True)  # cosine: share of all steps spent warming
+    # up
+    warmup_epochs: int = setting(3, low=0)  # exp_warmup_linear_down: epochs of exponential warm-up
     rampdown_start: int = 3  # exp_warmup_linear_down: the epoch the linear decay starts …
-    rampdown_epochs: int = 10  # … how many epochs it lasts …
-    lr_floor: float = 0.01  # … and the share of lr it ends at
+    rampdown_epochs: int = setting(10, low=1)  # … how many epochs it lasts …
+    lr_floor: float = setting(0.01, low=0.0, high=1.0, low_open=True)  # … and the share of lr it ends at
     s_patchout_t: int = 0
     s_patchout_f: int = 0  # the seeds drop 6 of the standard model's 12 frequency patches
     freqm: int = 0  # frequency-mask width of the mel front end, bins of 128 (the seeds: 48)
     timem: int = 0  # time-mask width, frames of 101 per second (the seeds: 20)
-    mixstyle_p: float = 0.4
+    mixstyle_p: float = setting(0.4, low=0.0, high=1.0)
     mixstyle_alpha: float = 0.4
     roll_sec: float = 0.1
     dir_path: str | None = None  # folder of device impulse responses (wav) for DIR augmentation; None: off
-    dir_prob: float = 0.6  # probability of convolving a device-a clip with one of them
-    sample_rate: int = 32000  # the mel front end's rate; clips at another rate are resampled on the device (NTU: 44100)
-    eval_batch_size: int = 0  # 0: 1024 on a GPU, 128 on a CPU
-    precision: str = "auto"  # auto (bf16 on a GPU, fp32 on a CPU), fp32, bf16 or fp16 (torch.autocast)
+    dir_prob: float = setting(0.6, low=0.0, high=1.0)  # probability of convolving a device-a clip with one of them
+    sample_rate: int = setting(32000, low=8000)  # the mel front end's rate; clips at another rate are resampled on the
+    # device (NTU: 44100)
+    eval_batch_size: int = setting(0, low=0)  # 0: 1024 on a GPU, 128 on a CPU
+    precision: str = setting("auto", choices=PRECISIONS)  # auto (bf16 on a GPU, fp32 on a CPU), fp32, bf16 or fp16
+    # (torch.autocast)
     seed: int = 0
     # Where the KD search's teacher comes from, and how it is trained:
-    pretrain: str = "none"  # "synthetic": pretrain passt_tiny once on the synthetic AudioSet stand-in
-    pretrain_epochs: int = 10
-    backbone_lr_ratio: float = 1.0  # lr of all but the new head, relative to lr, in (0, 1]; < 1: SIT's slow learner
+    pretrain: str = setting("none", choices=PRETRAINING)  # "synthetic": pretrain passt_tiny once on the synthetic
+    # AudioSet stand-in
+    pretrain_epochs: int = setting(10, low=1)
+    backbone_lr_ratio: float = setting(1.0, low=0.0, high=1.0, low_open=True)  # lr of all but the new head, relative to
+    # lr, in (0, 1]; < 1: SIT's slow learner
     cochlscene: str | None = None  # CochlScene root: train on it first, then continue on the subset (SIT)
-    sit_epochs: int = 5  # epochs of the CochlScene stage (NTU: 25) …
-    sit_lr: float | None = None  # … its backbone lr (None: lr; NTU: 1e-4) …
-    sit_batch_size: int | None = None  # … and its batch size (None: batch_size; NTU: 32)
-    ensemble: int = 1  # teachers per subset (seeds seed … seed+ensemble−1) whose logits are averaged
+    sit_epochs: int = setting(5, low=1)  # epochs of the CochlScene stage (NTU: 25) …
+    sit_lr: float | None = setting(None, low=0.0, low_open=True)  # … its backbone lr (None: lr; NTU: 1e-4) …
+    sit_batch_size: int | None = setting(None, low=1)  # … and its batch size (None: batch_size; NTU: 32)
+    ensemble: int = setting(1, low=1)  # teachers per subset (seeds seed … seed+ensemble−1), their logits averaged
     logits: tuple[str, ...] = ()  # distil from these logits files instead of training ({subset} becomes the
     # subset); several are averaged into one teacher, as NTU builds its ensembles (a single path is a list of one)
     allow_untrained: bool = False  # on real data, distil from a teacher that starts without AudioSet weights
 
+    def __post_init__(self) -> None:
+        check(self)
+        if self.pretrain == "synthetic" and self.arch != TINY_ARCH:
+            raise SettingError("pretrain", f"synthetic pretraining is for {TINY_ARCH}; the standard PaSST takes weights")
+
     @classmethod
     def from_dict(cls, values: dict) -> "TeacherConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return from_dict(cls, values)
 
     def stage(self, name: str) -> "TeacherConfig":
         """The settings of one training stage: `pretrain` (synthetic AudioSet stand-in), `sit` (CochlScene, its own

@@ -23,7 +23,7 @@ from trainables.common import (
     per_epoch,
     warmup_cosine,
 )  # fmt: skip
-from trainables.precision import allow_tf32, autocast, grad_scaler, resolve
+from trainables.precision import allow_tf32, autocast, grad_scaler, resolve, scaled_step
 
 
 def teacher_loss(model: PasstTeacher, batch: Batch, labels: torch.Tensor, config: TeacherConfig, precision: str,
@@ -103,11 +103,7 @@ def train_teacher(
         loss_sum = torch.zeros((), device=device)
         for step, batch in enumerate(clip_batches(data, rows, config.batch_size, True, device)):
             loss = teacher_loss(model, batch, labels, config, precision, dirs, is_device_a)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            scaled_step(loss, optimizer, scaler, scheduler)
             loss_sum += loss.detach() * len(batch.rows)
             if step % FINITE_CHECK_EVERY == 0:
                 check_finite(loss_sum, epoch + 1, step)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 COS_REDUCTIONS = ("mean", "sum")
+LOSSES = ("softmax", "aam")  # the speaker loss: cross-entropy over speakers, or additive angular margin
 
 
 def distill_loss(

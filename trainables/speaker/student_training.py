@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +37,11 @@ from torch import nn
 from trainables.common import FINITE_CHECK_EVERY, check_finite, count_parameters, default_device
 from trainables.precision import RESOLVED, autocast
 from trainables.prepared import DatasetError
+from trainables.settings import check, from_dict, setting
 from trainables.speaker.curriculum import SCHEDULES, target_share
 from trainables.speaker.data import SpeakerData, train_batches
 from trainables.speaker.evaluation import EVAL_SCORES, score_trials
-from trainables.speaker.losses import COS_REDUCTIONS, SpeakerLoss, distill_loss
+from trainables.speaker.losses import COS_REDUCTIONS, LOSSES, SpeakerLoss, distill_loss
 from trainables.speaker.student import (
     PredictionHeads,
     SpeakerStudent,
@@ -64,30 +65,36 @@ class OskdftConfig:
     """
 
     # Curriculum (trainables/speaker/curriculum.py)
-    p0: float = 0.1  # target-domain share of the distillation batch at epoch 1, in [0, 1] (paper: 1/epochs)
-    schedule: str = "linear"  # linear (paper) | cosine | exponential | step | constant
+    p0: float = setting(0.1, low=0.0, high=1.0)  # target-domain share of the distillation batch at epoch 1, in [0, 1]
+    # (paper: 1/epochs)
+    schedule: str = setting("linear", choices=SCHEDULES)  # linear (paper) | cosine | exponential | step | constant
     # Losses: loss = kd_weight · KD + ft_weight · FT
-    kd_weight: float = 1.0  # ≥ 0 (0: fine-tuning only)
-    ft_weight: float = 1.0  # ≥ 0
+    kd_weight: float = setting(1.0, low=0.0)  # ≥ 0 (0: fine-tuning only)
+    ft_weight: float = setting(1.0, low=0.0)  # ≥ 0
     cos_weight: float = 1.0  # λ of the −log σ(cos) term inside KD (DistilHuBERT and OS-KDFT: 1)
-    cos_reduction: str = "mean"  # KD's cosine term over frames: mean (DistilHuBERT) | sum (paper's code)
-    loss: str = "softmax"  # speaker loss: softmax (OS-KDFT2's code) | aam
+    cos_reduction: str = setting("mean", choices=COS_REDUCTIONS)  # KD's cosine term over frames: mean (DistilHuBERT) |
+    # sum (paper's code)
+    loss: str = setting("softmax", choices=LOSSES)  # speaker loss: softmax (OS-KDFT2's code) | aam
     aam_margin: float = 0.2  # radians, AAM only
     aam_scale: float = 30.0  # AAM only
     class_weighted: bool = False  # speaker cross-entropy weighted by N / N_speaker (paper's code: yes)
     # Optimisation: one Adam over student, TFT, heads and classifier, constant learning rate (as the paper)
-    lr: float = 1e-3  # paper: 5e-5 for the 94 M-parameter base models
-    weight_decay: float = 1e-4  # Adam's L2 term (paper: 1e-4)
-    epochs: int = 12  # passes over the target-domain training utterances (paper: 100)
-    batch_size: int = 16  # utterances per branch; the student sees twice as many (paper: 50)
-    crop_seconds: float = 2.0  # training crop, both branches (paper: 3.0)
-    precision: str = "fp32"  # fp32 | bf16 | fp16: torch.autocast of the forward passes (fp16 with loss scaling)
+    lr: float = setting(1e-3, low=0.0, low_open=True)  # paper: 5e-5 for the 94 M-parameter base models
+    weight_decay: float = setting(1e-4, low=0.0)  # Adam's L2 term (paper: 1e-4)
+    epochs: int = setting(12, low=1)  # passes over the target-domain training utterances (paper: 100)
+    batch_size: int = setting(16, low=1)  # utterances per branch; the student sees twice as many (paper: 50)
+    crop_seconds: float = setting(2.0, low=0.0, low_open=True)  # training crop, both branches (paper: 3.0)
+    precision: str = setting("fp32", choices=RESOLVED)  # fp32 | bf16 | fp16: torch.autocast of the forward passes (fp16
+    # with loss scaling)
     # Student regularisation (the paper's student takes HuBERT base's hub config: 0.1, 0.1, 0.05)
-    dropout: float = 0.0  # student dropout (attention, FFN, projection, encoder)
-    layer_drop: float = 0.0  # probability of skipping each student layer in a training step
-    time_mask_prob: float = 0.0  # time masking of the student's features (HuggingFace's mask_time_prob)
-    time_mask_span: int = 10  # frames per masked span
-    time_mask_min_spans: int = 2  # spans per utterance at least
+    dropout: float = setting(0.0, low=0.0, high=1.0, high_open=True)  # student dropout (attention, FFN, projection,
+    # encoder)
+    layer_drop: float = setting(0.0, low=0.0, high=1.0, high_open=True)  # probability of skipping each student layer in
+    # a training step
+    time_mask_prob: float = setting(0.0, low=0.0, high=1.0, high_open=True)  # time masking of the student's features
+    # (HuggingFace's mask_time_prob)
+    time_mask_span: int = setting(10, low=1)  # frames per masked span
+    time_mask_min_spans: int = setting(2, low=0)  # spans per utterance at least
     freeze_extractor: bool = False  # keep the student's copied conv front end fixed (halves CPU time)
     # Architecture
     teacher: SslConfig = field(default_factory=SslConfig)
@@ -101,27 +108,16 @@ class OskdftConfig:
     tft_noise: bool = True
     tft_residual: bool = True  # the TFT's tuners add their input back (paper's DistTuner: no)
     # Evaluation (on the validation trials when the dataset has them, else the test trials)
-    eval_score: str = "full"  # full: cosine of full utterances | crops: OS-KDFT2's 5 × 3-s crops | fused: their mean
-    eval_max_seconds: float = 20.0  # full utterances longer than this are centre-cropped (0: never, as the paper)
-    eval_crops: int = 5  # crops per utterance for the crops score, evenly spaced
-    eval_crop_seconds: float = 3.0
+    eval_score: str = setting("full", choices=EVAL_SCORES)  # full: cosine of full utterances | crops: OS-KDFT2's 5 ×
+    # 3-s crops | fused: their mean
+    eval_max_seconds: float = setting(20.0, low=0.0)  # full utterances longer than this are centre-cropped (0: never,
+    # as the paper)
+    eval_crops: int = setting(5, low=1)  # crops per utterance for the crops score, evenly spaced
+    eval_crop_seconds: float = setting(3.0, low=0.0, low_open=True)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        choices = {"schedule": SCHEDULES, "loss": ("softmax", "aam"), "cos_reduction": COS_REDUCTIONS,
-                   "eval_score": EVAL_SCORES, "precision": RESOLVED}  # fmt: skip
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {', '.join(allowed)}")
-        if not 0.0 <= self.p0 <= 1.0:
-            raise ValueError(f"p0 must be in [0, 1], got {self.p0}")
-        for name in ("dropout", "layer_drop", "time_mask_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.time_mask_span < 1 or self.time_mask_min_spans < 0 or self.eval_crops < 1:
-            raise ValueError("time_mask_span and eval_crops must be at least 1, time_mask_min_spans at least 0")
-        if self.eval_max_seconds < 0 or self.eval_crop_seconds <= 0:
-            raise ValueError("eval_max_seconds must be ≥ 0 (0: no crop) and eval_crop_seconds > 0")
+        check(self)
         layers = self.teacher.arch()["layers"]
         init = self.init_layers or tuple(range(self.student_layers))
         if len(init) != self.student_layers or not all(0 <= i < layers for i in init):
@@ -134,14 +130,13 @@ class OskdftConfig:
     @classmethod
     def from_dict(cls, values: dict) -> OskdftConfig:
         """Take the fields this class knows from a trial config; `teacher` may be a dict."""
-        known = {f.name for f in fields(cls)}
-        kept = {k: v for k, v in values.items() if k in known}
+        kept = dict(values)
         if isinstance(kept.get("teacher"), dict):
             kept["teacher"] = SslConfig.from_dict(kept["teacher"])
         for key in ("init_layers", "target_layers"):
             if key in kept:
                 kept[key] = tuple(int(v) for v in kept[key])
-        return cls(**kept)
+        return from_dict(cls, kept)
 
     def as_dict(self) -> dict:
         return asdict(self)

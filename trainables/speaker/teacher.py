@@ -20,6 +20,8 @@ import torchaudio
 from torch import nn
 from torchaudio.models import Wav2Vec2Model
 
+from trainables.settings import check, from_dict, setting
+
 FAMILIES = ("hubert", "wav2vec2", "wavlm")
 SIZES = ("reduced", "base")
 SAMPLE_RATE = 16000
@@ -40,8 +42,9 @@ class SslConfig:
     features per frame; one frame every 320 samples (20 ms at 16 kHz) in both sizes.
     """
 
-    family: str = "hubert"  # hubert | wav2vec2 | wavlm (hubert and wav2vec2 share torchaudio's architecture)
-    size: str = "reduced"  # reduced | base
+    family: str = setting("hubert", choices=FAMILIES)  # hubert | wav2vec2 | wavlm (hubert and wav2vec2 share
+    # torchaudio's architecture)
+    size: str = setting("reduced", choices=SIZES)  # reduced | base
     layers: int = 4  # transformer layers of the teacher, ≥ 2 (the student copies layers 0 and 1)
     embed_dim: int = 96  # transformer width; a multiple of `heads` and of `pos_conv_groups`
     heads: int = 4  # attention heads
@@ -54,10 +57,7 @@ class SslConfig:
     wavlm_max_distance: int = 800  # WavLM maximum relative distance, frames
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"unknown SSL family {self.family!r}; expected one of {', '.join(FAMILIES)}")
-        if self.size not in SIZES:
-            raise ValueError(f"unknown SSL size {self.size!r}; expected one of {', '.join(SIZES)}")
+        check(self)
         arch = self.arch()
         if arch["layers"] < 2:
             raise ValueError("the teacher needs at least 2 transformer layers (the student copies layers 0 and 1)")
@@ -68,7 +68,7 @@ class SslConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> SslConfig:
-        return cls(**values)
+        return from_dict(cls, values)
 
     def arch(self) -> dict[str, int]:
         """The size fields that are in effect (the base values for `size="base"`)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from torch import nn
 
 from trainables.common import FINITE_CHECK_EVERY, check_finite, count_parameters, default_device, warmup_cosine
 from trainables.prepared import DatasetError
+from trainables.settings import from_dict
 from trainables.speaker.data import SpeakerData, train_batches
 from trainables.speaker.evaluation import score_trials
 from trainables.speaker.losses import SpeakerLoss
@@ -50,11 +51,10 @@ class TeacherTrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TeacherTrainConfig:
-        known = {f.name for f in fields(cls)}
-        kept = {k: v for k, v in values.items() if k in known}
+        kept = dict(values)
         if "domains" in kept:
             kept["domains"] = tuple(kept["domains"])
-        return cls(**kept)
+        return from_dict(cls, kept)
 
 
 class _TeacherHeads(nn.Module):

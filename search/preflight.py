@@ -24,9 +24,9 @@ from search.console import banner, duration, working
 from search.request import RunRequest
 from search.space import space_file
 from search.space_errors import SpaceError
-from trainables.prepared import DatasetError
-from trainables.atomic import build_directory, set_aside
 from trainables.asc.tau22 import is_tau22_root, prepare_tau22
+from trainables.atomic import build_directory, set_aside
+from trainables.prepared import DatasetError
 
 # A run stops (to continue with --resume) when its storage has less than this free: enough for Tune's
 # last snapshot and the trials' last checkpoints. A run starts only with twice as much.

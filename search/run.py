@@ -27,9 +27,9 @@ from search.run_lock import RunLocked, run_lock
 from search.space import build_space
 from search.space_errors import SpaceError, shown
 from search.space_file import apply_override, read_space_file
-from trainables.prepared import DatasetError
 from trainables.asc.data import check_splits, load_prepared
 from trainables.asc.logits_file import LogitsMismatch
+from trainables.prepared import DatasetError
 
 
 class _Parser(argparse.ArgumentParser):

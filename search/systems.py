@@ -22,18 +22,18 @@ from typing import Any
 
 from trainables.asc.data import is_prepared as is_asc_dataset
 from trainables.asc.data import load_prepared as load_asc_dataset
-from trainables.speaker.data import is_prepared as is_speaker_dataset
-from trainables.speaker.data import load_prepared as load_speaker_dataset
-from trainables.speaker.teacher import SslConfig
-from trainables.speaker.synthetic import SyntheticSpeakerConfig
-from trainables.speaker.synthetic import generate as generate_speakers
-from trainables.speaker.student_training import OskdftConfig
-from trainables.speaker.teacher_training import TeacherTrainConfig
 from trainables.asc.student import Budget
 from trainables.asc.student_training import StudentConfig
 from trainables.asc.synthetic import SyntheticConfig
 from trainables.asc.synthetic import generate as generate_scenes
 from trainables.asc.teacher import TeacherConfig
+from trainables.speaker.data import is_prepared as is_speaker_dataset
+from trainables.speaker.data import load_prepared as load_speaker_dataset
+from trainables.speaker.student_training import OskdftConfig
+from trainables.speaker.synthetic import SyntheticSpeakerConfig
+from trainables.speaker.synthetic import generate as generate_speakers
+from trainables.speaker.teacher import SslConfig
+from trainables.speaker.teacher_training import TeacherTrainConfig
 
 ASC_METRIC = re.compile(r"^(acc|acc_seen|acc_unseen|acc_sim_seen|macro_acc|acc_[a-z0-9]+)$")
 SV_METRIC = re.compile(r"^(eer|min_dcf|min_dcf_p05)$")

@@ -10,6 +10,9 @@ Where a subset's teacher comes from, in order of the `teacher` section's setting
   3. per subset and ensemble member (seeds seed … seed+ensemble−1): fine-tuning on the subset only,
      the backbone at lr · backbone_lr_ratio (< 1: SIT's slow learner; 1: Seq-FT);
   4. members averaged into one teacher when `ensemble` > 1.
+
+Each system's teacher preparation (`System.teachers` in search/systems.py) ends here too: it makes what the
+system's trials distil from and returns the `TrialContext` they all get.
 """
 
 from __future__ import annotations
@@ -33,15 +36,15 @@ from search.teacher_checks import external_logits_paths, read_external_logits
 from search.trial_context import TeacherJob, TrialContext
 from search.trials import save_state, ssl_teacher_trial, teacher_trial
 from search.tuning import fit_experiment
-from trainables.asc.data import load_prepared
-from trainables.atomic import set_aside
 from trainables.asc.cochlscene import prepare_cochlscene
-from trainables.asc.logits_file import LogitsMismatch, check_logits_cache, read_logits, save_logits
+from trainables.asc.data import load_prepared
 from trainables.asc.evaluation import logits_metrics
-from trainables.speaker.data import load_prepared as load_speakers
-from trainables.speaker.teacher import build_teacher, load_ssl_state_dict
+from trainables.asc.logits_file import LogitsMismatch, check_logits_cache, read_logits, save_logits
 from trainables.asc.synthetic import PretrainingConfig, generate_pretraining
 from trainables.asc.teacher import TeacherConfig
+from trainables.atomic import set_aside
+from trainables.speaker.data import load_prepared as load_speakers
+from trainables.speaker.teacher import build_teacher, load_ssl_state_dict
 from trainables.tensor_files import UnreadableFile, load_tensors
 
 # Settings that change what a stage produces; the others (logits, ensemble, …) do not enter its key.

@@ -15,18 +15,18 @@ from ray import tune
 
 from search.trial_context import TeacherJob, TrialContext
 from trainables.asc.data import load_prepared
-from trainables.atomic import write_file
-from trainables.asc.logits_file import aligned_logits, save_logits, write_seed_logits
-from trainables.common import default_device
 from trainables.asc.evaluation import logits_metrics
-from trainables.speaker.data import load_prepared as load_speakers
-from trainables.speaker.teacher import SslConfig
-from trainables.speaker.student_training import OskdftConfig, train_oskdft2
-from trainables.speaker.teacher_training import TeacherTrainConfig, train_ssl_teacher
+from trainables.asc.logits_file import aligned_logits, save_logits, write_seed_logits
 from trainables.asc.student import check_budget
 from trainables.asc.student_training import StudentConfig, train_student
 from trainables.asc.teacher import TeacherConfig
 from trainables.asc.teacher_training import teacher_logits, train_teacher
+from trainables.atomic import write_file
+from trainables.common import default_device
+from trainables.speaker.data import load_prepared as load_speakers
+from trainables.speaker.student_training import OskdftConfig, train_oskdft2
+from trainables.speaker.teacher import SslConfig
+from trainables.speaker.teacher_training import TeacherTrainConfig, train_ssl_teacher
 
 
 def _claim_device(cpus: float, gpus: float) -> torch.device:

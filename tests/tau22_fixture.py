@@ -15,7 +15,7 @@ import pytest
 import soundfile
 
 from trainables.asc.data import device_of
-from trainables.asc.synthetic import CLASSES, CITIES, SyntheticConfig, _World, _rng
+from trainables.asc.synthetic import CITIES, CLASSES, SyntheticConfig, _rng, _World
 
 SHARED_SPLITS = Path(__file__).resolve().parents[2] / "shared" / "tau22"
 

@@ -13,15 +13,15 @@ import pytest
 import soundfile
 import torch
 
-from search.run import main, make_request, parse_args
 from search.preflight import cached_dataset, prepare_dataset
+from search.run import main, make_request, parse_args
 from search.teachers import TeacherPlan
-from trainables.prepared import DatasetError
-from trainables.asc.data import load_prepared
-from trainables.atomic import build_directory, write_file
 from trainables.asc.audio_files import decode_to_memmap
+from trainables.asc.data import load_prepared
 from trainables.asc.logits_file import LogitsMismatch, read_logits, write_seed_logits
 from trainables.asc.synthetic import SyntheticConfig, generate
+from trainables.atomic import build_directory, write_file
+from trainables.prepared import DatasetError
 
 
 def _variant(source: Path, root: Path, audio: dict[str, object] | None = None) -> Path:

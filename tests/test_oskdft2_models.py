@@ -7,15 +7,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.speaker.student import (
-    PredictionHeads, SpeakerStudent, SslStudent, StudentMasking, TargetTaskFeatureTuner, TftConfig,
-    default_target_layers, init_student_from_teacher,
-)  # fmt: skip
-from trainables.speaker.losses import SpeakerLoss, distill_loss
-from trainables.speaker.teacher import (
-    SslConfig, build_ssl, build_teacher, conv_stack, hidden_states, load_ssl_state_dict, num_frames,
-)  # fmt: skip
 from trainables.common import count_parameters
+from trainables.speaker.losses import SpeakerLoss, distill_loss
+from trainables.speaker.student import (
+    PredictionHeads,
+    SpeakerStudent,
+    SslStudent,
+    StudentMasking,
+    TargetTaskFeatureTuner,
+    TftConfig,
+    default_target_layers,
+    init_student_from_teacher,
+)  # fmt: skip
+from trainables.speaker.teacher import (
+    SslConfig,
+    build_ssl,
+    build_teacher,
+    conv_stack,
+    hidden_states,
+    load_ssl_state_dict,
+    num_frames,
+)  # fmt: skip
 
 TINY = dict(layers=4, embed_dim=32, heads=2, ffn_dim=64, conv_channels=16, conv_depth=3, pos_conv_kernel=8,
             pos_conv_groups=2)  # fmt: skip

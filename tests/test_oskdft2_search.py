@@ -6,8 +6,8 @@ import pandas as pd
 import torch
 
 from search.run import main
-from trainables.speaker.teacher import SslConfig, build_teacher
 from trainables.speaker.student_training import load_speaker_student
+from trainables.speaker.teacher import SslConfig, build_teacher
 
 SMALL = ["epochs=2", "batch_size=8", "teacher_training.epochs=1", "data.train_speakers=12", "data.val_speakers=6",
          "data.test_speakers=6", "data.ood_speakers=8", "data.trials_per_speaker=6",

@@ -10,12 +10,12 @@ import io
 import json
 import re
 import shutil
-import tomllib
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+import tomllib
 import torch
 import yaml
 from optuna.storages import JournalStorage
@@ -27,8 +27,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from results.formats import max_difference
 from search.api import run_search
-from search.run import main, make_request, parse_args
 from search.preflight import check_run_dir
+from search.run import main, make_request, parse_args
 from search.space import build_space, space_file
 from search.space_file import read_space_file
 from tests.test_end_to_end import DEVICES, TINY_SETTINGS

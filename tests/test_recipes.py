@@ -17,9 +17,9 @@ from search.run import main
 from tests.tau22_fixture import write_cochlscene
 from trainables.asc.data import load_prepared
 from trainables.asc.logits_file import average_logits, read_logits, read_teacher_logits, write_seed_logits
-from trainables.common import exp_warmup_linear_down_factor, per_epoch
 from trainables.asc.student_training import StudentConfig
 from trainables.asc.tau22 import halve_by_location
+from trainables.common import exp_warmup_linear_down_factor, per_epoch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "tau22"
 

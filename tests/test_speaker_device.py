@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.speaker.teacher import SslConfig, build_teacher
 from trainables.speaker.student_training import OskdftConfig, build_oskdft2, oskdft2_step
+from trainables.speaker.teacher import SslConfig, build_teacher
 from trainables.speaker.teacher_training import TeacherTrainConfig, build_teacher_training, teacher_step
 
 META = torch.device("meta")

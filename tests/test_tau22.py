@@ -12,9 +12,9 @@ import soundfile
 import torch
 import torchaudio
 
-from trainables.prepared import DatasetError
 from trainables.asc.data import load_prepared
 from trainables.asc.tau22 import prepare_tau22
+from trainables.prepared import DatasetError
 
 
 @pytest.fixture(scope="module")

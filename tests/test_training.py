@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from trainables.asc.logits_file import LogitsMismatch, aligned_logits, save_logits
-from trainables.common import NonFiniteLoss
 from trainables.asc.student_training import StudentConfig, train_student
 from trainables.asc.teacher import TeacherConfig
 from trainables.asc.teacher_training import teacher_logits, train_teacher
+from trainables.common import NonFiniteLoss
 
 FAST = dict(subset=5, batch_size=50, epochs=2)
 

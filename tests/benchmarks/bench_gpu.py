@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-
 from common import ROOT, dataset
+
 from trainables.asc.loader import clip_batches
 from trainables.asc.synthetic import SyntheticConfig
 

@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 import torch
-
 from common import dataset
+
 from trainables.asc.frontend import LogMel
 from trainables.asc.student import Student
 from trainables.asc.student_training import StudentConfig, train_student

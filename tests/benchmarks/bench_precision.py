@@ -12,8 +12,8 @@ import argparse
 
 import numpy as np
 import torch
-
 from common import dataset
+
 from trainables.asc.student_training import StudentConfig, train_student
 from trainables.asc.teacher import TeacherConfig
 from trainables.asc.teacher_training import train_teacher

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-
 from common import dataset, run_search
+
 from trainables.asc.synthetic import SyntheticConfig
 
 # ~820 training clips; a validation split of 1,800 clips (2 segments per scene, 10 clips of each of

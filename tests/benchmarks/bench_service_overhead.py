@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 import yaml
-
 from common import dataset, run_search
+
 from trainables.asc.student_training import StudentConfig, train_student
 from trainables.asc.synthetic import SyntheticConfig
 

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import yaml
-
 from common import dataset, run_search
+
 from trainables.asc.synthetic import SyntheticConfig
 
 GiB = 2**30

@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 import torch
-
 from common import dataset
+
 from trainables.asc.evaluation import predict
 from trainables.asc.student_training import StudentConfig, train_student
 from trainables.asc.teacher import PasstTeacher, TeacherConfig

@@ -11,7 +11,6 @@ sys.path.insert(0, str(ROOT))
 from trainables.asc.data import AscData, is_prepared, load_prepared  # noqa: E402
 from trainables.asc.synthetic import SyntheticConfig, generate  # noqa: E402
 
-
 # The embedded default's training pool (10 device-a segments per scene), with small held-out splits.
 POOL = SyntheticConfig(train_segments_per_class=10, val_segments_per_class=1, test_segments_per_class=1,
                        held_out_clips_per_segment=1)  # fmt: skip

@@ -119,9 +119,10 @@ def test_nan_loss_fails_the_trial_and_bad_settings_are_refused(data, teacher_sta
         _config(schedule="sigmoid")
     with pytest.raises(ValueError, match="target_layers"):
         _config(target_layers=(4,))
-    config = OskdftConfig.from_dict({"p0": 0.3, "teacher": {"family": "wavlm", "layers": 6}, "target_layers": [2, 6],
-                                     "trial_id": "ignored"})  # fmt: skip
+    config = OskdftConfig.from_dict({"p0": 0.3, "teacher": {"family": "wavlm", "layers": 6}, "target_layers": [2, 6]})
     assert config.teacher.family == "wavlm" and config.targets() == (2, 6) and config.p0 == 0.3
+    with pytest.raises(ValueError, match="trial_id: OskdftConfig has no such setting"):  # never dropped silently
+        OskdftConfig.from_dict({"p0": 0.3, "trial_id": "x"})
 
 
 def test_evaluation_crops_and_full_utterances(data):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from results.leaderboard import comparison, device_columns
+from results.leaderboard import build_leaderboard, comparison, device_columns
 from results.trial_records import read_experiment
 from trainables.asc_data import DatasetError, load_prepared
 from trainables.logits_file import read_logits
@@ -61,27 +61,22 @@ def _figures(row: dict | pd.Series) -> list[tuple[str, str]]:
 def kd_effect(run_dir: Path, metric: str, mode: str) -> pd.DataFrame:
     """One row per subset and figure (mean, seen, unseen, each device): the best KD student's test accuracy
     (mean and standard deviation over its confirmation seeds when it was confirmed), the same configuration
-    trained with kd_lambda = 1, and KD − no-KD."""
+    trained with kd_lambda = 1 (mean and standard deviation over the references' seeds), and KD − no-KD."""
     compared = comparison(run_dir, metric, mode)
     if compared.empty:
         return pd.DataFrame()
-    seeds: dict[str, list[dict]] = {}
-    for record in read_experiment(Path(run_dir) / "confirm"):
-        if record.status == "complete":
-            seeds.setdefault(str(record.config["confirms"]), []).append(record.last)
     rows = []
     for subset, pair in compared.groupby("subset", sort=True):
         kd = pair[pair["student"] == "kd"].iloc[0]
         reference = pair[pair["student"] == "no_kd"].iloc[0]
-        runs = seeds.get(str(kd["trial_id"]), [])
         for label, column in _figures(kd):
-            values = pd.Series([r.get(column, math.nan) for r in runs] or [kd[column]], dtype=float)
-            mean = float(values.mean())
-            rows.append({"subset": int(subset), "figure": label, "kd": mean,
-                         "kd_std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
-                         "kd_runs": max(1, len(runs)), "no_kd": float(reference.get(column, math.nan)),
-                         "delta": mean - float(reference.get(column, math.nan)), "kd_trial": str(kd["trial_id"]),
-                         "no_kd_trial": str(reference["trial_id"])})  # fmt: skip
+            rows.append({"subset": int(subset), "figure": label, "kd": float(kd[column]),
+                         "kd_std": float(kd.get(f"{column}_std", math.nan)), "kd_runs": int(kd.get("runs", 1)),
+                         "no_kd": float(reference.get(column, math.nan)),
+                         "no_kd_std": float(reference.get(f"{column}_std", math.nan)),
+                         "no_kd_runs": int(reference.get("runs", 1)),
+                         "delta": float(kd[column]) - float(reference.get(column, math.nan)),
+                         "kd_trial": str(kd["trial_id"]), "no_kd_trial": str(reference["trial_id"])})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -94,21 +89,43 @@ def _teacher_file(path: str, run_dir: Path) -> Path | None:
     return moved if moved.is_file() else None
 
 
-def teacher_accuracy(run_dir: Path) -> pd.DataFrame:
-    """Per subset, the teacher the students distilled from: its test accuracy overall, seen, unseen, per device."""
+def _teacher_metrics(run_dir: Path) -> dict[int, dict]:
+    """Per subset, the recorded figures of the teacher logits its students distilled from."""
     paths: dict[str, str] = {}
     for record in read_experiment(Path(run_dir) / "search"):
         paths.update(record.config.get("teacher_logits") or {})
+    found = {int(subset): _teacher_file(path, run_dir) for subset, path in paths.items()}
+    return {subset: read_logits(path)["metrics"] for subset, path in sorted(found.items()) if path is not None}
+
+
+def teacher_accuracy(run_dir: Path) -> pd.DataFrame:
+    """Per subset, the teacher the students distilled from: its test accuracy overall, seen, unseen, per device."""
     rows = []
-    for subset, path in sorted(paths.items(), key=lambda item: int(item[0])):
-        found = _teacher_file(path, run_dir)
-        if found is None:
-            continue
-        metrics = read_logits(found)["metrics"]
-        row = {"subset": int(subset)}
-        row.update({label: float(metrics[column]) for label, column in _figures(metrics)})
-        rows.append(row)
+    for subset, metrics in _teacher_metrics(run_dir).items():
+        rows.append({"subset": subset, **{label: float(metrics[column]) for label, column in _figures(metrics)}})
     return pd.DataFrame(rows)
+
+
+def write_teachers(run_dir: Path) -> Path | None:
+    """teachers.csv: per subset, the teacher's test figures under the students' column names (test_acc,
+    test_macro_acc, test_acc_unseen, test_acc_<device>); None when the run distilled from no teacher."""
+    rows = []
+    for subset, metrics in _teacher_metrics(run_dir).items():
+        devices = [f"test_acc_{d}" for d in device_columns(metrics, prefix="test_acc_")]
+        columns = ["test_acc", "test_macro_acc", "test_acc_unseen", *devices]
+        rows.append({"subset": subset, **{c: float(metrics.get(c, math.nan)) for c in columns}})
+    if not rows:
+        return None
+    path = Path(run_dir) / "teachers.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def print_warnings(run_dir: Path, metric: str, mode: str, n_classes: int) -> None:
+    """The report's warnings, on the console too: a new user reads the screen before the report."""
+    board = build_leaderboard(run_dir, metric, mode)
+    for line in warnings(board, kd_effect(run_dir, metric, mode), teacher_accuracy(run_dir), n_classes):
+        print(f"Warning: {line}")
 
 
 def warnings(board: pd.DataFrame, effect: pd.DataFrame, teachers: pd.DataFrame, n_classes: int) -> list[str]:

@@ -157,6 +157,7 @@ def run(request: RunRequest) -> None:
         print_comparison(request.run_dir, space.metric, space.mode)
         if space.system != "oskdft2":  # the DCASE rank score is an acoustic-scene figure
             print_summary(board)
+            report_findings(request.run_dir, space.metric, space.mode, data_dir)
         for line in export_lines(export_best(request.run_dir, space.metric, space.mode), request.run_dir):
             print(line)
         if space.system != "oskdft2":  # the report's plots are the acoustic-scene ones
@@ -165,6 +166,17 @@ def run(request: RunRequest) -> None:
     finally:
         if owns_ray:
             ray.shutdown()
+
+
+def report_findings(run_dir: Path, metric: str, mode: str, data_dir: Path) -> None:
+    """teachers.csv, and the warnings a new user must read before the figures (students at chance, teachers
+    weaker than the students trained without them), on the console as in the report."""
+    from results.distillation import print_warnings, write_teachers
+
+    written = write_teachers(run_dir)
+    if written is not None:
+        print(f"Teachers' test figures: {written}")
+    print_warnings(run_dir, metric, mode, len(load_prepared(data_dir).classes))
 
 
 class RunFailed(RuntimeError):

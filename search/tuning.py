@@ -265,8 +265,17 @@ def run_references(request: RunRequest, constants: dict, board: pd.DataFrame) ->
     param_space = {k: v for k, v in constants.items() if k != "teacher_logits"}
     for name in ({d.name for d in space.dimensions} - {"kd_lambda"}) | {"source_trial"}:
         param_space[name] = tune.sample_from(lambda config, name=name: best[config["subset"]][name])
-    param_space.update(subset=tune.grid_search(sorted(best)), kd_lambda=1.0)
+    seeds = reference_seeds(space)
+    param_space.update(subset=tune.grid_search(sorted(best)), kd_lambda=1.0, seed=tune.grid_search(seeds))
     tune_config = _tune_config(max_concurrent_trials=space.max_concurrent or None)
     _fit(request, "no_kd", trainable_for(space), param_space=param_space, tune_config=tune_config,
          run_config=_run_config(request, "no_kd", space, keep_checkpoints=True,
-                                progress=_progress(space, "no-KD reference", dict.fromkeys(best, 1))))  # fmt: skip
+                                progress=_progress(space, "no-KD reference", dict.fromkeys(best, len(seeds)))))  # fmt: skip
+
+
+def reference_seeds(space: Space) -> list[int]:
+    """The no-KD references' seeds: the confirmation's (seed+1 … seed+S) when the best configurations are
+    confirmed, so both sides of the comparison have a mean and a spread over the same seeds; else the search's."""
+    if space.confirm_top_k:
+        return list(range(space.settings.seed + 1, space.settings.seed + 1 + space.confirm_seeds))
+    return [space.settings.seed]

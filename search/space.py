@@ -465,9 +465,20 @@ def _check_settings(settings: Any, where: str = "") -> None:
     blocks = getattr(settings, "n_blocks", None)
     if blocks is not None and not re.fullmatch(r"[1-9](,[1-9]){2}", blocks):
         raise SpaceError(f"{where}n_blocks: {shown(blocks)} must be three block counts 1–9 such as 3,2,1")
+    _check_train_steps(settings, where)
     dir_path = getattr(settings, "dir_path", None)
     if dir_path and not list(Path(dir_path).glob("*.wav")):
         raise SpaceError(f"{where}dir_path: no .wav impulse responses in {dir_path}")
+
+
+def _check_train_steps(settings: Any, where: str) -> None:
+    """A step budget gives every epoch (the unit of reports and early stopping) at least one step."""
+    steps, epochs = getattr(settings, "train_steps", None), getattr(settings, "epochs", None)
+    if steps is None or epochs is None:
+        return
+    if steps < 0 or (steps and steps < epochs):
+        raise SpaceError(f"{where}train_steps: {shown(steps)} must be 0 (epochs passes over the subset) or at least "
+                         f"epochs ({epochs}), so every epoch takes a step")
 
 
 def _check_sections(sections: dict) -> None:

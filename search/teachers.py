@@ -122,7 +122,8 @@ class TeacherPlan:
     def member_path(self, subset: int, seed: int) -> Path:
         teacher = dataclasses.replace(self.teacher, seed=seed)
         stages = [path.name for _, _, path in self.stages]  # names are keys themselves; the storage may move
-        key = _key(self.data.fingerprint, subset, _init_part(teacher), teacher.epochs, teacher.backbone_lr_ratio, stages)
+        budget = [teacher.train_steps] if teacher.train_steps else []  # keys of teachers without a budget stay as they were
+        key = _key(self.data.fingerprint, subset, _init_part(teacher), teacher.epochs, teacher.backbone_lr_ratio, stages, *budget)
         return self.cache / f"{key}.pt"
 
     def subset_path(self, subset: int) -> Path:

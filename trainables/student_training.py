@@ -22,7 +22,7 @@ from trainables.asc_data import AscData
 from trainables.augment import DeviceImpulseResponses, freq_mixstyle, frequency_mask, mixup, time_roll
 from trainables.frontend import MASKED_LOG_MEL, FrontendConfig, LogMel
 from trainables.kd_loss import DEFAULT_KD_LAMBDA, DEFAULT_TEMPERATURE, kd_loss
-from trainables.loader import Batch, clip_batches
+from trainables.loader import Batch, epoch_batches
 from trainables.loop import FINITE_CHECK_EVERY, check_finite, default_device, eval_batch_size, predict, split_metrics, warmup_cosine
 from trainables.precision import allow_tf32, autocast, grad_scaler, resolve
 from trainables.metrics import confusion_matrix
@@ -35,6 +35,8 @@ class StudentConfig:
 
     subset: int = 100  # training split in percent: 5, 10, 25, 50 or 100
     epochs: int = 10
+    train_steps: int = 0  # optimiser steps of the whole run, the same at every subset (0: `epochs` passes over the
+    # subset); they are split evenly over `epochs` rounds, which stay the unit of reports, checkpoints and ASHA
     batch_size: int = 32
     lr: float = 0.005  # peak learning rate of AdamW
     weight_decay: float = 1e-4
@@ -65,6 +67,12 @@ class StudentConfig:
         """Take the fields this class knows from a trial config (which also holds search bookkeeping)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+    def steps_per_epoch(self, clips: int) -> int:
+        """Optimiser steps of one epoch (one round of `train_steps`, or one pass over `clips`)."""
+        if self.train_steps:
+            return -(-self.train_steps // self.epochs)
+        return -(-clips // self.batch_size)
 
     def warmup(self, total_steps: int) -> int:
         """Warm-up steps of a run of `total_steps` optimiser steps."""
@@ -184,7 +192,7 @@ def train_student(
     model = step.model
     train_rows = data.splits[f"split{config.subset}"]
     train_devices = data.train_devices(config.subset)
-    steps_per_epoch = -(-len(train_rows) // config.batch_size)
+    steps_per_epoch = config.steps_per_epoch(len(train_rows))
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = warmup_cosine(optimizer, config.warmup(total_steps), total_steps)
@@ -203,7 +211,7 @@ def train_student(
         started = time.perf_counter()
         model.train()
         loss_sum, seen = torch.zeros((), device=device), 0
-        for number, batch in enumerate(clip_batches(data, train_rows, config.batch_size, True, device)):
+        for number, batch in enumerate(epoch_batches(data, train_rows, config.batch_size, steps_per_epoch, device)):
             loss = step.loss(batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

@@ -27,7 +27,7 @@ from torch import nn
 
 from trainables.asc_data import AscData
 from trainables.augment import DeviceImpulseResponses, freq_mixstyle, time_roll
-from trainables.loader import Batch, clip_batches
+from trainables.loader import Batch, epoch_batches
 from trainables.loop import (FINITE_CHECK_EVERY, check_finite, default_device, eval_batch_size, exp_warmup_linear_down_factor,
                              per_epoch, predict, split_metrics, warmup_cosine)
 from trainables.precision import allow_tf32, autocast, grad_scaler, resolve
@@ -59,6 +59,8 @@ class TeacherConfig:
     num_heads: int = 4  # passt_tiny only
     drop_path_rate: float = 0.0  # stochastic depth, passt_tiny only
     epochs: int = 8
+    train_steps: int = 0  # fine-tuning's optimiser steps, the same at every subset, split evenly over `epochs`
+    # (0: `epochs` passes over the subset); the stages before it (pretrain, sit) always count passes
     batch_size: int = 32
     lr: float = 1e-3  # the seeds fine-tune the pretrained standard PaSST at 1e-5
     head_lr: float | None = None  # lr of the classification heads (their LayerNorm included); None: lr. NTU: 1e-3
@@ -105,9 +107,10 @@ class TeacherConfig:
         """The settings of one training stage: `pretrain` (synthetic AudioSet stand-in), `sit` (CochlScene, its own
         epochs, lr and batch size) or `finetune` (the subset, as configured)."""
         if name == "pretrain":
-            return replace(self, epochs=self.pretrain_epochs)
+            return replace(self, epochs=self.pretrain_epochs, train_steps=0)
         if name == "sit":
-            return replace(self, epochs=self.sit_epochs, lr=self.sit_lr or self.lr, batch_size=self.sit_batch_size or self.batch_size)
+            return replace(self, epochs=self.sit_epochs, lr=self.sit_lr or self.lr, batch_size=self.sit_batch_size or self.batch_size,
+                           train_steps=0)  # fmt: skip
         return self
 
 
@@ -250,7 +253,7 @@ def train_teacher(
     model = model.to(device)
     rows = data.splits[f"split{subset}"]
     train_devices = data.train_devices(subset)
-    steps_per_epoch = -(-len(rows) // config.batch_size)
+    steps_per_epoch = -(-config.train_steps // epochs) if config.train_steps else -(-len(rows) // config.batch_size)
     named = list(model.named_parameters())
     groups = [
         {"params": [p for n, p in named if not is_head(n)], "lr": config.lr * config.backbone_lr_ratio},
@@ -267,8 +270,8 @@ def train_teacher(
     for epoch in range(epochs):
         started = time.perf_counter()
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        for step, batch in enumerate(clip_batches(data, rows, config.batch_size, True, device)):
+        loss_sum, seen = torch.zeros((), device=device), 0
+        for step, batch in enumerate(epoch_batches(data, rows, config.batch_size, steps_per_epoch, device)):
             loss = teacher_loss(model, batch, labels, config, precision, dirs, is_device_a)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -276,6 +279,7 @@ def train_teacher(
             scaler.update()
             scheduler.step()
             loss_sum += loss.detach() * len(batch.rows)
+            seen += len(batch.rows)
             if step % FINITE_CHECK_EVERY == 0:
                 check_finite(loss_sum, epoch + 1, step)
         check_finite(loss_sum, epoch + 1, steps_per_epoch - 1)
@@ -283,7 +287,7 @@ def train_teacher(
         val = data.splits["val"]
         val_logits = predict(lambda w: model.logits(w, precision), data, val, eval_batch, device)
         metrics = split_metrics(val_logits, data, val, train_devices)
-        metrics.update(train_loss=loss_sum.item() / len(rows), epoch=epoch + 1, seconds=time.perf_counter() - started)
+        metrics.update(train_loss=loss_sum.item() / seen, epoch=epoch + 1, seconds=time.perf_counter() - started)
         on_epoch(metrics, model)
     return model, metrics
 

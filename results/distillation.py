@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from results.leaderboard import comparison, confirmation_runs, device_columns
-from trainables.prepared import DatasetError
+from results.leaderboard import build_leaderboard, comparison, device_columns
 from trainables.asc.data import load_prepared
 from trainables.asc.logits_file import read_logits
+from trainables.prepared import DatasetError
 
 CHANCE_MARGIN = 0.05  # a subset whose best student is within 5 points of chance has not learned to tell scenes apart
 ALWAYS_UNSEEN = ("s4", "s5", "s6")  # TAU22's devices that occur in no training subset
@@ -50,39 +50,37 @@ def _figures(row: dict | pd.Series) -> list[tuple[str, str]]:
 def kd_effect(run_dir: Path, metric: str, mode: str) -> pd.DataFrame:
     """One row per subset and figure (mean, seen, unseen, each device): the best KD student's test accuracy
     (mean and standard deviation over its confirmation seeds when it was confirmed), the same configuration
-    trained with kd_lambda = 1, and KD − no-KD."""
+    trained with kd_lambda = 1 (mean and standard deviation over the references' seeds), and KD − no-KD."""
     compared = comparison(run_dir, metric, mode)
     if compared.empty:
         return pd.DataFrame()
-    seeds = confirmation_runs(run_dir)
     rows = []
     for subset, pair in compared.groupby("subset", sort=True):
         kd = pair[pair["student"] == "kd"].iloc[0]
         reference = pair[pair["student"] == "no_kd"].iloc[0]
-        runs = seeds.get(str(kd["trial_id"]), [])
         for label, column in _figures(kd):
-            values = pd.Series([r.get(column, math.nan) for r in runs] or [kd[column]], dtype=float)
-            mean = float(values.mean())
-            rows.append({"subset": int(subset), "figure": label, "kd": mean,
-                         "kd_std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
-                         "kd_runs": max(1, len(runs)), "no_kd": float(reference.get(column, math.nan)),
-                         "delta": mean - float(reference.get(column, math.nan)), "kd_trial": str(kd["trial_id"]),
-                         "no_kd_trial": str(reference["trial_id"])})  # fmt: skip
+            rows.append({"subset": int(subset), "figure": label, "kd": float(kd[column]),
+                         "kd_std": float(kd.get(f"{column}_std", math.nan)), "kd_runs": int(kd.get("runs", 1)),
+                         "no_kd": float(reference.get(column, math.nan)),
+                         "no_kd_std": float(reference.get(f"{column}_std", math.nan)),
+                         "no_kd_runs": int(reference.get("runs", 1)),
+                         "delta": float(kd[column]) - float(reference.get(column, math.nan)),
+                         "kd_trial": str(kd["trial_id"]), "no_kd_trial": str(reference["trial_id"])})  # fmt: skip
     return pd.DataFrame(rows)
 
 
 TEACHERS = "teachers.csv"
-_TEACHER_FIGURES = ("test_acc", "test_macro_acc", "test_acc_seen", "test_acc_unseen")
 
 
 def write_teachers(run_dir: Path, paths: dict[int, Path]) -> Path:
-    """teachers.csv: per subset, the test figures of the teacher its students distil from, and its logits file."""
+    """teachers.csv: per subset, the test figures of the teacher its students distil from, under the students'
+    column names (test_acc, test_macro_acc, test_acc_unseen, test_acc_<device>, test_acc_seen), and its logits file."""
     rows = []
     for subset, path in sorted(paths.items()):
         metrics = read_logits(path)["metrics"]
         devices = [f"test_acc_{d}" for d in device_columns(metrics, prefix="test_acc_")]
-        row = {"subset": int(subset), **{k: float(metrics[k]) for k in (*_TEACHER_FIGURES, *devices) if k in metrics}}
-        rows.append({**row, "logits": str(path)})
+        columns = ["test_acc", "test_macro_acc", "test_acc_unseen", *devices, "test_acc_seen"]
+        rows.append({"subset": int(subset), **{c: float(metrics.get(c, math.nan)) for c in columns}, "logits": str(path)})
     target = Path(run_dir) / TEACHERS
     pd.DataFrame(rows).to_csv(target, index=False)
     return target
@@ -99,6 +97,13 @@ def teacher_accuracy(run_dir: Path) -> pd.DataFrame:
         figures = teacher.dropna()
         rows.append({"subset": int(teacher["subset"]), **{label: float(figures[c]) for label, c in _figures(figures)}})
     return pd.DataFrame(rows)
+
+
+def print_warnings(run_dir: Path, metric: str, mode: str, n_classes: int) -> None:
+    """The report's warnings, on the console too: a new user reads the screen before the report."""
+    board = build_leaderboard(run_dir, metric, mode)
+    for line in warnings(board, kd_effect(run_dir, metric, mode), teacher_accuracy(run_dir), n_classes):
+        print(f"Warning: {line}")
 
 
 def warnings(board: pd.DataFrame, effect: pd.DataFrame, teachers: pd.DataFrame, n_classes: int) -> list[str]:

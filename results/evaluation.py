@@ -15,9 +15,9 @@ import torch
 
 from results.student_file import load_student
 from trainables.asc.data import AscData
-from trainables.common import default_device
 from trainables.asc.evaluation import predict, split_metrics
 from trainables.asc.metrics import confusion_matrix
+from trainables.common import default_device
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ _SUMMARY = ["acc", "acc_seen", "acc_unseen", "macro_acc"]
 def device_columns(metrics: dict, prefix: str = "acc_") -> list[str]:
     """Device names found among metric keys like acc_a, acc_s4 (group and summary keys excluded)."""
     devices = [k[len(prefix) :] for k in metrics if k.startswith(prefix)]
-    return sorted((d for d in devices if d not in DEVICE_GROUPS), key=device_sort_key)
+    return sorted((d for d in devices if d not in DEVICE_GROUPS and not d.endswith("_std")), key=device_sort_key)
 
 
 @functools.lru_cache(maxsize=256)
@@ -160,20 +160,37 @@ def summary(board: pd.DataFrame) -> dict:
 
 
 def comparison(run_dir: Path, metric: str, mode: str) -> pd.DataFrame:
-    """Per subset: the best student's test figures next to the same configuration trained with kd_lambda = 1."""
+    """Per subset: the best student's test figures next to the same configuration trained with kd_lambda = 1.
+
+    Where a side ran with several seeds (the best configuration's confirmation seeds; the references' seeds),
+    each test_* figure is their mean, `<figure>_std` their standard deviation and `runs` their number."""
     board = build_leaderboard(run_dir, metric, mode)
     references = build_leaderboard(run_dir, metric, mode, experiment="no_kd")
     if board.empty or references.empty:
         return pd.DataFrame()
+    confirmed = confirmation_runs(run_dir)
     rows = []
     for subset, best in board[board["status"] == "complete"].groupby("subset"):
         reference = references[(references["subset"] == subset) & (references["status"] == "complete")]
         if reference.empty:
             continue
-        for label, row in (("kd", best.iloc[0]), ("no_kd", reference.iloc[0])):
-            rows.append({"subset": subset, "student": label, "trial_id": row["trial_id"],
-                         **{c: row[c] for c in row.index if c.startswith("test_")}})  # fmt: skip
+        kd = best.iloc[0]
+        kd_runs = confirmed.get(str(kd["trial_id"])) or [kd.to_dict()]
+        for label, trial_id, runs in (("kd", kd["trial_id"], kd_runs),
+                                      ("no_kd", reference.iloc[0]["trial_id"], [r.to_dict() for _, r in reference.iterrows()])):
+            rows.append({"subset": subset, "student": label, "trial_id": trial_id, "runs": len(runs),
+                         **seed_statistics(runs, [c for c in best.columns if c.startswith("test_")])})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def seed_statistics(runs: list[dict], columns: list[str]) -> dict[str, float]:
+    """Each column's mean over `runs`, and its standard deviation as `<column>_std` (NaN for a single run)."""
+    stats: dict[str, float] = {}
+    for column in columns:
+        values = pd.Series([r.get(column, math.nan) for r in runs], dtype=float)
+        stats[column] = float(values.mean())
+        stats[f"{column}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+    return stats
 
 
 def write_tables(run_dir: Path, metric: str, mode: str) -> pd.DataFrame:
@@ -224,7 +241,11 @@ def print_comparison(run_dir: Path, metric: str, mode: str) -> None:
     compared = comparison(run_dir, metric, mode)
     if compared.empty:
         return
-    columns = ["subset", "student", "trial_id", "test_acc", "test_acc_seen", "test_acc_unseen", "test_macro_acc"]
-    print("What distillation did (test split; no_kd: the same configuration with kd_lambda = 1; per device in report.html)")
-    shown = compared[[c for c in columns if c in compared]]
+    figures = ["test_acc", "test_acc_seen", "test_acc_unseen", "test_macro_acc"]
+    print("What distillation did (test split; no_kd: the same configuration with kd_lambda = 1; mean ± std over "
+          "`runs` seeds; per device in report.html)")  # fmt: skip
+    shown = compared[[c for c in ["subset", "student", "trial_id", "runs"] if c in compared]].copy()
+    for column in [c for c in figures if c in compared]:
+        spread = compared.get(f"{column}_std", pd.Series(math.nan, index=compared.index))
+        shown[column] = [_format(m) + ("" if math.isnan(s) else f" ± {s:.3f}") for m, s in zip(compared[column], spread)]
     print(shown.to_string(index=False, formatters={c: _format for c in shown.columns}))

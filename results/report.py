@@ -50,9 +50,9 @@ from results.leaderboard import build_leaderboard, device_columns
 from results.run_record import RecordError, dimensions, read_record, run_dataset
 from results.student_file import exported_students, load_student, student_classes
 from results.trial_records import read_experiment
-from trainables.prepared import DatasetError
 from trainables.asc.data import load_prepared
 from trainables.asc.student import DCASE24_BUDGET, complexity
+from trainables.prepared import DatasetError
 
 _HIDDEN_COLUMNS = {"trial_dir"}  # machine-specific paths; the CSV keeps them
 _BEST_METRICS = ("acc", "acc_unseen", "test_acc", "test_acc_unseen", "test_macro_acc")
@@ -131,7 +131,7 @@ def distillation_section(effect: pd.DataFrame, unseen: dict[int, set[str]], n_cl
     text = ("Per subset, the test accuracy of the best student (KD) and of the same configuration trained without a "
             "teacher (no-KD: kd_lambda = 1), overall (mean over devices), pooled over the devices seen and unseen "
             "in training, and per device; Δ = KD − no-KD, in points of accuracy. Where the best configuration was "
-            "confirmed with several seeds, KD is their mean ± standard deviation (no-KD is one run). Figures marked "
+            "confirmed with several seeds, KD is their mean ± standard deviation, and no-KD likewise over its seeds. Figures marked "
             "* are of a device that occurs in none of the subset's training clips (unseen).")  # fmt: skip
     if effect.empty:
         return Section(title, "No no-KD reference in this run (compare_without_kd: false, or no complete trial).")
@@ -143,8 +143,10 @@ def distillation_section(effect: pd.DataFrame, unseen: dict[int, set[str]], n_cl
         kd_label = f"KD ({part['kd_trial'].iloc[0]}" + (f", {runs} seeds)" if runs > 1 else ")")
         rows.append({"subset": f"{subset}%", "student": kd_label,
                      **{r.figure: _plus_minus(r.kd, r.kd_std) + mark[r.figure] for r in part.itertuples()}})  # fmt: skip
-        rows.append({"subset": f"{subset}%", "student": f"no-KD ({part['no_kd_trial'].iloc[0]})",
-                     **{r.figure: _plus_minus(r.no_kd, math.nan) + mark[r.figure] for r in part.itertuples()}})  # fmt: skip
+        no_kd_runs = int(part["no_kd_runs"].iloc[0])
+        rows.append({"subset": f"{subset}%", "student": f"no-KD ({part['no_kd_trial'].iloc[0]}"
+                     + (f", {no_kd_runs} seeds)" if no_kd_runs > 1 else ")"),
+                     **{r.figure: _plus_minus(r.no_kd, r.no_kd_std) + mark[r.figure] for r in part.itertuples()}})  # fmt: skip
         rows.append({"subset": f"{subset}%", "student": "Δ (points)",
                      **{r.figure: f"{100 * r.delta:+.1f}{mark[r.figure]}" for r in part.itertuples()}})  # fmt: skip
     figure = figures.kd_bars(effect, unseen, chance=1.0 / n_classes)

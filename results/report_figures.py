@@ -210,8 +210,9 @@ def kd_bars(effect: pd.DataFrame, unseen: dict[int, set[str]], chance: float | N
         errors = part["kd_std"].fillna(0).to_numpy()
         ax.bar(x - 0.2, part["kd"], 0.4, yerr=errors if errors.any() else None, capsize=3,
                color=subset_colour(int(subset)), edgecolor="black", linewidth=0.5, label="KD (best)")  # fmt: skip
-        ax.bar(x + 0.2, part["no_kd"], 0.4, color="white", edgecolor=subset_colour(int(subset)), hatch="//",
-               linewidth=1.0, label="no-KD (kd_lambda = 1)")  # fmt: skip
+        no_kd_errors = part["no_kd_std"].fillna(0).to_numpy() if "no_kd_std" in part else np.zeros(len(part))
+        ax.bar(x + 0.2, part["no_kd"], 0.4, yerr=no_kd_errors if no_kd_errors.any() else None, capsize=3, color="white",
+               edgecolor=subset_colour(int(subset)), hatch="//", linewidth=1.0, label="no-KD (kd_lambda = 1)")  # fmt: skip
         if chance is not None:
             ax.axhline(chance, color="black", linestyle="--", linewidth=0.8, label=f"chance ({chance:.2f})")
         ax.set_xticks(x, labels)

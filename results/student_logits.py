@@ -22,10 +22,10 @@ if __package__ in (None, ""):
 
 from results.student_file import load_student  # noqa: E402
 from trainables.asc.data import AscData, is_prepared, load_prepared  # noqa: E402
-from trainables.prepared import DatasetError  # noqa: E402
+from trainables.asc.evaluation import logits_metrics, predict  # noqa: E402
 from trainables.asc.logits_file import write_seed_logits  # noqa: E402
 from trainables.common import default_device  # noqa: E402
-from trainables.asc.evaluation import logits_metrics, predict  # noqa: E402
+from trainables.prepared import DatasetError  # noqa: E402
 from trainables.tensor_files import UnreadableFile, load_tensors  # noqa: E402
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from results.distillation import print_warnings
 from results.export import export_best, export_lines
 from results.leaderboard import build_leaderboard, print_comparison, print_leaderboard, print_summary, write_tables
 from results.report import write_report
@@ -26,6 +27,7 @@ from search.console import banner, quiet_ray
 from search.request import RunRequest
 from search.space import space_file
 from search.tuning import run_confirmation, run_references, search_trials
+from trainables.asc.data import load_prepared
 
 
 class RunFailed(RuntimeError):
@@ -57,6 +59,7 @@ def run(request: RunRequest) -> None:
         print_comparison(request.run_dir, space.metric, space.mode)
         if system.scene_report:
             print_summary(board)
+            print_warnings(request.run_dir, space.metric, space.mode, len(load_prepared(request.data).classes))
         for line in export_lines(export_best(request.run_dir, space.metric, space.mode), request.run_dir):
             print(line)
         if system.scene_report:

@@ -93,7 +93,8 @@ class TeacherPlan:
     def member_path(self, subset: int, seed: int) -> Path:
         teacher = dataclasses.replace(self.teacher, seed=seed)
         stages = [path.name for _, _, path in self.stages]  # names are keys themselves; the storage may move
-        key = _key(self.data.fingerprint, subset, _init_part(teacher), teacher.epochs, teacher.backbone_lr_ratio, stages)
+        budget = [teacher.train_steps] if teacher.train_steps else []  # keys of teachers without a budget stay as they were
+        key = _key(self.data.fingerprint, subset, _init_part(teacher), teacher.epochs, teacher.backbone_lr_ratio, stages, *budget)
         return self.cache / f"{key}.pt"
 
     def subset_path(self, subset: int) -> Path:
@@ -249,7 +250,7 @@ def distillation_teachers(request: RunRequest) -> TrialContext:
         banner("Teachers")
         teacher_logits = TeacherPlan(request, request.data).ensure(request.space.subsets)
         print_teachers(teacher_logits)
-        write_teachers(request.run_dir, teacher_logits)
+        print(f"Teachers' test figures: {write_teachers(request.run_dir, teacher_logits)}", flush=True)
     return _context(request, teacher_logits=teacher_logits, budget=request.space.budget)
 
 

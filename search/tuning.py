@@ -258,13 +258,24 @@ def _following(space: Space, picks: dict[int, dict], **fixed) -> dict:
 
 
 def run_references(request: RunRequest, context: TrialContext, board: pd.DataFrame) -> None:
-    """Retrain each subset's best configuration with kd_lambda = 1: what the same student does without a teacher."""
+    """Retrain each subset's best configuration with kd_lambda = 1: what the same student does without a teacher
+    (on the confirmation's seeds when there is one)."""
     space = request.space
     best = {int(subset): {d.name: rows.iloc[0][d.name] for d in space.dimensions if d.name != "kd_lambda"}
             for subset, rows in board[board["status"] == "complete"].groupby("subset")}  # fmt: skip
     if not best:
         return
-    _fit(request, "no_kd", trainable_for(space, context), param_space=_following(space, best, kd_lambda=1.0),
-         tune_config=_tune_config(max_concurrent_trials=space.max_concurrent or None),
+    seeds = reference_seeds(space)
+    param_space = _following(space, best, kd_lambda=1.0, seed=tune.grid_search(seeds))
+    _fit(request, "no_kd", trainable_for(space, context), param_space=param_space,
+         tune_config=_tune_config(seeded=len(seeds) > 1, max_concurrent_trials=space.max_concurrent or None),
          run_config=_run_config(request, "no_kd", space, keep_checkpoints=True,
-                                progress=_progress(space, "no-KD reference", dict.fromkeys(best, 1))))  # fmt: skip
+                                progress=_progress(space, "no-KD reference", dict.fromkeys(best, len(seeds)))))  # fmt: skip
+
+
+def reference_seeds(space: Space) -> list[int]:
+    """The no-KD references' seeds: the confirmation's (seed+1 … seed+S) when the best configurations are
+    confirmed, so both sides of the comparison have a mean and a spread over the same seeds; else the search's."""
+    if space.confirm_top_k:
+        return list(range(space.settings.seed + 1, space.settings.seed + 1 + space.confirm_seeds))
+    return [space.settings.seed]

@@ -27,14 +27,15 @@ TINY_SETTINGS = [
     "teacher.epochs=1", "teacher.pretrain=none", "teacher.embed_dim=32", "teacher.depth=1", "teacher.num_heads=2", "teacher.eval_batch_size=300",
     "data.seed=3", "data.train_segments_per_class=3", "data.test_segments_per_class=1",
     "data.held_out_clips_per_segment=2",
+    "train_steps=0", "teacher.train_steps=0", "confirm_top_k=0",  # the demo's step budget and confirmation: too slow here
 ]  # fmt: skip
 
 
 def _argv(storage: Path, name: str, *extra: str, space: str = "kd") -> list[str]:
-    argv = ["--space", space, "--storage", str(storage), "--name", name, "--subsets", "5,10", *extra]
+    argv = ["--space", space, "--storage", str(storage), "--name", name, "--subsets", "5,10"]
     for setting in TINY_SETTINGS:
         argv += ["--set", setting]
-    return argv
+    return argv + list(extra)  # after the settings above, so an --set here wins
 
 
 @pytest.fixture(scope="module")

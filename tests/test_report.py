@@ -14,10 +14,10 @@ import yaml
 from PIL import Image
 
 from results import report
-from results.distillation import write_teachers
+from results.distillation import print_warnings, write_teachers
 from results.evaluation import evaluate_student
 from results.importance import importances
-from results.leaderboard import write_tables
+from results.leaderboard import comparison, write_tables
 from trainables.asc.data import load_prepared, write_prepared
 from trainables.asc.frontend import FrontendConfig
 from trainables.asc.logits_file import save_logits
@@ -81,7 +81,7 @@ def make_dataset(directory: Path) -> Path:
 def _teacher(path: Path, accuracy: float) -> str:
     """A teacher's logits file as the cache holds it, with its test figures."""
     metrics = {"test_acc": accuracy, "test_acc_seen": accuracy + 0.05, "test_acc_unseen": accuracy - 0.05,
-               **{f"test_acc_{d}": accuracy for d in DEVICES}}  # fmt: skip
+               "test_macro_acc": accuracy - 0.01, **{f"test_acc_{d}": accuracy for d in DEVICES}}  # fmt: skip
     save_logits(path, ["audio/x.wav"], np.zeros((1, 10), dtype=np.float32), metrics)
     return str(path)
 
@@ -323,3 +323,32 @@ def test_distributions_come_from_the_space_widened_to_what_ran():
     assert distribution("freqm", [24, 48], {"low": 16, "high": 64, "integer": True}) == IntDistribution(16, 64)
     assert distribution("base_channels", [32], {"choices": [24, 32]}) == CategoricalDistribution([24, 32])
     assert distribution("temperature", [1.5, 3.0]) == FloatDistribution(1.5, 3.0)  # no bounds recorded
+
+
+def _test_figure(trial_dir: Path, name: str) -> float:
+    return json.loads((trial_dir / "result.json").read_text().splitlines()[-1])[name]
+
+
+def test_seed_spread_teachers_csv_and_console_warnings(tmp_path, capsys):
+    run_dir = make_run(tmp_path / "run")
+    (first,) = (run_dir / "no_kd").glob("student_ref5_*")
+    _trial(run_dir / "no_kd", "ref5b", 5, 3, json.loads((first / "params.json").read_text()), quality=0.7)
+    compared = comparison(run_dir, "acc", "max").set_index(["subset", "student"])
+    kd, no_kd = compared.loc[(5, "kd")], compared.loc[(5, "no_kd")]
+    assert kd["runs"] == 2 and no_kd["runs"] == 2 and not np.isnan(kd["test_acc_std"])
+    refs = [_test_figure(d, "test_acc_unseen") for d in sorted((run_dir / "no_kd").glob("student_ref5*"))]
+    assert no_kd["test_acc_unseen"] == pytest.approx(np.mean(refs))
+    assert no_kd["test_acc_unseen_std"] == pytest.approx(np.std(refs, ddof=1))
+    assert compared.loc[(25, "no_kd")]["runs"] == 1 and np.isnan(compared.loc[(25, "no_kd")]["test_acc_std"])
+
+    table = pd.read_csv(run_dir / "teachers.csv")  # written with the teachers, before any student trained
+    assert list(table.columns) == ["subset", "test_acc", "test_macro_acc", "test_acc_unseen",
+                                   *[f"test_acc_{d}" for d in DEVICES], "test_acc_seen", "logits"]  # fmt: skip
+    assert table["subset"].tolist() == [5, 25] and table["test_acc"].tolist() == pytest.approx([0.2, 0.9])
+    assert table["test_acc_unseen"].tolist() == pytest.approx([0.15, 0.85])
+
+    print_warnings(run_dir, "acc", "max", n_classes=10)
+    out = capsys.readouterr().out
+    assert "Warning: Subset 10%: the best student's test acc" in out and "within 5 points of chance" in out
+    assert "Warning: Subset 5%: the teacher (0.200 test accuracy) is weaker than the student trained without it" in out
+    assert "Subset 25%" not in out

@@ -49,6 +49,9 @@ def test_the_shipped_space_is_valid():
     assert {d.name for d in space.dimensions} == {"temperature", "kd_lambda", "lr"}
     lr = next(d for d in space.dimensions if d.name == "lr")
     assert lr.log and lr.low < lr.high
+    # The demo trains every subset for the same step budget, and shows each subset's best with a seed spread.
+    assert space.settings.train_steps >= space.settings.epochs
+    assert space.confirm_top_k == 1 and space.confirm_seeds == 2
 
 
 @pytest.mark.parametrize(
@@ -68,6 +71,8 @@ def test_the_shipped_space_is_valid():
         ({"samples": 0}, ["samples"]),
         ({"scheduler.type": "pbt"}, ["scheduler.type"]),
         ({"teacher.arch": "passt_xl"}, ["teacher.arch"]),
+        ({"train_steps": 2, "epochs": 4}, ["train_steps: 2", "at least epochs (4)"]),
+        ({"train_steps": -5}, ["train_steps: -5"]),
     ],
 )
 def test_bad_space_files_are_refused(tmp_path, capsys, changes, needles):

@@ -5,7 +5,7 @@ import numpy as np
 
 from tests.conftest import TINY
 from trainables.asc.data import SUBSETS, load_prepared
-from trainables.asc.synthetic import CLASSES, SyntheticConfig, generate
+from trainables.asc.synthetic import CLASSES, N_EVENTS, SyntheticConfig, _World, generate
 
 NAME = re.compile(r"^audio/([a-z_]+)-([a-z]+)-(\d+)-(\d+)-(\d)-(a|b|c|s[1-6])\.wav$")
 
@@ -70,3 +70,17 @@ def test_devices_change_the_audio(tiny_data):
     spectrum_a = np.abs(np.fft.rfft(a))
     spectrum_s5 = np.abs(np.fft.rfft(s5))
     assert np.corrcoef(np.log(spectrum_a + 1), np.log(spectrum_s5 + 1))[0, 1] > 0.5
+
+
+def test_scenes_are_made_of_the_pretraining_corpus_events():
+    """The teacher's pretraining corpus (the AudioSet stand-in) and the scenes share one bank of sound events,
+    whatever the seeds: the pretrained teacher knows what the scenes are made of, as on real data."""
+    scenes = _World(SyntheticConfig(seed=1))
+    corpus = _World(SyntheticConfig(seed=0), [f"event{i:02d}" for i in range(N_EVENTS)], ["p00", "p01"],
+                    stream=10_000, sound_events=True)  # fmt: skip
+    assert all(np.array_equal(a, b) for a, b in zip(scenes.event_envelopes, corpus.event_envelopes))
+    assert [r[0][0] for r in corpus.recipes] == list(range(N_EVENTS)), "each corpus class is one event"
+    events = {scene: {e for e, _ in recipe} for scene, recipe in zip(CLASSES, scenes.recipes)}
+    assert all(len(e) == 3 for e in events.values())
+    assert len(events["bus"] & events["tram"]) == 2 and len(events["bus"] & events["park"]) == 0
+    assert len(set.union(*events.values())) == 18 <= N_EVENTS

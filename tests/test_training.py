@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from trainables.asc.loader import epoch_batches
 from trainables.asc.logits_file import LogitsMismatch, aligned_logits, save_logits
 from trainables.asc.student_training import StudentConfig, train_student
 from trainables.asc.teacher import TeacherConfig
@@ -48,6 +49,25 @@ def test_student_without_teacher_and_nan_loss(tiny_data):
     _train(StudentConfig(**{**FAST, "epochs": 1}, kd_lambda=1.0), tiny_data, None)
     with pytest.raises(NonFiniteLoss):
         _train(StudentConfig(**{**FAST, "epochs": 1}, kd_lambda=1.0, lr=1e30), tiny_data, None)
+
+
+def test_a_step_budget_goes_round_a_small_subset_and_cuts_a_large_one(tiny_data):
+    torch.set_num_threads(1)
+    small = tiny_data.splits["split5"]
+    per_pass = -(-len(small) // 8)
+    batches = list(epoch_batches(tiny_data, small, 8, 2 * per_pass + 1, torch.device("cpu")))
+    assert len(batches) == 2 * per_pass + 1
+    for start in (0, per_pass):  # each whole pass sees every clip once
+        seen = np.concatenate([b.rows for b in batches[start : start + per_pass]])
+        assert sorted(seen) == sorted(small)
+    assert len(list(epoch_batches(tiny_data, tiny_data.splits["split100"], 8, 2, torch.device("cpu")))) == 2
+    # A run's steps are the budget whatever the subset: 5 steps a round at 5 %, as at 100 %.
+    budget = StudentConfig(epochs=2, train_steps=10, batch_size=8)
+    assert budget.steps_per_epoch(len(small)) == budget.steps_per_epoch(len(tiny_data.splits["split100"])) == 5
+    reports = _train(StudentConfig(subset=5, epochs=2, train_steps=6, batch_size=8, kd_lambda=1.0), tiny_data, None)
+    assert [m["epoch"] for m, _ in reports] == [1, 2]
+    state = reports[-1][1]["train_state"]["optimizer"]["state"]
+    assert int(next(iter(state.values()))["step"]) == 6, "AdamW took exactly the budget's steps"
 
 
 def test_tiny_teacher_trains_and_its_logits_round_trip(tiny_data, tmp_path):

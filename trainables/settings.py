@@ -90,6 +90,13 @@ def check(settings: Any) -> None:
             rule.check(f.name, getattr(settings, f.name))
 
 
+def check_step_budget(train_steps: int, epochs: int) -> None:
+    """A step budget gives every epoch (the unit of reports and early stopping) at least one step."""
+    if train_steps and train_steps < epochs:
+        raise SettingError("train_steps", f"{train_steps} must be 0 (epochs passes over the subset) or at least epochs "
+                                          f"({epochs}), so every epoch takes a step")  # fmt: skip
+
+
 def from_dict(cls: type[T], values: dict) -> T:
     """`cls(**values)`, refusing a key `cls` has no setting for (a typo would otherwise be dropped silently)."""
     names = {f.name for f in fields(cls)}

@@ -53,6 +53,18 @@ def clip_batches(data: AscData, rows: np.ndarray, batch_size: int, shuffle: bool
         yield Batch(chunk, torch.from_numpy(chunk).to(device), waveform)
 
 
+def epoch_batches(data: AscData, rows: np.ndarray, batch_size: int, steps: int, device: torch.device) -> Iterator[Batch]:
+    """`steps` shuffled batches of `rows`: as many passes as they take, the last one cut short (a small subset
+    under a step budget goes round several times an epoch; a large one may not finish its pass)."""
+    done = 0
+    while True:
+        for batch in clip_batches(data, rows, batch_size, True, device):
+            yield batch
+            done += 1
+            if done == steps:
+                return
+
+
 def _cuda_batches(data: AscData, chunks: list[np.ndarray], device: torch.device, ahead: int) -> Iterator[Batch]:
     copies = torch.cuda.Stream(device)
     samples = data.clips.shape[1]

@@ -23,13 +23,13 @@ from trainables.asc.augment import DeviceImpulseResponses, freq_mixstyle, freque
 from trainables.asc.data import SUBSETS, AscData
 from trainables.asc.evaluation import eval_batch_size, predict, split_metrics
 from trainables.asc.frontend import MASKED_LOG_MEL, FrontendConfig, LogMel
-from trainables.asc.loader import Batch, clip_batches
+from trainables.asc.loader import Batch, epoch_batches
 from trainables.asc.losses import DEFAULT_KD_LAMBDA, DEFAULT_TEMPERATURE, kd_loss
 from trainables.asc.metrics import confusion_matrix
 from trainables.asc.student import Student, StudentArch
 from trainables.common import FINITE_CHECK_EVERY, check_finite, default_device, warmup_cosine
 from trainables.precision import PRECISIONS, allow_tf32, autocast, grad_scaler, resolve, scaled_step
-from trainables.settings import SettingError, check, from_dict, setting
+from trainables.settings import SettingError, check, check_step_budget, from_dict, setting
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class StudentConfig:
 
     subset: int = setting(100, choices=SUBSETS)  # training split in percent
     epochs: int = setting(10, low=1)
+    train_steps: int = setting(0, low=0)  # optimiser steps of the whole run, the same at every subset (0: `epochs`
+    # passes over the subset); split evenly over `epochs` rounds, which stay the unit of reports, checkpoints and ASHA
     batch_size: int = setting(32, low=1)
     lr: float = setting(0.005, low=0.0, low_open=True)  # peak learning rate of AdamW
     weight_decay: float = setting(1e-4, low=0.0)
@@ -67,6 +69,7 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        check_step_budget(self.train_steps, self.epochs)
         if not re.fullmatch(r"[1-9](,[1-9]){2}", self.n_blocks):
             raise SettingError("n_blocks", f"{self.n_blocks[:40]!r} must be three block counts 1–9 such as 3,2,1")
 
@@ -78,6 +81,12 @@ class StudentConfig:
     def uses_teacher(self) -> bool:
         """Distillation needs a teacher's logits; kd_lambda = 1 is plain supervised training."""
         return self.kd_lambda < 1.0
+
+    def steps_per_epoch(self, clips: int) -> int:
+        """Optimiser steps of one epoch (one round of `train_steps`, or one pass over `clips`)."""
+        if self.train_steps:
+            return -(-self.train_steps // self.epochs)
+        return -(-clips // self.batch_size)
 
     def warmup(self, total_steps: int) -> int:
         """Warm-up steps of a run of `total_steps` optimiser steps."""
@@ -197,7 +206,7 @@ def train_student(
     model = step.model
     train_rows = data.splits[f"split{config.subset}"]
     train_devices = data.train_devices(config.subset)
-    steps_per_epoch = -(-len(train_rows) // config.batch_size)
+    steps_per_epoch = config.steps_per_epoch(len(train_rows))
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = warmup_cosine(optimizer, config.warmup(total_steps), total_steps)
@@ -216,7 +225,7 @@ def train_student(
         started = time.perf_counter()
         model.train()
         loss_sum, seen = torch.zeros((), device=device), 0
-        for number, batch in enumerate(clip_batches(data, train_rows, config.batch_size, True, device)):
+        for number, batch in enumerate(epoch_batches(data, train_rows, config.batch_size, steps_per_epoch, device)):
             loss = step.loss(batch)
             scaled_step(loss, optimizer, scaler, scheduler)
             loss_sum += loss.detach() * len(batch.rows)

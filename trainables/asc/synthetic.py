@@ -3,8 +3,9 @@
 Generated deterministically from a seed, with no files or downloads needed:
 - the 10 TAU22 scene classes; 1-s clips at 32 kHz cut from 10-s segments (10 clips per segment),
   named like TAU22: audio/<scene>-<city>-<location>-<segment>-<k>-<device>.wav;
-- a scene is a spectral envelope (a few log-frequency bumps and a tilt), an amplitude modulation
-  and a rate of tonal events; pairs of classes share a base envelope, so some are easily confused;
+- a scene is a mix of three sound events from a bank shared with the teacher's pretraining corpus
+  (an event: a spectral envelope, an amplitude modulation and a rate of tonal blips); scenes sharing
+  a base share two of their events, so some are easily confused;
 - every recording location perturbs its scene's envelope, and every city adds its own background,
   so a model must generalise across locations;
 - devices a, b, c, s1–s6 each have their own smooth frequency response and noise floor, the
@@ -37,6 +38,8 @@ ALL_DEVICES = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]
 _SHARED_BASE = {"bus": "tram", "metro": "tram", "metro_station": "airport", "shopping_mall": "airport",
                 "street_pedestrian": "public_square", "street_traffic": "public_square"}  # fmt: skip
 _SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
+N_EVENTS = 20  # sound events of the shared bank: the pretraining corpus's classes; TAU22's scenes use 18 of them
+_EVENT_STREAM = 20_000_000  # the bank's random stream, independent of every seed
 
 
 @dataclass(frozen=True)
@@ -54,15 +57,16 @@ class SyntheticConfig:
     test_segments_per_class: int = 2  # each recorded by all 9 devices
     held_out_clips_per_segment: int = 10  # val/test keep the first k clips of a segment (fewer: faster tests)
     locations_per_class: int = 6  # training locations per scene
-    class_spread_db: float = 4.0  # how far a scene's own bumps lie from its shared base envelope
+    class_spread_db: float = 2.0  # a scene's own colouring beyond the events it is made of
     location_jitter_db: float = 3.0  # per-location perturbation of a scene's envelope
+    event_level_db: float = 2.0  # std of each event's level in one recording: the mix varies, its events stay
     background_snr_db: float = 3.0  # scene level over its city's background
     real_device_db: float = 3.0  # std of the frequency response of devices b and c (a gets a third)
     simulated_device_db: float = 5.0  # std of s1–s3's response; s4–s6 get 1.5 times this
     noise_floor_db: float = -35.0  # device noise floor relative to the signal (s-devices 5 dB higher)
 
     def fingerprint(self) -> str:
-        text = json.dumps({"generator": "synthetic_asc/1", **asdict(self)}, sort_keys=True)
+        text = json.dumps({"generator": "synthetic_asc/2", **asdict(self)}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -116,28 +120,28 @@ def generate(config: SyntheticConfig, directory: Path) -> None:
 
 @dataclass(frozen=True)
 class PretrainingConfig:
-    """The stand-in for AudioSet: another synthetic world, with its own sound classes and devices.
+    """The stand-in for AudioSet: the bank's sound events as classes, recorded by a pool of many devices.
 
-    A PaSST teacher pretrained on it learns generic spectral shapes and device robustness, the way
-    the real one learns them from AudioSet; none of its classes, recordings or devices is TAU22's.
+    A PaSST teacher pretrained on it learns the events TAU22's scenes are made of, and that a device's
+    colouring is not part of a sound, the way the real one learns both from AudioSet; none of its
+    recordings or devices is TAU22's.
     """
 
     seed: int = 0
-    classes: int = 40
-    segments_per_class: int = 6  # 10-s recordings per class, each by one random device of the pool
+    segments_per_class: int = 12  # 10-s recordings per event, each by one random device of the pool
     devices: int = 24
     val_segments_per_class: int = 1
 
     def fingerprint(self) -> str:
-        text = json.dumps({"generator": "synthetic_pretraining/1", **asdict(self)}, sort_keys=True)
+        text = json.dumps({"generator": "synthetic_pretraining/2", **asdict(self)}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def generate_pretraining(config: PretrainingConfig, directory: Path) -> None:
     """Write the pretraining world as a prepared dataset (train = split100, and val)."""
-    classes = [f"sound{i:02d}" for i in range(config.classes)]
+    classes = [f"event{i:02d}" for i in range(N_EVENTS)]
     devices = [f"p{i:02d}" for i in range(config.devices)]
-    world = _World(SyntheticConfig(seed=config.seed), classes, devices, stream=10_000)
+    world = _World(SyntheticConfig(seed=config.seed), classes, devices, stream=10_000, sound_events=True)
     rows, clips, splits = [], [], {"split100": [], "val": []}
     for split, per_class in (("split100", config.segments_per_class), ("val", config.val_segments_per_class)):
         for c, name in enumerate(classes):
@@ -188,28 +192,42 @@ def _rng(*key: int) -> np.random.Generator:
 class _World:
     """The fixed properties of a synthetic world: sound classes, locations, cities and devices.
 
-    The TAU22-like world has the 10 scenes and the 9 TAU22 devices. The pretraining world
-    (`devices` given) is another world drawn from another random stream: its own classes,
-    backgrounds and a pool of devices none of which is a TAU22 device.
+    Every world draws its sounds from one bank of sound events (`N_EVENTS`, the same in every world and
+    for every seed, as the sounds of the real world are): an event is a spectral envelope, an amplitude
+    modulation and a rate of tonal blips. A TAU22 scene is a mix of events: scenes that share a base
+    (_SHARED_BASE) share two of them and differ by a third, so they are the hard confusions. The
+    pretraining world (`sound_events`) has the events themselves as its classes, each clip one event
+    over quieter others, recorded by a pool of devices (`devices`) none of which is a TAU22 device:
+    what a teacher learns there (the events, and that a device's colouring is not the event) is what
+    the scenes are made of, as AudioSet's sounds are what TAU22's scenes are made of. Other worlds
+    (`devices` given, e.g. the CochlScene stand-in of the tests) mix three random events per class.
     """
 
     def __init__(self, config: SyntheticConfig, classes: list[str] = CLASSES, devices: list[str] | None = None,
-                 stream: int = 0):  # fmt: skip
+                 stream: int = 0, sound_events: bool = False):  # fmt: skip
         self.config = config
+        self.sound_events = sound_events
         self.samples = 10 * config.sample_rate
         self.freqs = np.fft.rfftfreq(self.samples, 1 / config.sample_rate)
         self.logf = np.log2(np.maximum(self.freqs, 20.0) / 20.0)  # 0 … ~9.6 octaves above 20 Hz
+        bank = _rng(_EVENT_STREAM)  # not the seed: every dataset and corpus hears the same sounds
+        self.event_envelopes = [self._random_envelope(bank, 3, 12.0) for _ in range(N_EVENTS)]
+        self.event_modulation = [(bank.uniform(0.2, 6.0), bank.uniform(0.1, 0.6)) for _ in range(N_EVENTS)]  # Hz, depth
+        self.event_tones = [(bank.uniform(0.2, 3.0), bank.uniform(300, 6000)) for _ in range(N_EVENTS)]  # per s, Hz
         rng = _rng(config.seed, stream)
-        bases = {name: self._random_envelope(rng, 4, 10.0) for name in classes}
-        self.envelopes = []
-        self.modulation = []
-        self.events = []
-        for scene in classes:
-            base = bases[_SHARED_BASE.get(scene, scene)] if devices is None else bases[scene]
-            own = self._random_envelope(rng, 2, config.class_spread_db)
-            self.envelopes.append(base + own)
-            self.modulation.append((rng.uniform(0.2, 6.0), rng.uniform(0.1, 0.6)))  # rate Hz, depth
-            self.events.append((rng.uniform(0.2, 3.0), rng.uniform(300, 6000)))  # events/s, centre Hz
+        order = [int(e) for e in rng.permutation(N_EVENTS)]
+        if sound_events:
+            self.recipes = [[(c, 0.0)] for c in range(len(classes))]
+        elif devices is None:
+            bases = sorted({_SHARED_BASE.get(scene, scene) for scene in classes})
+            base_events = {base: order[2 * i : 2 * i + 2] for i, base in enumerate(bases)}
+            own = order[2 * len(bases) :]
+            self.recipes = [[(e, rng.uniform(-6.0, 0.0)) for e in base_events[_SHARED_BASE.get(scene, scene)]]
+                            + [(own[c], rng.uniform(-2.0, 0.0))] for c, scene in enumerate(classes)]  # fmt: skip
+        else:
+            self.recipes = [[(int(e), rng.uniform(-6.0, 0.0)) for e in rng.choice(N_EVENTS, 3, replace=False)]
+                            for _ in classes]  # fmt: skip
+        self.class_colour = [self._random_envelope(rng, 2, config.class_spread_db) for _ in classes]
         self.city_background = {city: self._random_envelope(rng, 3, 8.0) for city in CITIES}
         self.device_response = {}
         if devices is not None:
@@ -243,22 +261,33 @@ class _World:
             env += rng.normal(0, gain_db) * np.exp(-0.5 * ((self.logf - centre) / w) ** 2)
         return env
 
-    def scene_spectrum(self, c: int, city: str, location_id: int, rng: np.random.Generator) -> np.ndarray:
-        """The complex spectrum of one 10-s scene recording, before any device."""
-        loc_rng = _rng(self.config.seed, 7, location_id)
-        env_db = self.envelopes[c] + self._random_envelope(loc_rng, 3, self.config.location_jitter_db)
+    def _event(self, event: int, colour_db: np.ndarray, rate_scale: float, rng: np.random.Generator) -> np.ndarray:
+        """10 s of one sound event, unit power: shaped noise, modulated, with its tonal blips."""
         noise = np.fft.rfft(rng.standard_normal(self.samples))
-        scene = np.fft.irfft(noise * 10 ** (env_db / 20), n=self.samples)
+        sound = np.fft.irfft(noise * 10 ** ((self.event_envelopes[event] + colour_db) / 20), n=self.samples)
         t = np.arange(self.samples) / self.config.sample_rate
-        rate, depth = self.modulation[c]
-        scene *= 1 + depth * np.sin(2 * np.pi * rate * loc_rng.uniform(0.8, 1.25) * t + rng.uniform(0, 2 * np.pi))
-        event_rate, centre = self.events[c]
-        for _ in range(rng.poisson(event_rate * 10)):
+        rate, depth = self.event_modulation[event]
+        sound *= 1 + depth * np.sin(2 * np.pi * rate * rate_scale * t + rng.uniform(0, 2 * np.pi))
+        tone_rate, centre = self.event_tones[event]
+        for _ in range(rng.poisson(tone_rate * 10)):
             start, length = int(rng.integers(self.samples)), int(rng.uniform(0.05, 0.4) * self.config.sample_rate)
             freq = centre * 2 ** rng.normal(0, 0.3)
             piece = np.sin(2 * np.pi * freq * np.arange(length) / self.config.sample_rate) * np.hanning(length)
             end = min(self.samples, start + length)
-            scene[start:end] += 2.0 * scene.std() * piece[: end - start]
+            sound[start:end] += 2.0 * sound.std() * piece[: end - start]
+        return sound / (sound.std() + 1e-9)
+
+    def scene_spectrum(self, c: int, city: str, location_id: int, rng: np.random.Generator) -> np.ndarray:
+        """The complex spectrum of one 10-s recording of class `c`, before any device."""
+        loc_rng = _rng(self.config.seed, 7, location_id)
+        colour = self.class_colour[c] + self._random_envelope(loc_rng, 3, self.config.location_jitter_db)
+        recipe = list(self.recipes[c])
+        if self.sound_events:  # a corpus clip is rarely one sound alone: others, quieter, around it
+            other = next(int(e) for e in rng.permutation(N_EVENTS) if e != c)
+            recipe.append((other, rng.uniform(-16.0, -10.0)))
+        rate_scale = loc_rng.uniform(0.8, 1.25)
+        levels = [gain + rng.normal(0, self.config.event_level_db) for _, gain in recipe]
+        scene = sum(10 ** (level / 20) * self._event(e, colour, rate_scale, rng) for (e, _), level in zip(recipe, levels))
         scene /= scene.std() + 1e-9
         background = np.fft.irfft(np.fft.rfft(rng.standard_normal(self.samples)) *
                                   10 ** (self.city_background[city] / 20), n=self.samples)  # fmt: skip

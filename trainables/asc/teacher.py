@@ -22,7 +22,7 @@ import torchaudio
 from torch import nn
 
 from trainables.precision import PRECISIONS, autocast
-from trainables.settings import SettingError, check, from_dict, setting
+from trainables.settings import SettingError, check, check_step_budget, from_dict, setting
 
 STANDARD_ARCH = "passt_s_swa_p16_128_ap476"
 SCHEDULES = ("cosine", "exp_warmup_linear_down")
@@ -52,6 +52,8 @@ class TeacherConfig:
     num_heads: int = 4  # passt_tiny only
     drop_path_rate: float = 0.0  # stochastic depth, passt_tiny only
     epochs: int = setting(8, low=1)
+    train_steps: int = setting(0, low=0)  # fine-tuning's optimiser steps, the same at every subset, split evenly over
+    # `epochs` (0: `epochs` passes over the subset); the stages before it (pretrain, sit) always count passes
     batch_size: int = setting(32, low=1)
     lr: float = setting(1e-3, low=0.0, low_open=True)  # the seeds fine-tune the pretrained standard PaSST at 1e-5
     head_lr: float | None = setting(None, low=0.0, low_open=True)  # lr of the classification heads (their LayerNorm
@@ -98,6 +100,7 @@ class TeacherConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        check_step_budget(self.train_steps, self.epochs)
         if self.pretrain == "synthetic" and self.arch != TINY_ARCH:
             raise SettingError("pretrain", f"synthetic pretraining is for {TINY_ARCH}; the standard PaSST takes weights")
 
@@ -109,9 +112,10 @@ class TeacherConfig:
         """The settings of one training stage: `pretrain` (synthetic AudioSet stand-in), `sit` (CochlScene, its own
         epochs, lr and batch size) or `finetune` (the subset, as configured)."""
         if name == "pretrain":
-            return replace(self, epochs=self.pretrain_epochs)
+            return replace(self, epochs=self.pretrain_epochs, train_steps=0)
         if name == "sit":
-            return replace(self, epochs=self.sit_epochs, lr=self.sit_lr or self.lr, batch_size=self.sit_batch_size or self.batch_size)
+            return replace(self, epochs=self.sit_epochs, lr=self.sit_lr or self.lr, batch_size=self.sit_batch_size or self.batch_size,
+                           train_steps=0)  # fmt: skip
         return self
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from trainables.asc.augment import DeviceImpulseResponses, freq_mixstyle, time_roll
 from trainables.asc.data import AscData
 from trainables.asc.evaluation import eval_batch_size, predict, split_metrics
-from trainables.asc.loader import Batch, clip_batches
+from trainables.asc.loader import Batch, epoch_batches
 from trainables.asc.teacher import SCHEDULES, PasstTeacher, TeacherConfig, is_head
 from trainables.common import (
     FINITE_CHECK_EVERY,
@@ -83,7 +83,7 @@ def train_teacher(
     model = model.to(device)
     rows = data.splits[f"split{subset}"]
     train_devices = data.train_devices(subset)
-    steps_per_epoch = -(-len(rows) // config.batch_size)
+    steps_per_epoch = -(-config.train_steps // epochs) if config.train_steps else -(-len(rows) // config.batch_size)
     named = list(model.named_parameters())
     groups = [
         {"params": [p for n, p in named if not is_head(n)], "lr": config.lr * config.backbone_lr_ratio},
@@ -100,11 +100,12 @@ def train_teacher(
     for epoch in range(epochs):
         started = time.perf_counter()
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        for step, batch in enumerate(clip_batches(data, rows, config.batch_size, True, device)):
+        loss_sum, seen = torch.zeros((), device=device), 0
+        for step, batch in enumerate(epoch_batches(data, rows, config.batch_size, steps_per_epoch, device)):
             loss = teacher_loss(model, batch, labels, config, precision, dirs, is_device_a)
             scaled_step(loss, optimizer, scaler, scheduler)
             loss_sum += loss.detach() * len(batch.rows)
+            seen += len(batch.rows)
             if step % FINITE_CHECK_EVERY == 0:
                 check_finite(loss_sum, epoch + 1, step)
         check_finite(loss_sum, epoch + 1, steps_per_epoch - 1)
@@ -112,7 +113,7 @@ def train_teacher(
         val = data.splits["val"]
         val_logits = predict(lambda w: model.logits(w, precision), data, val, eval_batch, device)
         metrics = split_metrics(val_logits, data, val, train_devices)
-        metrics.update(train_loss=loss_sum.item() / len(rows), epoch=epoch + 1, seconds=time.perf_counter() - started)
+        metrics.update(train_loss=loss_sum.item() / seen, epoch=epoch + 1, seconds=time.perf_counter() - started)
         on_epoch(metrics, model)
     return model, metrics
 

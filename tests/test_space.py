@@ -72,7 +72,7 @@ def test_the_shipped_space_is_valid():
         ({"scheduler.type": "pbt"}, ["scheduler.type"]),
         ({"teacher.arch": "passt_xl"}, ["teacher.arch"]),
         ({"train_steps": 2, "epochs": 4}, ["train_steps: 2", "at least epochs (4)"]),
-        ({"train_steps": -5}, ["train_steps: -5"]),
+        ({"train_steps": -5}, ["train_steps: must not be negative, got -5"]),
     ],
 )
 def test_bad_space_files_are_refused(tmp_path, capsys, changes, needles):

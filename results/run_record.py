@@ -32,7 +32,7 @@ def write_record(run_dir: Path, space_file: dict, dataset: Path, storage: Path) 
     dataset = Path(dataset)
     shown = dataset.relative_to(storage) if dataset.is_relative_to(storage) else dataset
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(_plain({**space_file, DATASET: str(shown)}), sort_keys=False)
+    text = yaml.safe_dump(plain({**space_file, DATASET: str(shown)}), sort_keys=False)
     (Path(run_dir) / RECORD).write_text(text)
 
 
@@ -111,9 +111,10 @@ def differences(recorded: Any, current: Any, where: str = "") -> list[str]:
     return [] if recorded == current else [f"{where}: {recorded!r} → {current!r}"]
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """`value` as the record holds it once read back: tuples as lists."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value

@@ -17,9 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
-from results.run_record import RECORD, RecordError, differences, read_record, settings_of
+from results.run_record import RECORD, RecordError, differences, plain, read_record, settings_of
 from search.console import banner, duration, working
 from search.request import RunRequest
 from search.space import space_file
@@ -80,8 +78,7 @@ def check_resumable(request: RunRequest) -> None:
         recorded = settings_of(read_record(request.run_dir))
     except RecordError as err:
         raise SpaceError(f"--resume: {request.run_dir} holds no run to resume ({err})") from None
-    current = yaml.safe_load(yaml.safe_dump(space_file(request.space), sort_keys=False))
-    changed = differences(recorded, current)
+    changed = differences(recorded, plain(space_file(request.space)))
     if changed:
         shown = "; ".join(changed[:8]) + (f"; and {len(changed) - 8} more" if len(changed) > 8 else "")
         raise SpaceError(f"--resume: the settings differ from those {request.run_dir} was started with ({shown}); "

@@ -65,3 +65,8 @@ def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# What a trainer hands each epoch to its caller: the epoch's metrics, and a function that makes its checkpoint
+# (called only when the caller keeps one). Ray's trainables report both to Tune; tests collect them in a list.
+EpochCallback = Callable[[dict[str, float], Callable[[], dict]], None]

@@ -27,7 +27,7 @@ from trainables.asc.loader import Batch, epoch_batches
 from trainables.asc.losses import DEFAULT_KD_LAMBDA, DEFAULT_TEMPERATURE, kd_loss
 from trainables.asc.metrics import confusion_matrix
 from trainables.asc.student import Student, StudentArch
-from trainables.common import FINITE_CHECK_EVERY, check_finite, default_device, warmup_cosine
+from trainables.common import FINITE_CHECK_EVERY, EpochCallback, check_finite, default_device, warmup_cosine
 from trainables.precision import PRECISIONS, allow_tf32, autocast, grad_scaler, resolve, scaled_step
 from trainables.settings import SettingError, check, check_step_budget, from_dict, setting
 
@@ -165,7 +165,6 @@ class StudentStep:
             return self.network(spec)
 
 
-EpochCallback = Callable[[dict[str, float], Callable[[], dict]], None]
 
 
 def student_export(model: Student, frontend: FrontendConfig, config: StudentConfig, metrics: dict,

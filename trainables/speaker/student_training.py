@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.common import FINITE_CHECK_EVERY, check_finite, count_parameters, default_device
+from trainables.common import FINITE_CHECK_EVERY, EpochCallback, check_finite, count_parameters, default_device
 from trainables.precision import RESOLVED, autocast
 from trainables.prepared import DatasetError
 from trainables.settings import check, from_dict, setting
@@ -51,8 +50,6 @@ from trainables.speaker.student import (
     init_student_from_teacher,
 )  # fmt: skip
 from trainables.speaker.teacher import SslConfig, build_teacher, freeze, hidden_states
-
-EpochCallback = Callable[[dict[str, float], Callable[[], dict]], None]
 
 
 @dataclass(frozen=True)

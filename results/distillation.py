@@ -114,8 +114,11 @@ def warnings(board: pd.DataFrame, effect: pd.DataFrame, teachers: pd.DataFrame, 
         for subset, rows in board[board["status"] == "complete"].groupby("subset", sort=True):
             best = rows.iloc[0]
             column = "test_acc" if "test_acc" in best and pd.notna(best["test_acc"]) else "acc"
-            if column in best and pd.notna(best[column]) and float(best[column]) - chance < CHANCE_MARGIN:
-                found.append(f"Subset {subset}%: the best student's {column.replace('_', ' ')} {float(best[column]):.3f} "
+            # A confirmed configuration is judged by its seeds' mean, as it is ranked, not by its one search run.
+            value = best.get(f"confirmed_{column}", math.nan)
+            value = best.get(column, math.nan) if pd.isna(value) else value
+            if pd.notna(value) and float(value) - chance < CHANCE_MARGIN:
+                found.append(f"Subset {subset}%: the best student's {column.replace('_', ' ')} {float(value):.3f} "
                              f"is within {CHANCE_MARGIN * 100:.0f} points of chance ({chance:.3f} for {n_classes} "
                              "classes): it has not learned the scenes, so its ranking and the KD comparison say "
                              "nothing yet. Train longer (epochs) or on more data.")  # fmt: skip

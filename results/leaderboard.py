@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from results.run_record import budget as recorded_budget
-from results.run_record import searched_names
-from results.trial_records import TrialRecord, read_experiment
+from results.run_record import dimensions, read_record, searched_names
+from results.trial_records import TrialRecord, confirmation_experiments, read_experiment
 from trainables.asc.metrics import DEVICE_GROUPS, device_sort_key
 from trainables.asc.student import Budget, Complexity, StudentArch, complexity
 
@@ -95,21 +94,19 @@ def _ordered_columns(frame: pd.DataFrame, params: list[str]) -> pd.DataFrame:
     return frame[ordered + [c for c in frame.columns if c not in ordered]]
 
 
-def confirmation_runs(run_dir: Path) -> dict[str, list[dict]]:
-    """Per search trial id, the last results of the complete confirmation runs of its configuration: the runs of
-    the `confirm` experiments (one per rank) with its subset and searched values, and another seed."""
-    run_dir = Path(run_dir)
-    params = searched_names(run_dir)
+def confirmation_runs(run_dir: Path, params: list[str], search: list[TrialRecord]) -> dict[str, list[dict]]:
+    """Per search trial id (of `search`, the run's search trials), the last results of the complete confirmation
+    runs of its configuration: the runs of the confirmation experiments with its subset and searched values
+    (`params`), and another seed."""
 
     def key(config: dict) -> tuple:
         return (int(config.get("subset", 0)), *(json.dumps(config.get(p)) for p in params))
 
     trials: dict[tuple, list[str]] = {}
-    for record in read_experiment(run_dir / "search"):
+    for record in search:
         trials.setdefault(key(record.config), []).append(record.trial_id)
     runs: dict[str, list[dict]] = {}
-    experiments = [run_dir / "confirm", *sorted(run_dir.glob("confirm_rank*"), key=lambda p: p.name)]
-    for experiment in experiments:
+    for experiment in confirmation_experiments(run_dir):
         for record in read_experiment(experiment):
             if record.status == "complete":
                 for trial_id in trials.get(key(record.config), []):
@@ -117,9 +114,8 @@ def confirmation_runs(run_dir: Path) -> dict[str, list[dict]]:
     return runs
 
 
-def confirmations(run_dir: Path, metric: str) -> pd.DataFrame:
-    """Per confirmed search trial: mean and spread of its configuration over the confirmation seeds."""
-    runs = confirmation_runs(run_dir)
+def confirmations(runs: dict[str, list[dict]], metric: str) -> pd.DataFrame:
+    """Per confirmed search trial (`runs`: confirmation_runs): mean and spread of its configuration over the seeds."""
     rows = []
     for trial_id, results in runs.items():
         row = {"trial_id": trial_id, "confirmed_runs": len(results)}
@@ -132,12 +128,15 @@ def confirmations(run_dir: Path, metric: str) -> pd.DataFrame:
 
 
 def build_leaderboard(run_dir: Path, metric: str, mode: str, experiment: str = "search") -> pd.DataFrame:
-    params = searched_names(run_dir)
-    budget = recorded_budget(run_dir)
-    frame = pd.DataFrame(_rows(read_experiment(Path(run_dir) / experiment), params, budget))
+    record = read_record(run_dir)
+    params = list(dimensions(record))
+    trials = read_experiment(Path(run_dir) / experiment)
+    frame = pd.DataFrame(_rows(trials, params, record.get("budget") or {}))
     if frame.empty:
         return frame
-    confirmed = confirmations(run_dir, metric) if experiment == "search" else pd.DataFrame()
+    confirmed = pd.DataFrame()
+    if experiment == "search":
+        confirmed = confirmations(confirmation_runs(run_dir, params, trials), metric)
     if not confirmed.empty:
         frame = frame.merge(confirmed, on="trial_id", how="left")
     return _ordered_columns(rank(frame, metric, mode), params)
@@ -168,7 +167,7 @@ def comparison(run_dir: Path, metric: str, mode: str) -> pd.DataFrame:
     references = build_leaderboard(run_dir, metric, mode, experiment="no_kd")
     if board.empty or references.empty:
         return pd.DataFrame()
-    confirmed = confirmation_runs(run_dir)
+    confirmed = confirmation_runs(run_dir, searched_names(run_dir), read_experiment(Path(run_dir) / "search"))
     rows = []
     for subset, best in board[board["status"] == "complete"].groupby("subset"):
         reference = references[(references["subset"] == subset) & (references["status"] == "complete")]

@@ -74,16 +74,12 @@ def searched_names(run_dir: Path) -> list[str]:
     return list(dimensions(read_record(run_dir)))
 
 
-def budget(run_dir: Path) -> dict:
-    """The space's complexity budget section (empty when it has none)."""
-    return read_record(run_dir).get("budget") or {}
-
-
-def recorded_dataset(record: dict, storage: Path) -> Path | None:
-    """The prepared dataset a run read, for a start given no --data; None: the embedded one (made again if absent)."""
-    if not record.get(DATASET):
+def recorded_dataset(recorded: str | None, storage: Path) -> Path | None:
+    """The prepared dataset a record names (its `dataset`), for a start given no --data; None: the embedded one
+    (made again if absent)."""
+    if not recorded:
         return None
-    path = Path(storage) / record[DATASET]  # an absolute one stays as it is
+    path = Path(storage) / recorded  # an absolute one stays as it is
     if path.is_dir():
         return path
     if path.name.startswith(_GENERATED):
@@ -94,7 +90,7 @@ def recorded_dataset(record: dict, storage: Path) -> Path | None:
 def run_dataset(run_dir: Path) -> Path | None:
     """The prepared dataset of the run in `run_dir` when it is still there (the storage holds the run)."""
     try:
-        path = recorded_dataset(read_record(run_dir), Path(run_dir).resolve().parent)
+        path = recorded_dataset(read_record(run_dir).get(DATASET), Path(run_dir).resolve().parent)
     except RecordError:
         return None
     return path

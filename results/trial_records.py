@@ -53,6 +53,20 @@ class TrialRecord:
         return latest_checkpoint(self.directory)
 
 
+def confirmation_experiment(rank: int) -> str:
+    """The Tune experiment that runs each subset's trial of `rank` (1: the best) again with new seeds."""
+    return "confirm" if rank == 1 else f"confirm_rank{rank}"
+
+
+def confirmation_experiments(run_dir: Path) -> list[Path]:
+    """A run's confirmation experiments, rank 1 first (a rank is run only after the one above it)."""
+    found, rank = [], 1
+    while (Path(run_dir) / confirmation_experiment(rank)).is_dir():
+        found.append(Path(run_dir) / confirmation_experiment(rank))
+        rank += 1
+    return found
+
+
 def read_experiment(directory: Path) -> list[TrialRecord]:
     """All trials of one Tune experiment directory (e.g. <run>/search); empty if it does not exist."""
     records = []

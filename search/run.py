@@ -102,7 +102,7 @@ def make_request(args: argparse.Namespace) -> RunRequest:
         data = given_dataset(request, Path(args.data), args.splits)
     elif recorded:
         try:
-            data = recorded_dataset({DATASET: recorded}, storage)
+            data = recorded_dataset(recorded, storage)
         except RecordError as err:
             raise SpaceError(f"--resume: {err}") from None
     if data is not None and space.spec.by_subset:

@@ -211,14 +211,10 @@ def build_space(raw: dict) -> Space:
         if ranged:
             raise SpaceError(f"sampler: grid needs a list of choices for every searched setting, not a range: {ranged}")
         meta["samples"] = math.prod(len(d.choices) for d in dimensions)  # every combination, once
-    return Space(
-        system=meta.get("system", "asc_kd"), metric=metric, mode=mode, samples=meta.get("samples", 1),
-        subsets=subsets, dimensions=dimensions, settings=settings, max_concurrent=meta.get("max_concurrent", 0),
-        compare_without_kd=meta.get("compare_without_kd", True), max_failures=meta.get("max_failures", 0),
-        seed=meta.get("seed", 0), sampler=sampler, confirm_top_k=meta.get("confirm_top_k", 0), confirm_seeds=meta.get("confirm_seeds", 3),
-        source=raw, scheduler=built.pop("scheduler"), resources=built.pop("resources"),
-        sections=built,
-    )  # fmt: skip
+    # The scalars the space leaves out take the Space's own defaults.
+    return Space(**{**meta, "system": schema.name, "metric": metric, "mode": mode, "samples": meta.get("samples", 1)},
+                 subsets=subsets, dimensions=dimensions, settings=settings, source=raw,
+                 scheduler=built.pop("scheduler"), resources=built.pop("resources"), sections=built)  # fmt: skip
 
 
 _PATH_SETTINGS = ("weights", "cochlscene", "logits", "dir_path")  # also teacher_training.weights

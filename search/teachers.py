@@ -152,7 +152,7 @@ class TeacherPlan:
                 config = PretrainingConfig(seed=self.teacher.seed)
                 cached_dataset(directory, config, generate_pretraining, load_prepared, "the synthetic AudioSet stand-in")
             if not cached_state(state_path):
-                job = self._job(directory, init, state_path=state_path)
+                job = teacher_job(self.request, directory, init_path=init, state_path=state_path)
                 self._fit(f"teacher_{name}", {"stage": name, "subset": 100, "seed": self.teacher.seed}, job)
                 if not state_path.is_file():
                     raise RuntimeError(f"the teacher's {name} stage failed; see {self.request.run_dir / f'teacher_{name}'}")
@@ -166,19 +166,25 @@ class TeacherPlan:
         seeds = sorted({seed for _, seed in todo})
         paths = {(subset, seed): self.member_path(subset, seed) for subset in subsets for seed in seeds}
         config = {"stage": "finetune", "subset": tune.grid_search(subsets), "seed": tune.grid_search(seeds)}
-        self._fit("teachers", config, self._job(self.data_dir, init, logits_paths=paths))
+        self._fit("teachers", config, teacher_job(self.request, self.data_dir, init_path=init, logits_paths=paths))
         failed = [key for key, path in todo.items() if not path.is_file()]
         if failed:
             raise RuntimeError(f"teacher training failed for (subset, seed) {failed}; see {self.request.run_dir / 'teachers'}")
 
-    def _job(self, data_dir: Path, init: Path | None, **outputs) -> TeacherJob:
-        res = self.request.space.resources
-        return TeacherJob(data_dir=data_dir, cpus=res.teacher_cpus_per_trial, gpus=res.teacher_gpus_per_trial,
-                          init_path=init, **outputs)  # fmt: skip
-
     def _fit(self, name: str, config: dict, job: TeacherJob) -> None:
-        trainable = tune.with_resources(tune.with_parameters(teacher_trial, job=job), {"cpu": job.cpus, "gpu": job.gpus})
-        fit_experiment(self.request, name, trainable, {"teacher": dataclasses.asdict(self.teacher), **config})
+        fit_teachers(self.request, name, teacher_trial, job, {"teacher": dataclasses.asdict(self.teacher), **config})
+
+
+def teacher_job(request: RunRequest, data_dir: Path, **given) -> TeacherJob:
+    """A teacher experiment's constants, with the space's per-teacher resources."""
+    res = request.space.resources
+    return TeacherJob(data_dir=data_dir, cpus=res.teacher_cpus_per_trial, gpus=res.teacher_gpus_per_trial, **given)
+
+
+def fit_teachers(request: RunRequest, name: str, trial, job: TeacherJob, param_space: dict) -> None:
+    """Run `trial` on every point of `param_space` as the experiment `name`, `job` its constants and resources."""
+    trainable = tune.with_resources(tune.with_parameters(trial, job=job), {"cpu": job.cpus, "gpu": job.gpus})
+    fit_experiment(request, name, trainable, param_space)
 
 
 def cached_state(path: Path) -> bool:
@@ -227,12 +233,8 @@ def ensure_ssl_teacher(request: RunRequest, data_dir: Path) -> Path:
     cached = cached_state(path)
     print(f"SSL teacher: {'cached' if cached else 'to train'} ({path})", flush=True)
     if not cached:
-        res = space.resources
-        job = TeacherJob(data_dir=data_dir, cpus=res.teacher_cpus_per_trial, gpus=res.teacher_gpus_per_trial,
-                         state_path=path)  # fmt: skip
-        trainable = tune.with_resources(tune.with_parameters(ssl_teacher_trial, job=job), {"cpu": job.cpus, "gpu": job.gpus})
-        fit_experiment(request, "teacher_ssl", trainable, {"ssl": dataclasses.asdict(ssl),
-                                                           "training": dataclasses.asdict(training), "subset": 0})  # fmt: skip
+        fit_teachers(request, "teacher_ssl", ssl_teacher_trial, teacher_job(request, data_dir, state_path=path),
+                     {"ssl": dataclasses.asdict(ssl), "training": dataclasses.asdict(training), "subset": 0})
         if not path.is_file():
             raise RuntimeError(f"the SSL teacher's training failed; see {request.run_dir / 'teacher_ssl'}")
     return path

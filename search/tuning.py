@@ -15,6 +15,7 @@ from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from results.trial_records import confirmation_experiment
 from search.checkpoint_retention import CheckpointRetention
 from search.per_subset import HonestOptunaSearch, PerSubsetScheduler, PerSubsetSearch
 from search.progress import EpochProgress, SearchProgress
@@ -243,10 +244,6 @@ def run_confirmation(request: RunRequest, context: TrialContext, board: pd.DataF
              tune_config=_tune_config(seeded=True, max_concurrent_trials=space.max_concurrent or None),
              run_config=_run_config(request, name, space, keep_checkpoints=True,
                                     progress=_progress(space, title, dict.fromkeys(picks, space.confirm_seeds))))  # fmt: skip
-
-
-def confirmation_experiment(rank: int) -> str:
-    return "confirm" if rank == 1 else f"confirm_rank{rank}"
 
 
 def _following(space: Space, picks: dict[int, dict], **fixed) -> dict:

@@ -12,7 +12,7 @@ from search.request import RunRequest
 from search.space_errors import SpaceError
 from trainables.asc.data import AscData, load_prepared
 from trainables.asc.logits_file import LogitsMismatch, average_logits
-from trainables.asc.teacher import STANDARD_ARCH, TINY_ARCH, TeacherConfig
+from trainables.asc.teacher import STANDARD_ARCH, TeacherConfig
 
 
 def check_scene_teacher(request: RunRequest) -> None:
@@ -42,7 +42,7 @@ def check_external_logits(teacher: TeacherConfig, data: AscData, subsets: tuple[
 
 
 def check_teacher_is_trained(request: RunRequest) -> None:
-    """On real data, refuse (SpaceError) a teacher that would start from random weights: a tiny PaSST, or PaSST-S
+    """On real data, refuse (SpaceError) a teacher that would start from random weights: a tiny PaSST, a CNN, or PaSST-S
     without AudioSet weights. Its logits would teach the student little, silently; `allow_untrained` says it is meant."""
     space = request.space
     if json.loads((request.data / "dataset.json").read_text()).get("source", "").startswith("synthetic"):
@@ -55,7 +55,7 @@ def check_teacher_is_trained(request: RunRequest) -> None:
         return
     if teacher.allow_untrained or (teacher.arch == STANDARD_ARCH and teacher.weights):
         return
-    start = f"a {TINY_ARCH} from random weights" if teacher.arch == TINY_ARCH else f"{STANDARD_ARCH} without weights"
+    start = f"{STANDARD_ARCH} without weights" if teacher.arch == STANDARD_ARCH else f"a {teacher.arch} from random weights"
     raise SpaceError(f"{where}arch: on real data the teacher would be {start}; give {where}weights (the AudioSet "
                      f"checkpoint) with arch {STANDARD_ARCH}, distil from files with teacher.logits, or set "
                      f"{where}allow_untrained: true")  # fmt: skip

@@ -3,8 +3,8 @@
 Where a subset's teacher comes from, in order of the `teacher` section's settings:
 - `logits: FILE` (`{subset}` replaced by the subset): the seed systems' [meta.csv rows, classes]
   tensor or this project's filename-keyed file; no teacher is trained.
-- otherwise PaSST teachers, trained in stages, each stage cached under `<storage>/cache/teachers/`:
-  1. initial weights: AudioSet weights from `weights` (standard PaSST), or for `passt_tiny` with
+- otherwise teachers (PaSST, or the wide CNN), trained in stages, each cached under `<storage>/cache/teachers/`:
+  1. initial weights: AudioSet weights from `weights` (standard PaSST), or for `passt_tiny` and `cnn` with
      `pretrain: synthetic` a pretraining on the synthetic AudioSet stand-in (trainables/asc/synthetic.py);
   2. `cochlscene: ROOT`: SIT's first stage, training on CochlScene's 13 scenes;
   3. per subset and ensemble member (seeds seed … seed+ensemble−1): fine-tuning on the subset only,
@@ -39,7 +39,7 @@ from search.tuning import fit_experiment
 from trainables.asc.cochlscene import prepare_cochlscene
 from trainables.asc.data import load_prepared
 from trainables.asc.evaluation import logits_metrics
-from trainables.asc.logits_file import LogitsMismatch, check_logits_cache, read_logits, save_logits
+from trainables.asc.logits_file import LogitsMismatch, aligned_logits, check_logits_cache, read_logits, save_logits
 from trainables.asc.synthetic import PretrainingConfig, generate_pretraining
 from trainables.asc.teacher import TeacherConfig
 from trainables.atomic import set_aside
@@ -48,7 +48,7 @@ from trainables.speaker.teacher import build_teacher, load_ssl_state_dict
 from trainables.tensor_files import UnreadableFile, load_tensors
 
 # Settings that change what a stage produces; the others (logits, ensemble, …) do not enter its key.
-_INIT_KEYS = ("arch", "weights", "embed_dim", "depth", "num_heads", "drop_path_rate", "s_patchout_t", "s_patchout_f",
+_INIT_KEYS = ("arch", "weights", "embed_dim", "depth", "num_heads", "drop_path_rate", "width", "s_patchout_t", "s_patchout_f",
               "freqm", "timem", "batch_size", "lr", "head_lr", "weight_decay", "schedule", "warmup_fraction", "warmup_epochs",
               "rampdown_start", "rampdown_epochs", "lr_floor", "mixstyle_p", "mixstyle_alpha", "roll_sec", "dir_path",
               "dir_prob", "sample_rate", "precision", "seed")  # fmt: skip
@@ -110,7 +110,7 @@ class TeacherPlan:
     def ensure(self, subsets: tuple[int, ...]) -> dict[int, Path]:
         """Fill the cache for every subset (training only what is missing) and return the students' files."""
         paths = {s: self.subset_path(s) for s in subsets}
-        missing = [s for s, p in paths.items() if not self._cached_logits(p)]
+        missing = [s for s, p in paths.items() if not self._cached_logits(p, s)]
         for subset, path in paths.items():
             print(f"Teacher for subset {subset}%: {'to make' if subset in missing else 'cached'} ({path})", flush=True)
         if not missing:
@@ -123,22 +123,24 @@ class TeacherPlan:
         init = self.run_init_stages()
         seeds = list(range(self.teacher.seed, self.teacher.seed + self.teacher.ensemble))
         members = {(s, seed): self.member_path(s, seed) for s in missing for seed in seeds}
-        todo = {key: path for key, path in members.items() if not self._cached_logits(path)}
+        todo = {key: path for key, path in members.items() if not self._cached_logits(path, key[0])}
         if todo:
             self._fine_tune(todo, init)
         if self.teacher.ensemble > 1:
             for subset in missing:
-                stacked = np.stack([read_logits(members[(subset, seed)])["logits"].numpy() for seed in seeds])
-                logits = stacked.mean(axis=0)
-                save_logits(paths[subset], self.data.filenames, logits, logits_metrics(logits, self.data, subset))
+                rows = self.data.teacher_rows(subset)
+                logits = np.mean([aligned_logits(members[(subset, seed)], self.data, rows)[rows] for seed in seeds], axis=0)
+                save_logits(paths[subset], [self.data.filenames[r] for r in rows], logits,
+                            logits_metrics(logits, self.data, subset, rows))  # fmt: skip
         return paths
 
-    def _cached_logits(self, path: Path) -> bool:
-        """Whether `path` holds whole, finite logits for every clip; a damaged file is set aside to be made again."""
+    def _cached_logits(self, path: Path, subset: int) -> bool:
+        """Whether `path` holds whole, finite logits for every clip `subset` needs; a damaged file is set aside to be
+        made again."""
         if not path.exists():
             return False
         try:
-            check_logits_cache(path, self.data)
+            check_logits_cache(path, self.data, self.data.teacher_rows(subset))
             return True
         except LogitsMismatch as err:
             set_aside(path, str(err).removeprefix(f"{path}: "))

@@ -95,7 +95,8 @@ def save_state(state: dict, path: Path) -> None:
 
 def teacher_trial(config: dict, job: TeacherJob) -> None:
     """Train one teacher stage (config: the teacher's settings, its stage, subset and seed) and write what it
-    produced: a state dict for a later stage, and/or its logits for every clip with their device-wise figures."""
+    produced: a state dict for a later stage, and/or its logits with their device-wise figures (for the clips
+    of its subset and the held-out splits: AscData.teacher_rows)."""
     device = _claim_device(job.cpus, job.gpus)
     data = load_prepared(job.data_dir)
     subset, seed = int(config["subset"]), int(config["seed"])
@@ -106,8 +107,10 @@ def teacher_trial(config: dict, job: TeacherJob) -> None:
     if job.state_path is not None:
         save_state(model.state_dict(), job.state_path)
     if (subset, seed) in job.logits_paths:
-        logits = teacher_logits(model, data, settings.eval_batch_size, settings.precision)
-        save_logits(job.logits_paths[(subset, seed)], data.filenames, logits, logits_metrics(logits, data, subset))
+        rows = data.teacher_rows(subset)
+        logits = teacher_logits(model, data, settings.eval_batch_size, settings.precision, rows)
+        save_logits(job.logits_paths[(subset, seed)], [data.filenames[r] for r in rows], logits,
+                    logits_metrics(logits, data, subset, rows))  # fmt: skip
 
 
 def teacher_search_trial(config: dict, context: TrialContext) -> None:

@@ -13,7 +13,7 @@ import torch
 from tests.device_check import MixedDevices, OneDevice
 from trainables.asc.loader import clip_batches
 from trainables.asc.student_training import StudentConfig, StudentStep
-from trainables.asc.teacher import PasstTeacher, TeacherConfig
+from trainables.asc.teacher import TeacherConfig, build_teacher
 from trainables.asc.teacher_training import teacher_loss
 
 META = torch.device("meta")
@@ -59,12 +59,13 @@ def test_a_student_step_keeps_every_tensor_on_the_device(tiny_data, impulse_resp
     assert all(p.grad is not None and p.grad.device == device for p in step.model.parameters())
 
 
-def test_a_teacher_step_keeps_every_tensor_on_the_device(tiny_data):
-    config = TeacherConfig(embed_dim=32, depth=1, num_heads=2, freqm=8, timem=8, mixstyle_p=1.0, s_patchout_f=2,
-                           s_patchout_t=2, precision="fp32")  # fmt: skip
+@pytest.mark.parametrize("arch", ["passt_tiny", "cnn"])
+def test_a_teacher_step_keeps_every_tensor_on_the_device(tiny_data, arch):
+    config = TeacherConfig(arch=arch, embed_dim=32, depth=1, num_heads=2, width=16, freqm=8, timem=8, mixstyle_p=1.0,
+                           s_patchout_f=2, s_patchout_t=2, precision="fp32")  # fmt: skip
     torch.manual_seed(0)
     with OneDevice():
-        model = PasstTeacher(config, len(tiny_data.classes)).to(META)
+        model = build_teacher(config, len(tiny_data.classes)).to(META)
         labels = torch.as_tensor(tiny_data.labels).to(META)
         batch = next(clip_batches(tiny_data, tiny_data.splits["split100"], 8, True, META))
         loss = teacher_loss(model, batch, labels, config, "fp32")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -20,11 +21,12 @@ from search.run import main
 from search.space_file import read_space_file
 from trainables.asc.data import load_prepared
 from trainables.asc.evaluation import predict, split_metrics
+from trainables.asc.logits_file import read_logits
 
 DEVICES = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]
 TINY_SETTINGS = [
     "epochs=2", "batch_size=50",
-    "teacher.epochs=1", "teacher.pretrain=none", "teacher.embed_dim=32", "teacher.depth=1", "teacher.num_heads=2", "teacher.eval_batch_size=300",
+    "teacher.epochs=1", "teacher.pretrain=none", "teacher.width=16", "teacher.eval_batch_size=300",
     "data.seed=3", "data.train_segments_per_class=3", "data.test_segments_per_class=1",
     "data.held_out_clips_per_segment=2",
     "train_steps=0", "teacher.train_steps=0", "confirm_top_k=0",  # the demo's step budget and confirmation: too slow here
@@ -103,6 +105,20 @@ def test_report_is_written(first_run):
     report = first_run / "first" / "report.html"
     assert report.is_file() and "<img" in report.read_text()
     assert (first_run / "first" / "summary.json").is_file()
+
+
+def test_each_teacher_s_logits_cover_its_subset_and_the_held_out_clips(first_run):
+    """A subset's teacher computes logits for the clips its students train on and the splits its figures come from,
+    not for the whole pool: a 5 % teacher would otherwise do 20 times the forward passes it needs."""
+    data = load_prepared(next((first_run / "cache" / "datasets").iterdir()))
+    teachers = pd.read_csv(first_run / "first" / "teachers.csv")
+    assert sorted(teachers["subset"]) == [5, 10]
+    for _, teacher in teachers.iterrows():
+        payload = read_logits(Path(teacher["logits"]))
+        held_out = np.concatenate([data.splits["val"], data.splits["test"]])
+        wanted = {data.filenames[r] for r in np.concatenate([data.splits[f"split{int(teacher['subset'])}"], held_out])}
+        assert set(payload["filenames"]) == wanted and len(wanted) < len(data.filenames)
+        assert payload["metrics"]["test_acc"] == pytest.approx(teacher["test_acc"])
 
 
 def test_second_run_reuses_the_teacher_cache(first_run, capsys):

@@ -93,7 +93,7 @@ def _run(real: dict, space: str, name: str, *extra: str) -> int:
 def test_an_untrained_teacher_on_real_data_is_refused_unless_allowed(real, capsys):
     assert _run(real, "kd", "tiny_teacher", "--samples", "1") == 2
     err = capsys.readouterr().err
-    assert "teacher.arch: on real data the teacher would be a passt_tiny from random weights" in err
+    assert "teacher.arch: on real data the teacher would be a cnn from random weights" in err
     assert "teacher.allow_untrained: true" in err and "Traceback" not in err
     assert _run(real, "passt_teacher", "no_weights", *ON_CPU, *_sets("weights=null", f"dir_path={real['irs']}")) == 2
     assert "without weights" in capsys.readouterr().err

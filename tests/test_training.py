@@ -1,5 +1,7 @@
 """The training loops are plain PyTorch: called here directly, without Ray."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ import torch
 from trainables.asc.loader import epoch_batches
 from trainables.asc.logits_file import LogitsMismatch, aligned_logits, save_logits
 from trainables.asc.student_training import StudentConfig, train_student
-from trainables.asc.teacher import TeacherConfig
+from trainables.asc.teacher import TeacherConfig, is_head
 from trainables.asc.teacher_training import teacher_logits, train_teacher
 from trainables.common import NonFiniteLoss
 
@@ -68,6 +70,26 @@ def test_a_step_budget_goes_round_a_small_subset_and_cuts_a_large_one(tiny_data)
     assert [m["epoch"] for m, _ in reports] == [1, 2]
     state = reports[-1][1]["train_state"]["optimizer"]["state"]
     assert int(next(iter(state.values()))["step"]) == 6, "AdamW took exactly the budget's steps"
+
+
+def test_a_cnn_teacher_fine_tunes_from_its_pretrained_backbone_with_a_new_head(tiny_data):
+    """The demo's teacher: a wide CNN whose pretraining (here a first run) carries over to fine-tuning, all but the
+    classifier, which starts afresh for the new task."""
+    torch.set_num_threads(1)
+    config = TeacherConfig(arch="cnn", width=16, epochs=1, batch_size=50, eval_batch_size=300, lr=0.01)
+    pretrained, _ = train_teacher(config, tiny_data, 100, device=torch.device("cpu"))
+    state = {k: v.clone() for k, v in pretrained.state_dict().items()}
+    # a backbone learning rate of ~0: what fine-tuning starts from is all that is left of it
+    slow = dataclasses.replace(config, backbone_lr_ratio=1e-12, seed=1)
+    tuned, metrics = train_teacher(slow, tiny_data, 5, device=torch.device("cpu"), init_state=state)
+    assert 0.0 <= metrics["acc"] <= 1.0
+    for name, value in tuned.named_parameters():
+        if is_head(name):
+            assert not torch.allclose(value, state[name]), f"{name} should start afresh"
+        else:
+            assert torch.allclose(value, state[name], atol=1e-6), f"{name} should come from the pretraining"
+    assert sum(is_head(name) for name, _ in tuned.named_parameters()) == 3  # the 1×1 convolution and its BatchNorm
+    assert np.isfinite(teacher_logits(tuned, tiny_data, 300)).all()
 
 
 def test_tiny_teacher_trains_and_its_logits_round_trip(tiny_data, tmp_path):

@@ -52,6 +52,13 @@ class AscData:
     def train_devices(self, subset: int) -> list[str]:
         return sorted(set(self.devices[self.splits[f"split{subset}"]].tolist()))
 
+    def teacher_rows(self, subset: int) -> np.ndarray:
+        """The rows a subset's teacher logits cover: the clips its students train on and the held-out splits its
+        figures come from. A 5 % teacher has no use for logits of the other 95 % of the pool, which would cost
+        it 20 times the forward passes it needs."""
+        held_out = [self.splits[name] for name in ("val", "test", "full_test") if name in self.splits]
+        return np.unique(np.concatenate([self.splits[f"split{subset}"], *held_out]))
+
 
 def write_prepared(
     directory: Path,

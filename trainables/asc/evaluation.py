@@ -34,9 +34,14 @@ def split_metrics(logits: torch.Tensor, data: AscData, rows: np.ndarray, train_d
     )
 
 
-def logits_metrics(logits: np.ndarray, data: AscData, subset: int) -> dict[str, float]:
+def logits_metrics(logits: np.ndarray, data: AscData, subset: int, rows: np.ndarray | None = None) -> dict[str, float]:
     """Device-wise figures of precomputed logits [clips, classes] on val, test and (real data) the whole of
-    test.csv (keys val_*, test_*, full_test_*)."""
+    test.csv (keys val_*, test_*, full_test_*). `rows`: the dataset rows `logits` hold, in order (default:
+    every clip), as many as cover those splits."""
+    if rows is not None:
+        every = np.full((len(data.filenames), logits.shape[1]), np.nan, dtype=np.float32)
+        every[rows] = logits
+        logits = every
     metrics: dict[str, float] = {}
     for split in ("val", "test", "full_test"):
         if split in data.splits:

@@ -36,8 +36,9 @@ def _load(path: Path):
         raise LogitsMismatch(str(err)) from None
 
 
-def check_logits_cache(path: Path, data: AscData) -> None:
-    """Refuse (LogitsMismatch) a cache file that is not whole, finite logits for every clip of `data`."""
+def check_logits_cache(path: Path, data: AscData, rows: np.ndarray | None = None) -> None:
+    """Refuse (LogitsMismatch) a cache file that is not whole, finite logits for `rows` of `data` (default: every
+    clip)."""
     payload = _load(path)
     if not (isinstance(payload, dict) and {"filenames", "logits", "metrics"} <= set(payload)
             and isinstance(payload["logits"], torch.Tensor) and isinstance(payload["filenames"], list)):  # fmt: skip
@@ -48,7 +49,8 @@ def check_logits_cache(path: Path, data: AscData) -> None:
         raise LogitsMismatch(f"{path}: {logits.dtype} logits of shape {list(logits.shape)}, "
                              f"expected float32 {list(expected)}")  # fmt: skip
     _check_finite(path, logits.numpy(), payload["filenames"])
-    missing = set(data.filenames) - set(payload["filenames"])
+    needed = data.filenames if rows is None else [data.filenames[r] for r in rows]
+    missing = set(needed) - set(payload["filenames"])
     if missing:
         raise LogitsMismatch(f"{path}: no logits for {len(missing)} clips of the dataset, e.g. {min(missing)}")
 

@@ -21,6 +21,9 @@ import torch
 import torchaudio
 from torch import nn
 
+from trainables.asc.augment import frequency_mask
+from trainables.asc.frontend import MASKED_LOG_MEL, FrontendConfig, LogMel
+from trainables.asc.student import Student, StudentArch
 from trainables.precision import PRECISIONS, autocast
 from trainables.settings import SettingError, check, check_step_budget, from_dict, setting
 
@@ -28,8 +31,10 @@ STANDARD_ARCH = "passt_s_swa_p16_128_ap476"
 SCHEDULES = ("cosine", "exp_warmup_linear_down")
 AUDIOSET_FRAMES = 998  # the standard PaSST's input length: 10 s at a 10-ms hop
 TINY_ARCH = "passt_tiny"
-ARCHS = (TINY_ARCH, STANDARD_ARCH)
-PRETRAINING = ("none", "synthetic")  # synthetic: passt_tiny pretrained once on the synthetic AudioSet stand-in
+CNN_ARCH = "cnn"
+ARCHS = (TINY_ARCH, CNN_ARCH, STANDARD_ARCH)
+FROM_SCRATCH = (TINY_ARCH, CNN_ARCH)  # the archs without AudioSet weights: random weights, or the synthetic pretraining
+PRETRAINING = ("none", "synthetic")  # synthetic: pretrained once on the synthetic AudioSet stand-in
 
 
 def _hear21passt():
@@ -45,12 +50,13 @@ def _hear21passt():
 class TeacherConfig:
     """One teacher's settings. Learning rates are per step of Adam; epochs over the subset."""
 
-    arch: str = setting(TINY_ARCH, choices=ARCHS)  # passt_tiny or passt_s_swa_p16_128_ap476
+    arch: str = setting(TINY_ARCH, choices=ARCHS)  # passt_tiny, cnn or passt_s_swa_p16_128_ap476
     weights: str | None = None  # local AudioSet checkpoint for the standard arch (None: random init)
     embed_dim: int = 96  # passt_tiny only
     depth: int = 2  # passt_tiny only
     num_heads: int = 4  # passt_tiny only
     drop_path_rate: float = 0.0  # stochastic depth, passt_tiny only
+    width: int = setting(64, low=8)  # cnn only: its base channels (the student has 32; 64 makes 228k parameters)
     epochs: int = setting(8, low=1)
     train_steps: int = setting(0, low=0)  # fine-tuning's optimiser steps, the same at every subset, split evenly over
     # `epochs` (0: `epochs` passes over the subset); the stages before it (pretrain, sit) always count passes
@@ -70,8 +76,8 @@ class TeacherConfig:
     lr_floor: float = setting(0.01, low=0.0, high=1.0, low_open=True)  # … and the share of lr it ends at
     s_patchout_t: int = 0
     s_patchout_f: int = 0  # the seeds drop 6 of the standard model's 12 frequency patches
-    freqm: int = 0  # frequency-mask width of the mel front end, bins of 128 (the seeds: 48)
-    timem: int = 0  # time-mask width, frames of 101 per second (the seeds: 20)
+    freqm: int = 0  # frequency-mask width of the mel front end, bins of 128 (the seeds: 48); cnn: of 256
+    timem: int = 0  # time-mask width, frames of 101 per second (the seeds: 20); PaSST only
     mixstyle_p: float = setting(0.4, low=0.0, high=1.0)
     mixstyle_alpha: float = 0.4
     roll_sec: float = 0.1
@@ -79,13 +85,13 @@ class TeacherConfig:
     dir_prob: float = setting(0.6, low=0.0, high=1.0)  # probability of convolving a device-a clip with one of them
     sample_rate: int = setting(32000, low=8000)  # the mel front end's rate; clips at another rate are resampled on the
     # device (NTU: 44100)
-    eval_batch_size: int = setting(0, low=0)  # 0: 1024 on a GPU, 128 on a CPU
+    eval_batch_size: int = setting(0, low=0)  # 0: 1024 on a GPU, 32 on a CPU
     precision: str = setting("auto", choices=PRECISIONS)  # auto (bf16 on a GPU, fp32 on a CPU), fp32, bf16 or fp16
     # (torch.autocast)
     seed: int = 0
     # Where the KD search's teacher comes from, and how it is trained:
-    pretrain: str = setting("none", choices=PRETRAINING)  # "synthetic": pretrain passt_tiny once on the synthetic
-    # AudioSet stand-in
+    pretrain: str = setting("none", choices=PRETRAINING)  # "synthetic": pretrain passt_tiny or cnn once on the
+    # synthetic AudioSet stand-in
     pretrain_epochs: int = setting(10, low=1)
     backbone_lr_ratio: float = setting(1.0, low=0.0, high=1.0, low_open=True)  # lr of all but the new head, relative to
     # lr, in (0, 1]; < 1: SIT's slow learner
@@ -101,8 +107,9 @@ class TeacherConfig:
     def __post_init__(self) -> None:
         check(self)
         check_step_budget(self.train_steps, self.epochs)
-        if self.pretrain == "synthetic" and self.arch != TINY_ARCH:
-            raise SettingError("pretrain", f"synthetic pretraining is for {TINY_ARCH}; the standard PaSST takes weights")
+        if self.pretrain == "synthetic" and self.arch not in FROM_SCRATCH:
+            raise SettingError("pretrain", f"synthetic pretraining is for {' and '.join(FROM_SCRATCH)}; the standard "
+                                           "PaSST takes weights")  # fmt: skip
 
     @classmethod
     def from_dict(cls, values: dict) -> "TeacherConfig":
@@ -119,8 +126,45 @@ class TeacherConfig:
         return self
 
 
-class PasstTeacher(nn.Module):
-    """Waveform [B, samples] at 32 kHz → class logits [B, n_classes]."""
+class Teacher(nn.Module):
+    """Waveform [B, samples] at `source_rate` → class logits [B, n_classes]; the loops see only this interface.
+
+    A step is `classify(spectrogram(waveform_at_rate(w)))`, with the batch augmentations (time roll before,
+    Freq-MixStyle between) applied by the loop; `spectrogram` applies the front end's own masks in training.
+    """
+
+    rate: int  # the rate the front end expects
+    source_rate: int  # the rate of the clips it is given; set by the loops
+
+    def waveform_at_rate(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Clips at `source_rate` resampled, on their device, to the rate the front end expects."""
+        if self.source_rate == self.rate:
+            return waveform
+        return torchaudio.functional.resample(waveform, self.source_rate, self.rate)
+
+    def spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
+        """[B, samples] at `rate` → [B, 1, mel bins, frames], masked in training."""
+        raise NotImplementedError
+
+    def classify(self, spec: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.spectrogram(self.waveform_at_rate(waveform)))
+
+    def logits(self, waveform: torch.Tensor, precision: str) -> torch.Tensor:
+        """fp32 logits, the network run in `precision` (the front end always in fp32)."""
+        spec = self.spectrogram(self.waveform_at_rate(waveform))
+        with autocast(precision, waveform.device):
+            return self.classify(spec).float()
+
+
+def build_teacher(config: TeacherConfig, n_classes: int) -> Teacher:
+    return CnnTeacher(config, n_classes) if config.arch == CNN_ARCH else PasstTeacher(config, n_classes)
+
+
+class PasstTeacher(Teacher):
+    """PaSST (the standard one or passt_tiny) on hear21passt's mel front end."""
 
     def __init__(self, config: TeacherConfig, n_classes: int):
         super().__init__()
@@ -147,8 +191,9 @@ class PasstTeacher(nn.Module):
                 load_audioset_weights(self.net, Path(config.weights))
             self.net.patch_embed.register_forward_hook(self._time_window)
         else:
-            raise ValueError(f"unknown teacher arch {config.arch!r}; expected one of {', '.join(ARCHS)}")
-        self.source_rate = config.sample_rate  # the rate of the clips it is given; set by the loops
+            raise ValueError(f"unknown PaSST arch {config.arch!r}; expected {TINY_ARCH} or {STANDARD_ARCH}")
+        self.rate = config.sample_rate
+        self.source_rate = config.sample_rate
 
     def _time_window(self, _module: nn.Module, _inputs: tuple, patches: torch.Tensor) -> torch.Tensor:
         """In training, a random window of the 10-s time positional embedding instead of its first patches.
@@ -163,22 +208,32 @@ class PasstTeacher(nn.Module):
         offset = int(torch.randint(spare + 1, (1,)))
         return patches + embedding[..., offset : offset + width] - embedding[..., :width]
 
-    def waveform_at_rate(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Clips at `source_rate` resampled, on their device, to the rate the mel front end expects."""
-        if self.source_rate == self.mel.sr:
-            return waveform
-        return torchaudio.functional.resample(waveform, self.source_rate, self.mel.sr)
+    def spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.mel(waveform).unsqueeze(1)  # AugmentMelSTFT masks in training mode itself
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        logits, _features = self.net(self.mel(self.waveform_at_rate(waveform)).unsqueeze(1))
+    def classify(self, spec: torch.Tensor) -> torch.Tensor:
+        logits, _features = self.net(spec)
         return logits
 
-    def logits(self, waveform: torch.Tensor, precision: str) -> torch.Tensor:
-        """fp32 logits, the network run in `precision` (the mel front end always in fp32)."""
-        spec = self.mel(self.waveform_at_rate(waveform)).unsqueeze(1)
-        with autocast(precision, waveform.device):
-            logits, _features = self.net(spec)
-        return logits.float()
+
+class CnnTeacher(Teacher):
+    """The student's network and front end, `width` channels wide; its classifier is `net.head` (see is_head)."""
+
+    def __init__(self, config: TeacherConfig, n_classes: int):
+        super().__init__()
+        self.frontend = LogMel(FrontendConfig(sample_rate=config.sample_rate))
+        # channels_last makes the depthwise convolutions about 1.5× faster on a CPU, as for the student.
+        self.net = Student(StudentArch(n_classes=n_classes, base_channels=config.width)).to(memory_format=torch.channels_last)
+        self.freqm = config.freqm
+        self.rate = config.sample_rate
+        self.source_rate = config.sample_rate
+
+    def spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
+        spec = self.frontend(waveform)
+        return frequency_mask(spec, self.freqm, fill=MASKED_LOG_MEL) if self.training else spec
+
+    def classify(self, spec: torch.Tensor) -> torch.Tensor:
+        return self.net(spec.contiguous(memory_format=torch.channels_last))
 
 
 def load_audioset_weights(net: nn.Module, path: Path) -> None:
@@ -196,6 +251,7 @@ def load_audioset_weights(net: nn.Module, path: Path) -> None:
 
 
 def is_head(name: str) -> bool:
-    """Parameters of the classification heads, their LayerNorm (head.0) included: a new task (SIT's TAU22 stage)
-    starts them afresh, and they learn at head_lr."""
+    """Parameters of the classification heads (PaSST's, their LayerNorm head.0 included; the CNN's last convolution
+    and its BatchNorm): a new task (SIT's TAU22 stage, fine-tuning after pretraining) starts them afresh, and they
+    learn at head_lr."""
     return name.startswith(("net.head.", "net.head_dist"))

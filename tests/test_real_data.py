@@ -17,7 +17,7 @@ import torch
 from search.run import main
 from tests.tau22_fixture import write_cochlscene
 from trainables.asc.data import load_prepared
-from trainables.asc.logits_file import read_logits, read_teacher_logits, write_seed_logits
+from trainables.asc.logits_file import aligned_logits, read_logits, write_seed_logits
 
 # kd.yaml's step budgets and confirmation are the demo's; one pass and no confirmation here.
 TINY_STUDENT = ["epochs=1", "batch_size=50", "compare_without_kd=false", "train_steps=0", "confirm_top_k=0"]
@@ -66,7 +66,10 @@ def test_kd_search_on_tau22_with_a_sit_ensemble(sit_run):
 def test_distils_from_a_seed_logits_file_and_refuses_a_misaligned_one(sit_run, layout, capsys, tmp_path):
     data = load_prepared(next((sit_run / "cache" / "datasets").glob("tau22-*")))
     (ensemble,) = (sit_run / "cache" / "teachers").glob("ensemble-*.pt")
-    logits = read_teacher_logits(ensemble, data)
+    # The cache holds the rows subset 5 needs; a seed file has every row of meta.csv (the others: zeros).
+    rows = data.teacher_rows(5)
+    logits = np.zeros((len(data.filenames), len(data.classes)), dtype=np.float32)
+    logits[rows] = aligned_logits(ensemble, data, rows)[rows]
     seed_file = tmp_path / "sub5_ensemble.pt"
     write_seed_logits(seed_file, logits)
     assert torch.load(seed_file, weights_only=True).shape == (len(data.filenames), 10)

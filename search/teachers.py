@@ -34,7 +34,7 @@ from search.preflight import cached_dataset
 from search.request import RunRequest
 from search.teacher_checks import external_logits_paths, read_external_logits
 from search.trial_context import TeacherJob, TrialContext
-from search.trials import save_state, ssl_teacher_trial, teacher_trial
+from search.trials import save_state, save_subset_logits, ssl_teacher_trial, teacher_trial
 from search.tuning import fit_experiment
 from trainables.asc.cochlscene import prepare_cochlscene
 from trainables.asc.data import load_prepared
@@ -130,8 +130,7 @@ class TeacherPlan:
             for subset in missing:
                 rows = self.data.teacher_rows(subset)
                 logits = np.mean([aligned_logits(members[(subset, seed)], self.data, rows)[rows] for seed in seeds], axis=0)
-                save_logits(paths[subset], [self.data.filenames[r] for r in rows], logits,
-                            logits_metrics(logits, self.data, subset, rows))  # fmt: skip
+                save_subset_logits(paths[subset], self.data, subset, logits)
         return paths
 
     def _cached_logits(self, path: Path, subset: int) -> bool:

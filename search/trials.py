@@ -10,11 +10,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from ray import tune
 
 from search.trial_context import TeacherJob, TrialContext
-from trainables.asc.data import load_prepared
+from trainables.asc.data import AscData, load_prepared
 from trainables.asc.evaluation import logits_metrics
 from trainables.asc.logits_file import aligned_logits, save_logits, write_seed_logits
 from trainables.asc.student import check_budget
@@ -107,10 +108,14 @@ def teacher_trial(config: dict, job: TeacherJob) -> None:
     if job.state_path is not None:
         save_state(model.state_dict(), job.state_path)
     if (subset, seed) in job.logits_paths:
-        rows = data.teacher_rows(subset)
-        logits = teacher_logits(model, data, settings.eval_batch_size, settings.precision, rows)
-        save_logits(job.logits_paths[(subset, seed)], [data.filenames[r] for r in rows], logits,
-                    logits_metrics(logits, data, subset, rows))  # fmt: skip
+        logits = teacher_logits(model, data, settings.eval_batch_size, settings.precision, data.teacher_rows(subset))
+        save_subset_logits(job.logits_paths[(subset, seed)], data, subset, logits)
+
+
+def save_subset_logits(path: Path, data: AscData, subset: int, logits: np.ndarray) -> None:
+    """Write a subset's teacher logits, one row per clip of `data.teacher_rows(subset)`, with their figures."""
+    rows = data.teacher_rows(subset)
+    save_logits(path, [data.filenames[r] for r in rows], logits, logits_metrics(logits, data, subset, rows))
 
 
 def teacher_search_trial(config: dict, context: TrialContext) -> None:

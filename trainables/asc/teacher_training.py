@@ -1,4 +1,4 @@
-"""The teacher's training loop and its logits for every clip (plain PyTorch)."""
+"""The teacher's training loop and its logits for the clips asked (plain PyTorch)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from results.student_file import load_student
 from trainables.asc.data import AscData
 from trainables.asc.evaluation import predict, split_metrics
 from trainables.asc.metrics import confusion_matrix
-from trainables.common import default_device
+from trainables.common import resolve_device
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def evaluate_student(student_path: Path, data: AscData, split: str = "test", tra
     if train_devices is None:
         subset = torch.load(student_path, map_location="cpu", weights_only=True)["config"]["train"].get("subset")
         train_devices = data.train_devices(int(subset)) if f"split{subset}" in data.splits else []
-    device = device or default_device()
+    device = resolve_device(device)
     # channels_last, as in training: the depthwise convolutions run about 1.5× faster on CPU.
     frontend, model = frontend.to(device), model.to(device, memory_format=torch.channels_last)
     rows = data.splits[split]

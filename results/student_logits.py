@@ -24,14 +24,14 @@ from results.student_file import load_student  # noqa: E402
 from trainables.asc.data import AscData, is_prepared, load_prepared  # noqa: E402
 from trainables.asc.evaluation import logits_metrics, predict  # noqa: E402
 from trainables.asc.logits_file import write_seed_logits  # noqa: E402
-from trainables.common import default_device  # noqa: E402
+from trainables.common import resolve_device  # noqa: E402
 from trainables.prepared import DatasetError  # noqa: E402
 from trainables.tensor_files import UnreadableFile, load_tensors  # noqa: E402
 
 
 def student_logits(path: Path, data: AscData, device: torch.device | None = None, batch_size: int = 256) -> np.ndarray:
     """fp32 logits [clips, classes] of the exported student at `path` for every clip of `data`, in row order."""
-    device = device or default_device()
+    device = resolve_device(device)
     frontend, model, _ = load_student(path)
     frontend, model = frontend.to(device), model.to(device)
     if frontend.config.sample_rate != data.sample_rate:

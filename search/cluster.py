@@ -3,6 +3,7 @@ and its storage checked to be shared by every node."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -12,10 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import ray
+import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from search.request import RunRequest
-from search.space import Space
+from search.space import GPU_TRIAL_CPUS, ResourceSettings, Space
 from search.space_errors import SpaceError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,9 +27,34 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER_ENV = {"env_vars": {"MALLOC_ARENA_MAX": "2"}}
 
 
+# What one trial holds on a GPU: a student at batch 256 in fp32 peaked at 2.3 GB on an H200 (2026-12-04); a
+# teacher (PaSST-S at batch 80) needs far more. Packing stops at 8 trials a GPU: past that they only take turns.
+STUDENT_GPU_MEMORY = 3 * 2**30
+TEACHER_GPU_MEMORY = 24 * 2**30
+MAX_TRIALS_PER_GPU = 8
+UNKNOWN_GPU_MEMORY = 16 * 2**30  # a cluster's GPU this driver cannot see: assume a small one
+
+
+@dataclasses.dataclass(frozen=True)
+class Gpu:
+    """The GPU automatic packing plans for (the driver's own first GPU, or an assumption on a remote cluster)."""
+
+    name: str
+    memory: int  # bytes
+
+
+def local_gpu() -> Gpu | None:
+    """This machine's first GPU, or None."""
+    if torch.cuda.is_available():
+        properties = torch.cuda.get_device_properties(0)
+        return Gpu(properties.name, int(properties.total_memory))
+    return None
+
+
 @contextmanager
-def cluster(request: RunRequest) -> Iterator[None]:
-    """Ray for the run: joined at --address, or started here (and stopped after); its resources checked."""
+def cluster(request: RunRequest) -> Iterator[RunRequest]:
+    """Ray for the run: joined at --address, or started here (and stopped after); its resources checked, and
+    the automatic ones decided. Yields the request with every resource a number."""
     # Workers started here inherit this, so they import the project even where it is not installed.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     ray_logging = logging.INFO if request.verbose else logging.ERROR
@@ -35,17 +62,59 @@ def cluster(request: RunRequest) -> Iterator[None]:
     if owns_ray and request.address:
         ray.init(address=request.address, log_to_driver=False, runtime_env=WORKER_ENV, logging_level=ray_logging)
     elif owns_ray:
+        # Ray counts GPUs through NVML; torch's count is what the trials will see (and honours CUDA_VISIBLE_DEVICES).
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20, runtime_env=WORKER_ENV,
-                 logging_level=ray_logging)  # fmt: skip
+                 logging_level=ray_logging, num_gpus=gpus)  # fmt: skip
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
+        resources = automatic_resources(request.space.resources, [n["Resources"] for n in nodes], local_gpu())
+        request = dataclasses.replace(request, space=dataclasses.replace(request.space, resources=resources))
         check_resources(request.space, [n["Resources"] for n in nodes])
         if len(nodes) > 1:
             check_shared_storage(request.storage, nodes)
-        yield
+        yield request
     finally:
         if owns_ray:
             ray.shutdown()
+
+
+def trials_per_gpu(memory: int, per_trial_memory: int, cpus_per_gpu: float, cpus_per_trial: float) -> int:
+    """How many trials share one GPU: as many as its memory and the CPUs beside it hold, 1 to MAX_TRIALS_PER_GPU."""
+    by_memory = memory // per_trial_memory
+    by_cpus = math.floor(cpus_per_gpu / cpus_per_trial + 1e-6)
+    return int(max(1, min(MAX_TRIALS_PER_GPU, by_memory, by_cpus)))
+
+
+def automatic_resources(resources: ResourceSettings, nodes: list[dict], gpu: Gpu | None) -> ResourceSettings:
+    """Decide the requests the space left automatic (None), and print what was chosen for GPUs.
+
+    A cluster with GPUs gets GPU trials: each GPU node's GPUs packed with as many trials as one GPU's memory and
+    its share of the node's CPUs hold (a fraction Ray can count: 1/n rounded down to its 1/10,000 units). A GPU
+    trial's CPUs default to GPU_TRIAL_CPUS, a CPU trial's to 1. `gpu` describes the GPU (None: not visible from
+    here, e.g. a remote cluster; a small one is assumed)."""
+    gpu_nodes = [n for n in nodes if n.get("GPU", 0) >= 1]
+    memory = gpu.memory if gpu is not None else UNKNOWN_GPU_MEMORY
+    cpus_per_gpu = min((n.get("CPU", 0) / n["GPU"] for n in gpu_nodes), default=0.0)
+    changes: dict[str, float] = {}
+    chosen: list[str] = []
+    for kind, need in (("", STUDENT_GPU_MEMORY), ("teacher_", TEACHER_GPU_MEMORY)):
+        gpus, cpus = getattr(resources, f"{kind}gpus_per_trial"), getattr(resources, f"{kind}cpus_per_trial")
+        if gpus is None:
+            if gpu_nodes:
+                per_gpu = trials_per_gpu(memory, need, cpus_per_gpu, cpus or GPU_TRIAL_CPUS)
+                gpus = math.floor(10_000 / per_gpu) / 10_000
+                chosen.append(f"{per_gpu} {kind.rstrip('_') or 'student'} trial{'s' * (per_gpu > 1)} per GPU")
+            else:
+                gpus = 0.0
+        if cpus is None:
+            cpus = GPU_TRIAL_CPUS if gpus > 0 else 1.0
+        changes[f"{kind}gpus_per_trial"], changes[f"{kind}cpus_per_trial"] = gpus, cpus
+    if chosen:
+        seen = f"{gpu.name}, {gpu.memory / 2**30:.0f} GiB" if gpu is not None else "not visible here: assumed 16 GiB"
+        print(f"GPUs found ({seen}): {' and '.join(chosen)}, by GPU memory and CPUs; --gpus-per-trial or "
+              "resources.* choose otherwise", flush=True)  # fmt: skip
+    return dataclasses.replace(resources, **changes)
 
 
 def trials_at_once(nodes: list[dict], cpus: float, gpus: float) -> int:

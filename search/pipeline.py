@@ -41,8 +41,10 @@ def run(request: RunRequest) -> None:
     print(f"Run directory: {request.run_dir}")
     print(f"Watch it with: tensorboard --logdir {request.run_dir}", flush=True)
     quiet_ray(request.verbose)
-    with cluster(request):
+    with cluster(request) as request:
+        # The space as given (automatic resources stay automatic), so a resume elsewhere decides them again.
         write_record(request.run_dir, space_file(space), request.data, request.storage)  # the run has truly started
+        space = request.space
         context = system.prepare_trials(request)
         banner(f"Search: {space.samples} trials per subset")
         search_trials(request, context)

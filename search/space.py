@@ -65,30 +65,29 @@ class SchedulerSettings:
         check(self)
 
 
-_POSITIVE = {"low": 0.0, "low_open": True}
-
-
 @dataclass(frozen=True)
 class ResourceSettings:
-    cpus_per_trial: float = setting(1.0, **_POSITIVE)  # a GPU trial gets GPU_TRIAL_CPUS unless the space sets it
-    gpus_per_trial: float = setting(0.0, low=0.0)  # fractions pack several trials on one GPU
-    teacher_cpus_per_trial: float = setting(1.0, **_POSITIVE)  # likewise
-    teacher_gpus_per_trial: float = setting(0.0, low=0.0)
+    """What each trial asks Ray for. None (a space that leaves the setting out) is automatic, decided once Ray
+    knows the cluster (search/cluster.py `automatic_resources`): the GPUs it has, packed several trials to a
+    GPU by the GPU's memory and the CPUs beside it; none on a CPU-only cluster. An automatic trial's CPUs are
+    GPU_TRIAL_CPUS for a GPU trial, 1 otherwise."""
+
+    cpus_per_trial: float | None = setting(None, low=0.01)  # below 0.01, Ray would pack trials by the thousand
+    gpus_per_trial: float | None = setting(None, low=0.0)  # a fraction packs several trials on one GPU; 0: CPU only
+    teacher_cpus_per_trial: float | None = setting(None, low=0.01)
+    teacher_gpus_per_trial: float | None = setting(None, low=0.0)
 
     def __post_init__(self) -> None:
         check(self)
 
+    @property
+    def decided(self) -> bool:
+        """Whether every request is a number (automatic ones are decided once Ray knows the cluster)."""
+        return None not in dataclasses.astuple(self)
+
 
 # A GPU trial's data path: one core runs the loop, one gathers the next batches into pinned memory.
 GPU_TRIAL_CPUS = 2.0
-
-
-def _feed_gpus(resources: ResourceSettings, given: Any) -> ResourceSettings:
-    """A GPU trial whose CPUs the space leaves open gets the ones its data path needs."""
-    given = given if isinstance(given, dict) else {}
-    changes = {f"{kind}cpus_per_trial": GPU_TRIAL_CPUS for kind in ("", "teacher_")
-               if getattr(resources, f"{kind}gpus_per_trial") > 0 and f"{kind}cpus_per_trial" not in given}  # fmt: skip
-    return dataclasses.replace(resources, **changes)
 
 
 @dataclass(frozen=True)
@@ -197,7 +196,6 @@ def build_space(raw: dict) -> Space:
         if rule is not None and not rule.allows(value):
             raise SpaceError(f"{key}: {rule.describe()}, got {shown(value)}")
     built = {name: _absolute(_build_dataclass(cls, raw.get(name, {}), name)) for name, cls in sections.items()}
-    built["resources"] = _feed_gpus(built["resources"], raw.get("resources"))
     fills = {name: built[name] for name in schema.sections if name in {f.name for f in dataclasses.fields(schema.settings)}}
     settings = _absolute(_build_dataclass(schema.settings, {k: v for k, v in raw.items() if k in fields_}, "", fills))
     _check_paths(settings)

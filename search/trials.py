@@ -23,26 +23,16 @@ from trainables.asc.student_training import StudentConfig, train_student
 from trainables.asc.teacher import TeacherConfig
 from trainables.asc.teacher_training import teacher_logits, train_teacher
 from trainables.atomic import write_file
-from trainables.common import default_device
+from trainables.common import claim_device
 from trainables.speaker.data import load_prepared as load_speakers
 from trainables.speaker.student_training import OskdftConfig, train_oskdft2
 from trainables.speaker.teacher import SslConfig
 from trainables.speaker.teacher_training import TeacherTrainConfig, train_ssl_teacher
 
 
-def _claim_device(cpus: float, gpus: float) -> torch.device:
-    """Use the trial's CPU threads, and keep a fractional-GPU trial inside its share of GPU memory."""
-    torch.set_num_threads(max(1, int(cpus)))
-    device = default_device()
-    fraction = float(gpus)
-    if device.type == "cuda" and 0 < fraction < 1:
-        torch.cuda.set_per_process_memory_fraction(fraction)
-    return device
-
-
 def student_trial(config: dict, context: TrialContext) -> None:
     """Train one student; report every epoch's metrics with a checkpoint (student.pt + train_state.pt)."""
-    device = _claim_device(context.cpus, context.gpus)
+    device = claim_device(context.cpus, context.gpus)
     data = load_prepared(context.data_dir)
     settings = StudentConfig.from_dict(config)
     check_budget(settings.arch(len(data.classes)), data.sample_rate, context.budget)
@@ -73,7 +63,7 @@ def _report_with_checkpoint(metrics: dict, make_checkpoint) -> None:
 
 def oskdft2_trial(config: dict, context: TrialContext) -> None:
     """Train one OS-KDFT2 student (student + feature tuner) against the cached teacher; report EER each epoch."""
-    device = _claim_device(context.cpus, context.gpus)
+    device = claim_device(context.cpus, context.gpus)
     data = load_speakers(context.data_dir)
     teacher = torch.load(context.teacher_state, map_location="cpu", weights_only=True)
     settings = OskdftConfig.from_dict(config)
@@ -82,7 +72,7 @@ def oskdft2_trial(config: dict, context: TrialContext) -> None:
 
 def ssl_teacher_trial(config: dict, job: TeacherJob) -> None:
     """Train the embedded default's SSL teacher on the synthetic data; save its state dict to the job's state_path."""
-    device = _claim_device(job.cpus, job.gpus)
+    device = claim_device(job.cpus, job.gpus)
     data = load_speakers(job.data_dir)
     state = train_ssl_teacher(SslConfig.from_dict(config["ssl"]), TeacherTrainConfig.from_dict(config["training"]),
                               data, on_epoch=tune.report, device=device)  # fmt: skip
@@ -98,7 +88,7 @@ def teacher_trial(config: dict, job: TeacherJob) -> None:
     """Train one teacher stage (config: the teacher's settings, its stage, subset and seed) and write what it
     produced: a state dict for a later stage, and/or its logits with their device-wise figures (for the clips
     of its subset and the held-out splits: AscData.teacher_rows)."""
-    device = _claim_device(job.cpus, job.gpus)
+    device = claim_device(job.cpus, job.gpus)
     data = load_prepared(job.data_dir)
     subset, seed = int(config["subset"]), int(config["seed"])
     settings = TeacherConfig.from_dict({**config["teacher"], "seed": seed}).stage(config["stage"])
@@ -108,7 +98,7 @@ def teacher_trial(config: dict, job: TeacherJob) -> None:
     if job.state_path is not None:
         save_state(model.state_dict(), job.state_path)
     if (subset, seed) in job.logits_paths:
-        logits = teacher_logits(model, data, settings.eval_batch_size, settings.precision, data.teacher_rows(subset))
+        logits = teacher_logits(model, data, device, settings.eval_batch_size, settings.precision, data.teacher_rows(subset))
         save_subset_logits(job.logits_paths[(subset, seed)], data, subset, logits)
 
 
@@ -121,7 +111,7 @@ def save_subset_logits(path: Path, data: AscData, subset: int, logits: np.ndarra
 def teacher_search_trial(config: dict, context: TrialContext) -> None:
     """One teacher fine-tuning of a teacher search: every epoch's validation figures; after the last,
     its test figures and a checkpoint with its logits for every clip in both formats."""
-    device = _claim_device(context.cpus, context.gpus)
+    device = claim_device(context.cpus, context.gpus)
     data = load_prepared(context.data_dir)
     settings = TeacherConfig.from_dict({k: v for k, v in config.items() if k != "subset"})  # the subset: its data
     init = None if context.init_path is None else torch.load(context.init_path, map_location="cpu", weights_only=True)
@@ -131,7 +121,7 @@ def teacher_search_trial(config: dict, context: TrialContext) -> None:
         if metrics["epoch"] < settings.epochs:
             tune.report(metrics)
             return
-        logits = teacher_logits(model, data, settings.eval_batch_size, settings.precision)
+        logits = teacher_logits(model, data, device, settings.eval_batch_size, settings.precision)
         found = logits_metrics(logits, data, subset)
         test = {k.removeprefix("test_"): v for k, v in found.items() if k.startswith("test_")}
         with tempfile.TemporaryDirectory() as directory:

@@ -89,7 +89,7 @@ def test_a_cnn_teacher_fine_tunes_from_its_pretrained_backbone_with_a_new_head(t
         else:
             assert torch.allclose(value, state[name], atol=1e-6), f"{name} should come from the pretraining"
     assert sum(is_head(name) for name, _ in tuned.named_parameters()) == 3  # the 1×1 convolution and its BatchNorm
-    assert np.isfinite(teacher_logits(tuned, tiny_data, 300)).all()
+    assert np.isfinite(teacher_logits(tuned, tiny_data, torch.device("cpu"), 300)).all()
 
 
 def test_tiny_teacher_trains_and_its_logits_round_trip(tiny_data, tmp_path):
@@ -97,7 +97,7 @@ def test_tiny_teacher_trains_and_its_logits_round_trip(tiny_data, tmp_path):
     config = TeacherConfig(epochs=1, embed_dim=32, depth=1, num_heads=2, batch_size=50, eval_batch_size=300)
     model, metrics = train_teacher(config, tiny_data, 5, device=torch.device("cpu"))
     assert 0.0 <= metrics["acc"] <= 1.0 and "acc_s4" in metrics
-    logits = teacher_logits(model, tiny_data, 300)
+    logits = teacher_logits(model, tiny_data, torch.device("cpu"), 300)
     assert logits.shape == (len(tiny_data.filenames), 10) and np.isfinite(logits).all()
     path = tmp_path / "logits.pt"
     save_logits(path, tiny_data.filenames[::-1], logits[::-1], metrics)  # another order: keyed by filename

@@ -53,8 +53,41 @@ def per_epoch(optimizer: torch.optim.Optimizer, steps_per_epoch: int,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step // steps_per_epoch))
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(device: torch.device | str | None = None) -> torch.device:
+    """The one device a loop trains on, resolved once at its entry: None is the GPU when there is one, else the
+    CPU; a GPU always gets its index (`cuda` becomes `cuda:<current>`).
+
+    Below the entry nothing guesses a device: CUDA calls such as torch.cuda.set_device (which the batch feeder's
+    thread makes) refuse a device without an index, so an index-less one would crash the first GPU batch."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def claim_device(cpus: float, gpus: float) -> torch.device:
+    """A trial's entry: use its CPUs as torch's threads, resolve its device, and keep a fractional-GPU trial
+    inside its share of GPU memory (several trials packed on one GPU must not starve each other)."""
+    torch.set_num_threads(max(1, int(cpus)))
+    device = resolve_device()
+    if device.type == "cuda" and 0 < gpus < 1:
+        torch.cuda.set_per_process_memory_fraction(float(gpus), device)
+    return device
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor | None]:
+    """The random streams a loop draws from, for its checkpoint: the CPU generator (shuffles, augmentations),
+    and on a GPU the device's own (dropout there draws from it), so a resumed trial continues both."""
+    return {"rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore_rng_state(state: dict, device: torch.device) -> None:
+    """Continue the streams `rng_state` saved; a GPU stream saved on another kind of device is not restored."""
+    torch.set_rng_state(state["rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
 def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:

@@ -27,7 +27,9 @@ from trainables.asc.loader import Batch, epoch_batches
 from trainables.asc.losses import DEFAULT_KD_LAMBDA, DEFAULT_TEMPERATURE, kd_loss
 from trainables.asc.metrics import confusion_matrix
 from trainables.asc.student import Student, StudentArch
-from trainables.common import FINITE_CHECK_EVERY, EpochCallback, check_finite, default_device, warmup_cosine
+from trainables.common import (
+    FINITE_CHECK_EVERY, EpochCallback, check_finite, resolve_device, restore_rng_state, rng_state, warmup_cosine,
+)
 from trainables.precision import PRECISIONS, allow_tf32, autocast, grad_scaler, resolve, scaled_step
 from trainables.settings import SettingError, check, check_step_budget, from_dict, setting
 
@@ -198,7 +200,7 @@ def train_student(
     resume: a previous `train_state`, to continue after its epoch.
     device: where to train; the GPU when there is one.
     """
-    device = device or default_device()
+    device = resolve_device(device)
     allow_tf32(device)
     torch.manual_seed(config.seed)
     step = StudentStep.build(config, data, teacher_logits, device)
@@ -216,7 +218,7 @@ def train_student(
         model.load_state_dict(resume["model"])  # before the optimizer, whose state follows the parameters' device
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
-        torch.set_rng_state(resume["rng"])
+        restore_rng_state(resume, device)
         first_epoch = int(resume["epoch"])
 
     metrics: dict[str, float] = {}
@@ -257,7 +259,7 @@ def train_student(
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
-                    "rng": torch.get_rng_state(),
+                    **rng_state(device),
                     "epoch": epoch_done,
                 }),
             }

@@ -18,7 +18,7 @@ from trainables.asc.teacher import SCHEDULES, Teacher, TeacherConfig, build_teac
 from trainables.common import (
     FINITE_CHECK_EVERY,
     check_finite,
-    default_device,
+    resolve_device,
     exp_warmup_linear_down_factor,
     per_epoch,
     warmup_cosine,
@@ -72,7 +72,7 @@ def train_teacher(
         backbone learns at lr · backbone_lr_ratio, the heads at head_lr (or lr).
     A stage of several (SIT's CochlScene stage) passes its own settings: `config.stage("sit")`.
     """
-    device = device or default_device()
+    device = resolve_device(device)
     allow_tf32(device)
     precision = resolve(config.precision, device)
     torch.manual_seed(config.seed)
@@ -122,13 +122,12 @@ def train_teacher(
     return model, metrics
 
 
-def teacher_logits(model: Teacher, data: AscData, batch_size: int = 0, precision: str = "auto",
+def teacher_logits(model: Teacher, data: AscData, device: torch.device, batch_size: int = 0, precision: str = "auto",
                    rows: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """fp32 logits [len(rows), classes] for `rows` of the dataset (default: every clip, in row order), without
-    augmentation; the network runs in `precision` (auto: bf16 on a GPU)."""
+    augmentation, on `device` (the model's); the network runs in `precision` (auto: bf16 on a GPU)."""
     model.eval()
     model.source_rate = data.sample_rate
-    device = next(model.parameters()).device
     rows = np.arange(len(data.filenames)) if rows is None else rows
     logits = predict(lambda w: model.logits(w, resolve(precision, device)), data, rows,
                      eval_batch_size(batch_size, device, on_cpu=CPU_EVAL_BATCH), device)  # fmt: skip

@@ -33,7 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.common import FINITE_CHECK_EVERY, EpochCallback, check_finite, count_parameters, default_device
+from trainables.common import (
+    FINITE_CHECK_EVERY, EpochCallback, check_finite, count_parameters, resolve_device, restore_rng_state, rng_state,
+)
 from trainables.precision import RESOLVED, autocast
 from trainables.prepared import DatasetError
 from trainables.settings import check, from_dict, setting
@@ -266,7 +268,7 @@ def train_oskdft2(
     resume: a previous `train_state`, to continue after its epoch.
     device: where to train; the GPU when there is one.
     """
-    device = device or default_device()
+    device = resolve_device(device)
     torch.manual_seed(config.seed)
     train_rows, ood_rows = data.rows("target", "train"), data.rows("ood", "train")
     if len(train_rows) < 2:
@@ -288,9 +290,7 @@ def train_oskdft2(
         parts.optimizer.load_state_dict(resume["optimizer"])
         if parts.scaler is not None and resume.get("scaler"):
             parts.scaler.load_state_dict(resume["scaler"])
-        torch.set_rng_state(resume["rng"])
-        if resume.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(resume["cuda_rng"])
+        restore_rng_state(resume, device)
         first_epoch = int(resume["epoch"])
 
     def embed(waveform: torch.Tensor) -> torch.Tensor:
@@ -354,8 +354,7 @@ def train_oskdft2(
                     "masking": parts.masking.state_dict(),
                     "optimizer": parts.optimizer.state_dict(),
                     "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
-                    "rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    **rng_state(device),
                     "epoch": epoch_done,
                 }),
             }

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
-from trainables.common import FINITE_CHECK_EVERY, check_finite, count_parameters, default_device, warmup_cosine
+from trainables.common import FINITE_CHECK_EVERY, check_finite, count_parameters, resolve_device, warmup_cosine
 from trainables.prepared import DatasetError
 from trainables.settings import from_dict
 from trainables.speaker.data import SpeakerData, train_batches
@@ -155,7 +155,7 @@ def train_ssl_teacher(
     trials (the test trials when there are none), from its pooled speaker embedding; after the
     last epoch also test_eer and test_min_dcf.
     """
-    device = device or default_device()
+    device = resolve_device(device)
     torch.manual_seed(config.seed)
     rows = np.flatnonzero(np.isin(data.domains, config.domains) & (data.splits == "train"))
     if len(rows) < 2:

@@ -47,6 +47,7 @@ from results.distillation import kd_effect, teacher_accuracy, unseen_devices, wa
 from results.evaluation import IncompatibleStudent, evaluate_student
 from results.importance import importances
 from results.leaderboard import build_leaderboard, device_columns
+from results.replication import replication_lines, replication_table
 from results.run_record import RecordError, dimensions, read_record, run_dataset
 from results.student_file import exported_students, load_student, student_classes
 from results.trial_records import read_experiment
@@ -118,6 +119,17 @@ def leaderboard_section(board: pd.DataFrame, metric: str, params: list[str] = ()
     folded = (f"<details><summary>All {len(shown.columns)} columns</summary>"
               f"{html_table(shown, highlight_rank_one=True)}</details>")  # fmt: skip
     return Section("Leaderboard", text, body=html_table(shown[key], highlight_rank_one=True, fit=True) + folded)
+
+
+def replication_section(run_dir: Path) -> Section | None:
+    """A replication's table: the published figure, this run's mean ± std over its seeds, the difference."""
+    table = replication_table(run_dir)
+    if table.empty:
+        return None
+    lines = replication_lines(run_dir, table)
+    shown = table[["subset", "published", "mean", "std", "runs", "planned", "difference", "seeds"]]
+    return Section("Against the published table", " ".join([lines[0], *lines[len(table) + 2 :]]),
+                   body=html_table(shown.rename(columns={"mean": "this run (mean)", "std": "std over seeds"}), fit=True))
 
 
 def _plus_minus(mean: float, std: float) -> str:
@@ -288,6 +300,7 @@ def build_sections(run_dir: Path, data_dir: Path | None = None, top: int = 3) ->
     log_params = {name for name, d in searched.items() if d.get("log")}
     sections = [
         warnings_section(warnings(board, effect, teachers, _n_classes(students))),
+        replication_section(run_dir),
         best_students_section(students, params),
         distillation_section(effect, unseen, _n_classes(students)),
         teachers_section(teachers, unseen),

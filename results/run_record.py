@@ -56,7 +56,12 @@ def settings_of(record: dict) -> dict:
 
 
 def dimensions(record: dict) -> dict[str, dict]:
-    """Each searched hyperparameter (not the subset) as {name, low, high, log, choices, integer}."""
+    """Each searched hyperparameter (not the subset) as {name, low, high, log, choices, integer}; a replication's
+    one is its seed."""
+    if is_replication(record):
+        first = int(record.get("seed", 0))
+        return {"seed": {"name": "seed", "choices": list(range(first, first + int(record.get("seeds", 1)))),
+                         "integer": True}}  # fmt: skip
     found = {}
     for name, spec in record["search"].items():
         if name == "subset":
@@ -68,6 +73,11 @@ def dimensions(record: dict) -> dict[str, dict]:
             found[name] = {"name": name, "low": spec.get("low"), "high": spec.get("high"),
                            "log": bool(spec.get("log")), "integer": integer}  # fmt: skip
     return found
+
+
+def is_replication(record: dict) -> bool:
+    """Whether the run trained fixed settings with several seeds (kind: replication) rather than searched."""
+    return record.get("kind") == "replication"
 
 
 def searched_names(run_dir: Path) -> list[str]:

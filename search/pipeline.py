@@ -20,6 +20,7 @@ import pandas as pd
 from results.distillation import print_warnings
 from results.export import export_best, export_lines
 from results.leaderboard import build_leaderboard, print_comparison, print_leaderboard, print_summary, write_tables
+from results.replication import replication_lines, write_replication
 from results.report import write_report
 from results.run_record import write_record
 from search.cluster import cluster
@@ -46,7 +47,10 @@ def run(request: RunRequest) -> None:
         write_record(request.run_dir, space_file(space), request.data, request.storage)  # the run has truly started
         space = request.space
         context = system.prepare_trials(request)
-        banner(f"Search: {space.samples} trials per subset")
+        if space.kind == "replication":
+            banner(f"Replication: the fixed settings with {space.seeds} seeds per subset, nothing selected")
+        else:
+            banner(f"Search: {space.samples} trials per subset")
         search_trials(request, context)
         if space.confirm_top_k:
             banner(f"Confirmation: the top {space.confirm_top_k} of each subset with {space.confirm_seeds} new seeds")
@@ -59,7 +63,10 @@ def run(request: RunRequest) -> None:
         board = write_tables(request.run_dir, space.metric, space.mode)
         print_leaderboard(board, space.metric, [d.name for d in space.dimensions])
         print_comparison(request.run_dir, space.metric, space.mode)
-        if system.scene_report:
+        replicated = write_replication(request.run_dir)
+        for line in replication_lines(request.run_dir, replicated):
+            print(line)
+        if system.scene_report and replicated.empty:
             print_summary(board)
             print_warnings(request.run_dir, space.metric, space.mode, len(load_prepared(request.data).classes))
         for line in export_lines(export_best(request.run_dir, space.metric, space.mode), request.run_dir):

@@ -91,6 +91,18 @@ GPU_TRIAL_CPUS = 2.0
 
 
 @dataclass(frozen=True)
+class Published:
+    """A published table's row that a replication is set beside, in percent, with where it comes from."""
+
+    source: str  # the paper or repository, its table or file and line
+    metric: str  # the figure it reports, as this run names it (macro_acc, eer): compared on the full test set
+    figures: dict  # subset → percent; a system without subsets has one figure, under "all"
+
+
+KINDS = ("search", "replication")
+
+
+@dataclass(frozen=True)
 class Space:
     system: str
     metric: str
@@ -110,6 +122,11 @@ class Space:
     confirm_top_k: int = setting(0, low=0)  # the top k configurations of each subset are trained again …
     confirm_seeds: int = setting(3, low=2)  # … with this many new seeds (2 at least: a mean and a spread), ranked by
     # their mean
+    # search: select on validation, report the held-out part only. replication: the fixed settings trained with
+    # `seeds` seeds (the settings' seed and the next ones), nothing selected, every figure on the full test set.
+    kind: str = setting("search", choices=KINDS)
+    seeds: int = setting(5, low=1)  # a replication's runs per subset
+    published: Published | None = None  # a replication's published figures, to set beside its own
     source: dict = field(default_factory=dict, compare=False)  # the merged mapping, for the record
 
     def __post_init__(self) -> None:
@@ -145,7 +162,7 @@ class Space:
 
 SCALAR_KEYS = {"system": str, "metric": str, "mode": str, "samples": int, "max_concurrent": int,
                 "compare_without_kd": bool, "max_failures": int, "seed": int, "confirm_top_k": int,
-                "confirm_seeds": int, "sampler": str}  # fmt: skip
+                "confirm_seeds": int, "sampler": str, "kind": str, "seeds": int}  # fmt: skip
 _COMMON_SECTIONS: dict[str, type] = {"scheduler": SchedulerSettings, "resources": ResourceSettings}
 
 
@@ -183,7 +200,7 @@ def build_space(raw: dict) -> Space:
     schema = system_of(raw)
     sections = section_types(schema)
     fields_ = setting_names(schema)
-    known = set(SCALAR_KEYS) | set(sections) | {"search"} | fields_
+    known = set(SCALAR_KEYS) | set(sections) | {"search", "published"} | fields_
     for key in raw:
         if key not in known:
             raise SpaceError(f"unknown key {shown(key)}{suggest(str(key), known)}")
@@ -201,8 +218,18 @@ def build_space(raw: dict) -> Space:
     _check_paths(settings)
     if "teacher" in built:
         _check_paths(built["teacher"], "teacher.")
-    subsets, dimensions = _build_search(raw.get("search", {}), schema)
-    _refuse_searched_and_fixed(raw, dimensions, schema)
+    replication = meta.get("kind") == "replication"
+    subsets, dimensions = _build_search(raw.get("search", {}), schema, replication)
+    published = _build_published(raw.get("published"), schema, subsets, metric)
+    if replication:
+        dimensions = _replicate(meta, settings, dimensions)  # refuses anything searched: its seed is its own
+        _refuse_searched_and_fixed(raw, (), schema)
+        built["scheduler"] = _no_early_stopping(built["scheduler"], raw.get("scheduler"))
+    else:
+        _refuse_searched_and_fixed(raw, dimensions, schema)
+    if published is not None and not replication:
+        raise SpaceError("published: only a replication (kind: replication) is set beside a published table; a search "
+                         "selects on part of the test data, so its figures are not comparable")  # fmt: skip
     sampler = meta.get("sampler", "tpe")
     if sampler == "grid":
         ranged = [d.name for d in dimensions if d.choices is None]
@@ -211,7 +238,7 @@ def build_space(raw: dict) -> Space:
         meta["samples"] = math.prod(len(d.choices) for d in dimensions)  # every combination, once
     # The scalars the space leaves out take the Space's own defaults.
     return Space(**{**meta, "system": schema.name, "metric": metric, "mode": mode, "samples": meta.get("samples", 1)},
-                 subsets=subsets, dimensions=dimensions, settings=settings, source=raw,
+                 subsets=subsets, dimensions=dimensions, settings=settings, source=raw, published=published,
                  scheduler=built.pop("scheduler"), resources=built.pop("resources"), sections=built)  # fmt: skip
 
 
@@ -230,8 +257,61 @@ def _absolute(settings: Any) -> Any:
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
-def _build_search(search: Any, schema: System) -> tuple[tuple[int, ...], tuple[Dimension, ...]]:
-    if not isinstance(search, dict) or not search:
+_REPLICATION_FIXES = {"sampler": "grid", "confirm_top_k": 0, "compare_without_kd": False}
+
+
+def _replicate(meta: dict, settings: Any, searched: tuple[Dimension, ...]) -> tuple[Dimension, ...]:
+    """A replication's one dimension: the seed, `seeds` values from the settings' own. Refuses what would select."""
+    if searched:
+        name = searched[0].name
+        raise SpaceError(f"search.{name}: a replication searches nothing; fix {name} (e.g. {name}: <value>) or make "
+                         "the space kind: search")  # fmt: skip
+    for key, fixed in _REPLICATION_FIXES.items():
+        if key in meta and meta[key] != fixed:
+            raise SpaceError(f"{key}: a replication trains its settings with each seed and selects nothing; leave "
+                             f"{key} out (it is {str(fixed).lower()})")  # fmt: skip
+    meta.update(_REPLICATION_FIXES)
+    first = settings.seed
+    return (Dimension("seed", choices=tuple(range(first, first + meta.get("seeds", 5))), integer=True),)
+
+
+def _no_early_stopping(scheduler: SchedulerSettings, given: Any) -> SchedulerSettings:
+    if isinstance(given, dict) and given.get("type", "fifo") != "fifo":
+        raise SpaceError("scheduler.type: a replication runs every seed to the end; leave the scheduler out (fifo)")
+    return dataclasses.replace(scheduler, type="fifo")
+
+
+def _build_published(raw: Any, schema: System, subsets: tuple[int, ...], metric: str) -> Published | None:
+    """`published: {source, metric, figures}`: the figures in percent, one per subset the space runs."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"source", "metric", "figures"}:
+        raise SpaceError(f"published: expected {{source: …, metric: …, figures: {{subset: percent}}}}, got {shown(raw)}")
+    source, figure, figures = raw["source"], raw["metric"], raw["figures"]
+    if not isinstance(source, str) or not source.strip():
+        raise SpaceError("published.source: say where the figures come from (paper or repository, table or file)")
+    if not isinstance(figure, str) or not schema.metric.match(figure):
+        raise SpaceError(f"published.metric: {shown(figure)} is not a metric of {schema.name}")
+    keys = [int(s) for s in subsets] if schema.by_subset else ["all"]
+    if not isinstance(figures, dict) or not figures:
+        raise SpaceError(f"published.figures: expected {{{keys[0]}: percent, …}}, got {shown(figures)}")
+    checked = {}
+    for key, value in figures.items():
+        if key not in ([*SUBSETS] if schema.by_subset else ["all"]):
+            raise SpaceError(f"published.figures: {shown(key)} is not a subset of {schema.name}"
+                             + ("" if schema.by_subset else " (its one figure goes under all)"))  # fmt: skip
+        percent = _coerce(value, float, f"published.figures.{key}")
+        if not 0.0 <= percent <= 100.0:
+            raise SpaceError(f"published.figures.{key}: a percentage, got {shown(value)}")
+        checked[key] = percent
+    return Published(source.strip(), figure, {k: checked[k] for k in keys if k in checked})
+
+
+def _build_search(search: Any, schema: System,
+                  replication: bool = False) -> tuple[tuple[int, ...], tuple[Dimension, ...]]:  # fmt: skip
+    if search is None and replication:
+        search = {}
+    if not isinstance(search, dict) or (not search and not replication):
         raise SpaceError("search: must map each searched setting to its range")
     subsets: list = []
     if schema.by_subset:
@@ -250,8 +330,9 @@ def _build_search(search: Any, schema: System) -> tuple[tuple[int, ...], tuple[D
             label = f"search.{name}" if isinstance(name, str) and len(name) <= 64 else f"search: {shown(name)}"
             raise SpaceError(f"{label}: not a searchable setting{suggest(str(name), searchable)}")
         dimensions.append(_build_dimension(name, spec, hints[name], f"search.{name}", rule_of(schema.settings, name)))
-    if not dimensions:
-        raise SpaceError("search: declares no hyperparameter to search" + (" besides subset" if schema.by_subset else ""))
+    if not dimensions and not replication:
+        raise SpaceError("search: declares no hyperparameter to search" + (" besides subset" if schema.by_subset else "")
+                         + "; to train fixed settings with several seeds, make the space kind: replication")  # fmt: skip
     return tuple(sorted(set(subsets))), tuple(dimensions)
 
 
@@ -363,17 +444,21 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
 
 def space_file(space: Space) -> dict:
     """`space` as a space file's mapping, every setting spelled out: `build_space` of it gives `space` again."""
+    replication = space.kind == "replication"
     searched = {d.name for d in space.dimensions} | ({"subset"} if space.spec.by_subset else set())
     search: dict[str, Any] = {"subset": list(space.subsets)} if space.spec.by_subset else {}
-    for d in space.dimensions:
+    for d in space.dimensions if not replication else ():  # a replication's seeds are its settings' seed and `seeds`
         search[d.name] = list(d.choices) if d.choices is not None else {"low": d.low, "high": d.high, "log": d.log}
     fixed = {k: v for k, v in dataclasses.asdict(space.settings).items()
-             if k not in searched and k not in space.sections}  # fmt: skip
+             if (k not in searched or (replication and k == "seed")) and k not in space.sections}  # fmt: skip
+    kind = {"kind": space.kind, "seeds": space.seeds} if replication else {"kind": space.kind}
+    if space.published is not None:
+        kind["published"] = dataclasses.asdict(space.published)
     return {
         "system": space.system, "metric": space.metric, "mode": space.mode, "samples": space.samples,
         "max_concurrent": space.max_concurrent, "compare_without_kd": space.compare_without_kd,
         "max_failures": space.max_failures, "seed": space.seed, "sampler": space.sampler,
-        "confirm_top_k": space.confirm_top_k, "confirm_seeds": space.confirm_seeds, "search": search,
+        "confirm_top_k": space.confirm_top_k, "confirm_seeds": space.confirm_seeds, **kind, "search": search,
         "scheduler": dataclasses.asdict(space.scheduler), "resources": dataclasses.asdict(space.resources),
         **{name: dataclasses.asdict(value) for name, value in space.sections.items()}, **fixed,
     }  # fmt: skip

@@ -125,7 +125,8 @@ SYSTEMS: dict[str, System] = {
         sections={"teacher": SslConfig, "teacher_training": TeacherTrainConfig, "data": SyntheticSpeakerConfig},
         metric=SV_METRIC, default_metric="eer", default_mode="min", by_subset=False,
         not_searchable=frozenset({"seed", "teacher", "init_layers", "target_layers"}), dataset=SPEAKER_DATA,
-        trial="search.trials:oskdft2_trial", teachers="search.teachers:ssl_teacher", checks=None,
+        trial="search.trials:oskdft2_trial", teachers="search.teachers:ssl_teacher",
+        checks="search.teacher_checks:check_speaker_run",
         references=False, scene_report=False,
     ),
 }  # fmt: skip

@@ -1,5 +1,6 @@
-"""Checks of an acoustic-scene run's teacher before Ray starts: a teacher that would teach nothing is refused,
-and teacher logits given as files are read and checked against the dataset before anything trains."""
+"""Checks of a run's teacher before Ray starts: a teacher that would teach nothing is refused, teacher logits given
+as files are read and checked against the dataset before anything trains, and an OS-KDFT2 search that could only
+rank on its test trials is refused."""
 
 from __future__ import annotations
 
@@ -21,6 +22,22 @@ def check_scene_teacher(request: RunRequest) -> None:
     check_teacher_is_trained(request)
     if space.uses_teacher and space.teacher.logits:
         check_external_logits(space.teacher, load_prepared(data_dir), space.subsets)
+
+
+def check_speaker_run(request: RunRequest) -> None:
+    """The `oskdft2` system's checks (System.check_teachers): on real data a teacher with weights, and a search
+    with validation trials to rank on (never the test trials it reports)."""
+    space, data_dir = request.space, request.data
+    info = json.loads((data_dir / "dataset.json").read_text())
+    training = space.sections["teacher_training"]
+    if not info.get("source", "").startswith("synthetic") and not training.weights and not training.allow_untrained:
+        raise SpaceError("teacher_training.weights: on real data the SSL teacher would be trained from scratch; give "
+                         "the pretrained teacher (a torchaudio state dict, e.g. HuBERT base) or set "
+                         "teacher_training.allow_untrained: true")  # fmt: skip
+    if space.kind == "search" and not (data_dir / "trials" / "val.txt").is_file():
+        raise SpaceError(f"--data {data_dir}: no validation trials (trials/val.txt), so the search could only rank on "
+                         "the test trials it reports; prepare the dataset with --val-speakers N, or make the space "
+                         "kind: replication (fixed settings with several seeds, nothing selected)")  # fmt: skip
 
 
 def external_logits_paths(teacher: TeacherConfig, subset: int) -> list[Path]:

@@ -243,7 +243,9 @@ def ensure_ssl_teacher(request: RunRequest, data_dir: Path) -> Path:
 
 def _context(request: RunRequest, **given) -> TrialContext:
     res = request.space.resources
-    return TrialContext(data_dir=request.data, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial, **given)
+    held_out = ("test", "full_test") if request.space.kind == "replication" else ("test",)
+    return TrialContext(data_dir=request.data, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial, held_out=held_out,
+                        **given)  # fmt: skip
 
 
 def distillation_teachers(request: RunRequest) -> TrialContext:

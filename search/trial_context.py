@@ -22,6 +22,9 @@ class TrialContext:
     init_path: Path | None = None  # asc_teacher: the state dict fine-tuning starts from (None: the arch's own)
     teacher_state: Path | None = None  # oskdft2: the frozen SSL teacher's state dict
     budget: Budget = field(default_factory=Budget)  # asc_kd: the students' complexity limit (none by default)
+    # The splits a trial reports after its last epoch. A search selects on validation, so it reports the test split
+    # alone; a replication selects nothing and also reports full_test (all of TAU22's test.csv, the tables' set).
+    held_out: tuple[str, ...] = ("test",)
 
 
 @dataclass(frozen=True)

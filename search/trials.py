@@ -40,7 +40,8 @@ def student_trial(config: dict, context: TrialContext) -> None:
     if settings.uses_teacher:
         path = context.teacher_logits[settings.subset]
         logits = aligned_logits(path, data, data.splits[f"split{settings.subset}"])
-    train_student(settings, data, logits, _report_with_checkpoint, resume=_resume_state(), device=device)
+    train_student(settings, data, logits, _report_with_checkpoint, resume=_resume_state(), device=device,
+                  held_out=context.held_out)  # fmt: skip
 
 
 def _resume_state() -> dict | None:
@@ -123,11 +124,11 @@ def teacher_search_trial(config: dict, context: TrialContext) -> None:
             return
         logits = teacher_logits(model, data, device, settings.eval_batch_size, settings.precision)
         found = logits_metrics(logits, data, subset)
-        test = {k.removeprefix("test_"): v for k, v in found.items() if k.startswith("test_")}
+        test = {k: v for k, v in found.items() if k.startswith(tuple(f"{split}_" for split in context.held_out))}
         with tempfile.TemporaryDirectory() as directory:
             save_logits(Path(directory) / "logits.pt", data.filenames, logits, found)
             write_seed_logits(Path(directory) / "logits_meta_order.pt", logits)
-            tune.report({**metrics, **{f"test_{k}": v for k, v in test.items()}},
+            tune.report({**metrics, **test},
                         checkpoint=tune.Checkpoint.from_directory(directory))  # fmt: skip
 
     train_teacher(settings, data, subset, on_epoch=report, device=device, init_state=init)

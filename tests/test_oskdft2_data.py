@@ -169,3 +169,34 @@ def test_the_embedded_speaker_dataset_is_made_once_and_reused_by_the_next_run(tm
     assert resumed.data == made and prepare_dataset(resumed) == made  # the record's dataset, as it is
     assert "Generating" not in capsys.readouterr().out
     assert (made / "audio.npy").stat().st_mtime_ns == stamp, "never generated again"
+
+
+def _voxceleb_layout(tmp_path, val_speakers: int):
+    vox = tmp_path / "vox1" / "wav"
+    for i, speaker in enumerate(["id10001", "id10002", "id10003", "id10270", "id10271"]):
+        for k in range(3):
+            _write(vox / f"{speaker}/v{k}/00001.wav", 2000, seed=i * 10 + k)
+    trials = tmp_path / "veri_test.txt"
+    trials.write_text("1 id10270/v0/00001.wav id10270/v1/00001.wav\n0 id10270/v0/00001.wav id10271/v1/00001.wav\n")
+    out = tmp_path / f"prepared_{val_speakers}"
+    assert data_main(["--voxceleb", str(vox), "--trials", str(trials), "--out", str(out), "--val-speakers",
+                      str(val_speakers), "--val-trials-per-speaker", "2"]) == 0  # fmt: skip
+    return out
+
+
+def test_real_speaker_data_refuses_an_untrained_teacher_and_a_search_without_validation_trials(tmp_path, capsys):
+    from search.run import main
+
+    with_val, without_val = _voxceleb_layout(tmp_path, 2), _voxceleb_layout(tmp_path, 0)
+    base = ["--space", "oskdft2", "--storage", str(tmp_path / "runs"), "--name", "sv"]
+    capsys.readouterr()
+    assert main([*base, "--data", str(with_val)]) == 2
+    err = capsys.readouterr().err
+    assert "teacher_training.weights: on real data the SSL teacher would be trained from scratch" in err
+    assert "teacher_training.allow_untrained: true" in err and "Traceback" not in err
+    # Allowed, the teacher passes; a search on data without validation trials would rank on its test trials.
+    allowed = ["--set", "teacher_training.allow_untrained=true"]
+    assert main([*base, "--data", str(without_val), *allowed]) == 2
+    err = capsys.readouterr().err
+    assert "no validation trials (trials/val.txt)" in err and "--val-speakers N" in err and "kind: replication" in err
+    assert not (tmp_path / "runs" / "sv").exists(), "refused before anything ran"

@@ -51,6 +51,9 @@ def test_kd_search_on_tau22_with_a_sit_ensemble(sit_run):
     assert len(board) == 1 and board.iloc[0]["status"] == "complete"
     assert {"acc_s4", "acc_s5", "acc_s6", "acc_unseen"} <= set(board.columns)
     assert (run_dir / "best" / "subset_5" / "student.pt").is_file()
+    # A search selects on the validation half of test.csv: no figure it shows may include those clips.
+    exported = torch.load(run_dir / "best" / "subset_5" / "student.pt", weights_only=True)["metrics"]
+    assert "test_macro_acc" in board and not [c for c in [*board.columns, *exported] if c.startswith("full_test_")]
     assert len(list((run_dir / "teacher_sit").glob("*/params.json"))) == 1, "one CochlScene stage"
     members = list((run_dir / "teachers").glob("*/params.json"))
     assert len(members) == 2, "two ensemble members fine-tuned"

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import soundfile
 import torch
+import yaml
 
 from results.leaderboard import device_columns
 from results.student_logits import main as student_logits_main
@@ -100,10 +101,27 @@ def test_an_untrained_teacher_on_real_data_is_refused_unless_allowed(real, capsy
     assert not (real["storage"] / "tiny_teacher").exists() and not (real["storage"] / "no_weights").exists()
 
 
-def test_the_dcase24_baseline_recipe_reports_the_published_tables_figures(ray_session, real):
-    # The confirmation seeds the recipe asks for are checked in its settings; test_end_to_end runs confirmation.
-    assert _run(real, "dcase24_baseline", "baseline", *_sets(*SMALL_STUDENT, "confirm_top_k=0")) == 0
+def test_the_dcase24_baseline_replication_sets_its_figure_beside_the_published_one(ray_session, real, capsys):
+    capsys.readouterr()
+    assert _run(real, "dcase24_baseline", "baseline", *_sets(*SMALL_STUDENT, "seeds=2")) == 0
+    out = capsys.readouterr().out
     run = real["storage"] / "baseline"
+    # Two seeds, nothing selected, each on all of test.csv; the table is their mean ± std beside the published 42.40.
+    board = pd.read_csv(run / "leaderboard.csv", dtype={"trial_id": str})
+    assert sorted(board["seed"]) == [0, 1] and (board["status"] == "complete").all()
+    figures = 100 * board["full_test_macro_acc"]
+    table = pd.read_csv(run / "replication.csv")
+    (row,) = table.itertuples()
+    assert (row.subset, row.runs, row.planned, row.figure, row.published) == (5, 2, 2, "full_test_macro_acc", 42.40)
+    assert row.mean == pytest.approx(figures.mean()) and row.std == pytest.approx(figures.std(ddof=1))
+    assert row.difference == pytest.approx(figures.mean() - 42.40)
+    assert "Replication: full_test_macro_acc on all of test.csv" in out and "CPJKU/dcase2024_task1_baseline" in out
+    line = next(line for line in out.splitlines() if line.strip().startswith("5%"))
+    assert "42.40" in line and f"{row.mean:.2f} ± {row.std:.2f}" in line and "2 of 2" in line
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["kind"] == "replication" and summary["rank_score"] == pytest.approx(row.mean / 100)
+    assert "Against the published table" in (run / "report.html").read_text()
+    assert yaml.safe_load((run / "space.yaml").read_text())["kind"] == "replication", "the record says which kind"
     student = torch.load(run / "best" / "subset_5" / "student.pt", weights_only=True)
     assert student["config"]["train"]["warmup_steps"] == 2000 and student["config"]["train"]["kd_lambda"] == 1.0
     metrics = student["metrics"]
@@ -112,8 +130,6 @@ def test_the_dcase24_baseline_recipe_reports_the_published_tables_figures(ray_se
     data = load_prepared(next((real["storage"] / "cache" / "datasets").glob("tau22-*")))
     assert sorted(data.splits["full_test"].tolist()) == sorted(np.concatenate([data.splits["val"], data.splits["test"]]).tolist())
     assert not (run / "teachers").exists(), "λ = 1: no teacher"
-    board = pd.read_csv(run / "leaderboard.csv", dtype={"trial_id": str})
-    assert len(board) == 1 and board.iloc[0]["status"] == "complete"
     assert {"full_test_macro_acc", "full_test_acc_s6", "acc_real", "acc_sim_seen"} <= set(board.columns)
     assert "acc_real" not in [f"acc_{d}" for d in device_columns(dict.fromkeys(board.columns))], "a group, not a device"
 
@@ -150,6 +166,8 @@ def test_the_teacher_recipes_run_and_sit_reads_tau22_at_44_1_khz(ray_session, re
     assert _run(real, "passt_teacher", "passt", *ON_CPU, *_sets(*REDUCED_PASST, irs, "search.lr=[0.001]")) == 0
     best = real["storage"] / "passt" / "best" / "subset_5"
     assert (best / "logits.pt").is_file() and (best / "logits_meta_order.pt").is_file()
+    board = pd.read_csv(real["storage"] / "passt" / "leaderboard.csv", dtype={"trial_id": str})
+    assert "test_macro_acc" in board and not [c for c in board if c.startswith("full_test_")], "chosen on val: no full test"
 
     cochl = write_cochlscene(real["base"] / "CochlScene")
     assert _run(real, "sit_teacher", "sit", *ON_CPU, *_sets(*REDUCED_PASST, irs, f"cochlscene={cochl}", "sit_epochs=1",
@@ -181,8 +199,9 @@ def test_the_recipe_files_hold_the_reference_settings(tmp_path):
     s = baseline.settings
     assert (s.epochs, s.batch_size, s.weight_decay, s.warmup_steps, s.roll_sec, s.freqm) == (150, 256, 1e-4, 2000, 0.1, 48)
     assert (s.mixstyle_p, s.mixstyle_alpha, s.kd_lambda, baseline.metric) == (0.4, 0.3, 1.0, "macro_acc")
-    assert [d.choices for d in baseline.dimensions] == [(0.005,)] and baseline.budget.param_bytes == 128000
-    assert (baseline.confirm_top_k, baseline.confirm_seeds) == (1, 4), "5 runs, as the published means"
+    assert s.lr == 0.005 and baseline.budget.param_bytes == 128000
+    assert baseline.kind == "replication" and [d.choices for d in baseline.dimensions] == [(0, 1, 2, 3, 4)], "5 seeds"
+    assert baseline.published.figures == {5: 42.40, 10: 45.29, 25: 50.29, 50: 53.19, 100: 56.99}
     ntu = _recipe("ntu_kd", tmp_path, dir_path=str(tmp_path))
     s = ntu.settings
     assert (s.temperature, s.kd_lambda, s.roll_sec, s.dir_prob, s.warmup_fraction) == (2.0, 0.02, 0.0, 0.6, 0.024)

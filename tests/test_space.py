@@ -170,3 +170,47 @@ def test_speaker_spaces_can_rank_by_either_min_dcf():
     raw["metric"] = "min_dcf_p10"
     with pytest.raises(SpaceError, match="not a metric"):
         build_space(raw)
+
+
+def _replication(**changes):
+    raw = read_space_file("dcase24_baseline")
+    raw.update(changes)
+    return raw
+
+
+def test_a_replication_fixes_every_setting_and_trains_each_seed_without_selecting():
+    space = build_space(_replication(seeds=3, seed=7))
+    assert space.kind == "replication" and space.samples == 3 and space.sampler == "grid"
+    assert [d.name for d in space.dimensions] == ["seed"] and space.dimensions[0].choices == (7, 8, 9)
+    assert (space.scheduler.type, space.confirm_top_k, space.compare_without_kd) == ("fifo", 0, False)
+    # Its record is itself a replication's space file: the same space again.
+    from results.run_record import plain
+    from search.space import space_file
+
+    again = build_space(plain(space_file(space)))
+    assert again == space and again.published == space.published
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"search": {"subset": [5], "lr": [0.001, 0.005]}}, "search.lr: a replication searches nothing"),
+    ({"scheduler": {"type": "asha"}}, "a replication runs every seed to the end"),
+    ({"confirm_top_k": 1}, "confirm_top_k: a replication trains its settings with each seed"),
+    ({"seeds": 0}, "seeds: must be at least 1"),
+    ({"kind": "replica"}, "kind: must be one of search, replication"),
+    ({"kind": "search", "search": {"subset": [5], "temperature": [2.0]}}, "published: only a replication"),
+    ({"published": {"source": "x", "metric": "macro_acc", "figures": {5: 142.0}}}, "published.figures.5: a percentage"),
+    ({"published": {"source": "x", "metric": "macro_acc", "figures": {7: 40.0}}}, "published.figures: 7 is not a subset"),
+    ({"published": {"source": "", "metric": "macro_acc", "figures": {5: 40.0}}}, "published.source: say where"),
+    ({"published": {"source": "x", "metric": "eer", "figures": {5: 40.0}}}, "published.metric: 'eer' is not a metric"),
+    ({"published": [42.4]}, "published: expected {source"),
+])  # fmt: skip
+def test_a_replication_that_would_select_or_a_malformed_published_table_is_refused(changes, needle):
+    with pytest.raises(SpaceError, match=needle.replace("(", r"\(").replace("{", r"\{").replace(".", r"\.")):
+        build_space(_replication(**changes))
+
+
+def test_a_search_with_nothing_to_search_points_to_a_replication():
+    raw = read_space_file("kd")
+    raw["search"] = {"subset": [5]}
+    with pytest.raises(SpaceError, match="make the space kind: replication"):
+        build_space(raw)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.asc.loader import epoch_batches
+from trainables.asc.loader import clip_batches, epoch_batches
 from trainables.asc.logits_file import LogitsMismatch, aligned_logits, save_logits
-from trainables.asc.student_training import StudentConfig, train_student
+from trainables.asc.student_training import StudentConfig, StudentStep, train_student
 from trainables.asc.teacher import TeacherConfig, is_head
 from trainables.asc.teacher_training import teacher_logits, train_teacher
 from trainables.common import NonFiniteLoss
@@ -106,3 +106,17 @@ def test_tiny_teacher_trains_and_its_logits_round_trip(tiny_data, tmp_path):
     save_logits(path, tiny_data.filenames[:10], logits[:10], metrics)
     with pytest.raises(LogitsMismatch, match="no logits for"):
         aligned_logits(path, tiny_data, rows)
+
+
+@pytest.mark.parametrize("mixes, network_sees_the_batch", [("inputs_and_targets", False), ("targets", True)])
+def test_ntus_targets_only_mixup_leaves_the_networks_input_unmixed(tiny_data, mixes, network_sees_the_batch):
+    config = StudentConfig(subset=100, batch_size=16, kd_lambda=1.0, mixup_alpha=1.0, mixup_mixes=mixes, freqm=0, mixstyle_p=0.0,
+                           roll_sec=0.0)  # fmt: skip
+    step = StudentStep.build(config, tiny_data, None, torch.device("cpu"))
+    seen = []
+    step.model.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))
+    batch = next(clip_batches(tiny_data, tiny_data.splits["split100"], config.batch_size, False, torch.device("cpu")))
+    torch.manual_seed(0)
+    loss = step.loss(batch)
+    assert torch.isfinite(loss)
+    assert torch.equal(seen[0], step.frontend(batch.waveform)) is network_sees_the_batch

@@ -44,6 +44,9 @@ class TeacherTrainConfig:
     eval_max_seconds: float = 20.0
     seed: int = 0
     weights: str | None = None  # a pretrained teacher (torchaudio state dict file): used as is, nothing trained
+    # On real data a teacher without weights is trained from scratch on the corpora here, which teaches little: a run
+    # refuses it unless this says it is meant.
+    allow_untrained: bool = False
 
     def __post_init__(self) -> None:
         if self.weights and not Path(self.weights).expanduser().exists():

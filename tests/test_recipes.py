@@ -151,7 +151,7 @@ def test_ntu_kd_distils_from_the_mean_of_a_list_of_logits_files_one_a_students(r
     assert np.allclose(average_logits([cnn, other], data), expected, atol=1e-6)
 
     files = f"['{real['base']}/cnn_{{subset}}.pt', '{real['base']}/other_{{subset}}.pt']"  # YAML: quoted, for the braces
-    assert _run(real, "ntu_kd", "ntu", "--samples", "1", *_sets(*SMALL_STUDENT, "compare_without_kd=false",
+    assert _run(real, "ntu_kd", "ntu", *_sets(*SMALL_STUDENT, "seeds=1",
                 f"teacher.logits={files}", f"dir_path={real['irs']}", "mixup_alpha=1.0")) == 0  # fmt: skip
     (cached,) = (real["storage"] / "cache" / "teachers").glob("file-*.pt")
     assert np.allclose(read_logits(cached)["logits"].numpy(), expected, atol=1e-5), "the students learnt from the mean"
@@ -204,14 +204,20 @@ def test_the_recipe_files_hold_the_reference_settings(tmp_path):
     assert baseline.published.figures == {5: 42.40, 10: 45.29, 25: 50.29, 50: 53.19, 100: 56.99}
     ntu = _recipe("ntu_kd", tmp_path, dir_path=str(tmp_path))
     s = ntu.settings
-    assert (s.temperature, s.kd_lambda, s.roll_sec, s.dir_prob, s.warmup_fraction) == (2.0, 0.02, 0.0, 0.6, 0.024)
-    assert {d.name for d in ntu.dimensions} == {"temperature", "kd_lambda", "lr"} and ntu.metric == "macro_acc"
+    assert (s.temperature, s.kd_lambda, s.lr, s.roll_sec, s.dir_prob, s.warmup_fraction) == (2.0, 0.02, 0.005, 0.0, 0.6,
+                                                                                             0.024)  # fmt: skip
+    assert ntu.kind == "replication" and ntu.seeds == 5 and ntu.metric == "macro_acc"
+    assert ntu.published.figures == {5: 47.98, 10: 53.03, 25: 56.81, 50: 59.83, 100: 61.74}
+    searched = _recipe("ntu_kd_search", tmp_path, dir_path=str(tmp_path))
+    assert searched.kind == "search" and {d.name for d in searched.dimensions} == {"temperature", "kd_lambda", "lr"}
+    cnn = _recipe("ntu_cnn_teacher", tmp_path, dir_path=str(tmp_path)).settings
+    assert (cnn.kd_lambda, cnn.dir_prob, cnn.roll_sec, cnn.mixup_alpha, cnn.mixup_mixes) == (1.0, 0.6, 0.0, 1.0, "targets")
     passt = _recipe("passt_teacher", tmp_path, weights=str(weights), dir_path=str(tmp_path)).settings
     assert (passt.arch, passt.epochs, passt.batch_size, passt.weight_decay) == ("passt_s_swa_p16_128_ap476", 25, 80, 1e-3)
     assert (passt.s_patchout_t, passt.s_patchout_f, passt.freqm, passt.timem, passt.dir_prob) == (0, 6, 48, 20, 0.6)
     assert (passt.schedule, passt.warmup_epochs, passt.rampdown_start, passt.rampdown_epochs, passt.lr_floor) == (
         "exp_warmup_linear_down", 3, 3, 10, 0.01)
-    assert (passt.mixstyle_p, passt.mixstyle_alpha) == (0.4, 0.4)
+    assert (passt.mixstyle_p, passt.mixstyle_alpha, passt.precision) == (0.4, 0.4, "fp32"), "fp32, as the references"
     sit = _recipe("sit_teacher", tmp_path, weights=str(weights), cochlscene=str(cochl), dir_path=str(tmp_path)).settings
     assert (sit.sit_epochs, sit.sit_lr, sit.sit_batch_size, sit.lr, sit.head_lr, sit.sample_rate) == (
         25, 1e-4, 32, 1e-5, 1e-3, 44100)

@@ -1,8 +1,9 @@
-"""A small dataset in the exact TAU22 layout, with real DCASE24 filenames from ../shared/tau22.
+"""A small dataset in the exact TAU22 layout, with real DCASE24 filenames from tests/data/tau22.
 
 24-bit wav files at 44.1 kHz, meta.csv and the split files written as TAU22 and the DCASE24
 baseline have them. The audio comes from the synthetic world, driven by each filename's scene,
-city, location and device. Tests that need ../shared/tau22 skip cleanly where it is absent.
+city, location and device. The filenames are rows cut from the DCASE24 split files, shipped with
+the tests (tests/data/tau22/README.md says how they were cut).
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import soundfile
 
 from trainables.asc.data import device_of
 from trainables.asc.synthetic import CITIES, CLASSES, SyntheticConfig, _rng, _World
 
-SHARED_SPLITS = Path(__file__).resolve().parents[2] / "shared" / "tau22"
+SPLITS = Path(__file__).resolve().parent / "data" / "tau22"  # split5 … split50 and test, .csv.gz
 
 
 def _segments(frame: pd.DataFrame) -> pd.Series:
@@ -41,11 +41,12 @@ def write_tau22(root: Path, per_class: int = 2, test_locations_per_class: int = 
     """Write a TAU22-layout dataset into `root`: split5 ⊂ split10 ⊂ split25 ⊂ split50, and test.
 
     test_clips_per_segment < 10 keeps only the first clips of each test segment (a smaller test.csv).
+    The shipped cut holds, for each scene, 4 segments new in each split and 4 test locations: per_class
+    and test_locations_per_class go up to 4.
     """
-    if not SHARED_SPLITS.is_dir():
-        pytest.skip(f"{SHARED_SPLITS} is absent")
     rng = np.random.default_rng(seed)
-    read = {name: pd.read_csv(SHARED_SPLITS / f"{name}.csv", sep="\t") for name in ("split5", "split10", "split25", "split50", "test")}
+    names = ("split5", "split10", "split25", "split50", "test")
+    read = {name: pd.read_csv(SPLITS / f"{name}.csv.gz", sep="\t") for name in names}
     chosen: dict[str, list[str]] = {}
     previous: list[str] = []
     for name in ("split5", "split10", "split25", "split50"):

@@ -42,7 +42,7 @@ def test_splits_nested_and_val_test_split_by_location(tau22_root, tmp_path):
         rows = set(data.splits[name].tolist())
         assert previous <= rows
         previous = rows
-    assert "split100" not in data.splits  # not shipped in ../shared/tau22
+    assert "split100" not in data.splits  # not among the split files shipped in tests/data/tau22
     location = {f: f.split("-")[1] + f.split("-")[2] for f in data.filenames}
     val = {location[data.filenames[i]] for i in data.splits["val"]}
     test = {location[data.filenames[i]] for i in data.splits["test"]}

@@ -128,8 +128,9 @@ def replication_section(run_dir: Path) -> Section | None:
         return None
     lines = replication_lines(run_dir, table)
     shown = table[["subset", "published", "mean", "std", "runs", "planned", "difference", "seeds"]]
+    named = shown.rename(columns={"mean": "this run (mean)", "std": "std over seeds"})
     return Section("Against the published table", " ".join([lines[0], *lines[len(table) + 2 :]]),
-                   body=html_table(shown.rename(columns={"mean": "this run (mean)", "std": "std over seeds"}), fit=True))
+                   body=html_table(named, fit=True))
 
 
 def _plus_minus(mean: float, std: float) -> str:

@@ -286,7 +286,7 @@ def _build_published(raw: Any, schema: System, subsets: tuple[int, ...], metric:
     if raw is None:
         return None
     if not isinstance(raw, dict) or set(raw) != {"source", "metric", "figures"}:
-        raise SpaceError(f"published: expected {{source: …, metric: …, figures: {{subset: percent}}}}, got {shown(raw)}")
+        raise SpaceError("published: expected {source: …, metric: …, figures: {subset: percent}}, got " + shown(raw))
     source, figure, figures = raw["source"], raw["metric"], raw["figures"]
     if not isinstance(source, str) or not source.strip():
         raise SpaceError("published.source: say where the figures come from (paper or repository, table or file)")
@@ -331,8 +331,9 @@ def _build_search(search: Any, schema: System,
             raise SpaceError(f"{label}: not a searchable setting{suggest(str(name), searchable)}")
         dimensions.append(_build_dimension(name, spec, hints[name], f"search.{name}", rule_of(schema.settings, name)))
     if not dimensions and not replication:
-        raise SpaceError("search: declares no hyperparameter to search" + (" besides subset" if schema.by_subset else "")
-                         + "; to train fixed settings with several seeds, make the space kind: replication")  # fmt: skip
+        besides = " besides subset" if schema.by_subset else ""
+        raise SpaceError(f"search: declares no hyperparameter to search{besides}; to train fixed settings with several "
+                         "seeds, make the space kind: replication")  # fmt: skip
     return tuple(sorted(set(subsets))), tuple(dimensions)
 
 

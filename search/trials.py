@@ -99,7 +99,8 @@ def teacher_trial(config: dict, job: TeacherJob) -> None:
     if job.state_path is not None:
         save_state(model.state_dict(), job.state_path)
     if (subset, seed) in job.logits_paths:
-        logits = teacher_logits(model, data, device, settings.eval_batch_size, settings.precision, data.teacher_rows(subset))
+        logits = teacher_logits(model, data, device, settings.eval_batch_size, settings.precision,
+                                data.teacher_rows(subset))  # fmt: skip
         save_subset_logits(job.logits_paths[(subset, seed)], data, subset, logits)
 
 

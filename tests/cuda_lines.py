@@ -23,8 +23,8 @@ _COMPOUND_BODIES = ("body", "orelse", "finalbody", "handlers")
 
 
 def _mentions_cuda(node: ast.AST) -> bool:
-    return any((isinstance(n, ast.Constant) and n.value == "cuda") or (isinstance(n, ast.Attribute) and n.attr == "cuda")
-               for n in ast.walk(node))  # fmt: skip
+    return any((isinstance(n, ast.Constant) and n.value == "cuda")
+               or (isinstance(n, ast.Attribute) and n.attr == "cuda") for n in ast.walk(node))  # fmt: skip
 
 
 def _negates(node: ast.AST) -> bool:
@@ -37,8 +37,9 @@ def _header(stmt: ast.stmt) -> list[ast.AST]:
         return [stmt]
     if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return []
-    return [value for name, value in ast.iter_fields(stmt) if name not in _COMPOUND_BODIES and isinstance(value, ast.AST)] \
-        + [item for item in getattr(stmt, "items", [])]  # fmt: skip
+    own = [value for name, value in ast.iter_fields(stmt)
+           if name not in _COMPOUND_BODIES and isinstance(value, ast.AST)]  # fmt: skip
+    return own + list(getattr(stmt, "items", []))
 
 
 def _calls_cuda(parts: list[ast.AST]) -> bool:

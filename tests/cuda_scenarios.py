@@ -101,9 +101,9 @@ def student(device: torch.device, work: Path, precision: str = "fp32", epochs: i
         claimed = claim_device(cpus=1, gpus=0.5)
     finally:
         torch.set_num_threads(threads)
-    config = StudentConfig(subset=100, epochs=epochs, train_steps=2 * epochs, batch_size=16, kd_lambda=0.5, mixstyle_p=1.0, freqm=48,
-                           roll_sec=0.1, mixup_alpha=0.3, dir_path=str(impulse_responses(work)), dir_prob=1.0,
-                           precision=precision)  # fmt: skip
+    config = StudentConfig(subset=100, epochs=epochs, train_steps=2 * epochs, batch_size=16, kd_lambda=0.5,
+                           mixstyle_p=1.0, freqm=48, roll_sec=0.1, mixup_alpha=0.3,
+                           dir_path=str(impulse_responses(work)), dir_prob=1.0, precision=precision)  # fmt: skip
     teacher = np.random.default_rng(0).normal(size=(len(data.filenames), len(data.classes))).astype(np.float32)
     reports: list[tuple[dict, dict]] = []
     torch.manual_seed(0)

@@ -110,8 +110,8 @@ def test_tiny_teacher_trains_and_its_logits_round_trip(tiny_data, tmp_path):
 
 @pytest.mark.parametrize("mixes, network_sees_the_batch", [("inputs_and_targets", False), ("targets", True)])
 def test_ntus_targets_only_mixup_leaves_the_networks_input_unmixed(tiny_data, mixes, network_sees_the_batch):
-    config = StudentConfig(subset=100, batch_size=16, kd_lambda=1.0, mixup_alpha=1.0, mixup_mixes=mixes, freqm=0, mixstyle_p=0.0,
-                           roll_sec=0.0)  # fmt: skip
+    config = StudentConfig(subset=100, batch_size=16, kd_lambda=1.0, mixup_alpha=1.0, mixup_mixes=mixes, freqm=0,
+                           mixstyle_p=0.0, roll_sec=0.0)  # fmt: skip
     step = StudentStep.build(config, tiny_data, None, torch.device("cpu"))
     seen = []
     step.model.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))

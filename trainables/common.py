@@ -80,7 +80,8 @@ def claim_device(cpus: float, gpus: float) -> torch.device:
 def rng_state(device: torch.device) -> dict[str, torch.Tensor | None]:
     """The random streams a loop draws from, for its checkpoint: the CPU generator (shuffles, augmentations),
     and on a GPU the device's own (dropout there draws from it), so a resumed trial continues both."""
-    return {"rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    on_gpu = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return {"rng": torch.get_rng_state(), "cuda_rng": on_gpu}
 
 
 def restore_rng_state(state: dict, device: torch.device) -> None:

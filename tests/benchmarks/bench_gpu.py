@@ -68,9 +68,12 @@ DRY_SEARCH = ["--space", "kd.yaml", "--subsets", "5", "--samples", "1", "--set",
               "--set", "teacher.width=16", "--set", "teacher.eval_batch_size=180",
               "--set", "data.train_segments_per_class=3", "--set", "data.held_out_clips_per_segment=1"]  # fmt: skip
 
-# The DCASE24 KD search projected by --project dcase24: TAU22's 100 % split, and trials per subset.
+# The DCASE24 KD search projected by --project dcase24: TAU22's 100 % split, and trials per subset. Its epochs,
+# batch size and subsets are the baseline's; its ASHA that of the first of these spaces to stop trials with ASHA
+# (dcase24_baseline.yaml trains one configuration; the KD search around it is ntu_kd_search.yaml, once ntu_kd.yaml).
 DCASE24_CLIPS = 139_620
 DCASE24_TRIALS = 32
+DCASE24_SPACES = ("dcase24_baseline.yaml", "ntu_kd_search.yaml", "ntu_kd.yaml")
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--budget-s", type=float, default=540.0, help="the whole run's wall time at most (default 540)")
@@ -541,11 +544,16 @@ def asha_stops(trials: int, max_t: int, grace: int, reduction: int) -> list[tupl
 
 def project_dcase24(figures: dict) -> dict | None:
     """The DCASE24 KD search's wall time on this GPU from the measured figures; None without a one-trial figure."""
-    baseline = yaml.safe_load((ROOT / "spaces" / "dcase24_baseline.yaml").read_text())
+    spaces = {name: yaml.safe_load((ROOT / "spaces" / name).read_text()) for name in DCASE24_SPACES
+              if (ROOT / "spaces" / name).is_file()}  # fmt: skip
+    baseline = spaces[DCASE24_SPACES[0]]
     epochs, batch, subsets = baseline["epochs"], baseline["batch_size"], baseline["search"]["subset"]
-    scheduler, source = baseline["scheduler"], "dcase24_baseline.yaml"
-    if scheduler.get("type") != "asha":  # the baseline is one configuration; its KD search stops trials as ntu_kd.yaml
-        scheduler, source = yaml.safe_load((ROOT / "spaces" / "ntu_kd.yaml").read_text())["scheduler"], "ntu_kd.yaml"
+    asha = [(space["scheduler"], name) for name, space in spaces.items()
+            if (space.get("scheduler") or {}).get("type") == "asha"]  # fmt: skip
+    if not asha:
+        print(f"DCASE24 projection: none of spaces/{', '.join(DCASE24_SPACES)} stops trials with ASHA")
+        return None
+    scheduler, source = asha[0]
     one = figures.get("one_trial", {}).get(f"fp32_b{batch}", {}).get("clips_per_second")
     if not one:
         print(f"DCASE24 projection: no one-trial figure at batch {batch}; nothing to project from")
@@ -557,10 +565,10 @@ def project_dcase24(figures: dict) -> dict | None:
     trial_epochs_per_subset = sum(n * at for n, at in stops)
     clip_epochs = DCASE24_CLIPS * sum(subsets) / 100 * trial_epochs_per_subset
     seconds = clip_epochs / (one * ratio)
-    formula = (f"{DCASE24_CLIPS:,} clips × ({' + '.join(f'{s}' for s in subsets)}) % × "
-               f"({' + '.join(f'{n}×{at}' for n, at in stops)} = {trial_epochs_per_subset:,} trial-epochs per subset) "
-               f"/ ({one:,.0f} clips/s one trial at batch {batch} × {ratio:.2f} {packing}) = {clip_epochs:,.0f} / "
-               f"{one * ratio:,.0f} s")  # fmt: skip
+    formula = (f"{DCASE24_CLIPS:,} clips × ({' + '.join(str(s) for s in subsets)}) % × {trial_epochs_per_subset:,} "
+               f"trial-epochs per subset ({' + '.join(f'{n}×{at}' for n, at in stops)}) = {clip_epochs:,.0f} clips "
+               f"trained, at {one:,.0f} clips/s (one trial, batch {batch}) × {ratio:.2f} ({packing}) = "
+               f"{one * ratio:,.0f} clips/s: {seconds:,.0f} s")  # fmt: skip
     print(f"DCASE24 KD search projected on this GPU: {len(subsets)} subsets × {DCASE24_TRIALS} trials × {epochs} "
           f"epochs, ASHA grace {scheduler['grace_period']}, reduction {scheduler['reduction_factor']} "
           f"(spaces/{source}): {seconds / 60:,.1f} min {target(seconds, 3600, 'under 1 hour', below=True)}\n"

@@ -195,7 +195,7 @@ def phase_one_trial() -> None:
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
         goal = target(rate, 20_000, "≥ 20,000 clips/s") if (label, batch) == ("fp32", 256) else ""
         record(f"one_trial.{label}_b{batch}", {"clips_per_second": rate, "peak_mib": peak, "subset": subset},
-               f"one trial (direct), batch {batch}, {label}: {rate:,.0f} clips/s, peak {mib(peak)} allocated {goal}")
+               f"one trial (direct), batch {batch}, {label}: {rate:,.0f} clips/s, peak {mib(peak)} allocated {goal}".rstrip())
 
 
 def cuda_device():
@@ -389,8 +389,9 @@ class GpuSampler:
 
 def run_limited(command: list[str], limit_s: float, log: Path | None = None,
                 env: dict | None = None) -> tuple[int | None, float]:  # fmt: skip
-    """Run `command` from the project's root in a process group of its own (Ray's processes join it); past
-    `limit_s` (its Ctrl-C grace included) stop the whole group. Returns (exit status, or None when cut; seconds)."""
+    """Run `command` from the project's root in a process group of its own (Ray's GCS and raylet join it; its workers,
+    in groups of their own, exit when the raylet goes); past `limit_s` (its Ctrl-C grace included) stop the whole
+    group. Returns (exit status, or None when cut; seconds)."""
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         output = stack.enter_context(open(log, "w")) if log else None
@@ -468,7 +469,7 @@ def phase_ray_trials(phase: str, trials: int, limit_s: float) -> int | None:
     one = read_figures().get("one_trial", {}).get("fp32_b256", {}).get("clips_per_second")
     ratio = total / one if one else None
     figures = {"status": how_it_ended(code, seconds), "trials": len(epochs), "aggregate_clips_per_second": total,
-               "ratio_to_one_trial": ratio, "trial_rates": rates, "slowest_to_fastest": min(rates) / max(rates),
+               "ratio_to_one_trial": ratio, "trial_rates": rates, "slowest_to_fastest": min(rates) / max(rates) if max(rates) else None,
                "all_trials_overlapped": overlapped, "wall_seconds": seconds, "training_seconds": union_seconds(spans),
                "gpu_busy_while_training": sampler.busy(spans),
                "gpu_busy_while_all_trained": sampler.busy([(begin, finish)]) if finish > begin else None,
@@ -481,7 +482,7 @@ def phase_ray_trials(phase: str, trials: int, limit_s: float) -> int | None:
         spread = figures["slowest_to_fastest"]
         text = (f"{phase}: {len(epochs)} trials through Ray: {total:,.0f} clips/s in all, {shown_ratio}x one trial"
                 + (f" {target(ratio, 6, '≥ 6x')}" if phase == "packed_8" else "")
-                + f"; per trial {min(rates):,.0f} to {max(rates):,.0f}, slowest/fastest {spread:.2f}"
+                + f"; per trial {min(rates):,.0f} to {max(rates):,.0f}, slowest/fastest {spread or 0:.2f}"
                 + (f" {target(spread, 0.7, '≥ 0.7')}" if phase == "packed_8" else ""))  # fmt: skip
     if not overlapped:
         text += "; the trials hardly overlapped, so these rates include trials running with fewer others"
@@ -606,7 +607,7 @@ def summary(figures: dict) -> list[str]:
     packed = figures.get("packed_8") or {}
     if packed.get("ratio_to_one_trial"):
         lines.append(f"8 packed: {packed['ratio_to_one_trial']:.2f}x one trial, slowest/fastest "
-                     f"{packed['slowest_to_fastest']:.2f} {target(packed['ratio_to_one_trial'], 6, '≥ 6x')} "
+                     f"{packed['slowest_to_fastest'] or 0:.2f} {target(packed['ratio_to_one_trial'], 6, '≥ 6x')} "
                      f"{target(packed['slowest_to_fastest'], 0.7, '≥ 0.7')}")  # fmt: skip
     bf16 = figures.get("passt_s", {}).get("bf16")
     if bf16:

@@ -115,7 +115,7 @@ def target(value: float | None, goal: float, text: str, below: bool = False) -> 
     """`[target TEXT: met]` or `… missed]`; no verdict in a dry run or without a figure."""
     if value is None or DRY:
         return f"[target {text}{'; dry run' if DRY else ''}]"
-    met = value < goal if below else value >= goal
+    met = value <= goal if below else value >= goal
     return f"[target {text}: {'met' if met else 'missed'}]"
 
 
@@ -195,7 +195,8 @@ def phase_one_trial() -> None:
         peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
         goal = target(rate, 20_000, "≥ 20,000 clips/s") if (label, batch) == ("fp32", 256) else ""
         record(f"one_trial.{label}_b{batch}", {"clips_per_second": rate, "peak_mib": peak, "subset": subset},
-               f"one trial (direct), batch {batch}, {label}: {rate:,.0f} clips/s, peak {mib(peak)} allocated {goal}".rstrip())
+               f"one trial (direct), batch {batch}, {label}: {rate:,.0f} clips/s, peak {mib(peak)} allocated {goal}"
+               .rstrip())
 
 
 def cuda_device():
@@ -406,7 +407,8 @@ def run_limited(command: list[str], limit_s: float, log: Path | None = None,
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=INTERRUPT_GRACE_S)
         finally:
-            # Also after a clean exit: a Ray worker outliving its driver would hold GPU memory into the next phase.
+            # Also after a clean exit: a GCS or raylet outliving its driver would keep its workers, and their GPU
+            # memory, into the next phase.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
@@ -444,16 +446,16 @@ def student_search(phase: str, trials: int, limit_s: float) -> tuple[int | None,
     return search(phase, ["--space", str(space_path), "--data", args.data_dir], limit_s)
 
 
-def how_it_ended(code: int | None, seconds: float) -> str:
-    return "done" if code == 0 else f"cut at its limit, {seconds:.0f} s" if code is None else f"failed (exit {code})"
+def how_it_ended(code: int | None) -> str:
+    return "done" if code == 0 else "cut at its limit" if code is None else f"failed (exit {code})"
 
 
 def phase_ray_trials(phase: str, trials: int, limit_s: float) -> int | None:
     code, seconds, run_dir, sampler = student_search(phase, trials, limit_s)
     epochs = [t for t in trial_epochs(run_dir) if any(e.clips_per_second for e in t)]
     if not epochs:
-        record(phase, {"status": how_it_ended(code, seconds), "wall_seconds": seconds},
-               f"{phase}: no trial finished an epoch ({how_it_ended(code, seconds)})")  # fmt: skip
+        record(phase, {"status": how_it_ended(code), "wall_seconds": seconds},
+               f"{phase}: no trial finished an epoch ({how_it_ended(code)})")  # fmt: skip
         return code
     # Only epochs after the first, and wholly inside the time every trial was training, count: the trials start one
     # by one, and a trial's rate while others are still loading is not the rate of the trials packed.
@@ -468,13 +470,14 @@ def phase_ray_trials(phase: str, trials: int, limit_s: float) -> int | None:
     spans = [(t[0].start, t[-1].end) for t in epochs]
     one = read_figures().get("one_trial", {}).get("fp32_b256", {}).get("clips_per_second")
     ratio = total / one if one else None
-    figures = {"status": how_it_ended(code, seconds), "trials": len(epochs), "aggregate_clips_per_second": total,
-               "ratio_to_one_trial": ratio, "trial_rates": rates, "slowest_to_fastest": min(rates) / max(rates) if max(rates) else None,
+    figures = {"status": how_it_ended(code), "trials": len(epochs), "aggregate_clips_per_second": total,
+               "ratio_to_one_trial": ratio, "trial_rates": rates,
+               "slowest_to_fastest": min(rates) / max(rates) if max(rates) else None,
                "all_trials_overlapped": overlapped, "wall_seconds": seconds, "training_seconds": union_seconds(spans),
                "gpu_busy_while_training": sampler.busy(spans),
                "gpu_busy_while_all_trained": sampler.busy([(begin, finish)]) if finish > begin else None,
                "peak_mib_per_process": max(sampler.peak_mib.values(), default=None),
-               "peak_mib_in_use": max((mib for *_, mib in sampler.samples), default=None)}  # fmt: skip
+               "peak_mib_in_use": max((used for *_, used in sampler.samples), default=None)}  # fmt: skip
     shown_ratio = "-" if ratio is None else f"{ratio:.2f}"
     if len(epochs) == 1:
         text = f"{phase}: one trial through Ray: {total:,.0f} clips/s, {shown_ratio}x the direct trial"
@@ -510,9 +513,9 @@ def phase_default_search(limit_s: float, prewarm: subprocess.Popen | None) -> in
     stop(prewarm)
     code, seconds, run_dir, sampler = search("default_search", DRY_SEARCH if DRY else DEFAULT_SEARCH, limit_s)
     spans = [(t[0].start, t[-1].end) for t in trial_epochs(run_dir)]
-    figures = {"status": how_it_ended(code, seconds), "wall_seconds": seconds, "trials": len(spans),
+    figures = {"status": how_it_ended(code), "wall_seconds": seconds, "trials": len(spans),
                "training_seconds": union_seconds(spans), "gpu_busy_while_training": sampler.busy(spans),
-               "peak_mib_in_use": max((mib for *_, mib in sampler.samples), default=None)}  # fmt: skip
+               "peak_mib_in_use": max((used for *_, used in sampler.samples), default=None)}  # fmt: skip
     command = " ".join(DRY_SEARCH if DRY else DEFAULT_SEARCH)
     record("default_search", figures,
            f"search/run.py {command}: {seconds:.0f} s, {figures['status']}; {len(spans)} trials trained for "
@@ -601,6 +604,10 @@ def dry_flag() -> list[str]:
 def summary(figures: dict) -> list[str]:
     """The phases' outcomes and the figures that have targets, one line each."""
     lines = [f"{name}: {state}" for name, state in figures.get("phases", {}).items()]
+    data = figures.get("data") or {}
+    if data and not data["cached"]:
+        lines.append(f"data: {data['clips']:,} clips made in {data['seconds']:.1f} s "
+                     f"{target(data['seconds'], 20, '≤ 20 s', below=True)}")  # fmt: skip
     one = figures.get("one_trial", {}).get("fp32_b256", {}).get("clips_per_second")
     if one:
         lines.append(f"one trial, batch 256: {one:,.0f} clips/s {target(one, 20_000, '≥ 20,000')}")
@@ -670,7 +677,7 @@ def main() -> int:
                     code = phase_ray_trials(phase, DRY_PACKED if DRY and trials > 1 else trials, limit)
                 took = time.monotonic() - phase_started
                 failed |= code not in (0, None)
-                record(f"phases.{phase}", f"{how_it_ended(code, took)} in {took:.0f} s (limit {limit:.0f} s)")
+                record(f"phases.{phase}", f"{how_it_ended(code)}, {took:.0f} s (limit {limit:.0f} s)")
         finally:
             stop(prewarm)
     if args.project:

@@ -21,11 +21,12 @@ from results.distillation import print_warnings
 from results.export import export_best, export_lines
 from results.leaderboard import build_leaderboard, print_comparison, print_leaderboard, print_summary, write_tables
 from results.report import write_report
-from results.run_record import write_record
+from results.run_record import RECORD, write_record
 from search.cluster import cluster
 from search.console import banner, quiet_ray
 from search.request import RunRequest
 from search.space import space_file
+from search.teacher_checks import WeakTeacher
 from search.tuning import run_confirmation, run_references, search_trials
 from trainables.asc.data import load_prepared
 
@@ -43,7 +44,14 @@ def run(request: RunRequest) -> None:
     quiet_ray(request.verbose)
     with cluster(request):
         write_record(request.run_dir, space_file(space), request.data, request.storage)  # the run has truly started
-        context = system.prepare_trials(request)
+        try:
+            context = system.prepare_trials(request)
+        except WeakTeacher:
+            # Refused before any student trained: the corrected command (allowing the teacher, or a better one) must
+            # start the same name afresh, not be told the run exists. Its teachers stay cached.
+            if not request.resume:
+                (request.run_dir / RECORD).unlink(missing_ok=True)
+            raise
         banner(f"Search: {space.samples} trials per subset")
         search_trials(request, context)
         if space.confirm_top_k:

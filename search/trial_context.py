@@ -22,6 +22,7 @@ class TrialContext:
     init_path: Path | None = None  # asc_teacher: the state dict fine-tuning starts from (None: the arch's own)
     teacher_state: Path | None = None  # oskdft2: the frozen SSL teacher's state dict
     budget: Budget = field(default_factory=Budget)  # asc_kd: the students' complexity limit (none by default)
+    metric: str | None = None  # the ranking metric: an epoch that reports it NaN fails its trial
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ if __package__ in (None, ""):
 from results.student_file import load_student  # noqa: E402
 from trainables.asc.frontend import FrontendConfig  # noqa: E402
 from trainables.asc.student import DCASE24_BUDGET, Budget, Complexity, complexity  # noqa: E402
+from trainables.tensor_files import UnreadableFile  # noqa: E402
 
 
 def frames_of(frontend: FrontendConfig, seconds: float = 1.0) -> int:
@@ -55,7 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.student).is_file():
         print(f"error: no such file: {args.student}", file=sys.stderr)
         return 2
-    print(describe(student_complexity(Path(args.student))))
+    try:
+        found = student_complexity(Path(args.student))
+    except UnreadableFile as error:  # a damaged or hostile file: refused, nothing in it runs
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(describe(found))
     return 0
 
 

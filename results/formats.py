@@ -6,7 +6,13 @@ Every run writes both next to each exported student (best/subset_<N>/student.ts,
 
 Both files hold the front end and the student together, as one model that maps a waveform
 [batch, samples] at the front end's sample rate (32 kHz: 32,000 samples per 1-s clip) to class
-logits [batch, classes]; softmax gives the class probabilities.
+logits [batch, classes]; softmax gives the class probabilities. The student classifies 1-s clips, so the
+model classifies an input of any length as results/predict.py classifies a file (`WindowedClassifier`):
+its whole 1-s windows (the rest after the last is left out; an input shorter than 1 s is zero-padded to
+one), the output being the log of the mean of their class probabilities. Its softmax is that mean; for a
+1-s clip the output is the student's log-softmax (its logits less their logsumexp: the same classes, the
+same probabilities). A 10-s recording fed whole gets the answer of its ten 1-s windows, not of one 10-s
+spectrogram the student never saw in training.
 
 - TorchScript (`to_torchscript`): the exported LogMel and Student, traced together; load with
   torch.jit.load(path). It computes exactly what `load_student` rebuilds. Its extra file
@@ -18,7 +24,7 @@ logits [batch, classes]; softmax gives the class probabilities.
   raw waveform. Input `waveform` [batch, samples], output `logits` [batch, classes]; batch and
   samples are dynamic. Run it with onnxruntime.InferenceSession(path). Its metadata
   (`session.get_modelmeta().custom_metadata_map`) holds `classes` (a JSON list, in output order),
-  `sample_rate`, `clip_seconds` and `trial_id`.
+  `sample_rate`, `clip_seconds`, `clip_samples` (the window), `input`, `output` and `trial_id`.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ from torch import nn
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results.student_file import load_student, student_classes  # noqa: E402
+from results.student_file import CLIP_SECONDS, load_student, read_student, student_classes  # noqa: E402
 from trainables.asc.frontend import FrontendConfig, LogMel  # noqa: E402
+from trainables.tensor_files import UnreadableFile  # noqa: E402
 
 ONNX_OPSET = 17  # the first opset with an STFT operator
 
@@ -52,6 +59,26 @@ class WaveformClassifier(nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.model(self.frontend(waveform))
+
+
+class WindowedClassifier(nn.Module):
+    """A 1-s classifier over inputs of any length: waveform [B, samples] → logits [B, classes], the log of the mean
+    class probabilities of the whole `clip_samples` windows of each row (a row shorter than one window: zero-padded
+    to one). The window count is computed from the input's shape by tensor operations, so TorchScript tracing and the
+    ONNX exporter keep it dynamic."""
+
+    def __init__(self, classifier: nn.Module, clip_samples: int):
+        super().__init__()
+        self.classifier = classifier
+        self.clip_samples = clip_samples
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        clip = self.clip_samples
+        batch, samples = waveform.shape[0], waveform.shape[1]
+        count = torch.clamp(torch.div(torch.as_tensor(samples), clip, rounding_mode="floor"), min=1)
+        windows = F.pad(waveform, (0, clip))[:, : count * clip].reshape(batch * count, clip)
+        probabilities = self.classifier(windows).softmax(dim=1)
+        return probabilities.reshape(batch, count, -1).mean(dim=1).log()
 
 
 class ExportableLogMel(nn.Module):
@@ -91,25 +118,36 @@ def example_waveform(config: FrontendConfig, batch: int = 2, seconds: float = 1.
     return 0.1 * torch.randn(batch, int(round(seconds * config.sample_rate)), generator=generator)
 
 
-def waveform_classifier(student_path: Path) -> WaveformClassifier:
-    """The exported student with its own front end, in eval mode (the reference the exports must match)."""
+def waveform_classifier(student_path: Path) -> WindowedClassifier:
+    """The exported student with its own front end over 1-s windows, in eval mode (the reference the exports must
+    match)."""
     frontend, model, _ = load_student(Path(student_path))
-    return WaveformClassifier(frontend, model).eval()
+    return WindowedClassifier(WaveformClassifier(frontend, model), clip_samples(frontend.config)).eval()
+
+
+def clip_samples(config: FrontendConfig) -> int:
+    """Samples of the 1-s clip a student classifies."""
+    return int(round(CLIP_SECONDS * config.sample_rate))
 
 
 def metadata(student_path: Path) -> dict[str, str]:
     """What a user of an exported file needs besides the graph: class names in output order and the input."""
-    payload = torch.load(student_path, map_location="cpu", weights_only=True)
+    payload = read_student(student_path)
     frontend = FrontendConfig(**payload["config"]["frontend"])
     return {"classes": json.dumps(student_classes(student_path)), "sample_rate": str(frontend.sample_rate),
-            "clip_seconds": "1.0", "input": "waveform [batch, samples], mono, float in [-1, 1]",
-            "output": "logits [batch, classes]", "trial_id": str(payload.get("trial_id", ""))}  # fmt: skip
+            "clip_seconds": f"{CLIP_SECONDS:g}", "clip_samples": str(clip_samples(frontend)),
+            "input": "waveform [batch, samples], mono, float in [-1, 1], at sample_rate; any length: its whole "
+                     "clip_samples windows are classified (the rest after the last is left out), a shorter input "
+                     "is zero-padded to one window",
+            "output": "logits [batch, classes]: log of the mean class probabilities of the windows (softmax gives "
+                      "them, as results/predict.py writes them)",
+            "trial_id": str(payload.get("trial_id", ""))}  # fmt: skip
 
 
 def to_torchscript(student_path: Path, out_path: Path) -> Path:
     """Trace front end + student into one TorchScript file; load it with torch.jit.load."""
     classifier = waveform_classifier(student_path)
-    example = example_waveform(classifier.frontend.config)
+    example = example_waveform(classifier.classifier.frontend.config)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notice; tracing still works in torch 2.11
         # No trace check here: the file is compared with the PyTorch student afterwards (max_difference).
@@ -122,8 +160,9 @@ def to_torchscript(student_path: Path, out_path: Path) -> Path:
 
 def to_onnx(student_path: Path, out_path: Path) -> Path:
     """Write front end (as ExportableLogMel) + student as one ONNX model: `waveform` → `logits`."""
-    reference = waveform_classifier(student_path)
-    classifier = WaveformClassifier(ExportableLogMel(reference.frontend), reference.model).eval()
+    reference = waveform_classifier(student_path).classifier
+    onnx_classifier = WaveformClassifier(ExportableLogMel(reference.frontend), reference.model)
+    classifier = WindowedClassifier(onnx_classifier, clip_samples(reference.frontend.config)).eval()
     example = example_waveform(reference.frontend.config)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +203,7 @@ def run_onnx(path: Path, waveform: torch.Tensor) -> torch.Tensor:
 def max_difference(student_path: Path, exported: Path, waveform: torch.Tensor | None = None) -> float:
     """Largest absolute logit difference between an exported file and the PyTorch student."""
     reference = waveform_classifier(student_path)
-    waveform = example_waveform(reference.frontend.config, batch=3, seed=1) if waveform is None else waveform
+    waveform = example_waveform(reference.classifier.frontend.config, batch=3, seed=1) if waveform is None else waveform
     with torch.no_grad():
         expected = reference(waveform)
     run = run_onnx if Path(exported).suffix == ".onnx" else run_torchscript
@@ -179,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     student = Path(args.student)
     if not student.is_file():
         print(f"error: no such file: {student}", file=sys.stderr)
+        return 2
+    try:
+        load_student(student)  # a file that is no student is refused before anything is written
+    except UnreadableFile as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     out_dir = Path(args.out_dir)
     for path in write_formats(student, out_dir):

@@ -13,8 +13,11 @@ itself holds an audio/ folder keeps that prefix once).
 Every file soundfile reads is classified (wav, flac, ogg, aiff, …; other suffixes are not looked at). It is
 mixed down to mono and resampled to the student's sample rate (32 kHz) with torchaudio. The students
 classify 1-s clips: a longer file is cut into its whole 1-s windows and their class probabilities are
-averaged (said once, with how many files); a shorter one is zero-padded to 1 s and named in a warning.
-A file that cannot be read is skipped and listed at the end; the others are still written.
+averaged (said once, with how many files); a shorter one is zero-padded to 1 s and named in a warning. The
+exported student.ts and student.onnx do the same inside the model (results/formats.py), so a whole file fed to
+them gets the probabilities written here.
+A file that cannot be read, or that holds a NaN or infinite sample, is skipped and listed at the end; the others
+are still written.
 """
 
 from __future__ import annotations
@@ -33,10 +36,8 @@ import torchaudio
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results.student_file import exported_students, load_student, student_classes  # noqa: E402
+from results.student_file import CLIP_SECONDS, exported_students, load_student, student_classes  # noqa: E402
 from trainables.tensor_files import UnreadableFile  # noqa: E402
-
-CLIP_SECONDS = 1.0
 # soundfile names its formats (WAV, FLAC, OGG, AIFF, …); these are the suffixes they go by besides their names.
 _EXTRA_SUFFIXES = {".aif", ".oga", ".opus", ".wave"}
 
@@ -80,7 +81,7 @@ class Predictions:
     table: pd.DataFrame  # the submission table: filename, scene_label, one probability column per class
     averaged: dict[str, int] = field(default_factory=dict)  # file → 1-s windows averaged (files longer than 1 s)
     padded: dict[str, float] = field(default_factory=dict)  # file → its seconds (files shorter than 1 s)
-    unreadable: dict[str, str] = field(default_factory=dict)  # file → why
+    unreadable: dict[str, str] = field(default_factory=dict)  # file → why (unreadable, or not finite)
 
 
 @torch.no_grad()
@@ -101,6 +102,9 @@ def predict_folder(student_path: Path, audio_dir: Path, batch_size: int = 64) ->
             continue
         if waveform.numel() == 0:
             found.unreadable[name] = "no audio in it"
+            continue
+        if not torch.isfinite(waveform).all():  # a float file may hold them; the student would say NaN for every class
+            found.unreadable[name] = "NaN or infinite samples in it"
             continue
         clips = windows(waveform, samples)
         if waveform.numel() < samples:

@@ -22,11 +22,12 @@ from results.export import export_best, export_lines
 from results.leaderboard import build_leaderboard, print_comparison, print_leaderboard, print_summary, write_tables
 from results.replication import replication_lines, write_replication
 from results.report import write_report
-from results.run_record import write_record
+from results.run_record import RECORD, write_record
 from search.cluster import cluster
 from search.console import banner, quiet_ray
 from search.request import RunRequest
 from search.space import space_file
+from search.teacher_checks import WeakTeacher
 from search.tuning import run_confirmation, run_references, search_trials
 from trainables.asc.data import load_prepared
 
@@ -46,7 +47,14 @@ def run(request: RunRequest) -> None:
         # The space as given (automatic resources stay automatic), so a resume elsewhere decides them again.
         write_record(request.run_dir, space_file(space), request.data, request.storage)  # the run has truly started
         space = request.space
-        context = system.prepare_trials(request)
+        try:
+            context = system.prepare_trials(request)
+        except WeakTeacher:
+            # Refused before any student trained: the corrected command (allowing the teacher, or a better one) must
+            # start the same name afresh, not be told the run exists. Its teachers stay cached.
+            if not request.resume:
+                (request.run_dir / RECORD).unlink(missing_ok=True)
+            raise
         if space.kind == "replication":
             banner(f"Replication: the fixed settings with {space.seeds} seeds per subset, nothing selected")
         else:

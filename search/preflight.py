@@ -6,6 +6,8 @@
 - The run directory: a finished or started run is never overwritten; a resume must keep its settings.
 - The dataset: --data as given (a TAU22 root is prepared and cached), or the system's embedded one,
   generated once into the cache; then the system's own checks of its teacher.
+- The cluster of --address: one that is not there would make Ray raise, or retry forever; here it is refused
+  after a few seconds at most.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +24,7 @@ from results.run_record import RECORD, RecordError, differences, plain, read_rec
 from search.console import banner, duration, working
 from search.request import RunRequest
 from search.space import space_file
-from search.space_errors import SpaceError
+from search.space_errors import SpaceError, shown
 from trainables.asc.tau22 import is_tau22_root, prepare_tau22
 from trainables.atomic import build_directory, set_aside
 from trainables.prepared import DatasetError
@@ -58,6 +61,50 @@ def check_storage(storage: Path) -> None:
     if free < 2 * RESERVE_BYTES:
         raise StorageError(f"--storage {storage}: only {free / 2**20:.0f} MiB free on its file system; a run needs "
                            f"at least {2 * RESERVE_BYTES / 2**20:.0f} MiB")  # fmt: skip
+
+
+# How long a cluster's head may take to accept a connection before --address is refused.
+ADDRESS_WAIT_S = 5.0
+
+
+def check_address(address: str | None) -> None:
+    """Refuse (SpaceError) an --address with no Ray cluster behind it: `auto` with none found, a HOST:PORT (or
+    ray://HOST:PORT) nothing accepts within ADDRESS_WAIT_S. Ray itself would raise, or retry without end."""
+    if address is None:
+        return
+    target = _auto_address() if address == "auto" else address
+    host, port = _host_port(target, address)
+    try:
+        with socket.create_connection((host, port), timeout=ADDRESS_WAIT_S):
+            pass
+    except TimeoutError:
+        raise SpaceError(f"--address {shown(address)}: {host}:{port} did not answer within {ADDRESS_WAIT_S:g} s; is the "
+                         "Ray head running there and reachable from here?") from None  # fmt: skip
+    except OSError as err:
+        raise SpaceError(f"--address {shown(address)}: no Ray cluster at {host}:{port} ({err.strerror or err}); start "
+                         "one with ray start --head, or leave out --address to run Ray here") from None  # fmt: skip
+
+
+def _auto_address() -> str:
+    # Ray's own lookup (RAY_ADDRESS, the address `ray start` recorded, a running head on this machine), so that
+    # `auto` means here what it means to ray.init. Imported only for --address auto: the rest of the checks
+    # before a run stay free of Ray.
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+
+    try:
+        return canonicalize_bootstrap_address_or_die("auto")
+    except (ConnectionError, ValueError) as err:
+        found = str(err).split(". ")[0]
+        raise SpaceError(f"--address auto: no running Ray cluster found ({found}); start one with ray start --head, "
+                         "give its HOST:PORT, or leave out --address to run Ray here") from None  # fmt: skip
+
+
+def _host_port(target: str, given: str) -> tuple[str, int]:
+    host, colon, port = target.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")  # an IPv6 address: [::1]:6379
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SpaceError(f"--address {shown(given)}: expected auto or HOST:PORT (e.g. 10.0.0.5:6379)")
+    return host, int(port)
 
 
 def _read_only(path: Path) -> bool:

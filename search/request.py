@@ -6,6 +6,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search.space import Space
+from search.space_errors import SpaceError, shown
+
+# Names a run may not take: the storage's own folders, and anything that would leave the storage.
+RESERVED_NAMES = (".", "..", "cache")
+
+
+def check_run_name(name: str) -> str:
+    """`name` if it is a plain directory name for a run in the storage; SpaceError otherwise."""
+    if not isinstance(name, str) or not name or "/" in name or "\0" in name or name in RESERVED_NAMES:
+        raise SpaceError(f"--name {shown(name)}: use a plain directory name")
+    return name
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results.run_record import DATASET, RecordError, read_record, recorded_dataset, settings_of
-from search.preflight import StorageError, check_storage, given_dataset, prepare
-from search.request import RunRequest
+from search.preflight import StorageError, check_address, check_storage, given_dataset, prepare
+from search.request import RunRequest, check_run_name
 from search.run_lock import RunLocked, run_lock
 from search.space import build_space
 from search.space_errors import SpaceError, shown
@@ -92,9 +92,8 @@ def make_request(args: argparse.Namespace) -> RunRequest:
         resources["cpus_per_trial"] = args.cpus_per_trial
     space = build_space(raw)
     check_storage(storage)  # before anything (a TAU22 cache, the run directory) is written there
-    name = args.name or Path(args.space).stem
-    if not name or "/" in name or name in (".", "..", "cache"):
-        raise SpaceError(f"--name {shown(name)}: use a plain directory name")
+    check_address(args.address)
+    name = check_run_name(args.name or Path(args.space).stem)
     request = RunRequest(space=space, storage=storage, name=name, data=None, address=args.address, resume=args.resume,
                          verbose=args.verbose)  # fmt: skip
     data = None

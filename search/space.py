@@ -38,7 +38,7 @@ from search.systems import SYSTEMS, System
 from trainables.asc.data import SUBSETS
 from trainables.asc.student import Budget
 from trainables.asc.teacher import TeacherConfig
-from trainables.settings import Rule, SettingError, check, rule_of, setting
+from trainables.settings import SEED_HIGH, Rule, SettingError, check, rule_of, seed_setting, setting
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 
@@ -117,7 +117,7 @@ class Space:
     max_concurrent: int = setting(0, low=0)  # 0: as many as the resources allow
     compare_without_kd: bool = True  # retrain each subset's best configuration with kd_lambda = 1
     max_failures: int = setting(0, low=0)  # retries of a trial whose worker died
-    seed: int = 0  # seed of the Optuna sampler
+    seed: int = seed_setting(derived=max(SUBSETS))  # seed of the Optuna samplers: subset N's is seed + N
     sampler: str = setting("tpe", choices=("tpe", "random", "grid"))  # grid: every combination of the searched choices
     confirm_top_k: int = setting(0, low=0)  # the top k configurations of each subset are trained again …
     confirm_seeds: int = setting(3, low=2)  # … with this many new seeds (2 at least: a mean and a spread), ranked by
@@ -194,6 +194,19 @@ def _refuse_searched_and_fixed(raw: dict, dimensions: tuple[Dimension, ...], sch
                              f"in the space file, or fix it for this run with {how}")  # fmt: skip
 
 
+def _check_confirmation_seeds(settings: Any, meta: dict) -> None:
+    """Confirmations (and the no-KD references on their seeds) train seed + 1 … seed + confirm_seeds: all must be
+    seeds a trial accepts."""
+    seed, count = getattr(settings, "seed", 0), meta.get("confirm_seeds", _field_default(Space, "confirm_seeds"))
+    if meta.get("confirm_top_k", 0) and seed + count > SEED_HIGH:
+        raise SpaceError(f"seed: {seed} + confirm_seeds {count} must be at most {SEED_HIGH} (the confirmations train "
+                         "seed + 1 … seed + confirm_seeds)")  # fmt: skip
+
+
+def _field_default(cls: type, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
 def build_space(raw: dict) -> Space:
     """Validate the raw mapping into a `Space`; raise SpaceError naming the first problem."""
     raw = dict(raw)
@@ -230,6 +243,7 @@ def build_space(raw: dict) -> Space:
     if published is not None and not replication:
         raise SpaceError("published: only a replication (kind: replication) is set beside a published table; a search "
                          "selects on part of the test data, so its figures are not comparable")  # fmt: skip
+    _check_confirmation_seeds(settings, meta)
     sampler = meta.get("sampler", "tpe")
     if sampler == "grid":
         ranged = [d.name for d in dimensions if d.choices is None]
@@ -271,8 +285,11 @@ def _replicate(meta: dict, settings: Any, searched: tuple[Dimension, ...]) -> tu
             raise SpaceError(f"{key}: a replication trains its settings with each seed and selects nothing; leave "
                              f"{key} out (it is {str(fixed).lower()})")  # fmt: skip
     meta.update(_REPLICATION_FIXES)
-    first = settings.seed
-    return (Dimension("seed", choices=tuple(range(first, first + meta.get("seeds", 5))), integer=True),)
+    first, count = settings.seed, meta.get("seeds", _field_default(Space, "seeds"))
+    if first + count - 1 > SEED_HIGH:
+        raise SpaceError(f"seed: {first} + seeds {count} must stay at most {SEED_HIGH} (a replication trains seed … "
+                         "seed + seeds − 1)")  # fmt: skip
+    return (Dimension("seed", choices=tuple(range(first, first + count)), integer=True),)
 
 
 def _no_early_stopping(scheduler: SchedulerSettings, given: Any) -> SchedulerSettings:

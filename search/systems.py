@@ -110,14 +110,14 @@ SYSTEMS: dict[str, System] = {
         metric=ASC_METRIC, default_metric="acc", default_mode="max", by_subset=True,
         not_searchable=frozenset({"subset", "seed", "eval_batch_size"}), dataset=ASC_DATA,
         trial="search.trials:student_trial", teachers="search.teachers:distillation_teachers",
-        checks="search.teacher_checks:check_scene_teacher", references=True, scene_report=True,
+        checks="search.scene_checks:check_scene_run", references=True, scene_report=True,
     ),
     "asc_teacher": System(
         name="asc_teacher", settings=TeacherConfig, sections={"data": SyntheticConfig},
         metric=ASC_METRIC, default_metric="acc", default_mode="max", by_subset=True,
         not_searchable=frozenset({"seed", "eval_batch_size", "arch", "weights", "logits", "cochlscene"}),
         dataset=ASC_DATA, trial="search.trials:teacher_search_trial", teachers="search.teachers:teacher_start",
-        checks="search.teacher_checks:check_scene_teacher", references=False, scene_report=True,
+        checks="search.scene_checks:check_scene_run", references=False, scene_report=True,
     ),
     # OS-KDFT2: the `teacher` section is OskdftConfig's own teacher field (the SSL architecture).
     "oskdft2": System(

@@ -1,27 +1,54 @@
-"""Checks of a run's teacher before Ray starts: a teacher that would teach nothing is refused, teacher logits given
-as files are read and checked against the dataset before anything trains, and an OS-KDFT2 search that could only
-rank on its test trials is refused."""
+"""Checks of a run's teacher: a teacher that would teach nothing is refused, teacher logits given as files are read
+and checked against the dataset before anything trains, and an OS-KDFT2 search that could only rank on its test
+trials is refused. A trained teacher's accuracy is known only once it is trained (a Ray trial);
+`check_teacher_strength` then refuses a weak one before any student trains."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
+from results.distillation import CHANCE_MARGIN
 from search.request import RunRequest
 from search.space_errors import SpaceError
 from trainables.asc.data import AscData, load_prepared
+from trainables.asc.evaluation import logits_metrics
 from trainables.asc.logits_file import LogitsMismatch, average_logits
 from trainables.asc.teacher import STANDARD_ARCH, TeacherConfig
 
 
+class WeakTeacher(SpaceError):
+    """A subset's teacher within CHANCE_MARGIN of chance on the validation split, and the space does not allow it."""
+
+
 def check_scene_teacher(request: RunRequest) -> None:
-    """The `asc_kd` and `asc_teacher` systems' checks (System.check_teachers)."""
+    """The teacher checks before Ray starts of the `asc_kd` and `asc_teacher` systems (search/scene_checks.py)."""
     space, data_dir = request.space, request.data
     check_teacher_is_trained(request)
     if space.uses_teacher and space.teacher.logits:
-        check_external_logits(space.teacher, load_prepared(data_dir), space.subsets)
+        data = load_prepared(data_dir)
+        found = check_external_logits(space.teacher, data, space.subsets)
+        check_teacher_strength(space.teacher, {s: logits_metrics(logits, data, s) for s, logits in found.items()},
+                               len(data.classes))  # fmt: skip
+
+
+def check_teacher_strength(teacher: TeacherConfig, metrics: dict[int, dict], n_classes: int) -> None:
+    """Refuse (WeakTeacher) distilling from a subset's teacher whose validation accuracy (`metrics[subset]`: its
+    logits' figures, val_acc) is within CHANCE_MARGIN of chance, unless `teacher.allow_weak`: its logits would pull
+    the students towards noise, and the run would look like a finding."""
+    if teacher.allow_weak:
+        return
+    chance = 1.0 / n_classes
+    for subset, figures in sorted(metrics.items()):
+        value = figures.get("val_acc", math.nan)
+        if not math.isfinite(value) or value - chance < CHANCE_MARGIN:
+            raise WeakTeacher(f"teacher: the subset {subset}% teacher's validation accuracy is {value:.3f}, within "
+                              f"{CHANCE_MARGIN * 100:.0f} points of chance ({chance:.3f} for {n_classes} classes): it "
+                              "would teach the students nothing. Train it longer or give it better weights, or set "
+                              "teacher.allow_weak: true (--set teacher.allow_weak=true) to distil from it anyway")  # fmt: skip
 
 
 def check_speaker_run(request: RunRequest) -> None:

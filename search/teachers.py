@@ -32,7 +32,7 @@ from results.leaderboard import device_columns
 from search.console import banner
 from search.preflight import cached_dataset
 from search.request import RunRequest
-from search.teacher_checks import external_logits_paths, read_external_logits
+from search.teacher_checks import check_teacher_strength, external_logits_paths, read_external_logits
 from search.trial_context import TeacherJob, TrialContext
 from search.trials import save_state, save_subset_logits, ssl_teacher_trial, teacher_trial
 from search.tuning import fit_experiment
@@ -245,7 +245,7 @@ def _context(request: RunRequest, **given) -> TrialContext:
     res = request.space.resources
     held_out = ("test", "full_test") if request.space.kind == "replication" else ("test",)
     return TrialContext(data_dir=request.data, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial, held_out=held_out,
-                        **given)  # fmt: skip
+                        metric=request.space.metric, **given)  # fmt: skip
 
 
 def distillation_teachers(request: RunRequest) -> TrialContext:
@@ -256,6 +256,8 @@ def distillation_teachers(request: RunRequest) -> TrialContext:
         teacher_logits = TeacherPlan(request, request.data).ensure(request.space.subsets)
         print_teachers(teacher_logits)
         print(f"Teachers' test figures: {write_teachers(request.run_dir, teacher_logits)}", flush=True)
+        check_teacher_strength(request.space.teacher, {s: read_logits(p)["metrics"] for s, p in teacher_logits.items()},
+                               len(load_prepared(request.data).classes))  # fmt: skip
     return _context(request, teacher_logits=teacher_logits, budget=request.space.budget)
 
 

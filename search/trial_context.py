@@ -25,6 +25,7 @@ class TrialContext:
     # The splits a trial reports after its last epoch. A search selects on validation, so it reports the test split
     # alone; a replication selects nothing and also reports full_test (all of TAU22's test.csv, the tables' set).
     held_out: tuple[str, ...] = ("test",)
+    metric: str | None = None  # the ranking metric: an epoch that reports it NaN fails its trial
 
 
 @dataclass(frozen=True)

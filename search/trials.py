@@ -7,7 +7,9 @@ dataset and the teacher are, the budget, the trial's resources. Everything else 
 
 from __future__ import annotations
 
+import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +42,26 @@ def student_trial(config: dict, context: TrialContext) -> None:
     if settings.uses_teacher:
         path = context.teacher_logits[settings.subset]
         logits = aligned_logits(path, data, data.splits[f"split{settings.subset}"])
-    train_student(settings, data, logits, _report_with_checkpoint, resume=_resume_state(), device=device,
-                  held_out=context.held_out)  # fmt: skip
+    train_student(settings, data, logits, ranked(_report_with_checkpoint, context.metric), resume=_resume_state(),
+                  device=device, held_out=context.held_out)  # fmt: skip
+
+
+class NonFiniteMetric(RuntimeError):
+    """An epoch's ranking metric is NaN or infinite: the trial fails rather than rank as a result."""
+
+
+def ranked(report: Callable, metric: str | None) -> Callable:
+    """`report`, refusing (NonFiniteMetric) an epoch whose ranking metric is not a finite number: Tune would keep it
+    as a result, rank it, and could export it as the best student."""
+
+    def checked(metrics: dict, *rest) -> None:
+        value = metrics.get(metric, math.nan) if metric else 0.0
+        if not math.isfinite(value):
+            raise NonFiniteMetric(f"the ranking metric {metric} is {value} at epoch {metrics.get('epoch')}: the "
+                                  "validation split holds no clip it is computed from")  # fmt: skip
+        report(metrics, *rest)
+
+    return checked
 
 
 def _resume_state() -> dict | None:
@@ -68,7 +88,8 @@ def oskdft2_trial(config: dict, context: TrialContext) -> None:
     data = load_speakers(context.data_dir)
     teacher = torch.load(context.teacher_state, map_location="cpu", weights_only=True)
     settings = OskdftConfig.from_dict(config)
-    train_oskdft2(settings, data, teacher, _report_with_checkpoint, resume=_resume_state(), device=device)
+    train_oskdft2(settings, data, teacher, ranked(_report_with_checkpoint, context.metric), resume=_resume_state(),
+                  device=device)  # fmt: skip
 
 
 def ssl_teacher_trial(config: dict, job: TeacherJob) -> None:
@@ -132,4 +153,4 @@ def teacher_search_trial(config: dict, context: TrialContext) -> None:
             tune.report({**metrics, **test},
                         checkpoint=tune.Checkpoint.from_directory(directory))  # fmt: skip
 
-    train_teacher(settings, data, subset, on_epoch=report, device=device, init_state=init)
+    train_teacher(settings, data, subset, on_epoch=ranked(report, context.metric), device=device, init_state=init)

@@ -30,6 +30,7 @@ TINY_SETTINGS = [
     "data.seed=3", "data.train_segments_per_class=3", "data.test_segments_per_class=1",
     "data.held_out_clips_per_segment=2",
     "train_steps=0", "teacher.train_steps=0", "confirm_top_k=0",  # the demo's step budget and confirmation: too slow here
+    "teacher.allow_weak=true",  # a teacher of one epoch on tiny data may be near chance; these tests are not about it
 ]  # fmt: skip
 
 
@@ -146,7 +147,8 @@ def test_second_run_reuses_the_teacher_cache(first_run, capsys):
 
 def test_a_nan_trial_fails_and_the_search_goes_on(first_run, tmp_path):
     raw = read_space_file("kd")
-    raw["search"]["lr"] = [0.005, 1.0e30]  # the second choice blows the weights up
+    del raw["weight_decay"]
+    raw["search"]["weight_decay"] = [0.0001, 1.0e30]  # the second choice blows the weights up
     raw["samples"] = 4
     space = tmp_path / "nan.yaml"
     space.write_text(yaml.safe_dump(raw))
@@ -155,9 +157,10 @@ def test_a_nan_trial_fails_and_the_search_goes_on(first_run, tmp_path):
     assert main(argv) == 0
     board = pd.read_csv(first_run / "nan" / "leaderboard.csv", dtype={"trial_id": str})
     failed = board[board["status"] == "failed"]
-    assert len(failed) >= 1 and (failed["lr"] == 1.0e30).all()
+    assert len(failed) >= 1 and (failed["weight_decay"] == 1.0e30).all()
     assert failed["error"].str.contains("loss became").all()
-    assert (board[board["lr"] == 0.005]["status"] == "complete").all() and (board["lr"] == 0.005).any()
+    kept = board[board["weight_decay"] == 0.0001]
+    assert len(kept) and (kept["status"] == "complete").all()
     assert board.iloc[-1]["status"] == "failed", "failed trials rank last"
     # The study kept next to the run says the same as the leaderboard.
     study = optuna.load_study(study_name="subset5",

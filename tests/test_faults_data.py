@@ -269,3 +269,17 @@ def test_a_damaged_logits_file_of_the_user_is_refused(tmp_path, capsys, service_
     assert ("NaN" in err) if damage == "NaN" else ("torch.save file" in err), err
     with pytest.raises(LogitsMismatch):
         read_logits(source) if damage != "NaN" else _plan(tmp_path, service_data, source).ensure((5,))
+
+
+@pytest.mark.parametrize(("meta", "needles"), [
+    (b"", ["empty", "tab-separated filename, scene_label"]),
+    (b"filename,fold,target,category\n1-100032-A-0.wav,1,0,dog\n", ["not a TAU22 meta file", "no column", "scene_label"]),
+    (b"filename\tscene_label\tidentifier\tsource_label\n", ["names no audio file"]),
+    (b"filename\tscene_label\tidentifier\tsource_label\n\tairport\tbarcelona-0\ta\n", ["row 2 has no filename"]),
+    (b"filename\tscene_label\tidentifier\tsource_label\naudio/x-a.wav\tBus\tx\ta\n", ["not TAU22's: Bus"]),
+])  # fmt: skip
+def test_a_meta_csv_that_is_no_tau22_meta_file_is_refused(tau22_written, tmp_path, capsys, meta, needles):
+    """Issue 26, case 6: an empty file, another dataset's meta file, or cells missing gave tracebacks."""
+    root = _variant(tau22_written, tmp_path / "other")
+    (root / "meta.csv").write_bytes(meta)
+    _refused(capsys, root, tmp_path / "runs", str(root / "meta.csv"), *needles)

@@ -167,3 +167,178 @@ def test_a_hostile_student_file_is_refused_with_a_message(tmp_path, capsys, kind
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(student) in err and "weights_only=False" not in err, err
     assert not (tmp_path / "owned").exists() and not (tmp_path / "out.csv").exists()
+
+
+# Issue 26: tracebacks, hangs and silently wrong runs, each now one short message and exit 2 (or a refusal).
+
+
+def test_address_auto_with_no_cluster_is_refused(tmp_path):
+    """In a PID namespace of its own (and its own temp dir), no Ray of another test or user can be found."""
+    if not _namespaces_work():
+        pytest.skip("needs unshare for a PID namespace")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"TMPDIR": str(tmp_path), "RAY_TMPDIR": str(tmp_path)}
+    done = subprocess.run(["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", sys.executable,
+                           "search/run.py", "--space", "kd", "--storage", str(tmp_path / "runs"), "--address", "auto"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("error: --address auto: no running Ray cluster") and "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists(), "refused before the dataset was made"
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1", "nowhere", "host:99999"])
+def test_an_address_without_a_cluster_is_refused_at_once(tmp_path, capsys, address):
+    err = _fails(capsys, ["--space", "kd", "--storage", str(tmp_path / "runs"), "--address", address], "--address")
+    assert ("no Ray cluster at 127.0.0.1:1" in err) if "127" in address else ("expected auto or HOST:PORT" in err)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("setting", "needle"), [("data.seed=-1", "data.seed"),
+                                                 ("data.seed=99999999999999999999", "data.seed"),
+                                                 ("teacher.seed=-1", "teacher.seed"), ("seed=-1", "seed"),
+                                                 ("seed=4294967290", "seed")])  # its samplers' seeds: seed + subset
+def test_a_seed_outside_numpy_s_range_is_refused(tmp_path, capsys, setting, needle):
+    err = _fails(capsys, ["--space", "kd", "--storage", str(tmp_path / "runs"), "--set", setting], needle)
+    assert "must lie in [0, 42949" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_seed_rule_holds_on_the_settings_types():
+    from trainables.asc.student_training import StudentConfig
+    from trainables.asc.synthetic import PretrainingConfig, SyntheticConfig
+    from trainables.asc.teacher import TeacherConfig
+    from trainables.settings import SettingError
+
+    for make in (SyntheticConfig, PretrainingConfig, StudentConfig, TeacherConfig):
+        make(seed=2**32 - 1)
+        for bad in (-1, 2**32):
+            with pytest.raises(SettingError, match="seed"):
+                make(seed=bad)
+    with pytest.raises(SettingError, match="ensemble"):  # its members' seeds are seed … seed + ensemble − 1
+        TeacherConfig(seed=2**32 - 1, ensemble=2)
+
+
+def test_cpus_per_trial_below_a_hundredth_is_refused(tmp_path, capsys):
+    for flag in (["--cpus-per-trial", "1e-9"], ["--set", "resources.teacher_cpus_per_trial=0.001"]):
+        _fails(capsys, ["--space", "kd", "--storage", str(tmp_path / "runs"), *flag], "cpus_per_trial", "at least 0.01")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("name", "rule"), [("lr", "(0.0, 10.0]"), ("temperature", "[0.1, 100.0]")])
+def test_an_absurd_search_range_is_refused(tmp_path, capsys, name, rule):
+    err = _fails(capsys, ["--space", "kd", "--storage", str(tmp_path / "runs"),
+                          "--set", f"search.{name}={{low: 1e-300, high: 1e300, log: true}}"], f"search.{name}", rule)
+    assert "1e+300" in err and "0" * 50 not in err
+    _fails(capsys, ["--space", "kd", "--storage", str(tmp_path / "runs"), "--set", f"search.{name}=[1.0, 1e6]"], rule)
+
+
+@pytest.mark.parametrize("setting", ["data.train_segments_per_class=0", "data.held_out_clips_per_segment=0",
+                                     "data.val_segments_per_class=0", "data.test_segments_per_class=0"])
+def test_a_setting_that_empties_a_split_is_refused(tmp_path, capsys, setting):
+    _fails(capsys, ["--space", "kd", "--storage", str(tmp_path / "runs"), "--set", setting], setting.split("=")[0])
+    assert not (tmp_path / "runs").exists(), "refused before the dataset was made"
+
+
+def test_a_ranking_metric_the_validation_split_cannot_give_is_refused(tmp_path, capsys, service_data):
+    argv = ["--space", "kd", "--storage", str(tmp_path / "runs"), "--data", str(service_data), "--subsets", "5"]
+    _fails(capsys, [*argv, "--set", "metric=acc_s7"], "metric: acc_s7 is not defined for subset 5%", "validation")
+    assert not (tmp_path / "runs" / "kd").exists()
+
+
+def test_a_nan_ranking_metric_fails_its_trial():
+    from search.trials import NonFiniteMetric, ranked
+
+    reported = []
+    report = ranked(lambda metrics, checkpoint: reported.append(metrics), "acc")
+    report({"acc": 0.4, "epoch": 1}, None)
+    with pytest.raises(NonFiniteMetric, match="acc is nan at epoch 2"):
+        report({"acc": float("nan"), "epoch": 2}, None)
+    with pytest.raises(NonFiniteMetric):
+        report({"epoch": 3}, None)  # not reported at all: no figure to rank by either
+    assert reported == [{"acc": 0.4, "epoch": 1}]
+
+
+def _chance_logits(tmp_path: Path, data_dir: Path) -> Path:
+    from trainables.asc.data import load_prepared
+    from trainables.asc.logits_file import write_seed_logits
+
+    rows = len(load_prepared(data_dir).filenames)
+    path = tmp_path / "chance.pt"
+    write_seed_logits(path, np.random.default_rng(0).normal(size=(rows, 10)).astype(np.float32))
+    return path
+
+
+def test_a_teacher_near_chance_is_refused_unless_allowed(tmp_path, capsys, service_data):
+    from search.preflight import prepare
+    from search.run import make_request, parse_args
+
+    argv = ["--space", "kd", "--storage", str(tmp_path / "runs"), "--data", str(service_data), "--subsets", "5",
+            "--set", f"teacher.logits={_chance_logits(tmp_path, service_data)}"]  # fmt: skip
+    err = _fails(capsys, argv, "subset 5% teacher's validation accuracy", "chance (0.100 for 10 classes)",
+                 "teacher.allow_weak")
+    assert not (tmp_path / "runs" / "kd").exists()
+    prepare(make_request(parse_args([*argv, "--set", "teacher.allow_weak=true"])))  # allowed: the checks pass
+    assert "Traceback" not in err
+
+
+def test_a_trained_teacher_near_chance_stops_the_run_before_students_train(ray_session, tmp_path, capsys,
+                                                                           service_data):  # fmt: skip
+    """The check after the teachers are made (there a trained one's accuracy is known); the run's record goes, so
+    the corrected command starts under the same name."""
+    from results.run_record import RECORD
+    from search.pipeline import run
+    from search.preflight import check_run_dir
+    from search.run import make_request, parse_args
+    from search.teacher_checks import WeakTeacher
+
+    argv = ["--space", "kd", "--storage", str(tmp_path / "runs"), "--data", str(service_data), "--subsets", "5",
+            "--set", f"teacher.logits={_chance_logits(tmp_path, service_data)}"]  # fmt: skip
+    request = make_request(parse_args(argv))  # the checks before Ray left out: as if a teacher had been trained
+    with pytest.raises(WeakTeacher, match="teacher.allow_weak"):
+        run(request)
+    assert not (request.run_dir / RECORD).exists() and not (request.run_dir / "search").exists(), "no student trained"
+    check_run_dir(make_request(parse_args([*argv, "--set", "teacher.allow_weak=true"])))
+
+
+@pytest.mark.parametrize("name", ["../x", "cache", "", "a/b"])
+def test_the_python_api_refuses_a_run_name_as_the_command_line_does(tmp_path, name):
+    from search.api import run_search
+    from search.space_errors import SpaceError
+
+    with pytest.raises(SpaceError, match="plain directory name"):
+        run_search({"samples": 1}, storage=tmp_path / "runs", name=name)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "runs").exists()
+
+
+def test_the_python_api_starts_from_kd_yaml():
+    """The README's example: a few keys over kd.yaml, not over the bare settings types (an untrained passt_tiny)."""
+    from search.api import over_default_space
+    from search.space import build_space
+    from search.space_file import read_space_file
+
+    example = {"samples": 2, "epochs": 1, "search": {"subset": [25], "kd_lambda": {"low": 0.0, "high": 0.5}}}
+    space, demo = build_space(over_default_space(example)), build_space(read_space_file("kd"))
+    assert space.teacher == demo.teacher and space.teacher.arch == "cnn" and space.teacher.pretrain == "synthetic"
+    assert space.data == demo.data and space.resources == demo.resources and space.scheduler == demo.scheduler
+    assert space.settings.train_steps == demo.settings.train_steps and space.settings.epochs == 1
+    assert [d.name for d in space.dimensions] == ["kd_lambda"] and space.subsets == (25,)
+    fixed = build_space(over_default_space({"lr": 0.01, "teacher": {"epochs": 1}}))  # fixed: leaves the search
+    assert [d.name for d in fixed.dimensions] == ["temperature", "kd_lambda"] and fixed.settings.lr == 0.01
+    assert fixed.teacher.epochs == 1 and fixed.teacher.arch == "cnn", "a section merges key by key"
+
+
+@pytest.mark.parametrize("tool", ["complexity", "formats"])
+@pytest.mark.parametrize("kind", ["pickle", "tensors"])
+def test_a_file_that_is_no_student_is_refused_by_complexity_and_formats(tmp_path, capsys, tool, kind):
+    from results import complexity, formats
+
+    student = tmp_path / "student.pt"
+    if kind == "pickle":
+        torch.save({"state_dict": _Payload(tmp_path / "owned")}, student)
+    else:
+        torch.save({"weights": torch.zeros(3)}, student)  # a torch.save file of tensors, but no student
+    args = [str(student)] + ([str(tmp_path / "out")] if tool == "formats" else [])
+    assert (complexity.main if tool == "complexity" else formats.main)(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {student}: not a student file (") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "weights_only=False" not in err
+    assert not (tmp_path / "owned").exists() and not (tmp_path / "out").exists()

@@ -152,3 +152,50 @@ def test_predict_command(student_file, tmp_path, capsys):
 def test_formats_command(student_file, tmp_path, capsys):
     assert formats.main([str(tmp_path / "missing.pt"), str(tmp_path / "out")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_predict_refuses_a_file_with_non_finite_samples(student_file, tmp_path, capsys, bad):
+    """Issue 26, case 9: such a file was written as `airport` with empty probabilities, and exit 0."""
+    _write_audio(tmp_path / "eval")
+    audio = np.random.default_rng(1).standard_normal(32000).astype(np.float32) * 0.1
+    audio[1000] = bad
+    soundfile.write(tmp_path / "eval" / "poisoned.wav", audio, 32000, subtype="FLOAT")
+    assert predict.main([str(student_file), str(tmp_path / "eval"), str(tmp_path / "p.csv")]) == 0
+    frame = pd.read_csv(tmp_path / "p.csv", sep="\t")
+    assert "audio/poisoned.wav" not in frame["filename"].tolist() and len(frame) == 4, "the others are still written"
+    assert np.isfinite(frame[CLASSES].to_numpy()).all()
+    err = capsys.readouterr().err
+    assert "Skipped 2 unreadable file(s)" in err and "audio/poisoned.wav: NaN or infinite samples" in err
+
+
+def test_exported_models_classify_a_long_input_as_predict_does(student_file, tmp_path):
+    """Issue 26, case 13: a 10-s input is the mean of its ten 1-s windows' probabilities in both exported files, as
+    predict.py classifies the same file, and the metadata says so; a 1-s clip keeps the student's probabilities."""
+    import onnxruntime
+
+    formats.write_formats(student_file, tmp_path / "exported")
+    rng = np.random.default_rng(3)
+    long = (rng.standard_normal((2, 10 * 32000 + 1234)) * 0.1).astype(np.float32)  # a partial second at the end
+    (tmp_path / "eval").mkdir()
+    for i, row in enumerate(long):
+        soundfile.write(tmp_path / "eval" / f"long{i}.wav", row, 32000, subtype="FLOAT")
+    found = predict.predict_folder(student_file, tmp_path / "eval")
+    assert found.averaged == {"audio/long0.wav": 10, "audio/long1.wav": 10}
+    expected = found.table[CLASSES].to_numpy()
+    session = onnxruntime.InferenceSession(str(tmp_path / "exported" / "student.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_logits,) = session.run(["logits"], {"waveform": long})
+    script_logits = formats.run_torchscript(tmp_path / "exported" / "student.ts", torch.from_numpy(long))
+    for logits in (torch.from_numpy(onnx_logits), script_logits):
+        assert logits.shape == (2, 10)
+        assert np.allclose(logits.softmax(1).numpy(), expected, atol=1e-5)
+    with torch.no_grad():
+        one = torch.from_numpy(long[:, :32000])
+        frontend, model, _ = formats.load_student(student_file)
+        student = model(frontend(one)).softmax(1)
+    assert torch.allclose(formats.run_torchscript(tmp_path / "exported" / "student.ts", one).softmax(1), student, atol=1e-5)
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["clip_samples"] == "32000" and "windows" in meta["input"] and "mean class probabilities" in meta["output"]
+    extra = {"metadata.json": ""}
+    torch.jit.load(str(tmp_path / "exported" / "student.ts"), _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["clip_samples"] == "32000"

@@ -153,8 +153,8 @@ def test_ntu_kd_distils_from_the_mean_of_a_list_of_logits_files_one_a_students(r
     assert np.allclose(average_logits([cnn, other], data), expected, atol=1e-6)
 
     files = f"['{real['base']}/cnn_{{subset}}.pt', '{real['base']}/other_{{subset}}.pt']"  # YAML: quoted, for the braces
-    assert _run(real, "ntu_kd", "ntu", *_sets(*SMALL_STUDENT, "seeds=1",
-                f"teacher.logits={files}", f"dir_path={real['irs']}", "mixup_alpha=1.0")) == 0  # fmt: skip
+    assert _run(real, "ntu_kd", "ntu", *_sets(*SMALL_STUDENT, "seeds=1", f"teacher.logits={files}",
+                f"dir_path={real['irs']}", "mixup_alpha=1.0", "teacher.allow_weak=true")) == 0  # fmt: skip
     (cached,) = (real["storage"] / "cache" / "teachers").glob("file-*.pt")
     assert np.allclose(read_logits(cached)["logits"].numpy(), expected, atol=1e-5), "the students learnt from the mean"
     board = pd.read_csv(real["storage"] / "ntu" / "leaderboard.csv", dtype={"trial_id": str})

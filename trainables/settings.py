@@ -54,8 +54,8 @@ class Rule:
         if self.choices is not None:
             return "must be one of " + ", ".join(str(c) for c in self.choices)
         if self.low is not None and self.high is not None:
-            return (f"must lie in {'(' if self.low_open else '['}{float(self.low)}, "
-                    f"{float(self.high)}{')' if self.high_open else ']'}")  # fmt: skip
+            return (f"must lie in {'(' if self.low_open else '['}{_bound(self.low)}, "
+                    f"{_bound(self.high)}{')' if self.high_open else ']'}")  # fmt: skip
         if self.low == 0:
             return "must be positive" if self.low_open else "must not be negative"
         if self.low is not None:
@@ -65,6 +65,25 @@ class Rule:
     def check(self, name: str, value: Any) -> None:
         if value is not None and not self.allows(value):
             raise SettingError(name, f"{self.describe()}, got {value!r}")
+
+
+def _bound(value: float) -> str:
+    return str(value) if isinstance(value, int) else str(float(value))
+
+
+# numpy's seeds (RandomState, hence Optuna's samplers) take [0, 2**32 - 1]; torch takes more, but one rule for every
+# seed keeps a seed that works in one place from failing in another.
+SEED_HIGH = 2**32 - 1
+
+
+# A learning rate above this moves every weight by more than its own size in one step: nothing trains, and a
+# search range reaching 1e300 only overflows.
+MAX_LR = 10.0
+
+
+def seed_setting(default: int = 0, *, derived: int = 0) -> Any:
+    """A seed's field: in numpy's range, less `derived` when seeds up to seed + derived are made from it."""
+    return setting(default, low=0, high=SEED_HIGH - derived)
 
 
 def setting(default: Any = MISSING, *, low: float | None = None, high: float | None = None, low_open: bool = False,

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 
 DEFAULT_TEMPERATURE = 2.0
 DEFAULT_KD_LAMBDA = 0.02
+# T² multiplies the KL term and logits / T enter the softmax: at T = 1e300 the first overflows, at T = 1e-300 the
+# second. Published KD uses T in 1–20; [0.1, 100] leaves room around that and keeps both finite in fp16 too.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 100.0
 
 
 def kd_loss(

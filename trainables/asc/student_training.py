@@ -24,14 +24,14 @@ from trainables.asc.data import SUBSETS, AscData
 from trainables.asc.evaluation import eval_batch_size, predict, split_metrics
 from trainables.asc.frontend import MASKED_LOG_MEL, FrontendConfig, LogMel
 from trainables.asc.loader import Batch, epoch_batches
-from trainables.asc.losses import DEFAULT_KD_LAMBDA, DEFAULT_TEMPERATURE, kd_loss
+from trainables.asc.losses import DEFAULT_KD_LAMBDA, DEFAULT_TEMPERATURE, MAX_TEMPERATURE, MIN_TEMPERATURE, kd_loss
 from trainables.asc.metrics import confusion_matrix
 from trainables.asc.student import Student, StudentArch
 from trainables.common import (
     FINITE_CHECK_EVERY, EpochCallback, check_finite, resolve_device, restore_rng_state, rng_state, warmup_cosine,
 )
 from trainables.precision import PRECISIONS, allow_tf32, autocast, grad_scaler, resolve, scaled_step
-from trainables.settings import SettingError, check, check_step_budget, from_dict, setting
+from trainables.settings import MAX_LR, SettingError, check, check_step_budget, from_dict, seed_setting, setting
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,12 @@ class StudentConfig:
     train_steps: int = setting(0, low=0)  # optimiser steps of the whole run, the same at every subset (0: `epochs`
     # passes over the subset); split evenly over `epochs` rounds, which stay the unit of reports, checkpoints and ASHA
     batch_size: int = setting(32, low=1)
-    lr: float = setting(0.005, low=0.0, low_open=True)  # peak learning rate of AdamW
+    lr: float = setting(0.005, low=0.0, low_open=True, high=MAX_LR)  # peak learning rate of AdamW
     weight_decay: float = setting(1e-4, low=0.0)
     warmup_fraction: float = setting(0.05, low=0.0, high=1.0, high_open=True)  # share of all steps spent warming up
     warmup_steps: int | None = setting(None, low=0)  # warm-up in optimiser steps (the baseline: 2,000 at every
     # split); overrides warmup_fraction, and is capped at all the run's steps
-    temperature: float = setting(DEFAULT_TEMPERATURE, low=0.0, low_open=True)  # KD temperature T
+    temperature: float = setting(DEFAULT_TEMPERATURE, low=MIN_TEMPERATURE, high=MAX_TEMPERATURE)  # KD temperature T
     kd_lambda: float = setting(DEFAULT_KD_LAMBDA, low=0.0, high=1.0)  # weight of the label loss; 1 = no distillation
     roll_sec: float = setting(0.1, low=0.0)  # maximum time roll, seconds
     freqm: int = setting(48, low=0)  # maximum frequency-mask width, mel bins
@@ -71,7 +71,7 @@ class StudentConfig:
     precision: str = setting("fp32", choices=PRECISIONS)  # fp32, bf16 or fp16 (torch.autocast; the front end stays
     # fp32), or auto (fp32 here)
     compile: bool = False  # torch.compile the network (not the front end)
-    seed: int = 0
+    seed: int = seed_setting()  # confirmations and no-KD references train seed + 1 … seed + confirm_seeds
 
     def __post_init__(self) -> None:
         check(self)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from trainables.asc.data import SUBSETS, write_prepared
+from trainables.settings import check, seed_setting, setting
 
 CLASSES = [
     "airport", "bus", "metro", "metro_station", "park",
@@ -49,14 +50,17 @@ class SyntheticConfig:
     Sizes are in 10-s segments; levels in dB.
     """
 
-    seed: int = 0
-    sample_rate: int = 32000
-    train_segments_per_class: int = 16  # device-a segments per scene in the 100 % pool
-    extra_device_share: float = 0.37  # chance a training segment is also recorded by one of b, c, s1–s3
-    val_segments_per_class: int = 1  # each recorded by all 9 devices
-    test_segments_per_class: int = 2  # each recorded by all 9 devices
-    held_out_clips_per_segment: int = 10  # val/test keep the first k clips of a segment (fewer: faster tests)
-    locations_per_class: int = 6  # training locations per scene
+    # Every count is at least 1: a count of 0 makes a split empty, and a run on it trains on nothing or ranks on NaN.
+    seed: int = seed_setting()
+    sample_rate: int = setting(32000, low=8000)
+    train_segments_per_class: int = setting(16, low=1)  # device-a segments per scene in the 100 % pool
+    extra_device_share: float = setting(0.37, low=0.0, high=1.0)  # chance a training segment is also recorded by one of
+    # b, c, s1–s3
+    val_segments_per_class: int = setting(1, low=1)  # each recorded by all 9 devices
+    test_segments_per_class: int = setting(2, low=1)  # each recorded by all 9 devices
+    held_out_clips_per_segment: int = setting(10, low=1, high=10)  # val/test keep the first k clips of a segment
+    # (fewer: faster tests)
+    locations_per_class: int = setting(6, low=1)  # training locations per scene
     class_spread_db: float = 2.0  # a scene's own colouring beyond the events it is made of
     location_jitter_db: float = 3.0  # per-location perturbation of a scene's envelope
     event_level_db: float = 2.0  # std of each event's level in one recording: the mix varies, its events stay
@@ -64,6 +68,9 @@ class SyntheticConfig:
     real_device_db: float = 3.0  # std of the frequency response of devices b and c (a gets a third)
     simulated_device_db: float = 5.0  # std of s1–s3's response; s4–s6 get 1.5 times this
     noise_floor_db: float = -35.0  # device noise floor relative to the signal (s-devices 5 dB higher)
+
+    def __post_init__(self) -> None:
+        check(self)
 
     def fingerprint(self) -> str:
         text = json.dumps({"generator": "synthetic_asc/3", **asdict(self)}, sort_keys=True)
@@ -127,10 +134,13 @@ class PretrainingConfig:
     recordings or devices is TAU22's.
     """
 
-    seed: int = 0
-    segments_per_class: int = 12  # 10-s recordings per event, each by one random device of the pool
-    devices: int = 24
-    val_segments_per_class: int = 1
+    seed: int = seed_setting()
+    segments_per_class: int = setting(12, low=1)  # 10-s recordings per event, each by one random device of the pool
+    devices: int = setting(24, low=1)
+    val_segments_per_class: int = setting(1, low=1)
+
+    def __post_init__(self) -> None:
+        check(self)
 
     def fingerprint(self) -> str:
         text = json.dumps({"generator": "synthetic_pretraining/3", **asdict(self)}, sort_keys=True)

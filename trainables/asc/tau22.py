@@ -66,15 +66,32 @@ def find_split_files(root: Path, splits_dir: Path | None) -> dict[str, Path]:
 
 
 def read_meta(root: Path) -> pd.DataFrame:
+    """ROOT/meta.csv, checked to be a TAU22 meta file: its columns, a row per file, every cell of them filled, and
+    only TAU22's scene labels (DatasetError naming the file and what it lacks)."""
+    path = root / "meta.csv"
+    expected = f"a TAU22 meta file is tab-separated {', '.join(META_COLUMNS)} with a row per audio file"
     try:
-        meta = pd.read_csv(root / "meta.csv", sep="\t")
+        # Read as text: a column of numbers or of empty cells would otherwise come back as floats.
+        meta = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DatasetError(f"{path}: empty; {expected}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DatasetError(f"{root / 'meta.csv'}: cannot parse ({err})") from None
+        raise DatasetError(f"{path}: cannot parse ({str(err).strip()[:120]}); {expected}") from None
     missing = [c for c in META_COLUMNS if c not in meta.columns]
     if missing:
-        raise DatasetError(f"{root / 'meta.csv'}: missing columns {missing} (expected tab-separated {META_COLUMNS})")
-    meta["filename"] = meta["filename"].astype(str)
-    check_unique(meta["filename"], root / "meta.csv")
+        raise DatasetError(f"{path}: not a TAU22 meta file, it has no column {', '.join(missing)} (found "
+                           f"{', '.join(str(c)[:30] for c in meta.columns[:6])}); {expected}")  # fmt: skip
+    if meta.empty:
+        raise DatasetError(f"{path}: names no audio file; {expected}")
+    for column in META_COLUMNS:
+        blank = meta.index[meta[column].str.strip() == ""]
+        if len(blank):
+            raise DatasetError(f"{path}: row {blank[0] + 2} has no {column} ({len(blank)} rows lack one); {expected}")
+    unknown = sorted(set(meta["scene_label"]) - set(CLASSES))
+    if unknown:
+        shown = ", ".join(label[:30] for label in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise DatasetError(f"{path}: scene labels that are not TAU22's: {shown} (TAU22's: {', '.join(CLASSES)})")
+    check_unique(meta["filename"], path)
     for filename in meta["filename"]:
         try:
             device_of(filename)
@@ -160,9 +177,6 @@ def prepare_tau22(root: Path, cache_dir: Path, splits_dir: Path | None = None, p
         except (ValueError, KeyError, OSError) as err:  # DatasetError, or what pandas says of a damaged meta.csv
             set_aside(directory, str(err)[:200])
     lists = _split_lists(meta, split_files)
-    unknown = sorted(set(meta["scene_label"]) - set(CLASSES))
-    if unknown:
-        raise DatasetError(f"{root / 'meta.csv'}: unknown scene labels {unknown}")
 
     def build(work: Path) -> None:
         paths = [root / f for f in meta["filename"]]

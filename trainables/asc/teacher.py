@@ -25,7 +25,7 @@ from trainables.asc.augment import frequency_mask
 from trainables.asc.frontend import MASKED_LOG_MEL, FrontendConfig, LogMel
 from trainables.asc.student import Student, StudentArch
 from trainables.precision import PRECISIONS, autocast
-from trainables.settings import SettingError, check, check_step_budget, from_dict, setting
+from trainables.settings import MAX_LR, SEED_HIGH, SettingError, check, check_step_budget, from_dict, seed_setting, setting
 
 STANDARD_ARCH = "passt_s_swa_p16_128_ap476"
 SCHEDULES = ("cosine", "exp_warmup_linear_down")
@@ -61,8 +61,8 @@ class TeacherConfig:
     train_steps: int = setting(0, low=0)  # fine-tuning's optimiser steps, the same at every subset, split evenly over
     # `epochs` (0: `epochs` passes over the subset); the stages before it (pretrain, sit) always count passes
     batch_size: int = setting(32, low=1)
-    lr: float = setting(1e-3, low=0.0, low_open=True)  # the seeds fine-tune the pretrained standard PaSST at 1e-5
-    head_lr: float | None = setting(None, low=0.0, low_open=True)  # lr of the classification heads (their LayerNorm
+    lr: float = setting(1e-3, low=0.0, low_open=True, high=MAX_LR)  # the seeds fine-tune the pretrained standard PaSST at 1e-5
+    head_lr: float | None = setting(None, low=0.0, low_open=True, high=MAX_LR)  # lr of the classification heads (their LayerNorm
     # included); None: lr. NTU: 1e-3
     weight_decay: float = setting(1e-3, low=0.0)
     schedule: str = setting("cosine", choices=SCHEDULES)  # cosine: warm-up then cosine decay, per step;
@@ -89,7 +89,7 @@ class TeacherConfig:
     # fp32 by default, as every reference trains its teachers; bf16 (or auto: bf16 on a GPU) trades exactness for speed
     precision: str = setting("fp32", choices=PRECISIONS)
     # (torch.autocast)
-    seed: int = 0
+    seed: int = seed_setting()  # an ensemble's members are seed … seed + ensemble − 1
     # Where the KD search's teacher comes from, and how it is trained:
     pretrain: str = setting("none", choices=PRETRAINING)  # "synthetic": pretrain passt_tiny or cnn once on the
     # synthetic AudioSet stand-in
@@ -98,16 +98,21 @@ class TeacherConfig:
     # lr, in (0, 1]; < 1: SIT's slow learner
     cochlscene: str | None = None  # CochlScene root: train on it first, then continue on the subset (SIT)
     sit_epochs: int = setting(5, low=1)  # epochs of the CochlScene stage (NTU: 25) …
-    sit_lr: float | None = setting(None, low=0.0, low_open=True)  # … its backbone lr (None: lr; NTU: 1e-4) …
+    sit_lr: float | None = setting(None, low=0.0, low_open=True, high=MAX_LR)  # … its backbone lr (None: lr; NTU: 1e-4) …
     sit_batch_size: int | None = setting(None, low=1)  # … and its batch size (None: batch_size; NTU: 32)
     ensemble: int = setting(1, low=1)  # teachers per subset (seeds seed … seed+ensemble−1), their logits averaged
     logits: tuple[str, ...] = ()  # distil from these logits files instead of training ({subset} becomes the
     # subset); several are averaged into one teacher, as NTU builds its ensembles (a single path is a list of one)
     allow_untrained: bool = False  # on real data, distil from a teacher that starts without AudioSet weights
+    allow_weak: bool = False  # distil from a teacher within 5 points of chance on the validation split (refused
+    # otherwise, before any student trains)
 
     def __post_init__(self) -> None:
         check(self)
         check_step_budget(self.train_steps, self.epochs)
+        if self.seed + self.ensemble - 1 > SEED_HIGH:
+            raise SettingError("seed", f"{self.seed} + ensemble {self.ensemble} − 1 must be at most {SEED_HIGH} (the "
+                                       "members' seeds are seed … seed + ensemble − 1)")  # fmt: skip
         if self.pretrain == "synthetic" and self.arch not in FROM_SCRATCH:
             raise SettingError("pretrain", f"synthetic pretraining is for {' and '.join(FROM_SCRATCH)}; the standard "
                                            "PaSST takes weights")  # fmt: skip

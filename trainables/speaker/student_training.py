@@ -38,7 +38,7 @@ from trainables.common import (
 )
 from trainables.precision import RESOLVED, autocast
 from trainables.prepared import DatasetError
-from trainables.settings import check, from_dict, setting
+from trainables.settings import MAX_LR, check, from_dict, seed_setting, setting
 from trainables.speaker.curriculum import SCHEDULES, target_share
 from trainables.speaker.data import SpeakerData, train_batches
 from trainables.speaker.evaluation import EVAL_SCORES, score_trials
@@ -78,7 +78,7 @@ class OskdftConfig:
     aam_scale: float = 30.0  # AAM only
     class_weighted: bool = False  # speaker cross-entropy weighted by N / N_speaker (paper's code: yes)
     # Optimisation: one Adam over student, TFT, heads and classifier, constant learning rate (as the paper)
-    lr: float = setting(1e-3, low=0.0, low_open=True)  # paper: 5e-5 for the 94 M-parameter base models
+    lr: float = setting(1e-3, low=0.0, low_open=True, high=MAX_LR)  # paper: 5e-5 for the 94 M-parameter base models
     weight_decay: float = setting(1e-4, low=0.0)  # Adam's L2 term (paper: 1e-4)
     epochs: int = setting(12, low=1)  # passes over the target-domain training utterances (paper: 100)
     batch_size: int = setting(16, low=1)  # utterances per branch; the student sees twice as many (paper: 50)
@@ -113,7 +113,7 @@ class OskdftConfig:
     # as the paper)
     eval_crops: int = setting(5, low=1)  # crops per utterance for the crops score, evenly spaced
     eval_crop_seconds: float = setting(3.0, low=0.0, low_open=True)
-    seed: int = 0
+    seed: int = seed_setting()
 
     def __post_init__(self) -> None:
         check(self)

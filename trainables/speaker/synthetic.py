@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainables.settings import check, seed_setting
 from trainables.speaker.data import SAMPLE_RATE, random_trials, write_prepared
 
 _N_FFT = 512
@@ -52,7 +53,7 @@ class SyntheticSpeakerConfig:
     Counts are speakers and utterances per speaker; durations in seconds; levels in dB.
     """
 
-    seed: int = 0
+    seed: int = seed_setting()
     train_speakers: int = 48  # target-domain training speakers (the classes of the speaker loss)
     train_utterances: int = 8
     val_speakers: int = 12  # held out, for the validation trial list (0: none)
@@ -70,6 +71,9 @@ class SyntheticSpeakerConfig:
     ood_snr_low: float = 25.0
     ood_snr_high: float = 40.0
     reverb_share: float = 0.5  # share of target-domain sessions recorded in a reverberant room
+
+    def __post_init__(self) -> None:
+        check(self)
 
     def fingerprint(self) -> str:
         text = json.dumps({"generator": "synthetic_speakers/1", **asdict(self)}, sort_keys=True)

@@ -15,7 +15,7 @@ from torch import nn
 
 from trainables.common import FINITE_CHECK_EVERY, check_finite, count_parameters, resolve_device, warmup_cosine
 from trainables.prepared import DatasetError
-from trainables.settings import from_dict
+from trainables.settings import check, from_dict, seed_setting
 from trainables.speaker.data import SpeakerData, train_batches
 from trainables.speaker.evaluation import score_trials
 from trainables.speaker.losses import SpeakerLoss
@@ -42,13 +42,14 @@ class TeacherTrainConfig:
     aam_scale: float = 30.0
     embedding_dim: int = 192
     eval_max_seconds: float = 20.0
-    seed: int = 0
+    seed: int = seed_setting()
     weights: str | None = None  # a pretrained teacher (torchaudio state dict file): used as is, nothing trained
     # On real data a teacher without weights is trained from scratch on the corpora here, which teaches little: a run
     # refuses it unless this says it is meant.
     allow_untrained: bool = False
 
     def __post_init__(self) -> None:
+        check(self)
         if self.weights and not Path(self.weights).expanduser().exists():
             raise ValueError(f"weights: no teacher weights at {self.weights}")
 

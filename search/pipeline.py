@@ -13,6 +13,7 @@ Shared caches (`<storage>/cache/`): prepared datasets and teacher logits, reused
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +27,7 @@ from search.cluster import cluster
 from search.console import banner, quiet_ray
 from search.request import RunRequest
 from search.space import space_file
+from search.signals import terminate_as_interrupt
 from search.tuning import run_confirmation, run_references, search_trials
 from trainables.asc.data import load_prepared
 
@@ -39,9 +41,9 @@ def run(request: RunRequest) -> None:
     space, system = request.space, request.space.spec
     request.run_dir.mkdir(parents=True, exist_ok=True)
     print(f"Run directory: {request.run_dir}")
-    print(f"Watch it with: tensorboard --logdir {request.run_dir}", flush=True)
+    print(f"Watch it with: tensorboard --logdir {shlex.quote(str(request.run_dir))}", flush=True)
     quiet_ray(request.verbose)
-    with cluster(request):
+    with cluster(request), terminate_as_interrupt():  # after Ray's start, which installs its own SIGTERM handler
         write_record(request.run_dir, space_file(space), request.data, request.storage)  # the run has truly started
         context = system.prepare_trials(request)
         banner(f"Search: {space.samples} trials per subset")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -53,7 +54,8 @@ def _epochs_checkpointed(run_dir: Path) -> int:
 
 def _study(run_dir: Path) -> optuna.Study:
     """The run's Optuna study of subset 5, as kept next to the run."""
-    return optuna.load_study(study_name="subset5", storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal"))))
+    return optuna.load_study(study_name=f"{run_dir.name}/subset5",
+                             storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal"))))
 
 
 def test_kill_minus_nine_then_resume(tmp_path, service_data):
@@ -183,7 +185,7 @@ def test_a_half_written_snapshot_is_set_aside_for_the_whole_one_before_it(tmp_pa
     from search.tuning import _usable_snapshot
 
     (tmp_path / "experiment_state-2026-01-01_10-00-00.json").write_text('{"trials": []}')
-    (tmp_path / "search_gen_state-2026-01-01_10-00-00.json").write_text("{}")
+    (tmp_path / "search_gen_state-2026-01-01_10-00-00.json").write_bytes(pickle.dumps({}))  # Tune pickles it
     (tmp_path / "experiment_state-2026-01-02_10-00-00.json").write_text('{"trials": [')  # killed mid-write
     (tmp_path / "searcher-state-2026-01-02_10-00-00.pkl").write_bytes(b"")
     assert _usable_snapshot(tmp_path, with_searcher=True)

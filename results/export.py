@@ -54,7 +54,9 @@ def export_best(run_dir: Path, metric: str, mode: str) -> list[Path]:
         names: list[str] = []
         # Made whole beside the export before it and put in its place: a run stopped while exporting leaves the
         # earlier export, never a truncated one.
-        replace_directory(target, lambda work: names.extend(_export_checkpoint(checkpoint, str(best["trial_id"]), work)))
+        trial_id = str(best["trial_id"])
+        replace_directory(target, lambda work, checkpoint=checkpoint, names=names, trial_id=trial_id:
+                          names.extend(_export_checkpoint(checkpoint, trial_id, work)))  # fmt: skip
         exported += [target / name for name in names]
     return exported
 

@@ -30,7 +30,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
-from ray.tune.search import SearchGenerator, Searcher
+from ray.tune.search import Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 SEARCH_STAGE = "search"
@@ -264,7 +264,7 @@ class FixedPoints(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as file:
-            state = pickle.load(file)  # noqa: S301 - written by save()
+            state = pickle.load(file)  # written by save()
         self.next, self.live = state["next"], state["live"]
 
 

@@ -26,8 +26,8 @@ from results.run_record import write_record
 from search.cluster import cluster
 from search.console import banner, quiet_ray
 from search.request import RunRequest
-from search.space import space_file
 from search.signals import terminate_as_interrupt
+from search.space import space_file
 from search.tuning import run_confirmation, run_references, search_trials
 from trainables.asc.data import load_prepared
 

@@ -17,7 +17,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from results.run_record import RECORD, LinkedRunError, RecordError, differences, plain, read_record, refuse_links, settings_of
+from results.run_record import (
+    RECORD,
+    LinkedRunError,
+    RecordError,
+    differences,
+    plain,
+    read_record,
+    refuse_links,
+    settings_of,
+)
 from search.console import banner, duration, working
 from search.request import RunRequest
 from search.space import space_file

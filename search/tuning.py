@@ -20,8 +20,15 @@ from ray.tune.search.variant_generator import generate_variants
 
 from results.trial_records import confirmation_experiment, read_experiment
 from search.checkpoint_retention import CheckpointRetention
-from search.per_subset import (FixedPoints, HonestOptunaSearch, PerSubsetScheduler, PerSubsetSearch,
-                               PortableSearchGenerator, journal_storage, study_name)  # fmt: skip
+from search.per_subset import (
+    FixedPoints,
+    HonestOptunaSearch,
+    PerSubsetScheduler,
+    PerSubsetSearch,
+    PortableSearchGenerator,
+    journal_storage,
+    study_name,
+)
 from search.progress import EpochProgress, SearchProgress
 from search.request import RunRequest
 from search.snapshots import SnapshotKeeper, restore_kept_snapshot, whole_snapshot
@@ -116,6 +123,8 @@ def _restored_matches(path: Path, points: list[dict] | None) -> bool:
     """Whether every trial the experiment at `path` holds is one of `points` (None: any trial is)."""
     if points is None:
         return True
+    if list(path.glob("basic-variant-state-*")):  # made by Tune's grid generator (before FixedPoints): run anew
+        return False
     wanted = {_point_key(point, point) for point in points}
     return all(_point_key(record.config, points[0]) in wanted for record in read_experiment(path))
 

@@ -14,6 +14,7 @@ import pandas as pd
 from results.leaderboard import build_leaderboard, comparison, device_columns
 from trainables.asc.data import load_prepared
 from trainables.asc.logits_file import read_logits
+from trainables.atomic import write_file
 from trainables.prepared import DatasetError
 
 CHANCE_MARGIN = 0.05  # a subset whose best student is within 5 points of chance has not learned to tell scenes apart
@@ -82,7 +83,7 @@ def write_teachers(run_dir: Path, paths: dict[int, Path]) -> Path:
         columns = ["test_acc", "test_macro_acc", "test_acc_unseen", *devices, "test_acc_seen"]
         rows.append({"subset": int(subset), **{c: float(metrics.get(c, math.nan)) for c in columns}, "logits": str(path)})
     target = Path(run_dir) / TEACHERS
-    pd.DataFrame(rows).to_csv(target, index=False)
+    write_file(target, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
     return target
 
 

@@ -27,9 +27,10 @@ if __package__ in (None, ""):
 
 from results.formats import write_formats
 from results.leaderboard import build_leaderboard
-from results.run_record import RecordError, read_record
+from results.run_record import LinkedRunError, RecordError, read_record, refuse_links
 from results.student_file import load_student  # noqa: F401  (documented here: from results.export import load_student)
 from results.trial_records import latest_checkpoint
+from trainables.atomic import replace_directory
 
 
 def export_best(run_dir: Path, metric: str, mode: str) -> list[Path]:
@@ -50,23 +51,34 @@ def export_best(run_dir: Path, metric: str, mode: str) -> list[Path]:
         if checkpoint is None:
             continue
         target = Path(run_dir) / "best" / (f"subset_{subset}" if subset else "")
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
-        for source in sorted(checkpoint.iterdir()):
-            if source.name == "train_state.pt":  # resuming state, not a result
-                continue
-            if source.name == "student.pt":
-                payload = torch.load(source, map_location="cpu", weights_only=True)
-                payload["trial_id"] = str(best["trial_id"])
-                torch.save(payload, target / source.name)
-                exported.append(target / source.name)
-                if "frontend" in payload["config"]:  # a scene classifier (an OS-KDFT2 student has no such graph)
-                    exported += write_formats(target / source.name, target)
-            else:
-                shutil.copy2(source, target / source.name)
-                exported.append(target / source.name)
+        names: list[str] = []
+        # Made whole beside the export before it and put in its place: a run stopped while exporting leaves the
+        # earlier export, never a truncated one.
+        trial_id = str(best["trial_id"])
+        replace_directory(target, lambda work, checkpoint=checkpoint, names=names, trial_id=trial_id:
+                          names.extend(_export_checkpoint(checkpoint, trial_id, work)))  # fmt: skip
+        exported += [target / name for name in names]
     return exported
+
+
+def _export_checkpoint(checkpoint: Path, trial_id: str, target: Path) -> list[str]:
+    """Write a checkpoint's results to `target` (the student with its trial id, and its TorchScript and ONNX
+    files); the names written."""
+    names = []
+    for source in sorted(checkpoint.iterdir()):
+        if source.name == "train_state.pt":  # resuming state, not a result
+            continue
+        if source.name == "student.pt":
+            payload = torch.load(source, map_location="cpu", weights_only=True)
+            payload["trial_id"] = trial_id
+            torch.save(payload, target / source.name)
+            names.append(source.name)
+            if "frontend" in payload["config"]:  # a scene classifier (an OS-KDFT2 student has no such graph)
+                names += [path.name for path in write_formats(target / source.name, target)]
+        else:
+            shutil.copy2(source, target / source.name)
+            names.append(source.name)
+    return names
 
 
 def export_lines(paths: list[Path], run_dir: Path) -> list[str]:
@@ -87,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     try:
+        refuse_links(run_dir)
         record = read_record(run_dir)
-    except RecordError as error:
+    except (RecordError, LinkedRunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not (run_dir / "search").is_dir():

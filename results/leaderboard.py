@@ -21,6 +21,7 @@ from results.run_record import dimensions, read_record, searched_names
 from results.trial_records import TrialRecord, confirmation_experiments, read_experiment
 from trainables.asc.metrics import DEVICE_GROUPS, device_sort_key
 from trainables.asc.student import Budget, Complexity, StudentArch, complexity
+from trainables.atomic import write_file
 
 _STATUS_ORDER = {"complete": 0, "stopped": 1, "failed": 2}
 # Reported keys that are results (the rest is Tune's bookkeeping): device-wise accuracy, EER, sizes.
@@ -194,12 +195,13 @@ def seed_statistics(runs: list[dict], columns: list[str]) -> dict[str, float]:
 
 def write_tables(run_dir: Path, metric: str, mode: str) -> pd.DataFrame:
     board = build_leaderboard(run_dir, metric, mode)
-    board.to_csv(Path(run_dir) / "leaderboard.csv", index=False)
+    write_file(Path(run_dir) / "leaderboard.csv", lambda tmp: board.to_csv(tmp, index=False))
     if not board.empty and "test_macro_acc" in board:
-        (Path(run_dir) / "summary.json").write_text(json.dumps(summary(board), indent=1))
+        text = json.dumps(summary(board), indent=1)
+        write_file(Path(run_dir) / "summary.json", lambda tmp: tmp.write_text(text))
     compared = comparison(run_dir, metric, mode)
     if not compared.empty:
-        compared.to_csv(Path(run_dir) / "comparison.csv", index=False)
+        write_file(Path(run_dir) / "comparison.csv", lambda tmp: compared.to_csv(tmp, index=False))
     return board
 
 

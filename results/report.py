@@ -48,11 +48,12 @@ from results.evaluation import IncompatibleStudent, evaluate_student
 from results.importance import importances
 from results.leaderboard import build_leaderboard, device_columns
 from results.replication import replication_lines, replication_table
-from results.run_record import RecordError, dimensions, read_record, run_dataset
+from results.run_record import LinkedRunError, RecordError, dimensions, read_record, refuse_links, run_dataset
 from results.student_file import exported_students, load_student, student_classes
 from results.trial_records import read_experiment
 from trainables.asc.data import load_prepared
 from trainables.asc.student import DCASE24_BUDGET, complexity
+from trainables.atomic import replace_directory, write_file
 from trainables.prepared import DatasetError
 
 _HIDDEN_COLUMNS = {"trial_dir"}  # machine-specific paths; the CSV keeps them
@@ -367,19 +368,21 @@ def write_report(run_dir: Path, data_dir: Path | None = None, top: int = 3) -> P
     run_dir = Path(run_dir)
     sections = build_sections(run_dir, None if data_dir is None else Path(data_dir), top)
     figure_dir = run_dir / "report"
-    figure_dir.mkdir(exist_ok=True)
-    for stale in figure_dir.glob("*.png"):  # a figure this run no longer has must not linger
-        stale.unlink()
-    for section in sections:
-        if section.png is not None:
-            (figure_dir / section.figure).write_bytes(section.png)
+
+    def write_figures(work: Path) -> None:  # a figure this run no longer has must not linger: the folder is made anew
+        for section in sections:
+            if section.png is not None:
+                (work / section.figure).write_bytes(section.png)
+
+    replace_directory(figure_dir, write_figures)
     settings = read_record(run_dir)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     intro = (f"Run {run_dir.resolve()}, ranked by {settings['metric']} ({settings['mode']}) on the validation split; "
              f"generated {generated}. Accuracies are fractions in [0, 1]. "
              f"The figures are also in {figure_dir.name}/.")  # fmt: skip
     path = run_dir / "report.html"
-    path.write_text(render_html(f"KD search report: {run_dir.name}", intro, sections), encoding="utf-8")
+    page = render_html(f"KD search report: {run_dir.name}", intro, sections)
+    write_file(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return path
 
 
@@ -391,8 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     try:
+        refuse_links(run_dir)
         read_record(run_dir)
-    except RecordError as error:
+    except (RecordError, LinkedRunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.data is not None:

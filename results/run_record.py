@@ -13,27 +13,68 @@ budget, dataset) through this module.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from trainables.atomic import write_file
+
 RECORD = "space.yaml"
 DATASET = "dataset"  # the record's key for the prepared dataset
 _GENERATED = ("synthetic-", "speakers-")  # embedded datasets: made again from the settings when absent
+# What the service writes in a run directory, besides its Tune experiments (and what is kept aside of them):
+# a symbolic link at any of these, or below them, would carry the run's writes out of the run directory.
+_WRITTEN = {RECORD, ".lock", "optuna.journal", "leaderboard.csv", "comparison.csv", "teachers.csv", "summary.json",
+            "report.html", "report", "best"}  # fmt: skip
+_EXPERIMENTS = ("search", "confirm", "no_kd", "teacher")
 
 
 class RecordError(ValueError):
     """A run directory whose record is missing or cannot be read; the message says which."""
 
 
+class LinkedRunError(ValueError):
+    """A run directory that is, or holds where the service writes, a symbolic link."""
+
+
+def links_in(run_dir: Path) -> list[Path]:
+    """The symbolic links among the paths the service writes in `run_dir`: the run directory itself, its record,
+    journal, tables, report, exports and Tune experiments, and everything below them (links are not followed)."""
+    run_dir = Path(run_dir)
+    if run_dir.is_symlink():
+        return [run_dir]
+    if not run_dir.is_dir():
+        return []
+    found = []
+    for entry in sorted(run_dir.iterdir()):
+        if entry.name not in _WRITTEN and not entry.name.startswith(_EXPERIMENTS):
+            continue
+        if entry.is_symlink():
+            found.append(entry)
+        elif entry.is_dir():
+            for root, dirs, files in os.walk(entry):
+                found += [Path(root, name) for name in dirs + files if Path(root, name).is_symlink()]
+    return found
+
+
+def refuse_links(run_dir: Path) -> None:
+    """Raise LinkedRunError, naming the first link, when links_in(run_dir) finds any: the run would write through
+    it, outside its directory, into what the link points at."""
+    found = links_in(run_dir)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise LinkedRunError(f"{found[0]} is a symbolic link (to {os.readlink(found[0])}){more}; a run writes only "
+                             "inside its own directory: replace the link by what it points at, or use another --name")
+
+
 def write_record(run_dir: Path, space_file: dict, dataset: Path, storage: Path) -> None:
     """Write the record: `space_file` (a space file's mapping of the resolved settings) and the dataset."""
     dataset = Path(dataset)
     shown = dataset.relative_to(storage) if dataset.is_relative_to(storage) else dataset
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(plain({**space_file, DATASET: str(shown)}), sort_keys=False)
-    (Path(run_dir) / RECORD).write_text(text)
+    write_file(Path(run_dir) / RECORD, lambda tmp: tmp.write_text(text))
 
 
 def read_record(run_dir: Path) -> dict:

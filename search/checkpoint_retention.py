@@ -16,6 +16,7 @@ from pathlib import Path
 from ray import tune
 
 from results.trial_records import checkpoint_index
+from search.snapshots import kept_snapshots
 
 # Trial states a resume does not run again (errored trials stay failed: `resume_errored=False`).
 _NOT_RESTORED = {"TERMINATED", "ERROR"}
@@ -52,9 +53,19 @@ def restore_points(experiment_dir: Path) -> dict[str, str | None] | None:
 
 def restore_floors(experiment_dir: Path) -> dict[str, int] | None:
     """restore_points as checkpoint indices: 0 where the checkpoint cannot be told, which keeps them all. None:
-    nothing is safe to delete."""
-    points = restore_points(experiment_dir)
-    return None if points is None else {trial: checkpoint_index(name) if name else 0 for trial, name in points.items()}
+    nothing is safe to delete.
+
+    A resume may also restore from the last whole snapshot kept beside the newest (search/snapshots.py), which can
+    be older: each trial's floor is the lower of the two."""
+    floors: dict[str, int] = {}
+    for directory in [Path(experiment_dir), *kept_snapshots(experiment_dir)[:1]]:
+        points = restore_points(directory)
+        if points is None:
+            return None
+        for trial, name in points.items():
+            index = checkpoint_index(name) if name else 0
+            floors[trial] = min(index, floors.get(trial, index))
+    return floors
 
 
 def deletable(on_disk: set[int], scores: dict[int, float], mode: str, floor: int | None) -> set[int]:
@@ -117,7 +128,8 @@ class CheckpointRetention(tune.Callback):
         """Read the snapshot's floors again if Tune wrote a new one (this runs at every checkpoint); whether it did."""
         snapshot = newest_snapshot(experiment_dir)
         try:
-            stamp = (snapshot, snapshot.stat().st_mtime_ns, snapshot.stat().st_size) if snapshot else ()
+            kept = kept_snapshots(experiment_dir)[:1]
+            stamp = (snapshot, snapshot.stat().st_mtime_ns, snapshot.stat().st_size, *kept) if snapshot else ()
         except OSError:  # replaced as it was looked at
             self._snapshot_read, self._floors = (), None
             return False

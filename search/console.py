@@ -34,6 +34,11 @@ def quiet_ray(verbose: bool) -> None:
         # defaults do not help a researcher. A failed trial is reported by the progress callback instead.
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "Trials did not complete": said per trial
+    # A storage that filled up: Tune's traceback of its failed snapshot, and one of each trial that could not write
+    # its checkpoint (an error nobody waits for any more); the run says it in one line and resumes from the last
+    # whole snapshot (search/snapshots.py).
+    logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
+    os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created", once per subset
 
 

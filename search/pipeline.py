@@ -13,6 +13,7 @@ Shared caches (`<storage>/cache/`): prepared datasets and teacher logits, reused
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +27,7 @@ from results.run_record import RECORD, write_record
 from search.cluster import cluster
 from search.console import banner, quiet_ray
 from search.request import RunRequest
+from search.signals import terminate_as_interrupt
 from search.space import space_file
 from search.teacher_checks import WeakTeacher
 from search.tuning import run_confirmation, run_references, search_trials
@@ -41,9 +43,10 @@ def run(request: RunRequest) -> None:
     space, system = request.space, request.space.spec
     request.run_dir.mkdir(parents=True, exist_ok=True)
     print(f"Run directory: {request.run_dir}")
-    print(f"Watch it with: tensorboard --logdir {request.run_dir}", flush=True)
+    print(f"Watch it with: tensorboard --logdir {shlex.quote(str(request.run_dir))}", flush=True)
     quiet_ray(request.verbose)
-    with cluster(request) as request:
+    # Ray's start installs its own SIGTERM handler: the run's own one goes on after it.
+    with cluster(request) as request, terminate_as_interrupt():
         # The space as given (automatic resources stay automatic), so a resume elsewhere decides them again.
         write_record(request.run_dir, space_file(space), request.data, request.storage)  # the run has truly started
         space = request.space

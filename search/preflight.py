@@ -20,7 +20,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from results.run_record import RECORD, RecordError, differences, plain, read_record, settings_of
+from results.run_record import (
+    RECORD,
+    LinkedRunError,
+    RecordError,
+    differences,
+    plain,
+    read_record,
+    refuse_links,
+    settings_of,
+)
 from search.console import banner, duration, working
 from search.request import RunRequest
 from search.space import space_file
@@ -111,8 +120,19 @@ def _read_only(path: Path) -> bool:
     return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
 
 
+def check_run_links(run_dir: Path) -> None:
+    """Refuse a run directory that is a symbolic link or holds one where the run writes (StorageError): the run
+    would write through it, outside its directory. Before anything, the run's lock included, is written there."""
+    try:
+        refuse_links(run_dir)
+    except LinkedRunError as err:
+        raise StorageError(str(err)) from None
+
+
 def check_run_dir(request: RunRequest) -> None:
-    """Refuse to overwrite a finished or started run, and a resume whose settings changed (before Ray starts)."""
+    """Refuse to overwrite a finished or started run, a run directory with links out of it, and a resume whose
+    settings changed (before Ray starts)."""
+    check_run_links(request.run_dir)
     if request.resume:
         check_resumable(request)
     elif (request.run_dir / RECORD).exists():
@@ -125,7 +145,13 @@ def check_resumable(request: RunRequest) -> None:
         recorded = settings_of(read_record(request.run_dir))
     except RecordError as err:
         raise SpaceError(f"--resume: {request.run_dir} holds no run to resume ({err})") from None
-    changed = differences(recorded, plain(space_file(request.space)))
+    current = plain(space_file(request.space))
+    if isinstance(recorded.get("samples"), int) and current.get("samples", 0) > recorded["samples"]:
+        recorded["samples"] = current["samples"]  # --resume --samples N grows the search
+    elif isinstance(recorded.get("samples"), int) and current.get("samples", 0) < recorded["samples"]:
+        raise SpaceError(f"--resume: {request.run_dir} searches {recorded['samples']} trials per subset; a resume can "
+                         f"add trials (--samples above {recorded['samples']}), not take them away")  # fmt: skip
+    changed = differences(recorded, current)
     if changed:
         shown = "; ".join(changed[:8]) + (f"; and {len(changed) - 8} more" if len(changed) > 8 else "")
         raise SpaceError(f"--resume: the settings differ from those {request.run_dir} was started with ({shown}); "

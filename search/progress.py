@@ -23,7 +23,9 @@ class SearchProgress(tune.Callback):
     """After each finished trial: its subset's trials done / total, the subset's best so far, and an ETA.
 
     `totals`: trials expected per subset (the search hands them out over time); None counts the trials Tune
-    holds (a grid). Best: trials that ran every `epochs` first, then by `metric` of their last epoch.
+    holds (a grid). Best: of the trials that ran every `epochs`, by `metric` of their last epoch, as the
+    leaderboard ranks them. A trial ASHA stopped early is never the best: its value, from an earlier epoch, would
+    be shown and then replaced by a lower one of a complete trial, and the best so far must never go down.
     """
 
     def __init__(self, title: str, metric: str, mode: str, epochs: int, totals: dict[int, int] | None = None):
@@ -44,9 +46,9 @@ class SearchProgress(tune.Callback):
         scored = []
         for t in self._done(trials):
             value = t.last_result.get(self.metric)
-            if not self._failed(t) and isinstance(value, (int, float)) and math.isfinite(value):
-                complete = t.last_result.get("training_iteration", 0) >= self.epochs
-                scored.append(((complete, self.sign * value), t))
+            complete = t.last_result.get("training_iteration", 0) >= self.epochs
+            if complete and not self._failed(t) and isinstance(value, (int, float)) and math.isfinite(value):
+                scored.append((self.sign * value, t))
         return max(scored, key=lambda s: s[0])[1] if scored else None
 
     def _line(self, trials, trial, failed: bool) -> str:

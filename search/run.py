@@ -5,7 +5,8 @@
                          [--address auto|HOST:PORT] [--resume] [--verbose]
 
 Every problem with the input ends in one short message and exit status 2, before Ray starts.
-Exit status 1: the run ended but no trial completed; 130: stopped by Ctrl-C (continue with --resume).
+Exit status 1: the run ended but no trial completed; 130: stopped by Ctrl-C, 143: by SIGTERM (continue either
+with --resume).
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results.run_record import DATASET, RecordError, read_record, recorded_dataset, settings_of
-from search.preflight import StorageError, check_address, check_storage, given_dataset, prepare
+from results.run_record import DATASET, RECORD, RecordError, read_record, recorded_dataset, settings_of
+from search.preflight import StorageError, check_address, check_run_links, check_storage, given_dataset, prepare
 from search.request import RunRequest, check_run_name
 from search.run_lock import RunLocked, run_lock
+from search.signals import TERMINATED_STATUS, Terminated, terminate_as_interrupt
 from search.space import build_space
 from search.space_errors import SpaceError, shown
 from search.space_file import apply_override, read_space_file
@@ -94,6 +98,7 @@ def make_request(args: argparse.Namespace) -> RunRequest:
     check_storage(storage)  # before anything (a TAU22 cache, the run directory) is written there
     check_address(args.address)
     name = check_run_name(args.name or Path(args.space).stem)
+    check_run_links(storage / name)  # before the run's lock is written there
     request = RunRequest(space=space, storage=storage, name=name, data=None, address=args.address, resume=args.resume,
                          verbose=args.verbose)  # fmt: skip
     data = None
@@ -115,22 +120,25 @@ def make_request(args: argparse.Namespace) -> RunRequest:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    run_dir = None
     try:
-        request = make_request(parse_args(argv))
-        with run_lock(request.run_dir):
-            return _run(prepare(request), argv)
+        with terminate_as_interrupt():
+            request = make_request(parse_args(argv))
+            run_dir = request.run_dir
+            with run_lock(request.run_dir):
+                return _run(prepare(request), argv)
     except (SpaceError, DatasetError, LogitsMismatch, RunLocked, StorageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         if err.errno not in _STORAGE_ERRORS:
             raise
-        print(f"error: {err.filename or 'storage'}: {err.strerror}; free space (or fix the storage) and continue "
-              "with --resume", file=sys.stderr)  # fmt: skip
+        print(f"error: {err.filename or 'storage'}: {err.strerror}; free space (or fix the storage) and "
+              f"{_continue_with(argv, run_dir)}", file=sys.stderr)  # fmt: skip
         return 2
-    except KeyboardInterrupt:  # a Ctrl-C outside the Tune experiments (Ray starting, caches being written)
-        print(f"\nInterrupted. Continue with: {_resume_command(argv)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM outside the Tune experiments (Ray starting, caches written)
+        print(f"\nInterrupted; {_continue_with(argv, run_dir)}", file=sys.stderr)
+        return TERMINATED_STATUS if isinstance(stop, Terminated) else 130
 
 
 _STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
@@ -139,19 +147,23 @@ _STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 def _run(request: RunRequest, argv: list[str]) -> int:
     # The one place Ray is imported: once every check passed, so that bad input is refused at once.
     from search.pipeline import RunFailed, run
-    from search.stopping import Interrupted, StorageFull
+    from search.stopping import Interrupted, StorageFull, set_resume_hint
 
+    set_resume_hint(_command(argv, resume=True))
     try:
         run(request)
     except SpaceError as err:  # found once Ray knows the cluster (an impossible resource request)
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Interrupted:
-        print(f"Interrupted; the trials are saved in {request.run_dir}. Continue with: {_resume_command(argv)}",
+    except Interrupted as stop:
+        if stop.signum == signal.SIGTERM:  # the command is on the line SIGTERM printed at once
+            print(f"Interrupted; the trials are saved in {request.run_dir}", file=sys.stderr)
+            return TERMINATED_STATUS
+        print(f"Interrupted; the trials are saved in {request.run_dir}; {_continue_with(argv, request.run_dir)}",
               file=sys.stderr)  # fmt: skip
         return 130
     except StorageFull as err:
-        print(f"error: {err}: {_resume_command(argv)}", file=sys.stderr)
+        print(f"error: {err}: {_command(argv, resume=True)}", file=sys.stderr)
         return 2
     except RunFailed as err:
         print(f"error: {err}", file=sys.stderr)
@@ -159,8 +171,21 @@ def _run(request: RunRequest, argv: list[str]) -> int:
     return 0
 
 
-def _resume_command(argv: list[str]) -> str:
-    return shlex.join([sys.executable, "search/run.py", *argv, *([] if "--resume" in argv else ["--resume"])])
+def _continue_with(argv: list[str], run_dir: Path | None) -> str:
+    """How to go on: the command with --resume once the run recorded itself (before that, a resume is refused:
+    the same command starts it)."""
+    if run_dir is not None and (run_dir / RECORD).is_file():
+        return f"continue with: {_command(argv, resume=True)}"
+    return f"the run had not started; start it again with: {_command(argv, resume=False)}"
+
+
+def _command(argv: list[str], resume: bool) -> str:
+    """The command that runs this again from where the user stands: `kd-search …` when run as that, else this
+    Python with this script's absolute path (a relative one fails from another directory)."""
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    head = [program] if program == "kd-search" else [sys.executable, str(Path(__file__).resolve())]
+    args = [a for a in argv if a != "--resume"] + (["--resume"] if resume else [])
+    return shlex.join([*head, *args])
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""Stopping a run cleanly: on Ctrl-C (SIGINT), or when its storage is about to fill up.
+"""Stopping a run cleanly: on Ctrl-C (SIGINT) or SIGTERM (what a cluster scheduler sends before it kills a job),
+or when its storage is about to fill up.
 
 Tune's own SIGINT handler ends an experiment after saving its state, but returns as if it had
 finished; the run would then rank the cut-off trials and tell Optuna they failed, which makes it
 impossible to resume. Here a stop request asks Tune for that same stop through its other stop
 signal (SIGUSR1), and the experiment then raises the request (Interrupted, StorageFull), with the
-trials left as Tune saved them, for --resume. A second SIGINT stops at once.
+trials left as Tune saved them, for --resume. A second SIGINT or SIGTERM stops at once.
+Outside an experiment search/signals.py makes SIGTERM a Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,12 +23,24 @@ from pathlib import Path
 from ray.tune import Callback
 
 from search.preflight import RESERVE_BYTES, free_bytes
+from search.signals import Terminated
 
 _requests: list[Exception] = []
+_resume_hint: list[str] = []
+
+
+def set_resume_hint(command: str) -> None:
+    """The command that continues the run, for the line SIGTERM prints at once: a scheduler that sends SIGTERM to
+    every process of a job also stops Ray's own, and Ray then ends the driver before it can say more."""
+    _resume_hint[:] = [command]
 
 
 class Interrupted(Exception):
-    """The user stopped the run; Tune saved what is needed to continue it with --resume."""
+    """The user stopped the run (`signum`: SIGINT or SIGTERM); Tune saved what is needed to continue it with --resume."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class StorageFull(Exception):
@@ -36,7 +50,7 @@ class StorageFull(Exception):
 def _request_stop(reason: Exception) -> None:
     tune_handler = signal.getsignal(signal.SIGUSR1)
     if _requests or not callable(tune_handler):  # a second request, or Tune is not running its loop yet
-        raise KeyboardInterrupt
+        raise Terminated if getattr(reason, "signum", None) == signal.SIGTERM else KeyboardInterrupt
     _requests.append(reason)
     os.kill(os.getpid(), signal.SIGUSR1)
 
@@ -48,13 +62,18 @@ def stoppable() -> Iterator[None]:
         yield
         return
 
-    def on_sigint(signum, frame) -> None:
-        print("\nStopping: the running trials are saved for --resume (Ctrl-C again stops at once) …",
-              file=sys.stderr, flush=True)  # fmt: skip
-        _request_stop(Interrupted())
+    def on_stop(signum, frame) -> None:
+        if signum == signal.SIGINT:
+            said = "Stopping: the running trials are saved for --resume (Ctrl-C again stops at once) …"
+        else:
+            hint = f"; continue with: {_resume_hint[0]}" if _resume_hint else ""
+            said = f"Stopping on SIGTERM: the running trials are saved for --resume{hint}"
+        print(f"\n{said}", file=sys.stderr, flush=True)
+        _request_stop(Interrupted(signum))
 
     _requests.clear()
-    previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    previous_handler = signal.signal(signal.SIGINT, on_stop)
+    previous_term = signal.signal(signal.SIGTERM, on_stop)
     # Cleared until Tune installs its handler for this experiment (a finished one's would stop nothing).
     previous_usr1 = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     previous_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
@@ -63,6 +82,7 @@ def stoppable() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous_handler)
+        signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGUSR1, previous_usr1)
         if previous_env is None:
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)

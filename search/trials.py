@@ -76,7 +76,8 @@ def _resume_state() -> dict | None:
 def _report_with_checkpoint(metrics: dict, make_checkpoint) -> None:
     """Report an epoch with its checkpoint: student.pt (the export format) and train_state.pt (to resume)."""
     state = make_checkpoint()
-    with tempfile.TemporaryDirectory() as directory:
+    # In the experiment's directory in the storage, which the disk watchdog watches, not in $TMPDIR.
+    with tempfile.TemporaryDirectory(dir=tune.get_context().get_storage().experiment_fs_path) as directory:
         torch.save(state["student"], Path(directory) / "student.pt")
         torch.save(state["train_state"], Path(directory) / "train_state.pt")
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
@@ -147,7 +148,7 @@ def teacher_search_trial(config: dict, context: TrialContext) -> None:
         logits = teacher_logits(model, data, device, settings.eval_batch_size, settings.precision)
         found = logits_metrics(logits, data, subset)
         test = {k: v for k, v in found.items() if k.startswith(tuple(f"{split}_" for split in context.held_out))}
-        with tempfile.TemporaryDirectory() as directory:
+        with tempfile.TemporaryDirectory(dir=tune.get_context().get_storage().experiment_fs_path) as directory:
             save_logits(Path(directory) / "logits.pt", data.filenames, logits, found)
             write_seed_logits(Path(directory) / "logits_meta_order.pt", logits)
             tune.report({**metrics, **test},

@@ -5,25 +5,39 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
+import sys
 import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.variant_generator import generate_variants
 
-from results.trial_records import confirmation_experiment
+from results.trial_records import confirmation_experiment, read_experiment
 from search.checkpoint_retention import CheckpointRetention
-from search.per_subset import HonestOptunaSearch, PerSubsetScheduler, PerSubsetSearch
+from search.per_subset import (
+    FixedPoints,
+    HonestOptunaSearch,
+    PerSubsetScheduler,
+    PerSubsetSearch,
+    PortableSearchGenerator,
+    journal_storage,
+    study_name,
+)
 from search.progress import EpochProgress, SearchProgress
 from search.request import RunRequest
+from search.snapshots import SnapshotKeeper, restore_kept_snapshot, whole_snapshot
 from search.space import Dimension, Space
 from search.stopping import StorageWatch, stoppable
 from search.tensorboard import ReadableTensorBoard
 from search.trial_context import TrialContext
+
+JOURNAL = "optuna.journal"
 
 
 def _trial_dirname(trial, seeded: bool = False) -> str:
@@ -47,9 +61,11 @@ def _tune_config(seeded: bool = False, **settings) -> tune.TuneConfig:
 
 
 def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: bool,
-                progress: tune.Callback | None = None, epochs: int | None = None) -> tune.RunConfig:  # fmt: skip
+                progress: tune.Callback | None = None, epochs: int | None = None,
+                extra: list[tune.Callback] = ()) -> tune.RunConfig:  # fmt: skip
     # Tune keeps every checkpoint; CheckpointRetention deletes all but the latest and the best once Tune's
     # snapshot no longer needs them (Tune's own num_to_keep deletes them before, and a crash then breaks resume).
+    # Tune restores callback states by position: the stateful ones keep theirs (CheckpointRetention third).
     checkpoints = tune.CheckpointConfig(checkpoint_score_attribute=space.metric, checkpoint_score_order=space.mode)
     hparams = ["subset", *(d.name for d in space.dimensions), "kd_lambda", "seed"]
     callbacks = [StorageWatch(request.storage), ReadableTensorBoard(hparams, space.settings.epochs if epochs is None else epochs)]
@@ -57,6 +73,9 @@ def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: 
         callbacks.append(CheckpointRetention(space.metric, space.mode))
     if progress is not None:
         callbacks.append(progress)
+    if keep_checkpoints:  # a resumable experiment: its last whole snapshot is kept against a storage that fills up
+        callbacks.append(SnapshotKeeper())
+    callbacks += list(extra)
     return tune.RunConfig(
         name=name,
         storage_path=str(request.run_dir),
@@ -71,47 +90,100 @@ def _progress(space: Space, title: str, totals: dict[int, int] | None) -> Search
     return SearchProgress(title, space.metric, space.mode, space.settings.epochs, totals)
 
 
-def _usable_snapshot(path: Path, with_searcher: bool) -> bool:
+def _usable_snapshot(path: Path, with_searcher: bool = True) -> bool:
     """Whether Tune left a whole snapshot of the experiment at `path` to resume from.
 
-    Tune writes experiment_state-<session>.json in place and its searcher's state after it, so a driver killed
-    at the wrong moment leaves neither, half of one, or one without the other; given those, Tune silently
-    restarts with one sample and no constants. An incomplete newest snapshot is moved aside (an older one,
-    from before an earlier resume, may still be whole)."""
+    Tune writes experiment_state-<session>.json and the searcher's state in a staging folder and copies them over
+    the storage's copies, so a driver killed at the wrong moment, or a storage that filled up, leaves neither, half
+    of one, or one without the other; given those, Tune silently restarts with one sample and no constants. An
+    incomplete newest snapshot is moved aside; then the last whole one SnapshotKeeper kept is put in its place, or
+    an older one, from before an earlier resume, is used."""
+    kept_restored = False
     for state in sorted(path.glob("experiment_state-*.json"), reverse=True):
         session = state.name.removeprefix("experiment_state-").removesuffix(".json")
         siblings = list(path.glob(f"*-{session}.*"))
-        try:
-            json.loads(state.read_text())
-            whole = not with_searcher or any(f.name.startswith("search_gen_state-") for f in siblings)
-        except ValueError:
-            whole = False
-        if whole:
+        if whole_snapshot(siblings, with_searcher):
             return True
         aside = path / ".incomplete"
         aside.mkdir(exist_ok=True)
         for file in siblings:
             file.rename(aside / file.name)
+        if not kept_restored:
+            kept = restore_kept_snapshot(path)
+            kept_restored = True
+            if kept is not None:
+                print(f"warning: Tune's latest snapshot of {path} was cut short (a storage that filled up, or a "
+                      f"driver killed while writing it); resuming from its last whole one, of {kept}", file=sys.stderr,
+                      flush=True)  # fmt: skip
+                return True
     return False
 
 
-def _fit(request: RunRequest, name: str, trainable, **tuner_kwargs) -> None:
+def _restored_matches(path: Path, points: list[dict] | None) -> bool:
+    """Whether every trial the experiment at `path` holds is one of `points` (None: any trial is)."""
+    if points is None:
+        return True
+    if list(path.glob("basic-variant-state-*")):  # made by Tune's grid generator (before FixedPoints): run anew
+        return False
+    wanted = {_point_key(point, point) for point in points}
+    return all(_point_key(record.config, points[0]) in wanted for record in read_experiment(path))
+
+
+def _point_key(config: dict, point: dict) -> str:
+    def plain(value):  # 32 and 32.0 are one value, whether a config or a leaderboard cell holds it
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    return json.dumps({k: plain(config.get(k)) for k in sorted(point)}, sort_keys=True, default=str)
+
+
+def _continue_restored(tuner: tune.Tuner, tune_config: tune.TuneConfig, run_config: tune.RunConfig) -> None:
+    # Tuner.restore takes the searcher and the callbacks from the tuner.pkl pickled when the experiment started:
+    # they hold that start's run directory, journal, storage and sample count, so a copied run would write into
+    # the original and a grown one would not grow. Ray 2.60 has no argument to give them anew; the restored
+    # tuner's are replaced here, before it runs (its trials and their checkpoints come from the snapshot).
+    internal = tuner._local_tuner
+    internal._tune_config = tune_config
+    internal._run_config.callbacks = run_config.callbacks
+
+
+def _set_aside(path: Path, label: str) -> Path:
+    aside = path.with_name(f"{path.name}.{label}-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.rename(aside)
+    return aside
+
+
+def _fit(request: RunRequest, name: str, trainable, points: list[dict] | None = None, **tuner_kwargs) -> None:
+    """Run the experiment `name`, or continue it on --resume. `points`: the configurations an experiment without a
+    search must run; a resumed one that ran others (a grown search changed a subset's best) is set aside."""
     path = request.run_dir / name
     if request.resume and tune.Tuner.can_restore(str(path)):
-        if _usable_snapshot(path, with_searcher=tuner_kwargs["tune_config"].search_alg is not None):
-            # Errored trials (a NaN loss) stay failed; trials cut off by the crash continue from their checkpoints.
-            # Tune does not keep the param space itself; trials made after the resume take their constants from it.
-            tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=False,
+        if not _restored_matches(path, points):
+            aside = _set_aside(path, "earlier")
+            print(f"{name}: the configurations to run changed since it ran; the earlier one is kept as {aside.name}",
+                  flush=True)  # fmt: skip
+        elif _usable_snapshot(path):
+            # Trials cut off by the crash continue from their checkpoints, and so do errored ones (a teacher cache
+            # deleted under them, a worker that died): a resume heals what failed. The param space is given
+            # again: trials made after the resume take their constants from it.
+            tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True,
                                        param_space=tuner_kwargs.get("param_space"))  # fmt: skip
+            _continue_restored(tuner, tuner_kwargs["tune_config"], tuner_kwargs["run_config"])
             with stoppable():
                 tuner.fit()
             return
-        # Killed before Tune's first snapshot: nothing to continue, so the experiment starts again; what the
-        # killed one wrote is kept beside it, out of the leaderboard's way.
-        path.rename(path.with_name(f"{name}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"))
+        else:
+            # Killed before Tune's first snapshot: nothing to continue, so the experiment starts again; what the
+            # killed one wrote is kept beside it, out of the leaderboard's way.
+            aside = _set_aside(path, "interrupted")
+            print(f"warning: {path} holds no whole snapshot to resume from (stopped before Tune wrote one); {name} "
+                  f"starts again, and what it wrote is kept in {aside.name}", file=sys.stderr, flush=True)  # fmt: skip
     tuner = tune.Tuner(trainable, **tuner_kwargs)
     with stoppable():  # Interrupted or StorageFull, after Tune saved its state, if asked to stop
         tuner.fit()
+
+
+def _generator(searcher: Searcher, request: RunRequest, total: int) -> PortableSearchGenerator:
+    return PortableSearchGenerator(searcher, request.run_dir, total)
 
 
 _EXPERIMENT_TITLES = {"teacher_pretrain": "teacher pretraining", "teacher_sit": "teacher CochlScene stage",
@@ -121,15 +193,16 @@ _EXPERIMENT_TITLES = {"teacher_pretrain": "teacher pretraining", "teacher_sit": 
 def fit_experiment(request: RunRequest, name: str, trainable, param_space: dict) -> None:
     """A plain experiment of the run (no search, no checkpoints), always run afresh: its grid runs in parallel;
     each epoch is a line."""
-    tune_config = _tune_config()
+    points = [config for _, config in generate_variants(param_space)]
+    tune_config = _tune_config(search_alg=_generator(FixedPoints(points), request, len(points)), num_samples=len(points))
     progress = EpochProgress(_EXPERIMENT_TITLES.get(name, name))
     earlier = request.run_dir / name
     if earlier.exists():
         # Called only for what is missing from the cache (a resume, a teacher deleted or a storage moved): an
         # earlier experiment of the name ended without it, and restoring it would run nothing. It is kept aside.
-        earlier.rename(earlier.with_name(f"{name}.earlier-{time.strftime('%Y%m%d-%H%M%S')}"))
+        _set_aside(earlier, "earlier")
     # epochs=0: nothing stops these early, so every trial that ends without an error ran its epochs.
-    _fit(request, name, trainable, param_space=param_space, tune_config=tune_config,
+    _fit(request, name, trainable, param_space={}, tune_config=tune_config,
          run_config=_run_config(request, name, request.space, keep_checkpoints=False, progress=progress, epochs=0))
 
 
@@ -180,14 +253,13 @@ def search_trials(request: RunRequest, context: TrialContext) -> None:
     space = request.space
     epochs = space.settings.epochs
     optuna_space = {d.name: _distribution(d) for d in space.dimensions}
-    # Kept next to the run: `optuna-dashboard <run>/optuna.journal` opens every subset's study.
-    storage = JournalStorage(JournalFileBackend(str(request.run_dir / "optuna.journal")))
+    journal = request.run_dir / JOURNAL
+    storage = journal_storage(journal)
 
     def make_searcher(subset: int) -> HonestOptunaSearch:
         return HonestOptunaSearch(space=optuna_space, metric=space.metric, mode=space.mode,
-                                  sampler=sampler_for(space, subset),
-                                  study_name=f"subset{subset}" if subset else "all", storage=storage,
-                                  full_epochs=epochs)  # fmt: skip
+                                  sampler=sampler_for(space, subset), study_name=study_name(request.name, subset),
+                                  storage=storage, full_epochs=epochs)  # fmt: skip
 
     def make_scheduler():
         if space.scheduler.type == "fifo":
@@ -195,20 +267,14 @@ def search_trials(request: RunRequest, context: TrialContext) -> None:
         return ASHAScheduler(max_t=epochs, grace_period=min(space.scheduler.grace_period, epochs),
                              reduction_factor=space.scheduler.reduction_factor)  # fmt: skip
 
-    if space.spec.by_subset:
-        search = PerSubsetSearch(list(space.subsets), space.samples, make_searcher, space.metric, space.mode)
-        scheduler = PerSubsetScheduler(list(space.subsets), make_scheduler)
-    else:  # one search over all trials
-        search, scheduler = make_searcher(0), make_scheduler()
-    tune_config = _tune_config(
-        metric=space.metric,
-        mode=space.mode,
-        search_alg=search,
-        scheduler=scheduler,
-        num_samples=space.samples * max(1, len(space.subsets)),
-        max_concurrent_trials=space.max_concurrent or None,
-    )
-    totals = {s: space.samples for s in space.subsets} if space.spec.by_subset else {0: space.samples}
+    subsets = list(space.subsets) if space.spec.by_subset else [0]  # 0: one search over all trials
+    search = PerSubsetSearch(subsets, space.samples, make_searcher, space.metric, space.mode,
+                             max_concurrent=space.max_concurrent, journal=journal)  # fmt: skip
+    scheduler = PerSubsetScheduler(subsets, make_scheduler) if space.spec.by_subset else make_scheduler()
+    total = space.samples * len(subsets)
+    tune_config = _tune_config(metric=space.metric, mode=space.mode, search_alg=_generator(search, request, total),
+                               scheduler=scheduler, num_samples=total)  # fmt: skip
+    totals = {s: space.samples for s in subsets}
     _fit(request, "search", trainable_for(space, context), param_space=trial_config(space), tune_config=tune_config,
          run_config=_run_config(request, "search", space, keep_checkpoints=True,
                                 progress=_progress(space, "search", totals)))  # fmt: skip
@@ -224,6 +290,84 @@ def _fail_orphans(storage: JournalStorage) -> None:
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
+class StageJournal(tune.Callback):
+    """Adds each trial of a confirmation or reference experiment to its subset's Optuna study, beside the search's
+    trials, as a finished trial with its parameters, every epoch's value and the user attributes `stage` (the
+    experiment: confirm, confirm_rank2, no_kd), `trial_id` and `seed`. Recorded once per trial, also when a
+    resume finds it ended before a crash."""
+
+    def __init__(self, journal: Path, run: str, stage: str, space: Space):
+        self.journal, self.run, self.stage = journal, run, stage
+        self.metric, self.mode, self.epochs = space.metric, space.mode, space.settings.epochs
+        self.distributions = {d.name: _distribution(d) for d in space.dimensions}
+        self.values: dict[str, dict[int, float]] = {}  # trial id → epoch → metric, as reported here
+        self._storage: JournalStorage | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_storage": None}  # a journal storage pickles its path, and opens it on unpickling
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            self.values.setdefault(trial.trial_id, {})[int(result.get("training_iteration", 0))] = float(value)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._record(trial, failed=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._record(trial, failed=True)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        for trial in trials:
+            if trial.status in ("TERMINATED", "ERROR"):
+                self._record(trial, failed=trial.status == "ERROR")
+
+    def _record(self, trial, failed: bool) -> None:
+        if self._storage is None:
+            self._storage = journal_storage(self.journal)
+        subset = int(trial.config.get("subset", 0))
+        study = optuna.create_study(storage=self._storage, study_name=study_name(self.run, subset), load_if_exists=True,
+                                    direction="minimize" if self.mode == "min" else "maximize")  # fmt: skip
+        values = {**_reported(trial, self.metric), **self.values.get(trial.trial_id, {})}
+        complete = bool(not failed and values and max(values) >= self.epochs)
+        recorded = [t.state for t in study.get_trials(deepcopy=False)
+                    if t.user_attrs.get("trial_id") == trial.trial_id and t.user_attrs.get("stage") == self.stage]
+        if optuna.trial.TrialState.COMPLETE in recorded or (recorded and not complete):
+            return  # told already; a failed trial a resume ran again to its end is added once more, complete
+        params = {}
+        for name, distribution in self.distributions.items():
+            value = trial.config.get(name)
+            try:  # a reference's kd_lambda = 1 may lie outside the searched range: then it is only a user attribute
+                optuna.trial.create_trial(params={name: value}, distributions={name: distribution}, value=0.0)
+                params[name] = value
+            except (ValueError, TypeError):
+                pass
+        attrs = {"trial_id": trial.trial_id, "stage": self.stage, "seed": trial.config.get("seed"),
+                 "kd_lambda": trial.config.get("kd_lambda")}  # fmt: skip
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.FAIL,
+            value=values[max(values)] if complete else None, params=params,
+            distributions={k: self.distributions[k] for k in params}, user_attrs=attrs, intermediate_values=values))
+
+
+def _reported(trial, metric: str) -> dict[int, float]:
+    """Every epoch's `metric` the trial wrote to its result.json (earlier drivers' epochs of a resumed trial too)."""
+    found = {}
+    try:
+        lines = (Path(trial.path) / "result.json").read_text().splitlines()
+    except (OSError, TypeError):
+        return found
+    for line in lines:
+        try:
+            result = json.loads(line)
+        except ValueError:  # a line cut short by a crash
+            continue
+        value = result.get(metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            found[int(result.get("training_iteration", 0))] = float(value)
+    return found
+
+
 def run_confirmation(request: RunRequest, context: TrialContext, board: pd.DataFrame) -> None:
     """Train the top k complete configurations of each subset again with new seeds (seed+1 … seed+S).
 
@@ -234,40 +378,50 @@ def run_confirmation(request: RunRequest, context: TrialContext, board: pd.DataF
     complete = board[board["status"] == "complete"]
     seeds = list(range(space.settings.seed + 1, space.settings.seed + 1 + space.confirm_seeds))
     for rank in range(1, space.confirm_top_k + 1):
-        picks = {int(subset): {d.name: rows.iloc[rank - 1][d.name] for d in space.dimensions}
+        picks = {int(subset): {d.name: _plain(rows.iloc[rank - 1][d.name]) for d in space.dimensions}
                  for subset, rows in complete.groupby("subset") if len(rows) >= rank}  # fmt: skip
         if not picks:
             return
         name = confirmation_experiment(rank)
         title = "confirmation" if space.confirm_top_k == 1 else f"confirmation of rank {rank}"
-        _fit(request, name, trainable_for(space, context), param_space=_following(space, picks, seed=tune.grid_search(seeds)),
-             tune_config=_tune_config(seeded=True, max_concurrent_trials=space.max_concurrent or None),
-             run_config=_run_config(request, name, space, keep_checkpoints=True,
-                                    progress=_progress(space, title, dict.fromkeys(picks, space.confirm_seeds))))  # fmt: skip
+        _fit_points(request, context, name, _points(picks, seeds), title, dict.fromkeys(picks, space.confirm_seeds),
+                    seeded=True)
 
 
-def _following(space: Space, picks: dict[int, dict], **fixed) -> dict:
-    """A param space with one grid point per subset of `picks`, whose searched values are that subset's pick."""
-    param_space = {**trial_config(space), **fixed, "subset": tune.grid_search(sorted(picks))}
-    for name in {n for pick in picks.values() for n in pick}:
-        param_space[name] = tune.sample_from(lambda config, name=name: picks[config["subset"]][name])
-    return param_space
+def _plain(value):
+    """A leaderboard cell as the plain Python value a trial config holds (numpy scalars are not JSON)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _points(picks: dict[int, dict], seeds: list[int], **fixed) -> list[dict]:
+    """One configuration per subset of `picks` and seed: the pick's searched values, the seed, and `fixed`."""
+    return [{"subset": subset, **picks[subset], **fixed, "seed": seed} for subset in sorted(picks) for seed in seeds]
+
+
+def _fit_points(request: RunRequest, context: TrialContext, name: str, points: list[dict], title: str,
+                totals: dict[int, int], seeded: bool) -> None:  # fmt: skip
+    """The experiment `name`: one trial per configuration of `points`, each recorded in its subset's study."""
+    space = request.space
+    search = FixedPoints(points, max_concurrent=space.max_concurrent)
+    journal = StageJournal(request.run_dir / JOURNAL, request.name, name, space)
+    _fit(request, name, trainable_for(space, context), points=points, param_space=trial_config(space),
+         tune_config=_tune_config(seeded=seeded, search_alg=_generator(search, request, len(points)),
+                                  num_samples=len(points)),
+         run_config=_run_config(request, name, space, keep_checkpoints=True, progress=_progress(space, title, totals),
+                                extra=[journal]))  # fmt: skip
 
 
 def run_references(request: RunRequest, context: TrialContext, board: pd.DataFrame) -> None:
     """Retrain each subset's best configuration with kd_lambda = 1: what the same student does without a teacher
     (on the confirmation's seeds when there is one)."""
     space = request.space
-    best = {int(subset): {d.name: rows.iloc[0][d.name] for d in space.dimensions if d.name != "kd_lambda"}
+    best = {int(subset): {d.name: _plain(rows.iloc[0][d.name]) for d in space.dimensions if d.name != "kd_lambda"}
             for subset, rows in board[board["status"] == "complete"].groupby("subset")}  # fmt: skip
     if not best:
         return
     seeds = reference_seeds(space)
-    param_space = _following(space, best, kd_lambda=1.0, seed=tune.grid_search(seeds))
-    _fit(request, "no_kd", trainable_for(space, context), param_space=param_space,
-         tune_config=_tune_config(seeded=len(seeds) > 1, max_concurrent_trials=space.max_concurrent or None),
-         run_config=_run_config(request, "no_kd", space, keep_checkpoints=True,
-                                progress=_progress(space, "no-KD reference", dict.fromkeys(best, len(seeds)))))  # fmt: skip
+    _fit_points(request, context, "no_kd", _points(best, seeds, kd_lambda=1.0), "no-KD reference",
+                dict.fromkeys(best, len(seeds)), seeded=len(seeds) > 1)
 
 
 def reference_seeds(space: Space) -> list[int]:

@@ -163,7 +163,7 @@ def test_a_nan_trial_fails_and_the_search_goes_on(first_run, tmp_path):
     assert len(kept) and (kept["status"] == "complete").all()
     assert board.iloc[-1]["status"] == "failed", "failed trials rank last"
     # The study kept next to the run says the same as the leaderboard.
-    study = optuna.load_study(study_name="subset5",
+    study = optuna.load_study(study_name="nan/subset5",
                               storage=JournalStorage(JournalFileBackend(str(first_run / "nan" / "optuna.journal"))))
     expected = {"complete": TrialState.COMPLETE, "stopped": TrialState.PRUNED, "failed": TrialState.FAIL}
     states = sorted(t.state.name for t in study.trials)

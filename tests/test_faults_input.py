@@ -342,3 +342,32 @@ def test_a_file_that_is_no_student_is_refused_by_complexity_and_formats(tmp_path
     assert err.startswith(f"error: {student}: not a student file (") and err.count("\n") == 1, err
     assert "Traceback" not in err and "weights_only=False" not in err
     assert not (tmp_path / "owned").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_run_directory_that_is_or_holds_a_link_out_is_refused(tmp_path, capsys):
+    """Issue 26, case 2: the run would write through the link, outside its directory."""
+    from results import export, report
+    from results.run_record import write_record
+    from search.space import build_space, space_file
+    from search.space_file import read_space_file
+
+    storage, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
+    storage.mkdir()
+    elsewhere.mkdir()
+    (storage / "kd").symlink_to(elsewhere)
+    _fails(capsys, ["--space", "kd", "--storage", str(storage), "--name", "kd"], str(storage / "kd"), "symbolic link")
+    assert not list(elsewhere.iterdir()), "nothing is written where the link points, the run's lock included"
+
+    run_dir = storage / "linked"
+    write_record(run_dir, space_file(build_space(read_space_file("kd"))), storage / "cache" / "datasets" / "synthetic-x",
+                 storage)  # fmt: skip
+    (elsewhere / "page.html").write_text("the user's own page")
+    (run_dir / "best").symlink_to(elsewhere)
+    (run_dir / "report.html").symlink_to(elsewhere / "page.html")
+    _fails(capsys, ["--resume", "--name", "linked", "--storage", str(storage)], str(run_dir / "best"), "symbolic link")
+    for tool in (export, report):
+        assert tool.main([str(run_dir)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "symbolic link" in err, err
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["page.html"]
+    assert (elsewhere / "page.html").read_text() == "the user's own page"

@@ -1,12 +1,14 @@
 """Runs that go wrong as a whole: no trial completes, or the storage fills up in the middle
-(issue 18, cases 9 and 14)."""
+(issue 18, cases 9 and 14), to the last byte, with a $TMPDIR too small for a checkpoint (issue 26, cases 4 and 6)."""
 
 from __future__ import annotations
 
 import os
 
+import optuna
 import pandas as pd
 
+from search.per_subset import journal_storage
 from search.run import main
 from tests.test_faults_input import _in_namespace, needs_mounts
 from tests.test_resume import _command
@@ -28,31 +30,41 @@ def test_a_run_in_which_no_trial_completed_fails(tmp_path, capsys, ray_session, 
 
 @needs_mounts
 def test_a_storage_that_fills_up_stops_the_run_and_resume_completes_it(tmp_path, service_data):
-    """A small file system of its own, filled by another writer while the search runs (as a full disk is)."""
-    storage, out = tmp_path / "runs", tmp_path / "out"
-    storage.mkdir()
-    out.mkdir()
+    """A small file system of its own, filled to the last byte by another writer while the search runs (as a full
+    disk is); checkpoints never pass through $TMPDIR, here a file system with no room for one."""
+    storage, out, scratch = tmp_path / "runs", tmp_path / "out", tmp_path / "tmp"
+    for directory in (storage, out, scratch):
+        directory.mkdir()
     command = _command(storage, service_data, "--samples", "1", "--set", "epochs=3")[1:]
     script = '''
-        python=$1; storage=$2; out=$3; shift 3
+        python=$1; storage=$2; out=$3; scratch=$4; shift 4
         mount -t tmpfs -o size=160m tmpfs "$storage"
+        mount -t tmpfs -o size=64k tmpfs "$scratch"; export TMPDIR=$scratch
         "$python" "$@" > "$out/first.log" 2>&1 & driver=$!
         for _ in $(seq 1200); do ls -d "$storage"/crash/search/*/checkpoint_* > /dev/null 2>&1 && break; sleep 0.2; done
         free=$(df --output=avail -B1 "$storage" | tail -1)
-        fallocate -l $((free - 24 * 2**20)) "$storage/ballast"   # leaves 24 MiB
+        fallocate -l "$free" "$storage/ballast" || true
+        dd if=/dev/zero of="$storage/ballast2" bs=64k 2> /dev/null || true   # whatever is left, to the last byte
         code=0; wait $driver || code=$?; echo "first $code"
         ls "$storage/crash" > "$out/after_first.txt"
-        rm "$storage/ballast"
+        rm -f "$storage/ballast" "$storage/ballast2"
         code=0; "$python" "$@" --resume > "$out/second.log" 2>&1 || code=$?; echo "second $code"
-        cp "$storage/crash/leaderboard.csv" "$out/"
+        ls "$storage/crash" > "$out/after_second.txt"
+        cp "$storage/crash/leaderboard.csv" "$storage/crash/optuna.journal" "$out/"
     '''
     env = {**os.environ, "RAY_TMPDIR": f"/tmp/kdf{os.getpid()}", "RAY_AUTH_MODE": "disabled"}
-    done = _in_namespace(script, str(storage), str(out), *command, timeout=500, env=env)
+    done = _in_namespace(script, str(storage), str(out), str(scratch), *command, timeout=500, env=env)
     first = (out / "first.log").read_text()
     assert "first 2" in done.stdout, done.stdout + done.stderr + first[-3000:]
     errors = [line for line in first.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "MiB free" in errors[0] and "--resume" in errors[0], first[-3000:]
+    assert "Traceback" not in first, first[-3000:]
     assert "leaderboard.csv" not in (out / "after_first.txt").read_text()
-    assert "second 0" in done.stdout, done.stdout + (out / "second.log").read_text()[-3000:]
-    board = pd.read_csv(out / "leaderboard.csv")
+    second = (out / "second.log").read_text()
+    assert "second 0" in done.stdout, done.stdout + second[-3000:]
+    board = pd.read_csv(out / "leaderboard.csv", dtype={"trial_id": str})
     assert len(board) == 1 and (board["status"] == "complete").all(), board
+    # Resumed, not started again: the trial the first run made is the one that completed.
+    assert "interrupted" not in (out / "after_second.txt").read_text(), second[-3000:]
+    study = optuna.load_study(study_name="crash/subset5", storage=journal_storage(out / "optuna.journal"))
+    assert [(t.state.name, t.user_attrs["trial_id"]) for t in study.trials] == [("COMPLETE", board.iloc[0]["trial_id"])]

@@ -1,9 +1,12 @@
-"""kill -9 of the driver in the middle of a search, then the same command with --resume finishes it."""
+"""kill -9 of the driver in the middle of a search, then the same command with --resume finishes it, also in a
+copy of the run whose original was moved away (issue 26, case 1)."""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,7 +56,8 @@ def _epochs_checkpointed(run_dir: Path) -> int:
 
 def _study(run_dir: Path) -> optuna.Study:
     """The run's Optuna study of subset 5, as kept next to the run."""
-    return optuna.load_study(study_name="subset5", storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal"))))
+    return optuna.load_study(study_name=f"{run_dir.name}/subset5",
+                             storage=JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal"))))
 
 
 def test_kill_minus_nine_then_resume(tmp_path, service_data):
@@ -83,9 +87,17 @@ def test_kill_minus_nine_then_resume(tmp_path, service_data):
         assert list((run_dir / "search").glob(f"*_{trial_id}/checkpoint_{index:06d}")), "Tune's snapshot needs it"
     assert len(list((run_dir / "search").glob("subset5_*"))) < 3, "every trial was made before the kill"
 
-    resumed = subprocess.run(command + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True,
-                             timeout=400)  # fmt: skip
+    # The copy resumes; the original, moved away, is never read or written (Tune's snapshot names its old path).
+    copy, moved = tmp_path / "copy", tmp_path / "moved"
+    shutil.copytree(storage, copy, symlinks=True)
+    storage.rename(moved)
+    original = {p: p.read_bytes() for p in sorted(moved.rglob("*")) if p.is_file()}
+    run_dir = copy / "crash"
+    resumed = subprocess.run(_command(copy, service_data, "--set", "max_concurrent=1", "--resume"), cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=400)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert {p: p.read_bytes() for p in sorted(moved.rglob("*")) if p.is_file()} == original
+    assert not storage.exists(), "nothing is written where the original was"
     board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
     errors = [Path(d, "error.txt").read_text()[-1500:] for d in board["trial_dir"] if Path(d, "error.txt").exists()]
     assert len(board) == 3 and (board["status"] == "complete").all(), errors
@@ -183,7 +195,7 @@ def test_a_half_written_snapshot_is_set_aside_for_the_whole_one_before_it(tmp_pa
     from search.tuning import _usable_snapshot
 
     (tmp_path / "experiment_state-2026-01-01_10-00-00.json").write_text('{"trials": []}')
-    (tmp_path / "search_gen_state-2026-01-01_10-00-00.json").write_text("{}")
+    (tmp_path / "search_gen_state-2026-01-01_10-00-00.json").write_bytes(pickle.dumps({}))  # Tune pickles it
     (tmp_path / "experiment_state-2026-01-02_10-00-00.json").write_text('{"trials": [')  # killed mid-write
     (tmp_path / "searcher-state-2026-01-02_10-00-00.pkl").write_bytes(b"")
     assert _usable_snapshot(tmp_path, with_searcher=True)

@@ -1,0 +1,187 @@
+"""Portable runs that heal (issue 26): a run whose teacher cache was deleted under it, copied to another storage
+while its original is moved away, resumes there with more samples; it reruns what failed, grows its search, keeps
+everything inside the copy, and its journal and trial ids say the same as its leaderboard. One scenario of two
+real runs, read back by the tests below."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from results.export import export_best
+from results.trial_records import latest_checkpoint
+from search.per_subset import journal_storage
+from tests.test_resume import ROOT
+from trainables.asc.data import load_prepared
+from trainables.asc.logits_file import write_seed_logits
+
+SETTINGS = ["epochs=2", "batch_size=50", "scheduler.type=fifo", "train_steps=0", "confirm_top_k=1", "confirm_seeds=2",
+            "compare_without_kd=true", "max_concurrent=1"]  # fmt: skip
+EXPERIMENTS = ("search", "confirm", "no_kd")
+
+
+def _files(directory: Path) -> dict[str, tuple[int, int]]:
+    """Every file below `directory` with its size and modification time."""
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(directory.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def _trial_dirs(run_dir: Path) -> list[Path]:
+    return [d for name in EXPERIMENTS for d in (run_dir / name).glob("subset*_*") if d.is_dir()]
+
+
+@pytest.fixture(scope="module")
+def healed(service_data, tmp_path_factory) -> dict:
+    """Run A distils from a teacher-logits file (its cache deleted once the first trial has loaded it, so the
+    trials after it fail); A is copied to storage B and moved away; B resumes with --samples 3."""
+    root = tmp_path_factory.mktemp("portable")
+    data = load_prepared(service_data)
+    teacher = root / "teacher.pt"  # a teacher that knows every label: no check can call it weak
+    write_seed_logits(teacher, 5.0 * np.eye(len(data.classes), dtype=np.float32)[data.labels])
+    raw = yaml.safe_load((ROOT / "spaces" / "kd.yaml").read_text())
+    raw["search"] = {"subset": [5], "lr": {"low": 0.002, "high": 0.02, "log": True}}
+    raw["kd_lambda"] = 0.5
+    space = root / "heal.yaml"
+    space.write_text(yaml.safe_dump(raw))
+
+    def command(storage: Path, *extra: str) -> list[str]:
+        argv = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(space), "--data", str(service_data),
+                "--storage", str(storage), "--name", "crash", "--samples", "2", "--set", f"teacher.logits={teacher}"]
+        for setting in SETTINGS:
+            argv += ["--set", setting]
+        return argv + list(extra)
+
+    env = {**os.environ, "RAY_TMPDIR": f"/tmp/kdp{os.getpid()}", "RAY_AUTH_MODE": "disabled"}
+    first, copy, moved = root / "a", root / "b", root / "moved"
+    log = root / "first.log"
+    with log.open("w") as output:
+        driver = subprocess.Popen(command(first), cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.time() + 300
+        while not list((first / "crash" / "search").glob("*/checkpoint_000000")) and time.time() < deadline \
+                and driver.poll() is None:  # fmt: skip
+            time.sleep(0.1)
+        assert driver.poll() is None, f"the search ended before its teacher cache could go:\n{log.read_text()[-3000:]}"
+        caches = list((first / "cache" / "teachers").glob("file-*.pt"))
+        assert caches, "the teacher's cache"
+        for cache in caches:  # the first trial has its logits; the one after it will not find them
+            cache.unlink()
+        first_code = driver.wait(timeout=600)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    first_board = pd.read_csv(first / "crash" / "leaderboard.csv", dtype={"trial_id": str})
+
+    shutil.copytree(first, copy, symlinks=True)
+    first.rename(moved)  # the original is gone from where the copy's snapshot says the run was
+    before = _files(moved)
+    resumed = subprocess.run(command(copy, "--resume", "--samples", "3"), cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=900)  # fmt: skip
+    return {"first_code": first_code, "first_log": log.read_text(), "first_board": first_board, "moved": moved,
+            "before": before, "copy": copy / "crash", "resumed": resumed}
+
+
+def _resumed(healed: dict) -> pd.DataFrame:
+    resumed = healed["resumed"]
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    return pd.read_csv(healed["copy"] / "leaderboard.csv", dtype={"trial_id": str})
+
+
+def test_the_first_run_lost_trials_to_its_deleted_teacher_cache(healed):
+    board = healed["first_board"]
+    assert healed["first_code"] == 0, healed["first_log"][-3000:]
+    assert sorted(board["status"]) == ["complete", "failed"], board[["trial_id", "status", "error"]]
+
+
+def test_a_copied_run_resumes_without_touching_the_original(healed):
+    _resumed(healed)
+    assert _files(healed["moved"]) == healed["before"], "the original run is left as it was"
+    assert not (healed["moved"].parent / "a").exists(), "nothing is written where the original was"
+    for trial_dir in pd.read_csv(healed["copy"] / "leaderboard.csv")["trial_dir"]:
+        assert Path(trial_dir).is_relative_to(healed["copy"]), trial_dir
+
+
+def test_resume_reruns_failed_trials_and_grows_the_search(healed):
+    board = _resumed(healed)
+    failed = healed["first_board"].loc[healed["first_board"]["status"] == "failed", "trial_id"].tolist()
+    assert len(board) == 3 and (board["status"] == "complete").all(), board[["trial_id", "status", "error"]]
+    assert set(failed) <= set(board["trial_id"]), "the failed trial ran again, under its own id"
+    assert "Teacher for subset 5%: to make" in healed["resumed"].stdout, "the deleted teacher cache is made again"
+    comparison = pd.read_csv(healed["copy"] / "comparison.csv")
+    assert comparison["runs"].tolist() == [2, 2], "the best configuration was confirmed and compared without KD"
+
+
+def test_the_journal_names_its_run_and_holds_every_stage(healed):
+    board = _resumed(healed).set_index("trial_id")
+    storage = journal_storage(healed["copy"] / "optuna.journal")
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["crash/subset5"]
+    trials = optuna.load_study(study_name="crash/subset5", storage=storage).trials
+    by_stage: dict[str, list] = {}
+    for trial in trials:
+        by_stage.setdefault(trial.user_attrs["stage"], []).append(trial)
+    complete = {t.user_attrs["trial_id"] for t in by_stage["search"] if t.state == optuna.trial.TrialState.COMPLETE}
+    assert complete == set(board.index), "every trial of the leaderboard has a complete search trial"
+    for stage in ("confirm", "no_kd"):
+        ran = {d.name.rsplit("_", 1)[1] for d in (healed["copy"] / stage).glob("subset*_*")}
+        told = {t.user_attrs["trial_id"]: t for t in by_stage[stage] if t.state == optuna.trial.TrialState.COMPLETE}
+        assert len(ran) == 2 and ran <= set(told), stage
+        for trial_id in ran:  # the best configuration, with its seed (and for a reference, without the teacher)
+            assert told[trial_id].params["lr"] == pytest.approx(board.iloc[0]["lr"])
+            assert told[trial_id].user_attrs["seed"] in (1, 2)
+            assert told[trial_id].user_attrs["kd_lambda"] == (1.0 if stage == "no_kd" else 0.5)
+
+
+def test_every_stage_names_its_trials_alike(healed):
+    _resumed(healed)
+    ids = [d.name.rsplit("_", 1)[1] for d in _trial_dirs(healed["copy"])]
+    assert len(ids) >= 5 and all(re.fullmatch(r"[0-9a-f]{8}", i) for i in ids), ids
+
+
+def test_an_export_that_fails_half_way_leaves_the_earlier_one(healed):
+    board = _resumed(healed)
+    run_dir = healed["copy"]
+    target = run_dir / "best" / "subset_5"
+    earlier = {p.name: p.read_bytes() for p in target.iterdir()}
+    assert set(earlier) == {"student.pt", "student.ts", "student.onnx"}
+    checkpoint = latest_checkpoint(Path(board.iloc[0]["trial_dir"])) / "student.pt"
+    payload = torch.load(checkpoint, weights_only=True)
+    weights = next(key for key in payload["state_dict"] if key.endswith(".weight"))
+    payload["state_dict"][weights] = payload["state_dict"][weights][:1]  # student.pt is written, its other formats
+    torch.save(payload, checkpoint)  # cannot be: the weights do not fit the student
+    with pytest.raises(RuntimeError):
+        export_best(run_dir, "acc", "max")
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == earlier, "the earlier export, whole"
+    assert [p.name for p in target.parent.iterdir()] == ["subset_5"], "no half export is left"
+
+
+def test_the_best_so_far_never_goes_down(capsys):
+    """A trial ASHA stopped at an early epoch may show more than a complete one shows at its last (issue 26, 11)."""
+    from ray.tune.experiment import Trial
+
+    from search.progress import SearchProgress
+
+    progress = SearchProgress("search", "acc", "max", epochs=4, totals={5: 3})
+    ended = [("a0a0a0a0", 0.50, 1), ("b1b1b1b1", 0.40, 4), ("c2c2c2c2", 0.45, 4)]  # stopped, complete, complete
+    trials = [Trial("student_trial", config={"subset": 5}, trial_id=trial_id, stub=True) for trial_id, _, _ in ended]
+    best = []
+    for trial, (_, acc, epochs) in zip(trials, ended):
+        trial.update_last_result({"acc": acc, "training_iteration": epochs})
+        progress.on_trial_complete(0, trials, trial)
+        trial.set_status(Trial.TERMINATED)
+        shown = re.findall(r"best acc (\d\.\d{3})", capsys.readouterr().out)
+        best.append(float(shown[0]) if shown else 0.0)
+    assert best == sorted(best) and best[-1] == 0.45, best

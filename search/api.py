@@ -15,8 +15,8 @@ mapping fixes leaves the default's search. A run's
 own space.yaml spells every setting out, so it runs as recorded.
 
 The result is validated exactly as a file is, and bad input raises `search.space.SpaceError` (a ValueError) naming
-the key; so do a run name that is not a plain directory name (`../x`, `cache`), an unusable storage and an
-`address` with no Ray cluster behind it. The run directory is `<storage>/<name>` as with the command line, with the
+the key; so do a run name that is not a plain directory name (`../x`, `cache`) and an `address` with no Ray
+cluster behind it (an unusable storage raises StorageError). The run directory is `<storage>/<name>` as with the command line, with the
 same leaderboard, exports and report.
 """
 
@@ -54,7 +54,7 @@ def over_default_space(space: Mapping) -> dict:
             merged[key] = value
     if "search" not in given and isinstance(merged.get("search"), dict):
         merged["search"] = {k: v for k, v in merged["search"].items() if k not in given}
-    elif isinstance(given["search"], dict):  # what the mapping searches, the default no longer fixes
+    elif isinstance(given.get("search"), dict):  # what the mapping searches, the default no longer fixes
         merged = {k: v for k, v in merged.items() if k not in given["search"] or k in given}
     return merged
 

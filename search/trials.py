@@ -57,8 +57,8 @@ def ranked(report: Callable, metric: str | None) -> Callable:
     def checked(metrics: dict, *rest) -> None:
         value = metrics.get(metric, math.nan) if metric else 0.0
         if not math.isfinite(value):
-            raise NonFiniteMetric(f"the ranking metric {metric} is {value} at epoch {metrics.get('epoch')}: the "
-                                  "validation split holds no clip it is computed from")  # fmt: skip
+            raise NonFiniteMetric(f"the ranking metric {metric} is {value} at epoch {metrics.get('epoch')} (no "
+                                  "validation clip it is computed from, or NaN predictions): nothing to rank by")  # fmt: skip
         report(metrics, *rest)
 
     return checked

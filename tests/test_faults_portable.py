@@ -27,6 +27,7 @@ from search.per_subset import journal_storage
 from tests.test_resume import ROOT
 from trainables.asc.data import load_prepared
 from trainables.asc.logits_file import write_seed_logits
+from trainables.tensor_files import UnreadableFile
 
 SETTINGS = ["epochs=2", "batch_size=50", "scheduler.type=fifo", "train_steps=0", "confirm_top_k=1", "confirm_seeds=2",
             "compare_without_kd=true", "max_concurrent=1"]  # fmt: skip
@@ -162,7 +163,7 @@ def test_an_export_that_fails_half_way_leaves_the_earlier_one(healed):
     weights = next(key for key in payload["state_dict"] if key.endswith(".weight"))
     payload["state_dict"][weights] = payload["state_dict"][weights][:1]  # student.pt is written, its other formats
     torch.save(payload, checkpoint)  # cannot be: the weights do not fit the student
-    with pytest.raises(RuntimeError):
+    with pytest.raises(UnreadableFile, match="not a student file"):  # a file that makes no student is refused
         export_best(run_dir, "acc", "max")
     assert {p.name: p.read_bytes() for p in target.iterdir()} == earlier, "the earlier export, whole"
     assert [p.name for p in target.parent.iterdir()] == ["subset_5"], "no half export is left"

@@ -248,6 +248,16 @@ def trainable_for(space: Space, context: TrialContext):
     return tune.with_resources(trainable, _resources(space.resources.cpus_per_trial, space.resources.gpus_per_trial))
 
 
+def trial_scheduler(space: Space) -> FIFOScheduler | ASHAScheduler:
+    """One subset's scheduler: every trial to its last epoch (fifo), or ASHA, which may stop a trial once it ran
+    grace_period epochs."""
+    epochs = space.settings.epochs
+    if space.scheduler.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(max_t=epochs, grace_period=min(space.scheduler.grace_period, epochs),
+                         reduction_factor=space.scheduler.reduction_factor)  # fmt: skip
+
+
 def search_trials(request: RunRequest, context: TrialContext) -> None:
     """One Optuna TPE study and one ASHA per subset, all in one Tune experiment named `search`."""
     space = request.space
@@ -261,15 +271,10 @@ def search_trials(request: RunRequest, context: TrialContext) -> None:
                                   sampler=sampler_for(space, subset), study_name=study_name(request.name, subset),
                                   storage=storage, full_epochs=epochs)  # fmt: skip
 
-    def make_scheduler():
-        if space.scheduler.type == "fifo":
-            return FIFOScheduler()
-        return ASHAScheduler(max_t=epochs, grace_period=min(space.scheduler.grace_period, epochs),
-                             reduction_factor=space.scheduler.reduction_factor)  # fmt: skip
-
     subsets = list(space.subsets) if space.spec.by_subset else [0]  # 0: one search over all trials
     search = PerSubsetSearch(subsets, space.samples, make_searcher, space.metric, space.mode,
                              max_concurrent=space.max_concurrent, journal=journal)  # fmt: skip
+    make_scheduler = functools.partial(trial_scheduler, space)
     scheduler = PerSubsetScheduler(subsets, make_scheduler) if space.spec.by_subset else make_scheduler()
     total = space.samples * len(subsets)
     tune_config = _tune_config(metric=space.metric, mode=space.mode, search_alg=_generator(search, request, total),

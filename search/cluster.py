@@ -17,6 +17,7 @@ import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from search.request import RunRequest
+from search.signals import sigterm_shielded
 from search.space import GPU_TRIAL_CPUS, ResourceSettings, Space
 from search.space_errors import SpaceError
 
@@ -64,8 +65,9 @@ def cluster(request: RunRequest) -> Iterator[RunRequest]:
     elif owns_ray:
         # Ray counts GPUs through NVML; torch's count is what the trials will see (and honours CUDA_VISIBLE_DEVICES).
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20, runtime_env=WORKER_ENV,
-                 logging_level=ray_logging, num_gpus=gpus)  # fmt: skip
+        with sigterm_shielded():  # a scheduler's SIGTERM to the job's process group must stop the run, not its Ray
+            ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20,
+                     runtime_env=WORKER_ENV, logging_level=ray_logging, num_gpus=gpus)  # fmt: skip
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         resources = automatic_resources(request.space.resources, [n["Resources"] for n in nodes], local_gpu())

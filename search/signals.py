@@ -4,6 +4,11 @@ Python's default ends the driver at once, and Ray's (installed when it starts) e
 dump of its workers: neither saves the running trials nor says how to continue. Inside a Tune experiment
 search/stopping.py asks Tune to stop and save; everywhere else SIGTERM raises Terminated, a KeyboardInterrupt, so
 whatever handles a Ctrl-C handles it. Ray-free, so the command line can use it before anything else is imported.
+
+A scheduler that stops a job sends SIGTERM to its whole process group (`kill -TERM -<pgid>`), and the Ray that
+a run starts is in that group: its raylet and GCS would shut down at once, and Ray would end the driver (exit 1)
+before it could save a trial or say a word. `sigterm_shielded` starts them with SIGTERM blocked, as Ray itself
+starts them with SIGINT blocked, so the group's SIGTERM reaches the driver alone, which stops them after saving.
 """
 
 from __future__ import annotations
@@ -38,3 +43,21 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def sigterm_shielded() -> Iterator[None]:
+    """Processes started in the block (and what they start) never receive SIGTERM: they inherit this thread's signal
+    mask, with SIGTERM blocked. SIGKILL still ends them, and so does the driver's death (Ray's fate-sharing).
+
+    A SIGTERM sent to this process meanwhile waits until the block ends; it then goes to the handler that was in
+    place before it, not to one the block installed (Ray's start installs one that exits with status 15)."""
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if main else None
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        if main and handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)

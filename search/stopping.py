@@ -30,8 +30,8 @@ _resume_hint: list[str] = []
 
 
 def set_resume_hint(command: str) -> None:
-    """The command that continues the run, for the line SIGTERM prints at once: a scheduler that sends SIGTERM to
-    every process of a job also stops Ray's own, and Ray then ends the driver before it can say more."""
+    """The command that continues the run, for the line SIGTERM prints at once: a scheduler kills the job a grace
+    period after its SIGTERM, perhaps before the trials are saved and the run can say more."""
     _resume_hint[:] = [command]
 
 

@@ -1,6 +1,6 @@
 """Ctrl-C in the middle of a search stops it cleanly and --resume finishes it; a second driver of the same
-run is refused while the first holds it (issue 18, cases 1 and 2). SIGTERM stops a run as Ctrl-C does, and the
-command printed to continue works from anywhere (issue 26, cases 8 and 9)."""
+run is refused while the first holds it (issue 18, cases 1 and 2). SIGTERM, to the driver or to its whole process
+group, stops a run as Ctrl-C does, and the command printed to continue works from anywhere (issue 26, cases 8 and 9)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,41 @@ def test_sigterm_stops_like_ctrl_c_and_the_printed_command_continues_from_anywhe
     again = shlex.split(hints[0].split("continue with: ", 1)[1])
     assert again[-1] == "--resume" and Path(again[1]).is_absolute(), again
     resumed = subprocess.run(again, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
+    assert len(board) == 1 and (board["status"] == "complete").all(), board[["trial_id", "status", "epochs"]]
+
+
+def test_sigterm_to_the_whole_process_group_stops_like_ctrl_c(tmp_path, service_data):
+    """A cluster scheduler signals the job's process group (`kill -TERM -<pgid>`), which holds the Ray the run
+    started: Ray's raylet and GCS must not go down with it and take the driver along (it exited 1, saying nothing)."""
+    storage = tmp_path / "runs"
+    run_dir = storage / "crash"
+    env = {**os.environ, "RAY_TMPDIR": f"/tmp/kdg{os.getpid()}", "RAY_AUTH_MODE": "disabled"}
+    command = _command(storage, service_data, "--samples", "1", "--set", "epochs=2")
+    log = tmp_path / "driver.log"
+    with log.open("w") as output:  # the driver leads its own process group, as a batch job's shell does
+        driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.time() + 240
+        while _epochs_checkpointed(run_dir) < 1 and time.time() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+        assert driver.poll() is None, f"the search ended before SIGTERM:\n{log.read_text()[-2000:]}"
+        os.killpg(driver.pid, signal.SIGTERM)
+        assert driver.wait(timeout=120) == 143, log.read_text()[-3000:]
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    said = log.read_text()
+    hints = [line for line in said.splitlines() if "continue with: " in line]
+    assert len(hints) == 1 and "Traceback" not in said and "core_worker" not in said, said[-3000:]
+    assert said.rstrip().splitlines()[-1] == f"Interrupted; the trials are saved in {run_dir}", said[-1000:]
+    assert not (run_dir / "leaderboard.csv").exists() and not (run_dir / ".lock").exists()
+    assert optuna.trial.TrialState.FAIL not in {t.state for t in _study(run_dir).trials}
+
+    resumed = subprocess.run(shlex.split(hints[0].split("continue with: ", 1)[1]), cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=400)  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
     assert len(board) == 1 and (board["status"] == "complete").all(), board[["trial_id", "status", "epochs"]]

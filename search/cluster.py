@@ -70,9 +70,10 @@ def cluster(request: RunRequest) -> Iterator[RunRequest]:
                      runtime_env=WORKER_ENV, logging_level=ray_logging, num_gpus=gpus)  # fmt: skip
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        resources = automatic_resources(request.space.resources, [n["Resources"] for n in nodes], local_gpu())
+        found = [n["Resources"] for n in nodes]
+        resources = automatic_resources(request.space.resources, found, local_gpu())
         request = dataclasses.replace(request, space=dataclasses.replace(request.space, resources=resources))
-        check_resources(request.space, [n["Resources"] for n in nodes])
+        request = dataclasses.replace(request, trials_at_once=check_resources(request.space, found))
         if len(nodes) > 1:
             check_shared_storage(request.storage, nodes)
         yield request

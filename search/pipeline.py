@@ -26,6 +26,7 @@ from results.report import write_report
 from results.run_record import RECORD, write_record
 from search.cluster import cluster
 from search.console import banner, quiet_ray
+from search.planning import plan_line, time_steps
 from search.request import RunRequest
 from search.signals import terminate_as_interrupt
 from search.space import space_file
@@ -44,12 +45,14 @@ def run(request: RunRequest) -> None:
     request.run_dir.mkdir(parents=True, exist_ok=True)
     print(f"Run directory: {request.run_dir}")
     print(f"Watch it with: tensorboard --logdir {shlex.quote(str(request.run_dir))}", flush=True)
+    timing = time_steps(space, request.data)  # before Ray starts, so that nothing else competes for the cores
     quiet_ray(request.verbose)
     # Ray's start installs its own SIGTERM handler: the run's own one goes on after it.
     with cluster(request) as request, terminate_as_interrupt():
         # The space as given (automatic resources stay automatic), so a resume elsewhere decides them again.
         write_record(request.run_dir, space_file(space), request.data, request.storage)  # the run has truly started
         space = request.space
+        print(plan_line(space, request.data, timing, request.trials_at_once), flush=True)
         try:
             context = system.prepare_trials(request)
         except WeakTeacher:

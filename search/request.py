@@ -28,6 +28,7 @@ class RunRequest:
     address: str | None  # a running Ray cluster; None: start Ray here
     resume: bool
     verbose: bool = False  # Ray Tune's own console output as well as the run's
+    trials_at_once: int | None = None  # student trials the cluster runs at once; known once Ray knows the cluster
 
     @property
     def run_dir(self) -> Path:

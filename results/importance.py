@@ -6,6 +6,11 @@ searched values as params and the ranking metric (validation split, last epoch) 
 Importances come from optuna.importance.get_param_importances with its default evaluator
 (PED-ANOVA); they are fractions that sum to 1 per subset, and with a handful of trials they are a
 hint, not a finding. Trials stopped early by ASHA are left out: their metric is from fewer epochs.
+
+A subset with fewer complete trials than that (the demo runs 2 a subset) is not left with nothing: such subsets
+are pooled (`pooled_importance`). Each trial that did not fail counts with its metric at the last epoch every
+trial of its subset reached (what ASHA compares, so a stopped trial counts too), less its subset's mean: the
+subsets differ in level, and a subset is never a hyperparameter's doing.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class SubsetImportance:
     trials: int  # complete trials the study was rebuilt from
     importances: dict[str, float] = field(default_factory=dict)  # name → share in [0, 1], largest first
     note: str = ""  # why there are none, when there are none
+    pooled: tuple[int, ...] = ()  # the subsets pooled into one study (`subset` is then 0)
 
 
 def _plain(value):
@@ -103,6 +109,59 @@ def importances(
     finally:
         optuna.logging.set_verbosity(verbosity)
     return results
+
+
+def common_epoch_values(rows: pd.DataFrame, curves: dict[str, pd.DataFrame], metric: str) -> dict[str, float]:
+    """Trial id → `metric` at the last epoch every trial of `rows` (one subset's) reported it, from `curves`
+    (trial id → one row per epoch with training_iteration and the metric); trials without a curve are left out."""
+    series = {}
+    for trial_id in rows["trial_id"].astype(str):
+        curve = curves.get(trial_id)
+        if curve is None or curve.empty or metric not in curve or "training_iteration" not in curve:
+            continue
+        values = curve.set_index("training_iteration")[metric].astype(float)
+        values = values[values.map(_finite)]
+        if not values.empty:
+            series[trial_id] = values
+    if not series:
+        return {}
+    common = min(int(values.index.max()) for values in series.values())
+    return {t: float(values.loc[common]) for t, values in series.items() if common in values.index}
+
+
+def pooled_importance(board: pd.DataFrame, curves: dict[str, pd.DataFrame], params: list[str], metric: str,
+                      mode: str, subsets: list[int], dimensions: dict[str, dict] | None = None,
+                      min_trials: int = MIN_TRIALS) -> SubsetImportance | None:  # fmt: skip
+    """One study of `subsets` pooled (see the module's docstring); None when no subset has 2 comparable trials."""
+    pooled, used = [], []
+    for subset in subsets:
+        rows = board[(board["subset"] == subset) & (board["status"] != "failed") & board[params].notna().all(axis=1)]
+        values = common_epoch_values(rows, curves, metric)
+        if len(values) < 2:
+            continue
+        mean = sum(values.values()) / len(values)
+        picked = rows[rows["trial_id"].astype(str).isin(values)].copy()
+        picked[metric] = picked["trial_id"].astype(str).map(values) - mean
+        pooled.append(picked)
+        used.append(int(subset))
+    if not pooled:
+        return None
+    rows = pd.concat(pooled)
+    if len(rows) < min_trials or (rows[metric].abs() < 1e-12).all():
+        note = (f"{len(rows)} comparable trial(s) in subsets {used} pooled; importance needs at least {min_trials} "
+                "that differ")
+        return SubsetImportance(0, len(rows), note=note, pooled=tuple(used))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = optuna.importance.get_param_importances(rebuild_study(rows, params, metric, mode, dimensions))
+    except (ValueError, RuntimeError) as error:
+        return SubsetImportance(0, len(rows), note=f"not computable: {error}", pooled=tuple(used))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return SubsetImportance(0, len(rows), {k: float(v) for k, v in found.items()}, pooled=tuple(used))
 
 
 def _finite(value) -> bool:

@@ -30,9 +30,11 @@ _SUMMARY = ["acc", "acc_seen", "acc_unseen", "macro_acc"]
 
 
 def device_columns(metrics: dict, prefix: str = "acc_") -> list[str]:
-    """Device names found among metric keys like acc_a, acc_s4 (group and summary keys excluded)."""
+    """Device names found among metric keys like acc_a, acc_s4 (group and summary keys excluded, and spreads over
+    seeds: test_acc_std is the spread of test_acc, not a device "std")."""
     devices = [k[len(prefix) :] for k in metrics if k.startswith(prefix)]
-    return sorted((d for d in devices if d not in DEVICE_GROUPS and not d.endswith("_std")), key=device_sort_key)
+    return sorted((d for d in devices if d not in DEVICE_GROUPS and d != "std" and not d.endswith("_std")),
+                  key=device_sort_key)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=256)

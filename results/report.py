@@ -3,22 +3,24 @@
     python results/report.py RUN_DIR [--data PREPARED_DIR] [--top N]
 
 Writes `<run>/report.html` and `<run>/report/*.png`. The page reads offline: inline CSS, no script,
-every figure embedded as a base64 PNG (the same bytes as the file in report/). It holds:
+every figure embedded as a base64 PNG (the same bytes as the file in report/). Every table fits a 1,400-px page,
+its column names wrapping between words only. It holds:
 - warnings, first: a subset whose best student is within 5 points of chance, a teacher weaker than
   the student trained without it;
-- the best student of each subset: its validation and test accuracy, its size and MACs against
-  the DCASE24 budget;
+- the best student of each subset: its validation and test accuracy (over its confirmation seeds, mean ± std,
+  when it was confirmed), its size and MACs against the DCASE24 budget;
 - what distillation did: per subset and device, the best student's test accuracy (± over its
   confirmation seeds) against the same configuration without a teacher, and the difference;
 - each teacher's test accuracy per device;
 - the leaderboard (leaderboard.csv; validation split, test_* columns from the test split): its key
-  columns, every column folded below;
+  columns (a confirmed configuration's over its seeds), every column folded below in tables that fit;
 - per-device validation accuracy of the top trials of each subset;
 - the ranking metric against each searched hyperparameter, coloured by subset;
-- Optuna's hyperparameter importance per subset (subsets with at least 3 complete trials);
+- Optuna's hyperparameter importance per subset with at least 3 complete trials, the others pooled (each
+  trial relative to its subset), or, where no importance can be computed, the metric against each value;
 - the confusion matrix of each exported best student on the test split (kept in its file by
   training; files from older runs are evaluated again with --data, the prepared dataset);
-- the learning curves of each best student (its trial's result.json).
+- the learning curves of every search trial of each subset, the best one highlighted (result.json).
 Devices unseen in a subset's training clips are marked * (and shaded or dashed in the figures); which
 they are comes from the dataset (--data, or the one the run's record names), else TAU22's s4–s6.
 """
@@ -45,8 +47,8 @@ from results import report_figures as figures
 from results.complexity import frames_of
 from results.distillation import kd_effect, teacher_accuracy, unseen_devices, warnings
 from results.evaluation import IncompatibleStudent, evaluate_student
-from results.importance import importances
-from results.leaderboard import build_leaderboard, device_columns
+from results.importance import MIN_TRIALS, importances, pooled_importance
+from results.leaderboard import build_leaderboard, confirmation_runs, device_columns
 from results.replication import replication_lines, replication_table
 from results.run_record import LinkedRunError, RecordError, dimensions, read_record, refuse_links, run_dataset
 from results.student_file import exported_students, load_student, student_classes
@@ -88,38 +90,111 @@ def _cell(column: str, value) -> str:
     return str(value)
 
 
-def html_table(frame: pd.DataFrame, highlight_rank_one: bool = False, fit: bool = False) -> str:
-    """A table; `fit`: one that is meant to fit the page's width (no scrolling box around it)."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+def header(name: str) -> str:
+    """A column name as a table header: it may wrap after an underscore or at a space, never inside a word
+    (<wbr> marks the place without adding a character to what is copied)."""
+    return "_<wbr>".join(html.escape(part) for part in str(name).split("_"))
+
+
+_TEXT_COLUMNS = {"error", "DCASE24"}  # sentences, which wrap; every other cell is a figure or a name, kept whole
+
+
+def _td(column: str, value) -> str:
+    """One cell: a sentence may wrap, a mean ± spread only before its ±, anything else not at all."""
+    text = html.escape(_cell(column, value))
+    if column in _TEXT_COLUMNS:
+        return f"<td class=\"text\">{text}</td>"
+    if " ± " in text:
+        return f"<td class=\"spread\">{text.replace(' ± ', ' ±&nbsp;')}</td>"
+    return f"<td>{text}</td>"
+
+
+def html_table(frame: pd.DataFrame, highlight_rank_one: bool = False) -> str:
+    """A table that fits the page: headers wrap between words, sentences wrap, and nothing else does."""
+    head = "".join(f"<th>{header(c)}</th>" for c in frame.columns)
     rows = []
     for _, row in frame.iterrows():
         best = highlight_rank_one and row.get("rank") == 1
-        cells = "".join(f"<td>{html.escape(_cell(str(c), row[c]))}</td>" for c in frame.columns)
+        cells = "".join(_td(str(c), row[c]) for c in frame.columns)
         rows.append(f"<tr class=\"best\">{cells}</tr>" if best else f"<tr>{cells}</tr>")
-    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-    return f"<div class=\"fit\">{table}</div>" if fit else f"<div class=\"scroll\">{table}</div>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+_ID_COLUMNS = ["rank", "trial_id", "subset"]
+FOLDED_WIDTH = 10  # columns of each folded table besides the trial's ids: about 1,000 px, within a 1,400-px page
+
+
+def folded_tables(frame: pd.DataFrame) -> str:
+    """Every column of `frame`, in tables of at most FOLDED_WIDTH columns each, led by the trial's ids: one table
+    of every column (over 50 on TAU22's devices) cannot fit a page."""
+    ids = [c for c in _ID_COLUMNS if c in frame]
+    rest = [c for c in frame.columns if c not in ids]
+    return "".join(html_table(frame[ids + rest[i : i + FOLDED_WIDTH]], highlight_rank_one=True)
+                   for i in range(0, len(rest), FOLDED_WIDTH))  # fmt: skip
+
+
+# The figures shown for a configuration confirmed with new seeds as their mean ± standard deviation, in place of
+# its one search run's.
+_CONFIRMED_FIGURES = ("acc", "acc_unseen", "macro_acc", "test_acc", "test_acc_unseen", "test_macro_acc", "eer",
+                      "min_dcf", "test_eer", "test_min_dcf")  # fmt: skip
+
+
+def confirmed_figures(run_dir: Path, params: list[str], search: list | None = None) -> dict[str, dict[str, str]]:
+    """Search trial id → its configuration's figures over the seeds it was confirmed with ("mean ± std"), and
+    `runs` ("2 seeds"); trials not confirmed are absent. `search`: the run's search trials, when read already."""
+    search = read_experiment(Path(run_dir) / "search") if search is None else search
+    found = {}
+    for trial_id, results in confirmation_runs(run_dir, params, search).items():
+        cells = {"runs": f"{len(results)} seeds"}
+        for name in _CONFIRMED_FIGURES:
+            values = [float(r[name]) for r in results if _finite(r.get(name))]
+            if values:
+                spread = float(pd.Series(values).std(ddof=1)) if len(values) > 1 else math.nan
+                cells[name] = _plus_minus(sum(values) / len(values), spread)
+        found[trial_id] = cells
+    return found
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 _KEY_COLUMNS = ["rank", "trial_id", "subset", "status", "epochs"]
-_KEY_FIGURES = ["confirmed_acc", "confirmed_acc_std", "eer", "min_dcf", "acc", "acc_unseen", "test_acc", "test_acc_unseen",
-                "test_eer", "params", "macs", "within_budget"]  # fmt: skip
+_KEY_FIGURES = ["eer", "min_dcf", "acc", "acc_unseen", "test_acc", "test_acc_unseen", "test_eer", "params", "macs",
+                "within_budget"]  # fmt: skip
 
 
-def leaderboard_section(board: pd.DataFrame, metric: str, params: list[str] = ()) -> Section:
-    text = (f"Every trial, ranked within its subset by {metric} on the validation split: trials that ran every "
-            "epoch first, then those stopped early by ASHA, then failed ones. acc columns are the last epoch's "
-            "validation figures; test_* columns are the test split, computed once per complete trial and never used "
-            "for ranking. The rank-1 row of each subset is bold. The table shows the key columns; every column "
-            "(each device, sizes, errors) is folded below it and in leaderboard.csv.")  # fmt: skip
+def leaderboard_section(board: pd.DataFrame, metric: str, params: list[str] = (),
+                        confirmed: dict[str, dict[str, str]] | None = None) -> Section:  # fmt: skip
+    """The key columns of every trial; a configuration confirmed with new seeds shows their mean ± std (`confirmed`,
+    from confirmed_figures) in place of its one search run's figures."""
+    text = (f"Every trial, ranked within its subset by {metric} on the validation split: configurations confirmed "
+            "with new seeds first (by their mean), then trials that ran every epoch, then those stopped early by ASHA, "
+            "then failed ones. acc columns are the last epoch's validation figures; test_* columns are the test "
+            "split, computed once per complete trial and never used for ranking. A confirmed configuration's figures "
+            "are the mean ± standard deviation over its confirmation seeds (runs), not its one search run's. The "
+            "rank-1 row of each subset is bold. The table shows the key columns; every column of leaderboard.csv "
+            "(each device, sizes, errors, the search run's own figures) is folded below it.")  # fmt: skip
     if board.empty:
         return Section("Leaderboard", "No trial has reported yet.")
     shown = board[[c for c in board.columns if c not in _HIDDEN_COLUMNS]]
     if "error" in shown and not shown["error"].astype(str).str.strip().any():
         shown = shown.drop(columns=["error"])
     key = [c for c in [*_KEY_COLUMNS, *params, *dict.fromkeys([metric, *_KEY_FIGURES]), "error"] if c in shown]
+    table = shown[key].astype(object)
+    confirmed = {t: cells for t, cells in (confirmed or {}).items() if t in set(table["trial_id"].astype(str))}
+    if confirmed:
+        table.insert(table.columns.get_loc("epochs") + 1 if "epochs" in table else 0, "runs", "1")
+        for index, trial_id in table["trial_id"].astype(str).items():
+            for name, cell in confirmed.get(trial_id, {}).items():
+                if name in table:
+                    table.at[index, name] = cell
     folded = (f"<details><summary>All {len(shown.columns)} columns</summary>"
-              f"{html_table(shown, highlight_rank_one=True)}</details>")  # fmt: skip
-    return Section("Leaderboard", text, body=html_table(shown[key], highlight_rank_one=True, fit=True) + folded)
+              f"{folded_tables(shown)}</details>")  # fmt: skip
+    return Section("Leaderboard", text, body=html_table(table, highlight_rank_one=True) + folded)
 
 
 def replication_section(run_dir: Path) -> Section | None:
@@ -131,7 +206,7 @@ def replication_section(run_dir: Path) -> Section | None:
     shown = table[["subset", "published", "mean", "std", "runs", "planned", "difference", "seeds"]]
     named = shown.rename(columns={"mean": "this run (mean)", "std": "std over seeds"})
     return Section("Against the published table", " ".join([lines[0], *lines[len(table) + 2 :]]),
-                   body=html_table(named, fit=True))
+                   body=html_table(named))
 
 
 def _plus_minus(mean: float, std: float) -> str:
@@ -164,7 +239,7 @@ def distillation_section(effect: pd.DataFrame, unseen: dict[int, set[str]], n_cl
         rows.append({"subset": f"{subset}%", "student": "Δ (points)",
                      **{r.figure: f"{100 * r.delta:+.1f}{mark[r.figure]}" for r in part.itertuples()}})  # fmt: skip
     figure = figures.kd_bars(effect, unseen, chance=1.0 / n_classes)
-    return Section(title, text, body=html_table(pd.DataFrame(rows), fit=True), figure="distillation.png",
+    return Section(title, text, body=html_table(pd.DataFrame(rows)), figure="distillation.png",
                    png=figures.png_bytes(figure) if figure is not None else None)  # fmt: skip
 
 
@@ -181,7 +256,7 @@ def teachers_section(teachers: pd.DataFrame, unseen: dict[int, set[str]]) -> Sec
         hidden = unseen.get(subset, set())
         rows.append({"subset": f"{subset}%", **{k: "–" if pd.isna(v) else f"{v:.3f}" + (" *" if k in hidden else "")
                                                 for k, v in row.items() if k != "subset"}})  # fmt: skip
-    return Section(title, text, body=html_table(pd.DataFrame(rows), fit=True))
+    return Section(title, text, body=html_table(pd.DataFrame(rows)))
 
 
 def warnings_section(found: list[str]) -> Section | None:
@@ -191,11 +266,14 @@ def warnings_section(found: list[str]) -> Section | None:
     return Section("Warnings", "Read these before the figures below.", body=f"<ul class=\"warn\">{items}</ul>")
 
 
-def best_students_section(students: dict[int, Path], params: list[str]) -> Section:
+def best_students_section(students: dict[int, Path], params: list[str],
+                          confirmed: dict[str, dict[str, str]] | None = None) -> Section:  # fmt: skip
     text = ("The exported student of each subset (best/subset_<N>/student.pt): validation accuracy (acc), test "
             "accuracy (test_*), and its complexity, counted as DCASE24 counts it: parameters, parameter "
             "memory in bytes at fp16 and int8, and multiply-accumulates for one 1-s clip with the front end "
-            f"excluded. DCASE24 allows {DCASE24_BUDGET.param_bytes:,} bytes at fp16 and {DCASE24_BUDGET.macs:,} MACs.")
+            f"excluded. DCASE24 allows {DCASE24_BUDGET.param_bytes:,} bytes at fp16 and {DCASE24_BUDGET.macs:,} MACs. "
+            "Where its configuration was confirmed with new seeds, the figures are their mean ± standard deviation "
+            "(runs), not the one search run's.")  # fmt: skip
     if not students:
         return Section("Best students", "No exported student (best/subset_<N>/student.pt) in this run.")
     rows = []
@@ -205,9 +283,12 @@ def best_students_section(students: dict[int, Path], params: list[str]) -> Secti
         size = complexity(model.arch, (frontend.config.n_mels, frames_of(frontend.config)))
         over = DCASE24_BUDGET.violations(size)
         train = payload["config"].get("train", {})
-        rows.append({"subset": subset, "trial_id": payload.get("trial_id", "–"),
-                     **{p: train.get(p) for p in params},
-                     **{k: metrics.get(k) for k in _BEST_METRICS},
+        trial_id = str(payload.get("trial_id", "–"))
+        seeds = (confirmed or {}).get(trial_id, {})
+        figures_of = ({k: seeds.get(k, "–") for k in _BEST_METRICS} if seeds
+                      else {k: metrics.get(k) for k in _BEST_METRICS})  # fmt: skip
+        rows.append({"subset": subset, "trial_id": trial_id, **{p: train.get(p) for p in params},
+                     "runs": seeds.get("runs", "1 (search)"), **figures_of,
                      "parameters": f"{size.params:,}", "bytes fp16": f"{size.param_bytes(16):,}",
                      "bytes int8": f"{size.param_bytes(8):,}", "MACs": f"{size.macs:,}",
                      "DCASE24": "within" if not over else "over: " + "; ".join(over)})  # fmt: skip
@@ -227,16 +308,51 @@ def _best_trial_ids(board: pd.DataFrame, students: dict[int, Path]) -> dict[int,
     return dict(sorted(best.items()))
 
 
-def learning_curves_section(run_dir: Path, best: dict[int, str], unseen: dict[int, set[str]] | None = None) -> Section:
-    text = ("Per epoch, for the best trial of each subset (its result.json): the training loss (the KD loss on "
-            "augmented training clips) and validation accuracy: overall (acc, the mean over devices), pooled over "
+def search_curves(search: list) -> dict[int, dict[str, pd.DataFrame]]:
+    """Subset → trial id → the trial's reports, one row per epoch (its result.json), for every search trial."""
+    curves: dict[int, dict[str, pd.DataFrame]] = {}
+    for record in search:
+        if record.results:
+            curves.setdefault(int(record.config.get("subset", 0)), {})[record.trial_id] = pd.DataFrame(record.results)
+    return curves
+
+
+def learning_curves_section(curves: dict[int, dict[str, pd.DataFrame]], best: dict[int, str],
+                            unseen: dict[int, set[str]] | None = None) -> Section:  # fmt: skip
+    text = ("Per epoch, for every search trial of each subset (its result.json), the best one thick and black: the "
+            "training loss (the KD loss on augmented training clips) and the validation accuracy (acc, the mean over "
+            "devices; a trial that ends early was stopped by ASHA). Right: the best trial's accuracy pooled over "
             "devices seen / unseen in training, and each device (thin lines; dashed and marked * when unseen).")  # fmt: skip
-    records = {r.trial_id: r for r in read_experiment(Path(run_dir) / "search")}
-    curves = {s: pd.DataFrame(records[t].results) for s, t in best.items() if t in records and records[t].results}
-    figure = figures.learning_curves(curves, unseen or {})
+    figure = figures.learning_curves(curves, best, unseen or {})
     if figure is None:
-        return Section("Learning curves", "No best trial with reported epochs was found under search/.")
+        return Section("Learning curves", "No trial with reported epochs was found under search/.")
     return Section("Learning curves", text, figure="learning_curves.png", png=figures.png_bytes(figure))
+
+
+def importance_section(board: pd.DataFrame, curves: dict[str, pd.DataFrame], params: list[str], metric: str,
+                       mode: str, searched: dict[str, dict], log_params: set[str]) -> Section:  # fmt: skip
+    """Optuna's importance per subset with enough complete trials; the others pooled; and where even that cannot be
+    computed, each trial's metric against each searched value, so that a run with trials always shows something."""
+    title, name = "Hyperparameter importance", "importance.png"
+    text = ("Optuna's importance (PED-ANOVA, optuna.importance.get_param_importances) of each searched "
+            f"hyperparameter for {metric}, from a study rebuilt per subset from its complete trials; shares sum to 1. "
+            f"A subset with fewer than {MIN_TRIALS} complete trials is pooled with the others like it (grey): each "
+            "trial that did not fail counts with its metric at the last epoch every trial of its subset reached, less "
+            "its subset's mean. With few trials it is a hint only.")  # fmt: skip
+    found = importances(board, params, metric, mode, searched)
+    lacking = [r.subset for r in found if not r.importances]
+    pooled = pooled_importance(board, curves, params, metric, mode, lacking, searched) if lacking else None
+    into_pool = set(pooled.pooled) if pooled is not None and pooled.importances else set()
+    notes = [f"subset {r.subset}%: {r.note}" for r in found if not r.importances and r.subset not in into_pool]
+    if pooled is not None and not pooled.importances:
+        notes.append(f"pooled: {pooled.note}")
+    text += " Left out: " + "; ".join(notes) + "." if notes else ""
+    figure = figures.importance_bars([*found, *([pooled] if pooled is not None else [])])
+    if figure is None and not board.empty and params:
+        figure = figures.hyperparameter_scatter(board, params, metric, log_params)
+        text += (" Too few comparable trials for any importance: instead, each trial's metric against each searched "
+                 "value (filled: ran every epoch, hollow: stopped early).")  # fmt: skip
+    return figure_section(title, text, name, figure)
 
 
 def confusion_section(students: dict[int, Path], data_dir: Path | None) -> Section:
@@ -297,16 +413,17 @@ def build_sections(run_dir: Path, data_dir: Path | None = None, top: int = 3) ->
     unseen = unseen_devices(subsets, device_names, data_dir or run_dataset(run_dir))
     effect = kd_effect(run_dir, metric, mode)
     teachers = teacher_accuracy(run_dir)
-    found = importances(board, params, metric, mode, searched)
-    skipped = [f"subset {r.subset}%: {r.note}" for r in found if not r.importances]
     log_params = {name for name, d in searched.items() if d.get("log")}
+    search = read_experiment(Path(run_dir) / "search")
+    curves = search_curves(search)
+    confirmed = confirmed_figures(run_dir, params, search)
     sections = [
         warnings_section(warnings(board, effect, teachers, _n_classes(students))),
         replication_section(run_dir),
-        best_students_section(students, params),
+        best_students_section(students, params, confirmed),
         distillation_section(effect, unseen, _n_classes(students)),
         teachers_section(teachers, unseen),
-        leaderboard_section(board, metric, params),
+        leaderboard_section(board, metric, params, confirmed),
         figure_section(
             "Accuracy per device", f"Validation accuracy per recording device ({devices}) and its mean (acc) for "
             f"the top {top} trials of each subset, best first (darkest). Devices marked * and shaded occur in none "
@@ -317,31 +434,28 @@ def build_sections(run_dir: Path, data_dir: Path | None = None, top: int = 3) ->
             "did not fail, against each searched hyperparameter; filled: ran every epoch, hollow: stopped early by "
             "ASHA.", "hyperparameters.png",
             figures.hyperparameter_scatter(board, params, metric, log_params) if drawable else None),
-        figure_section(
-            "Hyperparameter importance", "Optuna's importance (PED-ANOVA, optuna.importance.get_param_importances) "
-            f"of each searched hyperparameter for {metric}, from a study rebuilt per subset from its complete trials; "
-            "shares sum to 1. With few trials it is a hint only."
-            + (" Skipped: " + "; ".join(skipped) + "." if skipped else ""), "importance.png",
-            figures.importance_bars(found)),
+        importance_section(board, {t: c for trials in curves.values() for t, c in trials.items()}, params, metric,
+                           mode, searched, log_params),
         confusion_section(students, data_dir),
-        learning_curves_section(run_dir, _best_trial_ids(board, students), unseen),
+        learning_curves_section(curves, _best_trial_ids(board, students), unseen),
     ]  # fmt: skip
     return [section for section in sections if section is not None]
 
 
 _CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1400px;
        padding: 0 1em; color: #222; background: #fff; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ccc; }
 p.note { color: #444; max-width: 60em; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 0.8em; }
-th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; white-space: nowrap; }
-.fit th, .fit td { white-space: normal; }
-.fit th { overflow-wrap: anywhere; }  /* long column names break, so the table fits; figures never do */
-th { background: #f2f2f2; position: sticky; top: 0; }
+table { border-collapse: collapse; font-size: 0.8em; max-width: 100%; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right; }
+td { white-space: nowrap; }  /* a figure or a name is never cut */
+td.text { white-space: normal; text-align: left; min-width: 8em; }  /* an error, a budget note: sentences */
+td.spread { white-space: normal; min-width: 3.5em; }  /* "0.614 ± 0.002" may wrap before its ±, and only there */
+/* a column name wraps at its spaces and <wbr> (after an underscore), never inside a word */
+th { background: #f2f2f2; position: sticky; top: 0; white-space: normal; overflow-wrap: normal; word-break: normal;
+     hyphens: manual; vertical-align: bottom; }
 tr.best td { font-weight: bold; background: #f4f9ff; }
-.fit table { max-width: 100%; }
 details summary { cursor: pointer; color: #444; margin: 0.5em 0; }
 ul.warn { background: #fff4e5; border-left: 4px solid #e67e00; padding: 0.6em 0.6em 0.6em 2em; max-width: 60em; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }

@@ -155,10 +155,15 @@ def importance_bars(results: list[SubsetImportance]) -> Figure | None:
     axes = figure.subplots(1, len(shown), squeeze=False)[0]
     for ax, result in zip(axes, shown):
         names = list(result.importances)[::-1]  # largest on top
-        ax.barh(names, [result.importances[n] for n in names], color=subset_colour(result.subset))
+        colour = "#7f7f7f" if result.pooled else subset_colour(result.subset)
+        ax.barh(names, [result.importances[n] for n in names], color=colour)
         ax.set_xlim(0, 1)
         ax.set_xlabel("importance (share)")
-        ax.set_title(f"Subset {result.subset}% ({result.trials} trials)")
+        if result.pooled:
+            pooled = ", ".join(str(s) for s in result.pooled)
+            ax.set_title(f"Subsets {pooled}% pooled ({result.trials} trials,\nrelative to their subset)")
+        else:
+            ax.set_title(f"Subset {result.subset}% ({result.trials} trials)")
         ax.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     return figure
@@ -225,37 +230,59 @@ def kd_bars(effect: pd.DataFrame, unseen: dict[int, set[str]], chance: float | N
     return figure
 
 
-def learning_curves(curves: dict[int, pd.DataFrame], unseen: dict[int, set[str]] | None = None) -> Figure | None:
-    """Per subset (one row): training loss, and validation accuracy per epoch (overall, seen/unseen, devices).
+def learning_curves(curves: dict[int, dict[str, pd.DataFrame]], best: dict[int, str],
+                    unseen: dict[int, set[str]] | None = None) -> Figure | None:  # fmt: skip
+    """Per subset (one row): every trial's training loss and validation accuracy per epoch, the best trial (`best`:
+    subset → trial id) drawn thick, and the best trial's accuracy per device.
 
-    curves: subset → one row per reported epoch with training_iteration and any of train_loss, acc,
-    acc_seen, acc_unseen, acc_<device>.
+    curves: subset → trial id → one row per reported epoch with training_iteration and any of train_loss, acc,
+    acc_seen, acc_unseen, acc_<device>. A trial that ends before the others was stopped early by ASHA (marked x).
     """
-    curves = {s: c for s, c in sorted(curves.items()) if not c.empty and "training_iteration" in c}
+    curves = {s: {t: c for t, c in trials.items() if not c.empty and "training_iteration" in c}
+              for s, trials in sorted(curves.items())}  # fmt: skip
+    curves = {s: trials for s, trials in curves.items() if trials}
     if not curves:
         return None
-    figure = Figure(figsize=(12, 3.2 * len(curves)))
-    axes = figure.subplots(len(curves), 2, squeeze=False)
-    for (loss_ax, acc_ax), (subset, curve) in zip(axes, curves.items()):
+    figure = Figure(figsize=(16, 3.4 * len(curves)))
+    axes = figure.subplots(len(curves), 3, squeeze=False)
+    for (loss_ax, all_ax, device_ax), (subset, trials) in zip(axes, curves.items()):
+        colour = subset_colour(subset)
+        top = best.get(subset) if best.get(subset) in trials else None
+        last = max(int(c["training_iteration"].max()) for c in trials.values())
+        for trial_id, curve in sorted(trials.items(), key=lambda item: item[0] == top):  # the best drawn last, on top
+            epochs = curve["training_iteration"].astype(int)
+            mine = trial_id == top
+            style = {"color": "black" if mine else colour, "linewidth": 2.2 if mine else 1.0,
+                     "alpha": 1.0 if mine else 0.6, "marker": "o", "markersize": 3}  # fmt: skip
+            label = f"{trial_id} (best)" if mine else trial_id
+            if "train_loss" in curve:
+                loss_ax.plot(epochs, curve["train_loss"].astype(float), **style)
+            if "acc" in curve:
+                all_ax.plot(epochs, curve["acc"].astype(float), label=label, **style)
+                if int(epochs.max()) < last:  # stopped early
+                    all_ax.plot(int(epochs.max()), float(curve["acc"].iloc[-1]), "x", color=style["color"], markersize=8)
+        loss_ax.set_title(f"Subset {subset}%: training loss (KD loss), {len(trials)} trial(s)")
+        all_ax.set_title(f"Subset {subset}%: validation acc, every trial (x: stopped early)")
+        all_ax.legend(fontsize=7, loc="upper left", ncol=2)
+        for ax in (loss_ax, all_ax, device_ax):
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+        all_ax.set_ylim(0, 1)
+        device_ax.set_ylim(0, 1)
+        if top is None:
+            device_ax.set_visible(False)
+            continue
+        curve = trials[top]
         epochs = curve["training_iteration"].astype(int)
-        if "train_loss" in curve:
-            loss_ax.plot(epochs, curve["train_loss"].astype(float), marker="o", color=subset_colour(subset))
-        loss_ax.set_title(f"Subset {subset}%: training loss (KD loss)")
-        loss_ax.set_xlabel("epoch")
-        loss_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        loss_ax.grid(alpha=0.3)
         for device in device_columns(dict.fromkeys(curve.columns)):
             hidden = device in (unseen or {}).get(subset, set())
-            acc_ax.plot(epochs, curve[f"acc_{device}"].astype(float), "--" if hidden else "-", linewidth=0.8,
-                        alpha=0.6, label=f"{device}*" if hidden else device)  # fmt: skip
+            device_ax.plot(epochs, curve[f"acc_{device}"].astype(float), "--" if hidden else "-", linewidth=0.8,
+                           alpha=0.6, label=f"{device}*" if hidden else device)  # fmt: skip
         for name, style in (("acc", "-"), ("acc_seen", "--"), ("acc_unseen", ":")):
             if name in curve:
-                acc_ax.plot(epochs, curve[name].astype(float), style, color="black", linewidth=2, label=name)
-        acc_ax.set_ylim(0, 1)
-        acc_ax.set_title(f"Subset {subset}%: validation accuracy (* dashed: unseen device)")
-        acc_ax.set_xlabel("epoch")
-        acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        acc_ax.grid(alpha=0.3)
-        acc_ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: curves stay visible
+                device_ax.plot(epochs, curve[name].astype(float), style, color="black", linewidth=2, label=name)
+        device_ax.set_title(f"Best trial {top}: per device (* dashed: unseen)")
+        device_ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: curves stay visible
     figure.tight_layout()
     return figure

@@ -1,4 +1,5 @@
 import base64
+import html
 import json
 import re
 import shutil
@@ -13,11 +14,12 @@ import torch
 import yaml
 from PIL import Image
 
-from results import report
+from results import report, report_figures
 from results.distillation import print_warnings, write_teachers
 from results.evaluation import evaluate_student
-from results.importance import importances
+from results.importance import common_epoch_values, importances, pooled_importance
 from results.leaderboard import comparison, write_tables
+from results.trial_records import read_experiment
 from trainables.asc.data import load_prepared, write_prepared
 from trainables.asc.frontend import FrontendConfig
 from trainables.asc.logits_file import save_logits
@@ -155,14 +157,19 @@ def test_report_reads_offline(written):
     assert "url(" not in page  # nothing fetched from CSS either
 
 
+def _text(page_path: Path) -> str:
+    """The page with its headers' break hints (<wbr>) taken out, as its text reads."""
+    return page_path.read_text().replace("<wbr>", "")
+
+
 def test_report_holds_the_leaderboard_and_best_students(written):
-    page = written.read_text()
+    page = _text(written)
     for trial_id in ("t5x0", "t5x3", "t25x2", "t10x0", "early", "nan"):
         assert f"<td>{trial_id}</td>" in page
     for column in ("rank", "trial_id", "subset", "status", *PARAMS, "acc", "acc_s4", "test_acc"):
         assert f"<th>{column}</th>" in page
     assert "NonFiniteLoss" in page
-    assert "<td>61,148</td>" in page and "<td>29,419,156</td>" in page and "<td>within</td>" in page
+    assert "<td>61,148</td>" in page and "<td>29,419,156</td>" in page and '<td class="text">within</td>' in page
     assert "subset 10%: 1 complete trial(s)" in page  # importance skipped there, not failed
 
 
@@ -171,7 +178,7 @@ def _section(page: str, title: str) -> str:
 
 
 def test_report_says_what_distillation_did_and_warns(written):
-    page = written.read_text()
+    page = _text(written)
     titles = re.findall(r"<h2 id=\"[a-z-]+\">([^<]+)</h2>", page)
     assert titles[:5] == ["Warnings", "Best students", "What distillation did", "Teachers", "Leaderboard"]
     warnings = _section(page, "Warnings")
@@ -180,11 +187,13 @@ def test_report_says_what_distillation_did_and_warns(written):
     assert "Subset 25%" not in warnings
     kd = _section(page, "What distillation did")
     assert re.search(r"<td>KD \(t5x\d, 2 seeds\)</td>", kd) and "<td>no-KD (ref5)</td>" in kd
-    assert re.search(r"<td>0\.\d{3} ± 0\.\d{3}</td>", kd), "KD mean ± std over the confirmation seeds"
+    spread = r'<td class="spread">0\.\d{3} ±&nbsp;0\.\d{3}</td>'
+    assert re.search(spread, kd), "KD mean ± std over the confirmation seeds"
     assert "<td>Δ (points)</td>" in kd and "<th>unseen</th>" in kd
+    assert "<th>std</th>" not in kd, "a spread over seeds is no device"
     # The micro dataset's split5 holds device a only, split25 devices a, b and s4: s4 is unseen in 5, seen in 25.
     rows = re.findall(r"<tr>(.*?)</tr>", kd)
-    cells = [c for c in (re.findall(r"<td>([^<]*)</td>", r) for r in rows) if c]
+    cells = [c for c in (re.findall(r"<td[^>]*>([^<]*)</td>", r) for r in rows) if c]
     header = re.findall(r"<th>([^<]*)</th>", kd)
     s4, a = header.index("s4"), header.index("a")
     assert all(c[s4].endswith(" *") for c in cells if c[0] == "5%") and not any(c[a].endswith("*") for c in cells)
@@ -197,6 +206,28 @@ def test_report_says_what_distillation_did_and_warns(written):
     assert "<th>acc_s4</th>" in folded and "<summary>All " in folded
 
 
+def test_a_confirmed_configuration_shows_its_seeds_not_its_one_search_run(written):
+    """Subset 5's best configuration was confirmed with 2 seeds: its figures are their mean ± std wherever it is
+    shown (best students, the leaderboard's key columns), never beside the one search run's (issue 26)."""
+    page = _text(written)
+    rows = {}
+    for section in ("Best students", "Leaderboard"):
+        table = _section(page, section).split("<details>")[0]
+        header = re.findall(r"<th>([^<]*)</th>", table)
+        lines = re.findall(r"<tr[^>]*>(.*?)</tr>", table)[1:]
+        rows[section] = [dict(zip(header, re.findall(r"<td[^>]*>([^<]*)</td>", line))) for line in lines]
+        assert not [h for h in header if h.startswith("confirmed_")], header
+    best = {r["subset"]: r for r in rows["Best students"]}
+    for figure in ("acc", "test_acc", "test_acc_unseen"):
+        assert re.fullmatch(r"0\.\d{3} ±&nbsp;0\.\d{3}", best["5"][figure]), best["5"]
+        assert re.fullmatch(r"0\.\d{3}", best["25"][figure]), best["25"]  # not confirmed: its search run
+    assert best["5"]["runs"] == "2 seeds" and best["25"]["runs"] == "1 (search)"
+    board = {r["trial_id"]: r for r in rows["Leaderboard"]}
+    confirmed = board[best["5"]["trial_id"]]
+    assert confirmed["runs"] == "2 seeds" and confirmed["acc"] == best["5"]["acc"]
+    assert all(r["runs"] == "1" for t, r in board.items() if t != best["5"]["trial_id"])
+
+
 def test_importance_per_subset_with_enough_trials(written):
     board = report.read_board(written.parent, "acc", "max")
     found = {r.subset: r for r in importances(board, PARAMS, "acc", "max")}
@@ -206,6 +237,49 @@ def test_importance_per_subset_with_enough_trials(written):
         assert set(found[subset].importances) == set(PARAMS)
         assert abs(sum(found[subset].importances.values()) - 1) < 1e-6
     assert not found[10].importances and "needs at least 3" in found[10].note
+
+
+def test_subsets_with_too_few_complete_trials_are_pooled_for_importance(tmp_path):
+    """As the demo runs: 2 trials a subset, of which ASHA stopped one after 2 of 3 epochs. No subset has 3 complete
+    trials, so they are pooled, each trial valued at epoch 2 less its subset's mean (issue 26: "Nothing to draw")."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "space.yaml").write_text(yaml.safe_dump({"metric": "acc", "mode": "max", "search": {
+        "subset": [5, 10, 25], "temperature": {"low": 1.0, "high": 5.0}, "kd_lambda": {"low": 0.0, "high": 0.5},
+        "lr": {"low": 0.002, "high": 0.02, "log": True}}}))  # fmt: skip
+    rng = np.random.default_rng(2)
+    for subset in (5, 10, 25):
+        for i, done in enumerate((3, 2)):
+            params = {"temperature": float(rng.uniform(1, 5)), "kd_lambda": float(rng.uniform(0, 0.5)),
+                      "lr": float(10 ** rng.uniform(-2.7, -1.7))}  # fmt: skip
+            _trial(run_dir / "search", f"s{subset}x{i}", subset, done, params)
+    board = write_tables(run_dir, "acc", "max")
+    assert (board.groupby("subset")["status"].apply(sorted) == pd.Series([["complete", "stopped"]] * 3,
+                                                                          index=[5, 10, 25])).all()  # fmt: skip
+    curves = {t: c for trials in report.search_curves(read_experiment(run_dir / "search")).values()
+              for t, c in trials.items()}  # fmt: skip
+    at_two = {t: float(c.set_index("training_iteration").loc[2, "acc"]) for t, c in curves.items()}
+    assert common_epoch_values(board[board["subset"] == 5], curves, "acc") == {t: at_two[t] for t in ("s5x0", "s5x1")}
+    assert all(not r.importances for r in importances(board, PARAMS, "acc", "max"))
+    pooled = pooled_importance(board, curves, PARAMS, "acc", "max", [5, 10, 25])
+    assert pooled.pooled == (5, 10, 25) and pooled.trials == 6
+    assert set(pooled.importances) == set(PARAMS) and abs(sum(pooled.importances.values()) - 1) < 1e-6
+    page = report.write_report(run_dir).read_text()
+    importance = _section(page, "Hyperparameter importance")
+    assert "Nothing to draw yet" not in importance and "pooled" in importance and "<img" in importance
+    assert (run_dir / "report" / "importance.png").is_file()
+
+
+def test_learning_curves_show_every_trial_of_a_subset_with_the_best_highlighted(written):
+    curves = report.search_curves(read_experiment(written.parent / "search"))
+    assert sorted(curves[5]) == sorted(["t5x0", "t5x1", "t5x2", "t5x3", "early", "nan"])
+    figure = report_figures.learning_curves(curves, {5: "t5x1", 10: "t10x0", 25: "t25x0"})
+    loss, every, devices = figure.axes[:3]  # subset 5's row
+    drawn = {line.get_label(): line for line in every.lines if not line.get_label().startswith("_")}
+    assert sorted(drawn) == sorted(["t5x0", "t5x1 (best)", "t5x2", "t5x3", "early", "nan"])
+    assert drawn["t5x1 (best)"].get_linewidth() > max(line.get_linewidth() for name, line in drawn.items()
+                                                      if name != "t5x1 (best)")  # fmt: skip
+    assert len(loss.lines) == 6 and "t5x1" in devices.get_title()
 
 
 def test_confusion_matrix_counts_every_test_clip(data_dir, tmp_path):
@@ -242,8 +316,10 @@ def test_report_without_data_or_exports_skips_what_it_cannot_draw(tmp_path):
     page = report.write_report(run_dir).read_text()  # no leaderboard.csv yet, no best/, no --data
     assert "No exported student" in page
     assert "needs at least 3" in page
-    assert sorted(p.name for p in (run_dir / "report").iterdir()) == ["device_accuracy.png", "hyperparameters.png",
-                                                                      "learning_curves.png"]  # fmt: skip
+    # One complete trial: no importance can be computed, but its figure against each hyperparameter can be drawn.
+    assert "Nothing to draw yet" not in page and "Too few comparable trials for any importance" in page
+    drawn = ["device_accuracy.png", "hyperparameters.png", "importance.png", "learning_curves.png"]
+    assert sorted(p.name for p in (run_dir / "report").iterdir()) == drawn
 
 
 def test_command_refuses_bad_input(tmp_path, capsys):
@@ -261,55 +337,98 @@ def _chromium() -> str | None:
     return None
 
 
-_IMAGE_CHECK = """<script>
+_LAYOUT_CHECK = """<script>
 window.addEventListener("load", () => {
+  const folded = [...document.querySelectorAll("details")].map(d => d.open);
+  document.querySelectorAll("details").forEach(d => { d.open = true; });  // their tables must fit as well
+  const body = document.body.getBoundingClientRect();
+  const right = body.right - parseFloat(getComputedStyle(document.body).paddingRight);
+  const broken = [];  // [header, word] where a header's word runs over two lines
+  for (const th of document.querySelectorAll("th")) {
+    const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const word of node.data.matchAll(/\\S+/g)) {
+        const range = document.createRange();
+        range.setStart(node, word.index);
+        range.setEnd(node, word.index + word[0].length);
+        const lines = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+        if (lines.size > 1) broken.push([th.textContent, word[0]]);
+      }
+    }
+  }
   const out = document.createElement("pre");
-  out.id = "image-check";
-  const page = document.documentElement.clientWidth;
+  out.id = "layout-check";
   out.textContent = JSON.stringify({
     images: [...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]),
     headings: [...document.querySelectorAll("h2")].map(h => [h.textContent, h.getBoundingClientRect().top]),
-    fit: [...document.querySelectorAll(".fit table")].map(t => t.getBoundingClientRect().right <= page),
-    folded: [...document.querySelectorAll("details")].map(d => d.open),
+    tables: [...document.querySelectorAll("table")].map(
+      t => [t.rows[0].textContent, t.getBoundingClientRect().right]),
+    right: right, page: document.documentElement.clientWidth, scrolled: document.documentElement.scrollWidth,
+    broken: broken, folded: folded,
   });
   document.body.appendChild(out);
 });
 </script>"""
+
+PAGE_WIDTH = 1400  # the page every table must fit (issue 26)
+
+
+def _layout(browser: str, page: Path, probe: Path) -> dict:
+    """The layout Chromium gives `page` at PAGE_WIDTH px, as the check above measures it."""
+    probe.write_text(page.read_text().replace("</body>", _LAYOUT_CHECK + "</body>"))
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           f"--window-size={PAGE_WIDTH},3000", "--virtual-time-budget=10000", "--dump-dom",
+                           probe.as_uri()], capture_output=True, text=True, timeout=90)  # fmt: skip
+    found = re.search(r'<pre id="layout-check">(.*?)</pre>', done.stdout)
+    assert found, done.stderr[-2000:]
+    return json.loads(html.unescape(found.group(1)))
 
 
 def test_report_renders_in_headless_chromium(written, tmp_path):
     browser = _chromium()
     if browser is None:
         pytest.skip("no chromium binary (CI: apt-get install -y chromium)")
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,3000"]
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             f"--window-size={PAGE_WIDTH},3000"]
     shot = tmp_path / "report.png"
     subprocess.run([*flags, f"--screenshot={shot}", written.resolve().as_uri()], capture_output=True, timeout=90)
     with Image.open(shot) as image:
         pixels = np.asarray(image.convert("RGB"))
-    assert pixels.shape[:2] == (3000, 1200)
+    assert pixels.shape[:2] == (3000, PAGE_WIDTH)
     packed = pixels.astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], dtype=np.uint32)  # one int per colour
     colours = len(np.unique(packed))
     assert colours > 200, f"the page looks blank ({colours} distinct colours)"
-    # A copy of the page with a script that records, once loaded, whether every <img> decoded.
-    probe = tmp_path / "probe.html"
-    probe.write_text(written.read_text().replace("</body>", _IMAGE_CHECK + "</body>"))
-    done = subprocess.run([*flags, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-                          capture_output=True, text=True, timeout=90)  # fmt: skip
-    found = re.search(r'<pre id="image-check">(.*?)</pre>', done.stdout)
-    assert found, done.stderr[-2000:]
-    checked = json.loads(found.group(1))
+    checked = _layout(browser, written, tmp_path / "probe.html")
     images = checked["images"]
     assert len(images) == len(FIGURES)
     assert all(complete and width > 0 and height > 0 for complete, width, height in images), images
-    # The new sections are on the page, in order, and the tables meant to fit the page do, at 1200 px.
     headings = [title for title, _ in checked["headings"]]
     assert headings[:5] == ["Warnings", "Best students", "What distillation did", "Teachers", "Leaderboard"]
     assert [top for _, top in checked["headings"]] == sorted(top for _, top in checked["headings"])
-    assert len(checked["fit"]) >= 3 and all(checked["fit"]), checked["fit"]
     assert checked["folded"] == [False], "the leaderboard's other columns are folded"
+    # Every table, the folded ones opened, fits the page, and no column name breaks inside a word (issue 26: the
+    # best students overflowed, and "temperature" broke into "temper ature").
+    assert len(checked["tables"]) >= 6
+    assert [t for t in checked["tables"] if t[1] > checked["right"] + 0.5] == [], checked["right"]
+    assert checked["scrolled"] <= checked["page"]
+    assert checked["broken"] == []
     # The screenshot shows the warning box (its orange border) above the fold.
     orange = (np.abs(pixels[:1500].astype(int) - [0xE6, 0x7E, 0x00]).sum(axis=2) < 30).sum()
     assert orange > 50, "no warning box in the first screen"
+
+
+def test_the_layout_check_finds_a_header_broken_inside_a_word(tmp_path):
+    """The check above on a page made to fail it: a column too narrow for "temperature", allowed to break it."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium binary (CI: apt-get install -y chromium)")
+    page = tmp_path / "narrow.html"
+    page.write_text("<!DOCTYPE html><html><head><style>th { width: 30px; overflow-wrap: anywhere; }</style></head>"
+                    f"<body><table><tr><th>temperature</th><th>{report.header('kd_lambda')}</th></tr></table>"
+                    f"<table style=\"width: {2 * PAGE_WIDTH}px\"><tr><th>wide</th></tr></table></body></html>")
+    checked = _layout(browser, page, tmp_path / "probe.html")
+    assert ["temperature", "temperature"] in checked["broken"] and ["kd_lambda", "lambda"] in checked["broken"]
+    assert checked["tables"][1][1] > checked["right"] and checked["scrolled"] > checked["page"]
 
 
 def test_distributions_come_from_the_space_widened_to_what_ran():

@@ -139,14 +139,16 @@ _CONFIRMED_FIGURES = ("acc", "acc_unseen", "macro_acc", "test_acc", "test_acc_un
                       "min_dcf", "test_eer", "test_min_dcf")  # fmt: skip
 
 
-def confirmed_figures(run_dir: Path, params: list[str], search: list | None = None) -> dict[str, dict[str, str]]:
-    """Search trial id → its configuration's figures over the seeds it was confirmed with ("mean ± std"), and
-    `runs` ("2 seeds"); trials not confirmed are absent. `search`: the run's search trials, when read already."""
+def confirmed_figures(run_dir: Path, params: list[str], metric: str = "acc",
+                      search: list | None = None) -> dict[str, dict[str, str]]:  # fmt: skip
+    """Search trial id → its configuration's figures (the ranking `metric` among them) over the seeds it was confirmed
+    with ("mean ± std"), and `runs` ("2 seeds"); trials not confirmed are absent. `search`: the run's search trials,
+    when read already."""
     search = read_experiment(Path(run_dir) / "search") if search is None else search
     found = {}
     for trial_id, results in confirmation_runs(run_dir, params, search).items():
         cells = {"runs": f"{len(results)} seeds"}
-        for name in _CONFIRMED_FIGURES:
+        for name in dict.fromkeys([metric, *_CONFIRMED_FIGURES]):
             values = [float(r[name]) for r in results if _finite(r.get(name))]
             if values:
                 spread = float(pd.Series(values).std(ddof=1)) if len(values) > 1 else math.nan
@@ -320,7 +322,8 @@ def search_curves(search: list) -> dict[int, dict[str, pd.DataFrame]]:
 def learning_curves_section(curves: dict[int, dict[str, pd.DataFrame]], best: dict[int, str],
                             unseen: dict[int, set[str]] | None = None) -> Section:  # fmt: skip
     text = ("Per epoch, for every search trial of each subset (its result.json), the best one thick and black: the "
-            "training loss (the KD loss on augmented training clips) and the validation accuracy (acc, the mean over "
+            "training loss (the KD loss on augmented training clips; its level depends on each trial's temperature and "
+            "λ, so compare a trial's epochs, not trials) and the validation accuracy (acc, the mean over "
             "devices; a trial that ends early was stopped by ASHA). Right: the best trial's accuracy pooled over "
             "devices seen / unseen in training, and each device (thin lines; dashed and marked * when unseen).")  # fmt: skip
     figure = figures.learning_curves(curves, best, unseen or {})
@@ -416,7 +419,7 @@ def build_sections(run_dir: Path, data_dir: Path | None = None, top: int = 3) ->
     log_params = {name for name, d in searched.items() if d.get("log")}
     search = read_experiment(Path(run_dir) / "search")
     curves = search_curves(search)
-    confirmed = confirmed_figures(run_dir, params, search)
+    confirmed = confirmed_figures(run_dir, params, metric, search)
     sections = [
         warnings_section(warnings(board, effect, teachers, _n_classes(students))),
         replication_section(run_dir),

@@ -66,8 +66,8 @@ def test_the_console_is_the_project_s_own(run):
     (planned,) = [i for i, line in enumerate(lines) if line.startswith("Planned: ")]
     assert planned < lines.index("== Teachers =="), console
     expected = (r"Planned: 4 student trials \(3 search, 1 no-KD\) × 2 epochs × \d+ clips, validated on 180 clips "
-                r"an epoch; at most about \d+m\d\ds at 2 trials at once \(a step of 50 clips timed: \d\.\d\d s on "
-                r"the cpu; students only, ASHA may end it sooner\)")  # fmt: skip
+                r"an epoch; about \d+m\d\ds at 2 trials at once \(a step of 50 clips timed: \d\.\d\d s on the cpu; "
+                r"students only, before ASHA's early stops\)")  # fmt: skip
     assert re.fullmatch(expected, lines[planned]), lines[planned]
     assert [line for line in lines if "tensorboard --logdir" in line] == [f"Watch it with: tensorboard --logdir {run_dir}"]
     for ray_output in ("driver_artifacts", "started with configuration", "Trial status", "Current best trial",

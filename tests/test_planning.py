@@ -51,7 +51,7 @@ def test_the_line_counts_trials_epochs_and_clips_and_times_them(service_data):
     assert student_seconds(space, data, timing) == pytest.approx(30 * per_trial)
     line = plan_line(space, service_data, timing, at_once=2)
     assert line.startswith("Planned: 30 student trials (10 search, 10 confirmation, 10 no-KD) × 4 epochs × 640 "
-                           f"clips, validated on {len(data.splits['val'])} clips an epoch; at most about "), line
+                           f"clips, validated on {len(data.splits['val'])} clips an epoch; about "), line
     minutes, seconds = divmod(round(30 * per_trial / 2), 60)
     assert f"about {minutes}m{seconds:02d}s at 2 trials at once" in line, line
     assert "a step of 32 clips timed: 0.32 s on the cpu" in line

@@ -322,10 +322,10 @@ def search_curves(search: list) -> dict[int, dict[str, pd.DataFrame]]:
 def learning_curves_section(curves: dict[int, dict[str, pd.DataFrame]], best: dict[int, str],
                             unseen: dict[int, set[str]] | None = None) -> Section:  # fmt: skip
     text = ("Per epoch, for every search trial of each subset (its result.json), the best one thick and black: the "
-            "training loss (the KD loss on augmented training clips; its level depends on each trial's temperature and "
-            "λ, so compare a trial's epochs, not trials) and the validation accuracy (acc, the mean over "
-            "devices; a trial that ends early was stopped by ASHA). Right: the best trial's accuracy pooled over "
-            "devices seen / unseen in training, and each device (thin lines; dashed and marked * when unseen).")  # fmt: skip
+            "training loss (the KD loss on augmented training clips; its level depends on each trial's temperature "
+            "and λ, so compare a trial's epochs, not trials) and the validation accuracy (acc, the mean over devices; "
+            "a trial that ends early was stopped by ASHA). Right: the best trial's accuracy pooled over devices seen "
+            "/ unseen in training, and each device (thin lines; dashed and marked * when unseen).")  # fmt: skip
     figure = figures.learning_curves(curves, best, unseen or {})
     if figure is None:
         return Section("Learning curves", "No trial with reported epochs was found under search/.")

@@ -76,7 +76,7 @@ def time_steps(space: Space, data_dir: Path | None) -> StepTiming | None:
         return None
     try:
         return time_student(space, data_dir)
-    except (RuntimeError, ValueError) as error:  # no estimate is no reason to stop; the trial will say it better
+    except (RuntimeError, ValueError, OSError) as error:  # no estimate is no reason to stop; a trial says it better
         print(f"No time estimate: one student's steps could not be timed ({str(error)[:120]})", flush=True)
         return None
 

@@ -38,7 +38,9 @@ from search.systems import SYSTEMS, System
 from trainables.asc.data import SUBSETS
 from trainables.asc.student import Budget
 from trainables.asc.teacher import TeacherConfig
-from trainables.settings import SEED_HIGH, Rule, SettingError, Settings, check, path_fields, rule_of, seed_setting, setting
+from trainables.settings import (
+    SEED_HIGH, Rule, SettingError, Settings, check, path_fields, rule_of, seed_setting, setting,
+)
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 

@@ -96,7 +96,7 @@ class OskdftConfig(Settings):
     time_mask_min_spans: int = setting(2, low=0)  # spans per utterance at least
     freeze_extractor: bool = flag(False)  # keep the student's copied conv front end fixed (halves CPU time)
     # Architecture
-    teacher: SslConfig = nested(SslConfig)
+    teacher: SslConfig = nested(SslConfig)  # noqa: RUF009 (a field, made once; each instance gets its own default)
     student_layers: int = setting(2, low=1)  # at most the teacher's layers (checked below)
     init_layers: tuple[int, ...] = setting((), rule=Rule(kind="items", item=Rule(low=0)))  # teacher layers (0-based)
     # copied into the student, one per student layer (checked below); (): 0, 1, …

@@ -79,7 +79,8 @@ class Rule:
         elif self.kind == "bool":
             fits = isinstance(value, bool)
         elif self.kind == "text":
-            fits = isinstance(value, str) and bool(value) and (self.pattern is None or bool(re.fullmatch(self.pattern, value)))
+            fits = isinstance(value, str) and bool(value)
+            fits = fits and (self.pattern is None or bool(re.fullmatch(self.pattern, value)))
         elif self.kind == "items":
             fits = (isinstance(value, tuple) and self.length[0] <= len(value)
                     and (self.length[1] is None or len(value) <= self.length[1])
@@ -146,7 +147,8 @@ class Rule:
         if not path.exists():
             return f"{self.missing} {value}"
         if path.is_dir() != (self.path == "dir"):
-            return f"{value} is a {'file' if self.path == 'dir' else 'folder'}, not a {'folder' if self.path == 'dir' else 'file'}"
+            wanted, found = ("folder", "file") if self.path == "dir" else ("file", "folder")
+            return f"{value} is a {found}, not a {wanted}"
         return None
 
 

@@ -38,7 +38,9 @@ from search.systems import SYSTEMS, System
 from trainables.asc.data import SUBSETS
 from trainables.asc.student import Budget
 from trainables.asc.teacher import TeacherConfig
-from trainables.settings import SEED_HIGH, Rule, SettingError, check, rule_of, seed_setting, setting
+from trainables.settings import (
+    SEED_HIGH, Rule, SettingError, Settings, check, path_fields, rule_of, seed_setting, setting,
+)
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 
@@ -56,17 +58,14 @@ class Dimension:
 
 
 @dataclass(frozen=True)
-class SchedulerSettings:
+class SchedulerSettings(Settings):
     type: str = setting("asha", choices=("asha", "fifo"))  # asha (early stopping) or fifo (every trial runs all epochs)
     grace_period: int = setting(1, low=1)  # epochs every trial gets before it can be stopped
     reduction_factor: int = setting(2, low=2)  # ASHA keeps 1/reduction_factor of the trials at each rung
 
-    def __post_init__(self) -> None:
-        check(self)
-
 
 @dataclass(frozen=True)
-class ResourceSettings:
+class ResourceSettings(Settings):
     """What each trial asks Ray for. None (a space that leaves the setting out) is automatic, decided once Ray
     knows the cluster (search/cluster.py `automatic_resources`): the GPUs it has, packed several trials to a
     GPU by the GPU's memory and the CPUs beside it; none on a CPU-only cluster. An automatic trial's CPUs are
@@ -76,9 +75,6 @@ class ResourceSettings:
     gpus_per_trial: float | None = setting(None, low=0.0)  # a fraction packs several trials on one GPU; 0: CPU only
     teacher_cpus_per_trial: float | None = setting(None, low=0.01)
     teacher_gpus_per_trial: float | None = setting(None, low=0.0)
-
-    def __post_init__(self) -> None:
-        check(self)
 
     @property
     def decided(self) -> bool:
@@ -229,8 +225,8 @@ def build_space(raw: dict) -> Space:
     fills = {name: built[name] for name in schema.sections if name in {f.name for f in dataclasses.fields(schema.settings)}}
     settings = _absolute(_build_dataclass(schema.settings, {k: v for k, v in raw.items() if k in fields_}, "", fills))
     _check_paths(settings)
-    if "teacher" in built:
-        _check_paths(built["teacher"], "teacher.")
+    for name, section in built.items():
+        _check_paths(section, f"{name}.")
     replication = meta.get("kind") == "replication"
     subsets, dimensions = _build_search(raw.get("search", {}), schema, replication)
     published = _build_published(raw.get("published"), schema, subsets, metric)
@@ -256,14 +252,11 @@ def build_space(raw: dict) -> Space:
                  scheduler=built.pop("scheduler"), resources=built.pop("resources"), sections=built)  # fmt: skip
 
 
-_PATH_SETTINGS = ("weights", "cochlscene", "logits", "dir_path")  # also teacher_training.weights
-
-
 def _absolute(settings: Any) -> Any:
-    """Paths made absolute here, since trials run in other working directories."""
+    """Paths (the fields of kind path) made absolute here, since trials run in other working directories."""
     changes: dict[str, Any] = {}
-    for name in _PATH_SETTINGS:
-        value = getattr(settings, name, None)
+    for name, _rule in path_fields(settings):
+        value = getattr(settings, name)
         if isinstance(value, str) and value:
             changes[name] = str(Path(value).expanduser().resolve())
         elif isinstance(value, tuple):
@@ -387,14 +380,11 @@ def _check_range(name: str, values: tuple, where: str, rule: Rule | None) -> Non
 
 
 def _check_paths(settings: Any, where: str = "") -> None:
-    """Files the settings name must be there on this machine (the trials read them)."""
-    for name in ("weights", "cochlscene"):
-        path = getattr(settings, name, None)
-        if isinstance(path, str) and path and not Path(path).exists():
-            raise SpaceError(f"{where}{name}: nothing at {path}")
-    dir_path = getattr(settings, "dir_path", None)
-    if dir_path and not list(Path(dir_path).glob("*.wav")):
-        raise SpaceError(f"{where}dir_path: no .wav impulse responses in {dir_path}")
+    """Files the settings name (the paths that must exist) must be there on this machine: the trials read them."""
+    for name, rule in path_fields(settings):
+        missing = rule.missing_at(getattr(settings, name))
+        if missing:
+            raise SpaceError(f"{where}{name}: {missing}")
 
 
 def _build_dataclass(cls: type, values: Any, where: str, fills: dict | None = None):

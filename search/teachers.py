@@ -43,15 +43,10 @@ from trainables.asc.logits_file import LogitsMismatch, aligned_logits, check_log
 from trainables.asc.synthetic import PretrainingConfig, generate_pretraining
 from trainables.asc.teacher import TeacherConfig
 from trainables.atomic import set_aside
+from trainables.settings import cache_key_fields
 from trainables.speaker.data import load_prepared as load_speakers
 from trainables.speaker.teacher import build_teacher, load_ssl_state_dict
 from trainables.tensor_files import UnreadableFile, load_tensors
-
-# Settings that change what a stage produces; the others (logits, ensemble, …) do not enter its key.
-_INIT_KEYS = ("arch", "weights", "embed_dim", "depth", "num_heads", "drop_path_rate", "width", "s_patchout_t", "s_patchout_f",
-              "freqm", "timem", "batch_size", "lr", "head_lr", "weight_decay", "schedule", "warmup_fraction", "warmup_epochs",
-              "rampdown_start", "rampdown_epochs", "lr_floor", "mixstyle_p", "mixstyle_alpha", "roll_sec", "dir_path",
-              "dir_prob", "sample_rate", "precision", "seed")  # fmt: skip
 
 
 def _key(*parts) -> str:
@@ -59,7 +54,9 @@ def _key(*parts) -> str:
 
 
 def _init_part(teacher: TeacherConfig) -> dict:
-    return {k: getattr(teacher, k) for k in _INIT_KEYS}
+    """The settings a teacher's weights depend on (their fields say `cache_key=True`); the rest of a key adds the
+    stages and the epochs. json.dumps sorts the names, so the order of the fields does not change a key."""
+    return cache_key_fields(teacher)
 
 
 class TeacherPlan:

@@ -73,6 +73,10 @@ def mixup(batch: int, alpha: float, device: torch.device) -> Mix | None:
     return Mix(weight, torch.randperm(batch).to(device, non_blocking=True))
 
 
+# What a `dir_path` setting's folder must hold: (glob, what they are), for the message when it holds none.
+IMPULSE_RESPONSES = ("*.wav", ".wav impulse responses")
+
+
 class DeviceImpulseResponses:
     """DIR augmentation: convolve device-a clips with recorded device impulse responses.
 
@@ -86,9 +90,9 @@ class DeviceImpulseResponses:
     def __init__(self, folder: Path, sample_rate: int, p: float):
         from trainables.asc.audio_files import read_clip
 
-        paths = sorted(Path(folder).glob("*.wav"))
+        paths = sorted(Path(folder).glob(IMPULSE_RESPONSES[0]))
         if not paths:
-            raise ValueError(f"DIR augmentation: no .wav impulse responses in {folder}")
+            raise ValueError(f"DIR augmentation: no {IMPULSE_RESPONSES[1]} in {folder}")
         responses = []
         for path in paths:
             ir = read_clip(path, sample_rate, int(soundfile.info(path).duration * sample_rate) + 1, {})

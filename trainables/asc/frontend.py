@@ -13,6 +13,8 @@ import torch
 import torchaudio
 from torch import nn
 
+from trainables.settings import SettingError, Settings, setting
+
 LOG_OFFSET = 1e-5  # log(mel + LOG_OFFSET)
 # What a mel bin set to zero power becomes after the log: the baseline masks frequencies before its log, so a
 # masked bin reads log(1e-5) ≈ −11.5, below any bin that carries sound, not 0.0 (a middling level).
@@ -20,14 +22,23 @@ MASKED_LOG_MEL = math.log(LOG_OFFSET)
 
 
 @dataclass(frozen=True)
-class FrontendConfig:
-    sample_rate: int = 32000
-    n_fft: int = 4096
-    window_length: int = 3072
-    hop_length: int = 500
-    n_mels: int = 256
-    f_min: float = 0.0
-    f_max: float | None = None
+class FrontendConfig(Settings):
+    """The log-mel front end: torchaudio's MelSpectrogram, in samples at `sample_rate` and Hz."""
+
+    sample_rate: int = setting(32000, low=8000)  # as the teacher's and the synthetic data's lowest rate
+    n_fft: int = setting(4096, low=2)
+    window_length: int = setting(3072, low=1)  # at most n_fft (torch.stft pads the window to n_fft)
+    hop_length: int = setting(500, low=1)
+    n_mels: int = setting(256, low=1)
+    f_min: float = setting(0.0, low=0.0)
+    f_max: float | None = setting(None, low=0.0, low_open=True)  # None: sample_rate / 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.window_length > self.n_fft:
+            raise SettingError("window_length", f"{self.window_length} must be at most n_fft ({self.n_fft})")
+        if self.f_max is not None and self.f_max <= self.f_min:
+            raise SettingError("f_max", f"{self.f_max} must be above f_min ({self.f_min})")
 
     def as_dict(self) -> dict:
         return asdict(self)

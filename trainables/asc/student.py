@@ -27,7 +27,7 @@ from torch import nn
 
 from trainables.asc.frontend import FrontendConfig
 from trainables.common import count_parameters
-from trainables.settings import check, setting
+from trainables.settings import Rule, Settings, setting
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -39,22 +39,19 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 @dataclass(frozen=True)
-class StudentArch:
+class StudentArch(Settings):
     """Everything that rebuilds the student network (not its front end)."""
 
-    n_classes: int = 10
-    in_channels: int = 1
-    base_channels: int = 32
-    channels_multiplier: float = 1.8
-    expansion_rate: float = 2.1
-    n_blocks: tuple[int, int, int] = (3, 2, 1)
+    n_classes: int = setting(10, low=2)  # a classifier tells two classes apart at least
+    in_channels: int = setting(1, low=1)
+    base_channels: int = setting(32, low=1)  # rounded to a multiple of 8 (at least 8)
+    channels_multiplier: float = setting(1.8, low=0.0, low_open=True)  # each stage's width over the one before
+    expansion_rate: float = setting(2.1, low=0.0, low_open=True)  # a block's inner width over its input's
+    # blocks per stage: three stages (the strides are the published model's), as StudentConfig.n_blocks spells them
+    n_blocks: tuple[int, int, int] = setting((3, 2, 1), rule=Rule(kind="items", item=Rule(low=1, high=9), length=(3, 3)))
 
     def as_dict(self) -> dict:
         return {**asdict(self), "n_blocks": list(self.n_blocks)}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "StudentArch":
-        return cls(**{**values, "n_blocks": tuple(values.get("n_blocks", cls.n_blocks))})
 
 
 def _conv_bn(in_ch: int, out_ch: int, kernel: int, stride=1, groups: int = 1, relu: bool = True) -> nn.Sequential:
@@ -146,15 +143,12 @@ class Complexity:
 
 
 @dataclass(frozen=True)
-class Budget:
+class Budget(Settings):
     """A complexity limit; 0 means no limit. DCASE24: 128,000 bytes of parameters at 16 bits, 30 MMACs."""
 
     param_bytes: int = setting(0, low=0)  # bytes of parameter memory at `bits` per parameter
     bits: int = setting(16, choices=(8, 16, 32))
     macs: int = setting(0, low=0)  # multiply-accumulates per 1-s clip, front end excluded
-
-    def __post_init__(self) -> None:
-        check(self)
 
     def violations(self, found: Complexity) -> list[str]:
         """One sentence per exceeded limit; empty when `found` fits."""

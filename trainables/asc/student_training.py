@@ -10,7 +10,6 @@ The Ray trainable in search/ passes an `on_epoch` that reports to Tune; tests pa
 from __future__ import annotations
 
 import copy
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.asc.augment import DeviceImpulseResponses, freq_mixstyle, frequency_mask, mixup, time_roll
+from trainables.asc.augment import IMPULSE_RESPONSES, DeviceImpulseResponses, freq_mixstyle, frequency_mask, mixup, time_roll
 from trainables.asc.data import SUBSETS, AscData
 from trainables.asc.evaluation import eval_batch_size, predict, split_metrics
 from trainables.asc.frontend import MASKED_LOG_MEL, FrontendConfig, LogMel
@@ -31,11 +30,15 @@ from trainables.common import (
     FINITE_CHECK_EVERY, EpochCallback, check_finite, resolve_device, restore_rng_state, rng_state, warmup_cosine,
 )
 from trainables.precision import PRECISIONS, allow_tf32, autocast, grad_scaler, resolve, scaled_step
-from trainables.settings import MAX_LR, SettingError, check, check_step_budget, from_dict, seed_setting, setting
+from trainables.settings import MAX_LR, Rule, Settings, check_step_budget, flag, path_setting, seed_setting, setting
+
+
+# The student's depth as a space file writes it: blocks per stage, for its three stages.
+N_BLOCKS = Rule(kind="text", pattern=r"[1-9](,[1-9]){2}", means="must be three block counts 1–9 such as 3,2,1")
 
 
 @dataclass(frozen=True)
-class StudentConfig:
+class StudentConfig(Settings):
     """One student trial's settings; defaults are the DCASE24 baseline's and the seeds' KD defaults."""
 
     subset: int = setting(100, choices=SUBSETS)  # training split in percent
@@ -54,7 +57,8 @@ class StudentConfig:
     freqm: int = setting(48, low=0)  # maximum frequency-mask width, mel bins
     mixstyle_p: float = setting(0.4, low=0.0, high=1.0)  # probability of Freq-MixStyle per batch
     mixstyle_alpha: float = setting(0.3, low=0.0, low_open=True)
-    dir_path: str | None = None  # folder of device impulse responses (wav) for DIR augmentation; None: off
+    dir_path: str | None = path_setting("dir", holds=IMPULSE_RESPONSES)  # folder of device impulse responses (wav) for
+    # DIR augmentation; None: off
     dir_prob: float = setting(0.6, low=0.0, high=1.0)  # probability of convolving a device-a clip with one of them
     mixup_alpha: float = setting(0.0, low=0.0)  # mixup of spectrograms and targets with Beta(α, α) weights; 0: off
     # inputs_and_targets: mixup proper. targets: only the targets are mixed and the network sees the unmixed batch,
@@ -65,23 +69,17 @@ class StudentConfig:
     base_channels: int = setting(32, low=1)  # width …
     channels_multiplier: float = setting(1.8, low=0.0, low_open=True)
     expansion_rate: float = setting(2.1, low=0.0, low_open=True)
-    n_blocks: str = "3,2,1"  # … and depth: blocks per stage, three counts 1–9, comma-separated
+    n_blocks: str = setting("3,2,1", rule=N_BLOCKS)  # … and depth: blocks per stage, three counts 1–9, comma-separated
     eval_batch_size: int = setting(0, low=0)  # 0: 1024 on a GPU; 32 on a CPU, where smaller batches evaluate faster
     # (the 4096-point STFT stays in cache) and keep each trial's memory down: 128 clips at once cost 0.5 GB more
     precision: str = setting("fp32", choices=PRECISIONS)  # fp32, bf16 or fp16 (torch.autocast; the front end stays
     # fp32), or auto (fp32 here)
-    compile: bool = False  # torch.compile the network (not the front end)
+    compile: bool = flag(False)  # torch.compile the network (not the front end)
     seed: int = seed_setting()  # confirmations and no-KD references train seed + 1 … seed + confirm_seeds
 
     def __post_init__(self) -> None:
-        check(self)
+        super().__post_init__()
         check_step_budget(self.train_steps, self.epochs)
-        if not re.fullmatch(r"[1-9](,[1-9]){2}", self.n_blocks):
-            raise SettingError("n_blocks", f"{self.n_blocks[:40]!r} must be three block counts 1–9 such as 3,2,1")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "StudentConfig":
-        return from_dict(cls, values)
 
     @property
     def uses_teacher(self) -> bool:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from trainables.asc.data import SUBSETS, write_prepared
-from trainables.settings import check, seed_setting, setting
+from trainables.settings import FINITE, Settings, seed_setting, setting
 
 CLASSES = [
     "airport", "bus", "metro", "metro_station", "park",
@@ -44,7 +44,7 @@ _EVENT_STREAM = 20_000_000  # the bank's random stream, independent of every see
 
 
 @dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(Settings):
     """Settings of the generator; the defaults make the embedded default dataset.
 
     Sizes are in 10-s segments; levels in dB.
@@ -61,16 +61,17 @@ class SyntheticConfig:
     held_out_clips_per_segment: int = setting(10, low=1, high=10)  # val/test keep the first k clips of a segment
     # (fewer: faster tests)
     locations_per_class: int = setting(6, low=1)  # training locations per scene
-    class_spread_db: float = 2.0  # a scene's own colouring beyond the events it is made of
-    location_jitter_db: float = 3.0  # per-location perturbation of a scene's envelope
-    event_level_db: float = 2.0  # std of each event's level in one recording: the mix varies, its events stay
-    background_snr_db: float = 3.0  # scene level over its city's background
-    real_device_db: float = 3.0  # std of the frequency response of devices b and c (a gets a third)
-    simulated_device_db: float = 5.0  # std of s1–s3's response; s4–s6 get 1.5 times this
-    noise_floor_db: float = -35.0  # device noise floor relative to the signal (s-devices 5 dB higher)
-
-    def __post_init__(self) -> None:
-        check(self)
+    # Standard deviations (of random dB curves and levels) are not negative; a level relative to another (an SNR, a
+    # noise floor) means something at any finite number of dB.
+    class_spread_db: float = setting(2.0, low=0.0)  # a scene's own colouring beyond the events it is made of
+    location_jitter_db: float = setting(3.0, low=0.0)  # per-location perturbation of a scene's envelope
+    event_level_db: float = setting(2.0, low=0.0)  # std of each event's level in one recording: the mix varies, its
+    # events stay
+    background_snr_db: float = setting(3.0, rule=FINITE)  # scene level over its city's background
+    real_device_db: float = setting(3.0, low=0.0)  # std of the frequency response of devices b and c (a gets a third)
+    simulated_device_db: float = setting(5.0, low=0.0)  # std of s1–s3's response; s4–s6 get 1.5 times this
+    noise_floor_db: float = setting(-35.0, rule=FINITE)  # device noise floor relative to the signal (s-devices 5 dB
+    # higher)
 
     def fingerprint(self) -> str:
         text = json.dumps({"generator": "synthetic_asc/3", **asdict(self)}, sort_keys=True)
@@ -126,7 +127,7 @@ def generate(config: SyntheticConfig, directory: Path) -> None:
 
 
 @dataclass(frozen=True)
-class PretrainingConfig:
+class PretrainingConfig(Settings):
     """The stand-in for AudioSet: the bank's sound events as classes, recorded by a pool of many devices.
 
     A PaSST teacher pretrained on it learns the events TAU22's scenes are made of, and that a device's
@@ -138,9 +139,6 @@ class PretrainingConfig:
     segments_per_class: int = setting(12, low=1)  # 10-s recordings per event, each by one random device of the pool
     devices: int = setting(24, low=1)
     val_segments_per_class: int = setting(1, low=1)
-
-    def __post_init__(self) -> None:
-        check(self)
 
     def fingerprint(self) -> str:
         text = json.dumps({"generator": "synthetic_pretraining/3", **asdict(self)}, sort_keys=True)

@@ -21,11 +21,13 @@ import torch
 import torchaudio
 from torch import nn
 
-from trainables.asc.augment import frequency_mask
+from trainables.asc.augment import IMPULSE_RESPONSES, frequency_mask
 from trainables.asc.frontend import MASKED_LOG_MEL, FrontendConfig, LogMel
 from trainables.asc.student import Student, StudentArch
 from trainables.precision import PRECISIONS, autocast
-from trainables.settings import MAX_LR, SEED_HIGH, SettingError, check, check_step_budget, from_dict, seed_setting, setting
+from trainables.settings import (
+    MAX_LR, SEED_HIGH, SettingError, Settings, check_step_budget, flag, path_setting, seed_setting, setting,
+)
 
 STANDARD_ARCH = "passt_s_swa_p16_128_ap476"
 SCHEDULES = ("cosine", "exp_warmup_linear_down")
@@ -47,68 +49,93 @@ def _hear21passt():
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
-    """One teacher's settings. Learning rates are per step of Adam; epochs over the subset."""
+class TeacherConfig(Settings):
+    """One teacher's settings. Learning rates are per step of Adam; epochs over the subset.
 
-    arch: str = setting(TINY_ARCH, choices=ARCHS)  # passt_tiny, cnn or passt_s_swa_p16_128_ap476
-    weights: str | None = None  # local AudioSet checkpoint for the standard arch (None: random init)
-    embed_dim: int = 96  # passt_tiny only
-    depth: int = 2  # passt_tiny only
-    num_heads: int = 4  # passt_tiny only
-    drop_path_rate: float = 0.0  # stochastic depth, passt_tiny only
-    width: int = setting(64, low=8)  # cnn only: its base channels (the student has 32; 64 makes 228k parameters)
-    epochs: int = setting(8, low=1)
-    train_steps: int = setting(0, low=0)  # fine-tuning's optimiser steps, the same at every subset, split evenly over
-    # `epochs` (0: `epochs` passes over the subset); the stages before it (pretrain, sit) always count passes
-    batch_size: int = setting(32, low=1)
-    lr: float = setting(1e-3, low=0.0, low_open=True, high=MAX_LR)  # the seeds fine-tune the pretrained standard PaSST at 1e-5
-    head_lr: float | None = setting(None, low=0.0, low_open=True, high=MAX_LR)  # lr of the classification heads (their LayerNorm
-    # included); None: lr. NTU: 1e-3
-    weight_decay: float = setting(1e-3, low=0.0)
-    schedule: str = setting("cosine", choices=SCHEDULES)  # cosine: warm-up then cosine decay, per step;
+    `cache_key`: whether a setting changes the weights a teacher stage produces, and so the name of its cached
+    file (search/teachers.py); every setting decides. Those that do not are in the key another way, or never
+    change a weight (said beside each)."""
+
+    arch: str = setting(TINY_ARCH, choices=ARCHS, cache_key=True)  # passt_tiny, cnn or passt_s_swa_p16_128_ap476
+    # local AudioSet checkpoint for the standard arch (None: random init)
+    weights: str | None = path_setting("file", cache_key=True)
+    # passt_tiny only: its width (a multiple of num_heads), blocks, attention heads and stochastic depth
+    embed_dim: int = setting(96, low=1, cache_key=True)
+    depth: int = setting(2, low=1, cache_key=True)
+    num_heads: int = setting(4, low=1, cache_key=True)
+    drop_path_rate: float = setting(0.0, low=0.0, high=1.0, high_open=True, cache_key=True)  # at 1 no block runs
+    width: int = setting(64, low=8, cache_key=True)  # cnn only: its base channels (the student has 32; 64 makes 228k
+    # parameters)
+    epochs: int = setting(8, low=1, cache_key=False)  # in the member's key beside these (not in a stage's: each its own)
+    train_steps: int = setting(0, low=0, cache_key=False)  # fine-tuning's optimiser steps, the same at every subset, split
+    # evenly over `epochs` (0: `epochs` passes over the subset); the stages before it (pretrain, sit) always count
+    # passes. In the member's key beside these
+    batch_size: int = setting(32, low=1, cache_key=True)
+    lr: float = setting(1e-3, low=0.0, low_open=True, high=MAX_LR, cache_key=True)  # the seeds fine-tune the pretrained
+    # standard PaSST at 1e-5
+    head_lr: float | None = setting(None, low=0.0, low_open=True, high=MAX_LR, cache_key=True)  # lr of the
+    # classification heads (their LayerNorm included); None: lr. NTU: 1e-3
+    weight_decay: float = setting(1e-3, low=0.0, cache_key=True)
+    schedule: str = setting("cosine", choices=SCHEDULES, cache_key=True)  # cosine: warm-up then cosine decay, per step;
     # exp_warmup_linear_down: CP-JKU's and
     # NTU's per-epoch schedule (exponential warm-up, then linear decay to lr_floor · lr), with the settings below
-    warmup_fraction: float = setting(0.1, low=0.0, high=1.0, high_open=True)  # cosine: share of all steps spent warming
-    # up
-    warmup_epochs: int = setting(3, low=0)  # exp_warmup_linear_down: epochs of exponential warm-up
-    rampdown_start: int = 3  # exp_warmup_linear_down: the epoch the linear decay starts …
-    rampdown_epochs: int = setting(10, low=1)  # … how many epochs it lasts …
-    lr_floor: float = setting(0.01, low=0.0, high=1.0, low_open=True)  # … and the share of lr it ends at
-    s_patchout_t: int = 0
-    s_patchout_f: int = 0  # the seeds drop 6 of the standard model's 12 frequency patches
-    freqm: int = 0  # frequency-mask width of the mel front end, bins of 128 (the seeds: 48); cnn: of 256
-    timem: int = 0  # time-mask width, frames of 101 per second (the seeds: 20); PaSST only
-    mixstyle_p: float = setting(0.4, low=0.0, high=1.0)
-    mixstyle_alpha: float = 0.4
-    roll_sec: float = 0.1
-    dir_path: str | None = None  # folder of device impulse responses (wav) for DIR augmentation; None: off
-    dir_prob: float = setting(0.6, low=0.0, high=1.0)  # probability of convolving a device-a clip with one of them
-    sample_rate: int = setting(32000, low=8000)  # the mel front end's rate; clips at another rate are resampled on the
-    # device (NTU: 44100)
-    eval_batch_size: int = setting(0, low=0)  # 0: 1024 on a GPU, 32 on a CPU
+    warmup_fraction: float = setting(0.1, low=0.0, high=1.0, high_open=True, cache_key=True)  # cosine: share of all
+    # steps spent warming up
+    warmup_epochs: int = setting(3, low=0, cache_key=True)  # exp_warmup_linear_down: epochs of exponential warm-up
+    rampdown_start: int = setting(3, low=0, cache_key=True)  # exp_warmup_linear_down: the epoch the linear decay
+    # starts …
+    rampdown_epochs: int = setting(10, low=1, cache_key=True)  # … how many epochs it lasts …
+    lr_floor: float = setting(0.01, low=0.0, high=1.0, low_open=True, cache_key=True)  # … and the share of lr it ends at
+    # Patches dropped in training (hear21passt's structured patchout): a count, so not negative
+    s_patchout_t: int = setting(0, low=0, cache_key=True)
+    s_patchout_f: int = setting(0, low=0, cache_key=True)  # the seeds drop 6 of the standard model's 12 frequency
+    # patches
+    freqm: int = setting(0, low=0, high=256, cache_key=True)  # frequency-mask width of the mel front end, bins of 128
+    # (the seeds: 48); cnn: of 256, the most there are
+    timem: int = setting(0, low=0, cache_key=True)  # time-mask width, frames of 101 per second (the seeds: 20); PaSST
+    # only
+    mixstyle_p: float = setting(0.4, low=0.0, high=1.0, cache_key=True)
+    mixstyle_alpha: float = setting(0.4, low=0.0, low_open=True, cache_key=True)  # of Beta(α, α), which needs α > 0
+    roll_sec: float = setting(0.1, low=0.0, cache_key=True)  # maximum time roll, seconds
+    # folder of device impulse responses (wav) for DIR augmentation; None: off
+    dir_path: str | None = path_setting("dir", holds=IMPULSE_RESPONSES, cache_key=True)
+    dir_prob: float = setting(0.6, low=0.0, high=1.0, cache_key=True)  # probability of convolving a device-a clip with
+    # one of them
+    sample_rate: int = setting(32000, low=8000, cache_key=True)  # the mel front end's rate; clips at another rate are
+    # resampled on the device (NTU: 44100)
+    eval_batch_size: int = setting(0, low=0, cache_key=False)  # 0: 1024 on a GPU, 32 on a CPU; evaluation changes no
+    # weight
     # fp32 by default, as every reference trains its teachers; bf16 (or auto: bf16 on a GPU) trades exactness for speed
-    precision: str = setting("fp32", choices=PRECISIONS)
+    precision: str = setting("fp32", choices=PRECISIONS, cache_key=True)
     # (torch.autocast)
-    seed: int = seed_setting()  # an ensemble's members are seed … seed + ensemble − 1
-    # Where the KD search's teacher comes from, and how it is trained:
-    pretrain: str = setting("none", choices=PRETRAINING)  # "synthetic": pretrain passt_tiny or cnn once on the
-    # synthetic AudioSet stand-in
-    pretrain_epochs: int = setting(10, low=1)
-    backbone_lr_ratio: float = setting(1.0, low=0.0, high=1.0, low_open=True)  # lr of all but the new head, relative to
-    # lr, in (0, 1]; < 1: SIT's slow learner
-    cochlscene: str | None = None  # CochlScene root: train on it first, then continue on the subset (SIT)
-    sit_epochs: int = setting(5, low=1)  # epochs of the CochlScene stage (NTU: 25) …
-    sit_lr: float | None = setting(None, low=0.0, low_open=True, high=MAX_LR)  # … its backbone lr (None: lr; NTU: 1e-4) …
-    sit_batch_size: int | None = setting(None, low=1)  # … and its batch size (None: batch_size; NTU: 32)
-    ensemble: int = setting(1, low=1)  # teachers per subset (seeds seed … seed+ensemble−1), their logits averaged
-    logits: tuple[str, ...] = ()  # distil from these logits files instead of training ({subset} becomes the
-    # subset); several are averaged into one teacher, as NTU builds its ensembles (a single path is a list of one)
-    allow_untrained: bool = False  # on real data, distil from a teacher that starts without AudioSet weights
-    allow_weak: bool = False  # distil from a teacher within 5 points of chance on the validation split (refused
-    # otherwise, before any student trains)
+    seed: int = seed_setting(cache_key=True)  # an ensemble's members are seed … seed + ensemble − 1
+    # Where the KD search's teacher comes from, and how it is trained (the stages before fine-tuning are keyed by
+    # their own settings, and the member's key holds their file names):
+    pretrain: str = setting("none", choices=PRETRAINING, cache_key=False)  # "synthetic": pretrain passt_tiny or cnn
+    # once on the synthetic AudioSet stand-in
+    pretrain_epochs: int = setting(10, low=1, cache_key=False)
+    backbone_lr_ratio: float = setting(1.0, low=0.0, high=1.0, low_open=True, cache_key=False)  # lr of all but the new
+    # head, relative to lr, in (0, 1]; < 1: SIT's slow learner. In the member's key beside these
+    # CochlScene root: train on it first, then continue on the subset (SIT); its prepared data's fingerprint is keyed
+    cochlscene: str | None = path_setting("dir", cache_key=False)
+    sit_epochs: int = setting(5, low=1, cache_key=False)  # epochs of the CochlScene stage (NTU: 25) …
+    sit_lr: float | None = setting(None, low=0.0, low_open=True, high=MAX_LR, cache_key=False)  # … its backbone lr (None:
+    # lr; NTU: 1e-4) …
+    sit_batch_size: int | None = setting(None, low=1, cache_key=False)  # … and its batch size (None: batch_size; NTU: 32)
+    ensemble: int = setting(1, low=1, cache_key=False)  # teachers per subset (seeds seed … seed+ensemble−1), their
+    # logits averaged; each member is keyed by its own seed
+    # distil from these logits files instead of training ({subset} becomes the subset, so they are not looked for
+    # here); several are averaged into one teacher, as NTU builds its ensembles (a single path is a list of one).
+    # Nothing is trained then
+    logits: tuple[str, ...] = path_setting("file", must_exist=False, many=True, cache_key=False)
+    # on real data, distil from a teacher that starts without AudioSet weights (a check, not a weight)
+    allow_untrained: bool = flag(False, cache_key=False)
+    # distil from a teacher within 5 points of chance on the validation split (refused otherwise, before any student
+    # trains; a check, not a weight)
+    allow_weak: bool = flag(False, cache_key=False)
 
     def __post_init__(self) -> None:
-        check(self)
+        super().__post_init__()
         check_step_budget(self.train_steps, self.epochs)
         if self.seed + self.ensemble - 1 > SEED_HIGH:
             raise SettingError("seed", f"{self.seed} + ensemble {self.ensemble} − 1 must be at most {SEED_HIGH} (the "
@@ -116,10 +143,8 @@ class TeacherConfig:
         if self.pretrain == "synthetic" and self.arch not in FROM_SCRATCH:
             raise SettingError("pretrain", f"synthetic pretraining is for {' and '.join(FROM_SCRATCH)}; the standard "
                                            "PaSST takes weights")  # fmt: skip
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TeacherConfig":
-        return from_dict(cls, values)
+        if self.arch == TINY_ARCH and self.embed_dim % self.num_heads:  # PaSST splits its width evenly over the heads
+            raise SettingError("embed_dim", f"{self.embed_dim} must be a multiple of num_heads ({self.num_heads})")
 
     def stage(self, name: str) -> "TeacherConfig":
         """The settings of one training stage: `pretrain` (synthetic AudioSet stand-in), `sit` (CochlScene, its own

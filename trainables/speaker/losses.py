@@ -9,7 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.settings import Rule
+
 COS_REDUCTIONS = ("mean", "sum")
+# AAM's margin, radians: past a right angle the true speaker's logit cos(θ + margin) is never positive.
+AAM_MARGIN = Rule(low=0.0, high=math.pi / 2, high_open=True)
 LOSSES = ("softmax", "aam")  # the speaker loss: cross-entropy over speakers, or additive angular margin
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchaudio.models import Wav2Vec2Model
 
+from trainables.settings import Settings, flag, setting
 from trainables.speaker.teacher import SslConfig, build_ssl, hidden_states, num_frames_of
 
 
@@ -149,14 +150,14 @@ class _NoisyBottleneck(nn.Module):
 
 
 @dataclass(frozen=True)
-class TftConfig:
+class TftConfig(Settings):
     """Sizes of the target-task feature tuner; 0 means the notes' proportion of the student's width."""
 
-    embedding_dim: int = 192  # speaker embedding size
-    bottleneck: int = 0  # per-layer tuner bottleneck; 0: width / 12 (64 for 768)
-    attention_dim: int = 0  # attention hidden channels; 0: width / 8 (96 for 768)
-    noise: bool = True  # training-time Gaussian noise in the tuners
-    residual: bool = True  # tuner output added to its input (OS-KDFT2's DistTuner: no)
+    embedding_dim: int = setting(192, low=1)  # speaker embedding size
+    bottleneck: int = setting(0, low=0)  # per-layer tuner bottleneck; 0: width / 12 (64 for 768)
+    attention_dim: int = setting(0, low=0)  # attention hidden channels; 0: width / 8 (96 for 768)
+    noise: bool = flag(True)  # training-time Gaussian noise in the tuners
+    residual: bool = flag(True)  # tuner output added to its input (OS-KDFT2's DistTuner: no)
 
 
 class TargetTaskFeatureTuner(nn.Module):

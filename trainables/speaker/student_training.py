@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +38,11 @@ from trainables.common import (
 )
 from trainables.precision import RESOLVED, autocast
 from trainables.prepared import DatasetError
-from trainables.settings import MAX_LR, check, from_dict, seed_setting, setting
+from trainables.settings import MAX_LR, Rule, Settings, flag, nested, seed_setting, setting
 from trainables.speaker.curriculum import SCHEDULES, target_share
 from trainables.speaker.data import SpeakerData, train_batches
 from trainables.speaker.evaluation import EVAL_SCORES, score_trials
-from trainables.speaker.losses import COS_REDUCTIONS, LOSSES, SpeakerLoss, distill_loss
+from trainables.speaker.losses import AAM_MARGIN, COS_REDUCTIONS, LOSSES, SpeakerLoss, distill_loss
 from trainables.speaker.student import (
     PredictionHeads,
     SpeakerStudent,
@@ -55,7 +55,7 @@ from trainables.speaker.teacher import SslConfig, build_teacher, freeze, hidden_
 
 
 @dataclass(frozen=True)
-class OskdftConfig:
+class OskdftConfig(Settings):
     """One OS-KDFT2 trial's settings. Defaults suit the embedded synthetic default on a CPU;
     the paper's values (HuBERT-Base teacher, VoxCeleb1; spaces/oskdft2_vox1.yaml) are given where
     they differ.
@@ -70,13 +70,13 @@ class OskdftConfig:
     # Losses: loss = kd_weight · KD + ft_weight · FT
     kd_weight: float = setting(1.0, low=0.0)  # ≥ 0 (0: fine-tuning only)
     ft_weight: float = setting(1.0, low=0.0)  # ≥ 0
-    cos_weight: float = 1.0  # λ of the −log σ(cos) term inside KD (DistilHuBERT and OS-KDFT: 1)
+    cos_weight: float = setting(1.0, low=0.0)  # λ of the −log σ(cos) term inside KD (DistilHuBERT and OS-KDFT: 1)
     cos_reduction: str = setting("mean", choices=COS_REDUCTIONS)  # KD's cosine term over frames: mean (DistilHuBERT) |
     # sum (paper's code)
     loss: str = setting("softmax", choices=LOSSES)  # speaker loss: softmax (OS-KDFT2's code) | aam
-    aam_margin: float = 0.2  # radians, AAM only
-    aam_scale: float = 30.0  # AAM only
-    class_weighted: bool = False  # speaker cross-entropy weighted by N / N_speaker (paper's code: yes)
+    aam_margin: float = setting(0.2, rule=AAM_MARGIN)  # radians, AAM only
+    aam_scale: float = setting(30.0, low=0.0, low_open=True)  # AAM only
+    class_weighted: bool = flag(False)  # speaker cross-entropy weighted by N / N_speaker (paper's code: yes)
     # Optimisation: one Adam over student, TFT, heads and classifier, constant learning rate (as the paper)
     lr: float = setting(1e-3, low=0.0, low_open=True, high=MAX_LR)  # paper: 5e-5 for the 94 M-parameter base models
     weight_decay: float = setting(1e-4, low=0.0)  # Adam's L2 term (paper: 1e-4)
@@ -94,18 +94,20 @@ class OskdftConfig:
     # (HuggingFace's mask_time_prob)
     time_mask_span: int = setting(10, low=1)  # frames per masked span
     time_mask_min_spans: int = setting(2, low=0)  # spans per utterance at least
-    freeze_extractor: bool = False  # keep the student's copied conv front end fixed (halves CPU time)
+    freeze_extractor: bool = flag(False)  # keep the student's copied conv front end fixed (halves CPU time)
     # Architecture
-    teacher: SslConfig = field(default_factory=SslConfig)
-    student_layers: int = 2
-    init_layers: tuple[int, ...] = ()  # teacher layers (0-based) copied into the student; (): 0, 1, …
-    copy_positional: bool = True  # also copy positional conv and encoder layer norm (paper's code: no)
-    target_layers: tuple[int, ...] = ()  # teacher layers (1-based) the heads predict; (): the thirds (4, 8, 12)
-    embedding_dim: int = 192
-    tft_bottleneck: int = 0  # 0: width / 12
-    tft_attention: int = 0  # 0: width / 8
-    tft_noise: bool = True
-    tft_residual: bool = True  # the TFT's tuners add their input back (paper's DistTuner: no)
+    teacher: SslConfig = nested(SslConfig)  # noqa: RUF009 (a field, made once; each instance gets its own default)
+    student_layers: int = setting(2, low=1)  # at most the teacher's layers (checked below)
+    init_layers: tuple[int, ...] = setting((), rule=Rule(kind="items", item=Rule(low=0)))  # teacher layers (0-based)
+    # copied into the student, one per student layer (checked below); (): 0, 1, …
+    copy_positional: bool = flag(True)  # also copy positional conv and encoder layer norm (paper's code: no)
+    target_layers: tuple[int, ...] = setting((), rule=Rule(kind="items", item=Rule(low=1)))  # teacher layers (1-based,
+    # up to its depth: checked below) the heads predict; (): the thirds (4, 8, 12)
+    embedding_dim: int = setting(192, low=1)
+    tft_bottleneck: int = setting(0, low=0)  # 0: width / 12
+    tft_attention: int = setting(0, low=0)  # 0: width / 8
+    tft_noise: bool = flag(True)
+    tft_residual: bool = flag(True)  # the TFT's tuners add their input back (paper's DistTuner: no)
     # Evaluation (on the validation trials when the dataset has them, else the test trials)
     eval_score: str = setting("full", choices=EVAL_SCORES)  # full: cosine of full utterances | crops: OS-KDFT2's 5 ×
     # 3-s crops | fused: their mean
@@ -116,7 +118,7 @@ class OskdftConfig:
     seed: int = seed_setting()
 
     def __post_init__(self) -> None:
-        check(self)
+        super().__post_init__()
         layers = self.teacher.arch()["layers"]
         init = self.init_layers or tuple(range(self.student_layers))
         if len(init) != self.student_layers or not all(0 <= i < layers for i in init):
@@ -125,17 +127,6 @@ class OskdftConfig:
             )
         if not all(1 <= k <= layers for k in self.target_layers):
             raise ValueError(f"target_layers {self.target_layers} must lie in 1..{layers}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> OskdftConfig:
-        """Take the fields this class knows from a trial config; `teacher` may be a dict."""
-        kept = dict(values)
-        if isinstance(kept.get("teacher"), dict):
-            kept["teacher"] = SslConfig.from_dict(kept["teacher"])
-        for key in ("init_layers", "target_layers"):
-            if key in kept:
-                kept[key] = tuple(int(v) for v in kept[key])
-        return from_dict(cls, kept)
 
     def as_dict(self) -> dict:
         return asdict(self)

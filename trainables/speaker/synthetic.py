@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.settings import check, seed_setting
+from trainables.settings import FINITE, Rule, SettingError, Settings, seed_setting, setting
 from trainables.speaker.data import SAMPLE_RATE, random_trials, write_prepared
 
 _N_FFT = 512
@@ -47,33 +47,45 @@ _SPLIT_CODES = {"train": 1, "val": 2, "test": 3, "ood": 4}
 
 
 @dataclass(frozen=True)
-class SyntheticSpeakerConfig:
+class SyntheticSpeakerConfig(Settings):
     """Settings of the generator; the defaults make the embedded default (about 35 minutes of audio, 66 MB).
 
     Counts are speakers and utterances per speaker; durations in seconds; levels in dB.
     """
 
+    # A trial list pairs two utterances of a speaker and two speakers' utterances, so held-out speakers come two at
+    # a time and say two things each.
     seed: int = seed_setting()
-    train_speakers: int = 48  # target-domain training speakers (the classes of the speaker loss)
-    train_utterances: int = 8
-    val_speakers: int = 12  # held out, for the validation trial list (0: none)
-    val_utterances: int = 5
-    test_speakers: int = 16  # held out, for the test trial list
-    test_utterances: int = 6
-    ood_speakers: int = 40  # out-of-domain ("LibriSpeech-like") speakers
-    ood_utterances: int = 6
-    min_seconds: float = 2.0  # utterance duration, uniform in [min_seconds, max_seconds]
-    max_seconds: float = 3.5
-    sessions_per_speaker: int = 3  # target-domain recording sessions (channels) per speaker
-    trials_per_speaker: int = 15  # same-speaker trials per held-out speaker (plus as many different-speaker)
-    target_snr_low: float = 5.0
-    target_snr_high: float = 20.0
-    ood_snr_low: float = 25.0
-    ood_snr_high: float = 40.0
-    reverb_share: float = 0.5  # share of target-domain sessions recorded in a reverberant room
+    train_speakers: int = setting(48, low=2)  # target-domain training speakers (the classes of the speaker loss)
+    train_utterances: int = setting(8, low=1)
+    val_speakers: int = setting(12, rule=Rule(low=0, predicate=lambda n: n != 1, means="must be 0 (no validation "
+                                             "trials) or at least 2"))  # held out, for the validation trial list
+    val_utterances: int = setting(5, low=2)
+    test_speakers: int = setting(16, low=2)  # held out, for the test trial list
+    test_utterances: int = setting(6, low=2)
+    ood_speakers: int = setting(40, low=1)  # out-of-domain ("LibriSpeech-like") speakers: the distillation draws
+    # from them, and the default teacher learns from them
+    ood_utterances: int = setting(6, low=1)
+    min_seconds: float = setting(2.0, low=0.0, low_open=True)  # utterance duration, uniform in [min_seconds,
+    # max_seconds]
+    max_seconds: float = setting(3.5, low=0.0, low_open=True)
+    sessions_per_speaker: int = setting(3, low=1)  # target-domain recording sessions (channels) per speaker
+    trials_per_speaker: int = setting(15, low=1)  # same-speaker trials per held-out speaker (plus as many
+    # different-speaker)
+    # Signal-to-noise ratios in dB, each drawn uniformly from [low, high]: any finite number means something
+    target_snr_low: float = setting(5.0, rule=FINITE)
+    target_snr_high: float = setting(20.0, rule=FINITE)
+    ood_snr_low: float = setting(25.0, rule=FINITE)
+    ood_snr_high: float = setting(40.0, rule=FINITE)
+    reverb_share: float = setting(0.5, low=0.0, high=1.0)  # share of target-domain sessions recorded in a reverberant
+    # room
 
     def __post_init__(self) -> None:
-        check(self)
+        super().__post_init__()
+        for low, high in (("min_seconds", "max_seconds"), ("target_snr_low", "target_snr_high"),
+                          ("ood_snr_low", "ood_snr_high")):  # fmt: skip
+            if getattr(self, low) > getattr(self, high):
+                raise SettingError(high, f"{getattr(self, high)} must be at least {low} ({getattr(self, low)})")
 
     def fingerprint(self) -> str:
         text = json.dumps({"generator": "synthetic_speakers/1", **asdict(self)}, sort_keys=True)

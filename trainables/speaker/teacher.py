@@ -20,7 +20,7 @@ import torchaudio
 from torch import nn
 from torchaudio.models import Wav2Vec2Model
 
-from trainables.settings import check, from_dict, setting
+from trainables.settings import Settings, setting
 
 FAMILIES = ("hubert", "wav2vec2", "wavlm")
 SIZES = ("reduced", "base")
@@ -34,7 +34,7 @@ _BASE = dict(layers=12, embed_dim=768, heads=12, ffn_dim=3072, conv_channels=512
 
 
 @dataclass(frozen=True)
-class SslConfig:
+class SslConfig(Settings):
     """Architecture of the SSL teacher, and so of the student's copied parts.
 
     `size="base"` ignores the size fields below and builds the real base model (12 layers, 768 wide,
@@ -45,30 +45,23 @@ class SslConfig:
     family: str = setting("hubert", choices=FAMILIES)  # hubert | wav2vec2 | wavlm (hubert and wav2vec2 share
     # torchaudio's architecture)
     size: str = setting("reduced", choices=SIZES)  # reduced | base
-    layers: int = 4  # transformer layers of the teacher, ≥ 2 (the student copies layers 0 and 1)
-    embed_dim: int = 96  # transformer width; a multiple of `heads` and of `pos_conv_groups`
-    heads: int = 4  # attention heads
-    ffn_dim: int = 384  # feed-forward inner width
-    conv_channels: int = 32  # channels of every convolutional front-end layer
-    conv_depth: int = 5  # front-end conv layers, 2–7; total stride always 320 samples (7 = the base stack)
-    pos_conv_kernel: int = 16  # width of the convolutional positional embedding, frames
-    pos_conv_groups: int = 4
-    wavlm_buckets: int = 320  # WavLM relative-position buckets (the base models' value)
-    wavlm_max_distance: int = 800  # WavLM maximum relative distance, frames
+    layers: int = setting(4, low=2)  # transformer layers of the teacher (the student copies layers 0 and 1)
+    embed_dim: int = setting(96, low=1)  # transformer width; a multiple of `heads` and of `pos_conv_groups`
+    heads: int = setting(4, low=1)  # attention heads
+    ffn_dim: int = setting(384, low=1)  # feed-forward inner width
+    conv_channels: int = setting(32, low=1)  # channels of every convolutional front-end layer
+    conv_depth: int = setting(5, low=2, high=7)  # front-end conv layers; total stride always 320 samples (7 = the base
+    # stack; conv_stack makes no other)
+    pos_conv_kernel: int = setting(16, low=1)  # width of the convolutional positional embedding, frames
+    pos_conv_groups: int = setting(4, low=1)
+    wavlm_buckets: int = setting(320, low=1)  # WavLM relative-position buckets (the base models' value)
+    wavlm_max_distance: int = setting(800, low=1)  # WavLM maximum relative distance, frames
 
     def __post_init__(self) -> None:
-        check(self)
+        super().__post_init__()  # the size fields' own rules; size="base" replaces them by values that keep them
         arch = self.arch()
-        if arch["layers"] < 2:
-            raise ValueError("the teacher needs at least 2 transformer layers (the student copies layers 0 and 1)")
         if arch["embed_dim"] % arch["heads"] or arch["embed_dim"] % arch["pos_conv_groups"]:
             raise ValueError(f"embed_dim {arch['embed_dim']} must be a multiple of heads and pos_conv_groups")
-        if not 2 <= arch["conv_depth"] <= 7:
-            raise ValueError(f"conv_depth must be in 2..7, got {arch['conv_depth']}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> SslConfig:
-        return from_dict(cls, values)
 
     def arch(self) -> dict[str, int]:
         """The size fields that are in effect (the base values for `size="base"`)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,50 +14,47 @@ from torch import nn
 
 from trainables.common import FINITE_CHECK_EVERY, check_finite, count_parameters, resolve_device, warmup_cosine
 from trainables.prepared import DatasetError
-from trainables.settings import check, from_dict, seed_setting
-from trainables.speaker.data import SpeakerData, train_batches
+from trainables.settings import MAX_LR, Rule, SettingError, Settings, flag, path_setting, seed_setting, setting
+from trainables.speaker.data import DOMAINS, SpeakerData, train_batches
 from trainables.speaker.evaluation import score_trials
-from trainables.speaker.losses import SpeakerLoss
+from trainables.speaker.losses import AAM_MARGIN, SpeakerLoss
 from trainables.speaker.teacher import FRAME_STRIDE, SslConfig, build_ssl, hidden_states, num_frames
 
 
 @dataclass(frozen=True)
-class TeacherTrainConfig:
+class TeacherTrainConfig(Settings):
     """Settings of `train_ssl_teacher`. Learning rate per Adam step, warm-up then cosine decay."""
 
-    epochs: int = 30
-    batch_size: int = 16
-    crop_seconds: float = 2.0
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.1  # share of all steps, in [0, 1)
-    domains: tuple[str, ...] = ("ood",)  # which corpora it learns from: ood (as a LibriSpeech-pretrained model), target
-    masked_weight: float = 1.0  # weight of masked log-mel prediction (0: off)
-    speaker_weight: float = 1.0  # weight of AAM speaker classification over the corpora's speakers (0: off)
-    mask_prob: float = 0.08  # chance that a frame starts a masked span
-    mask_span: int = 5  # frames per masked span (20 ms each)
-    n_mels: int = 40  # log-mel bands predicted at masked frames
-    aam_margin: float = 0.2
-    aam_scale: float = 30.0
-    embedding_dim: int = 192
-    eval_max_seconds: float = 20.0
+    epochs: int = setting(30, low=1)
+    batch_size: int = setting(16, low=2)  # train_batches keeps only batches of 2 or more (the embedding's batch norm)
+    crop_seconds: float = setting(2.0, low=0.0, low_open=True)
+    lr: float = setting(2e-3, low=0.0, low_open=True, high=MAX_LR)
+    weight_decay: float = setting(1e-4, low=0.0)
+    warmup_fraction: float = setting(0.1, low=0.0, high=1.0, high_open=True)  # share of all steps
+    # which corpora it learns from: ood (as a LibriSpeech-pretrained model), target
+    domains: tuple[str, ...] = setting(("ood",), rule=Rule(kind="items", item=Rule(choices=DOMAINS), length=(1, 2)))
+    masked_weight: float = setting(1.0, low=0.0)  # weight of masked log-mel prediction (0: off)
+    speaker_weight: float = setting(1.0, low=0.0)  # weight of AAM speaker classification over the corpora's speakers
+    # (0: off)
+    mask_prob: float = setting(0.08, low=0.0, high=1.0)  # chance that a frame starts a masked span
+    mask_span: int = setting(5, low=1)  # frames per masked span (20 ms each)
+    n_mels: int = setting(40, low=1)  # log-mel bands predicted at masked frames
+    aam_margin: float = setting(0.2, rule=AAM_MARGIN)
+    aam_scale: float = setting(30.0, low=0.0, low_open=True)
+    embedding_dim: int = setting(192, low=1)
+    eval_max_seconds: float = setting(20.0, low=0.0)  # utterances longer than this are centre-cropped (0: never)
     seed: int = seed_setting()
-    weights: str | None = None  # a pretrained teacher (torchaudio state dict file): used as is, nothing trained
+    # a pretrained teacher (torchaudio state dict file): used as is, nothing trained
+    weights: str | None = path_setting("file", missing="no teacher weights at")
     # On real data a teacher without weights is trained from scratch on the corpora here, which teaches little: a run
     # refuses it unless this says it is meant.
-    allow_untrained: bool = False
+    allow_untrained: bool = flag(False)
 
     def __post_init__(self) -> None:
-        check(self)
-        if self.weights and not Path(self.weights).expanduser().exists():
-            raise ValueError(f"weights: no teacher weights at {self.weights}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TeacherTrainConfig:
-        kept = dict(values)
-        if "domains" in kept:
-            kept["domains"] = tuple(kept["domains"])
-        return from_dict(cls, kept)
+        super().__post_init__()
+        if not self.masked_weight and not self.speaker_weight and self.weights is None:
+            raise SettingError("speaker_weight", "masked_weight and speaker_weight are both 0: the teacher would learn "
+                                                 "nothing; give one of them a weight")  # fmt: skip
 
 
 class _TeacherHeads(nn.Module):

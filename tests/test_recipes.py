@@ -174,12 +174,16 @@ def test_the_teacher_recipes_run_and_sit_reads_tau22_at_44_1_khz(ray_session, re
 
     cochl = write_cochlscene(real["base"] / "CochlScene")
     assert _run(real, "sit_teacher", "sit", *ON_CPU, *_sets(*REDUCED_PASST, irs, f"cochlscene={cochl}", "sit_epochs=1",
-                "search.backbone_lr_ratio=[0.1]")) == 0  # fmt: skip
+                "search.arm=[sit]")) == 0  # fmt: skip
     rates = {json.loads((d / "dataset.json").read_text())["sample_rate"]
              for d in (real["storage"] / "cache" / "datasets").glob("*-*") if (d / "dataset.json").is_file()}  # fmt: skip
     assert 44100 in rates, "TAU22 and CochlScene read at the teacher's rate"
     assert (real["storage"] / "sit" / "best" / "subset_5" / "logits.pt").is_file()
-    assert len(list((real["storage"] / "sit" / "teacher_sit").glob("*/params.json"))) == 1, "the CochlScene stage"
+    assert len(list((real["storage"] / "sit" / "teacher_sit_sit").glob("*/params.json"))) == 1, "the CochlScene stage"
+    board = pd.read_csv(real["storage"] / "sit" / "leaderboard.csv", dtype={"trial_id": str})
+    assert board["arm"].tolist() == ["sit"] and board.iloc[0]["status"] == "complete"
+    params = json.loads(next((real["storage"] / "sit" / "search").glob("*/params.json")).read_text())
+    assert params["arm"] == "sit", "the trial gets its arm's name; the arm's settings are applied in the trial"
 
 
 def _recipe(name: str, tmp_path: Path, **paths: str):
@@ -222,9 +226,29 @@ def test_the_recipe_files_hold_the_reference_settings(tmp_path):
     assert (passt.schedule, passt.warmup_epochs, passt.rampdown_start, passt.rampdown_epochs, passt.lr_floor) == (
         "exp_warmup_linear_down", 3, 3, 10, 0.01)
     assert (passt.mixstyle_p, passt.mixstyle_alpha, passt.precision) == (0.4, 0.4, "fp32"), "fp32, as the references"
-    sit = _recipe("sit_teacher", tmp_path, weights=str(weights), cochlscene=str(cochl), dir_path=str(tmp_path)).settings
-    assert (sit.sit_epochs, sit.sit_lr, sit.sit_batch_size, sit.lr, sit.head_lr, sit.sample_rate) == (
-        25, 1e-4, 32, 1e-5, 1e-3, 44100)
+    sit = _recipe("sit_teacher", tmp_path, weights=str(weights), cochlscene=str(cochl), dir_path=str(tmp_path))
+    s = sit.settings
+    assert (s.sit_epochs, s.sit_batch_size, s.sample_rate, s.roll_sec, s.precision) == (25, 32, 44100, 0.0, "fp32")
+
+
+def test_the_sit_recipes_arms_are_ntus_two_scripts_rates(tmp_path):
+    """Seq-FT: one lr for every parameter (CochlScene 1e-4, TAU22 1e-5); SIT: NTU's slow learner (CochlScene backbone
+    1e-5, TAU22 backbone 5e-5, the heads at 1e-3 in both), as the optimiser's groups get them."""
+    import dataclasses
+
+    weights, cochl = tmp_path / "passt.pt", tmp_path / "CochlScene"
+    weights.write_bytes(b"")
+    cochl.mkdir()
+    soundfile.write(tmp_path / "ir.wav", np.ones(4, dtype=np.float32), 32000)
+    sit = _recipe("sit_teacher", tmp_path, weights=str(weights), cochlscene=str(cochl), dir_path=str(tmp_path))
+    assert [d.choices for d in sit.dimensions] == [("seq_ft", "sit")] and sit.samples == 2, "both arms, once each"
+    arms = {arm: dataclasses.replace(sit.settings, **values) for arm, values in sit.arms.items()}
+    rates = {arm: {stage: config.stage(stage).rates() for stage in ("sit", "finetune")} for arm, config in arms.items()}
+    assert rates == {"seq_ft": {"sit": (1e-4, 1e-4), "finetune": (1e-5, 1e-5)},
+                     "sit": {"sit": (1e-5, 1e-3), "finetune": (5e-5, 1e-3)}}  # fmt: skip
+    one = _recipe("sit_teacher", tmp_path, weights=str(weights), cochlscene=str(cochl), dir_path=str(tmp_path),
+                  **{"search.arm": "[sit]"})  # fmt: skip
+    assert list(one.arms) == ["sit"] and one.samples == 1
 
 
 def test_sits_stages_take_their_own_settings_and_the_head_layernorm_is_head():

@@ -121,6 +121,10 @@ class TeacherConfig:
     def from_dict(cls, values: dict) -> "TeacherConfig":
         return from_dict(cls, values)
 
+    def rates(self) -> tuple[float, float]:
+        """The learning rates of the optimiser's two groups: (the backbone's, the heads' with their LayerNorm)."""
+        return self.lr * self.backbone_lr_ratio, self.head_lr or self.lr
+
     def stage(self, name: str) -> "TeacherConfig":
         """The settings of one training stage: `pretrain` (synthetic AudioSet stand-in), `sit` (CochlScene, its own
         epochs, lr and batch size) or `finetune` (the subset, as configured)."""

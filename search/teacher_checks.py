@@ -18,6 +18,7 @@ from trainables.asc.data import AscData, load_prepared
 from trainables.asc.evaluation import logits_metrics
 from trainables.asc.logits_file import LogitsMismatch, average_logits
 from trainables.asc.teacher import STANDARD_ARCH, TeacherConfig
+from trainables.speaker.data import load_prepared as load_speakers
 
 
 class WeakTeacher(SpaceError):
@@ -52,8 +53,8 @@ def check_teacher_strength(teacher: TeacherConfig, metrics: dict[int, dict], n_c
 
 
 def check_speaker_run(request: RunRequest) -> None:
-    """The `oskdft2` system's checks (System.check_teachers): on real data a teacher with weights, and a search
-    with validation trials to rank on (never the test trials it reports)."""
+    """The `oskdft2` system's checks (System.check_teachers): on real data a teacher with weights; a search with
+    validation trials to rank on (never the test trials it reports); a replication on every speaker (none held out)."""
     space, data_dir = request.space, request.data
     info = json.loads((data_dir / "dataset.json").read_text())
     training = space.sections["teacher_training"]
@@ -61,6 +62,14 @@ def check_speaker_run(request: RunRequest) -> None:
         raise SpaceError("teacher_training.weights: on real data the SSL teacher would be trained from scratch; give "
                          "the pretrained teacher (a torchaudio state dict, e.g. HuBERT base) or set "
                          "teacher_training.allow_untrained: true")  # fmt: skip
+    if space.kind == "replication":
+        data = load_speakers(data_dir)
+        held = len(set(data.speakers[data.splits == "val"].tolist()))
+        if held or "val" in data.trials:
+            raise SpaceError(f"--data {data_dir}: a replication trains on every speaker, as the paper does (nothing "
+                             f"is selected, so none is held out for validation), but this dataset holds {held} out for "
+                             "validation trials; prepare it with --val-speakers 0 (the embedded data: --set "
+                             "data.val_speakers=0)")  # fmt: skip
     if space.kind == "search" and not (data_dir / "trials" / "val.txt").is_file():
         raise SpaceError(f"--data {data_dir}: no validation trials (trials/val.txt), so the search could only rank on "
                          "the test trials it reports; prepare the dataset with --val-speakers N, or make the space "

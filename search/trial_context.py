@@ -29,7 +29,7 @@ class TrialContext:
     arms: dict[str, dict] = field(default_factory=dict)  # the space's search.arm: arm name → the settings it sets
     arm_inits: dict[str, Path | None] = field(default_factory=dict)  # asc_teacher: each arm's own init_path
 
-    def with_arm(self, config: dict) -> tuple[dict, "TrialContext"]:
+    def with_arm(self, config: dict) -> tuple[dict, TrialContext]:
         """A trial's config with its arm's settings in place of the arm's name, and the arm's own constants."""
         if "arm" not in config:
             return config, self

@@ -348,7 +348,8 @@ def _build_search(search: Any, schema: System,
             continue
         if name == ARM:
             if not isinstance(spec, dict) or not spec or not all(isinstance(k, str) and k for k in spec):
-                raise SpaceError(f"search.{ARM}: expected {{arm name: {{setting: value, …}}, …}}, got {shown(spec)}")
+                raise SpaceError(f"search.{ARM}: expected {{arm name: {{setting: value, …}}, …}}, got "
+                                 f"{shown(spec)}")  # fmt: skip
             dimensions.append(Dimension(ARM, choices=tuple(spec)))
             continue
         searchable = {n for n, t in hints.items() if t in (int, float, str)} - schema.not_searchable
@@ -517,7 +518,8 @@ def space_file(space: Space) -> dict:
         search[ARM] = {arm: dict(values) for arm, values in space.arms.items()}
     arm_set = {key for values in space.arms.values() for key in values}
     fixed = {k: v for k, v in dataclasses.asdict(space.settings).items()
-             if (k not in searched or (replication and k == "seed")) and k not in space.sections and k not in arm_set}  # fmt: skip
+             if (k not in searched or (replication and k == "seed")) and k not in space.sections
+             and k not in arm_set}  # fmt: skip
     kind = {"kind": space.kind, "seeds": space.seeds} if replication else {"kind": space.kind}
     if space.published is not None:
         kind["published"] = dataclasses.asdict(space.published)

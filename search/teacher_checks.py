@@ -84,14 +84,14 @@ def check_teacher_not_chosen(teacher: TeacherConfig, subsets: tuple[int, ...]) -
     on the validation half of the test set, which the replication's figures on the whole of it include."""
     for subset in subsets:
         for path in external_logits_paths(teacher, subset):
-            run = next((p.parent for p in Path(path).resolve().parents if p.name == "best" and (p.parent / RECORD).is_file()),
-                       None)  # fmt: skip
+            run = next((p.parent for p in Path(path).resolve().parents
+                        if p.name == "best" and (p.parent / RECORD).is_file()), None)  # fmt: skip
             if run is not None:
-                raise SpaceError(f"teacher.logits: {path} is the best teacher of the run {run}, chosen on the validation "
-                                 "half of test.csv, and a replication's figures are taken on all of test.csv, that "
-                                 "half included; distil from teachers chosen by nothing (spaces/ntu_pipeline.yaml "
-                                 "trains them and averages every one), or make the space a search (kind: search), "
-                                 "which reports the other half only")  # fmt: skip
+                raise SpaceError(f"teacher.logits: {path} is the best teacher of the run {run}, chosen on the "
+                                 "validation half of test.csv, and a replication's figures are taken on all of "
+                                 "test.csv, that half included; distil from teachers chosen by nothing "
+                                 "(spaces/ntu_pipeline.yaml trains them and averages every one), or make the space a "
+                                 "search (kind: search), which reports the other half only")  # fmt: skip
 
 
 def external_logits_paths(teacher: TeacherConfig, subset: int) -> list[Path]:

@@ -25,7 +25,8 @@ from trainables.atomic import write_file
 
 _STATUS_ORDER = {"complete": 0, "stopped": 1, "failed": 2}
 # Reported keys that are results (the rest is Tune's bookkeeping): device-wise accuracy, EER, sizes.
-_METRIC_PREFIXES = ("acc", "macro_acc", "test_", "full_test_", "eer", "min_dcf", "student_params", "teacher_params")
+_METRIC_PREFIXES = ("acc", "macro_acc", "test_", "full_test_", "eer", "min_dcf", "student_params", "teacher_params",
+                    "train_speakers")  # OS-KDFT2: the speakers its training saw
 _SUMMARY = ["acc", "acc_seen", "acc_unseen", "macro_acc"]
 
 

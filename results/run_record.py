@@ -109,6 +109,8 @@ def dimensions(record: dict) -> dict[str, dict]:
             continue
         if isinstance(spec, list):
             found[name] = {"name": name, "choices": spec, "integer": all(isinstance(v, int) for v in spec)}
+        elif name == "arm":  # named arms, each a bundle of settings: the choice is the arm's name
+            found[name] = {"name": name, "choices": list(spec), "integer": False}
         else:
             integer = isinstance(spec.get("low"), int) and isinstance(spec.get("high"), int)
             found[name] = {"name": name, "low": spec.get("low"), "high": spec.get("high"),

@@ -39,7 +39,8 @@ from search.space_errors import SpaceError
 from search.space_file import apply_override, read_space_file
 
 # The space file each system's bare mapping starts from: what `search/run.py --space <it>` runs.
-DEFAULT_SPACES = {"asc_kd": "kd.yaml", "asc_teacher": "teacher_tiny.yaml", "oskdft2": "oskdft2.yaml"}
+DEFAULT_SPACES = {"asc_kd": "kd.yaml", "asc_teacher": "teacher_tiny.yaml", "oskdft2": "oskdft2.yaml",
+                  "asc_kd_ensemble": "ntu_pipeline.yaml"}
 
 
 def over_default_space(space: Mapping) -> dict:

@@ -123,6 +123,9 @@ class Space:
     kind: str = setting("search", choices=KINDS)
     seeds: int = setting(5, low=1)  # a replication's runs per subset
     published: Published | None = None  # a replication's published figures, to set beside its own
+    # search.arm: named bundles of fixed settings, one searched choice (`arm`) that sets several settings at once, for
+    # arms that differ in more than one setting (NTU's Seq-FT and SIT differ in lr and head_lr); name → settings
+    arms: dict = field(default_factory=dict)
     source: dict = field(default_factory=dict, compare=False)  # the merged mapping, for the record
 
     def __post_init__(self) -> None:
@@ -229,6 +232,7 @@ def build_space(raw: dict) -> Space:
         _check_paths(section, f"{name}.")
     replication = meta.get("kind") == "replication"
     subsets, dimensions = _build_search(raw.get("search", {}), schema, replication)
+    arms = _build_arms(raw.get("search") or {}, schema, settings, raw, dimensions)
     published = _build_published(raw.get("published"), schema, subsets, metric)
     if replication:
         dimensions = _replicate(meta, settings, dimensions)  # refuses anything searched: its seed is its own
@@ -248,7 +252,7 @@ def build_space(raw: dict) -> Space:
         meta["samples"] = math.prod(len(d.choices) for d in dimensions)  # every combination, once
     # The scalars the space leaves out take the Space's own defaults.
     return Space(**{**meta, "system": schema.name, "metric": metric, "mode": mode, "samples": meta.get("samples", 1)},
-                 subsets=subsets, dimensions=dimensions, settings=settings, source=raw, published=published,
+                 subsets=subsets, dimensions=dimensions, settings=settings, source=raw, published=published, arms=arms,
                  scheduler=built.pop("scheduler"), resources=built.pop("resources"), sections=built)  # fmt: skip
 
 
@@ -335,6 +339,12 @@ def _build_search(search: Any, schema: System,
     for name, spec in search.items():
         if name == "subset" and schema.by_subset:
             continue
+        if name == ARM:
+            if not isinstance(spec, dict) or not spec or not all(isinstance(k, str) and k for k in spec):
+                raise SpaceError(f"search.{ARM}: expected {{arm name: {{setting: value, …}}, …}}, got "
+                                 f"{shown(spec)}")  # fmt: skip
+            dimensions.append(Dimension(ARM, choices=tuple(spec)))
+            continue
         searchable = {n for n, t in hints.items() if t in (int, float, str)} - schema.not_searchable
         if name not in searchable:
             label = f"search.{name}" if isinstance(name, str) and len(name) <= 64 else f"search: {shown(name)}"
@@ -345,6 +355,43 @@ def _build_search(search: Any, schema: System,
         raise SpaceError(f"search: declares no hyperparameter to search{besides}; to train fixed settings with several "
                          "seeds, make the space kind: replication")  # fmt: skip
     return tuple(sorted(set(subsets))), tuple(dimensions)
+
+
+ARM = "arm"
+
+
+def _build_arms(search: dict, schema: System, settings: Any, raw: dict,
+                dimensions: tuple[Dimension, ...]) -> dict[str, dict]:  # fmt: skip
+    """`search.arm`: each arm's settings, typed and checked as the settings type checks them. A setting an arm sets
+    is neither fixed nor searched besides: it would silently lose to the arm, or the arm to it."""
+    given = search.get(ARM) if isinstance(search, dict) else None
+    if given is None:
+        return {}
+    hints = typing.get_type_hints(schema.settings)
+    names = setting_names(schema) - schema.not_searchable - {"subset"}
+    searched = {d.name for d in dimensions}
+    arms = {}
+    for arm, values in given.items():
+        where = f"search.{ARM}.{arm}"
+        if not isinstance(values, dict) or not values:
+            raise SpaceError(f"{where}: expected the arm's settings {{setting: value, …}}, got {shown(values)}")
+        typed = {}
+        for key, value in values.items():
+            if key not in names:
+                raise SpaceError(f"{where}.{key}: not a setting an arm can set{suggest(str(key), names)}")
+            if key in raw or key in searched:
+                how = "fixed" if key in raw else "searched"
+                raise SpaceError(f"{where}.{key}: {key} is set by the arms and also {how}; a setting is one or the "
+                                 f"other (remove {key} from the {'file' if key in raw else 'search'})")  # fmt: skip
+            typed[key] = _coerce(value, hints[key], f"{where}.{key}")
+        try:
+            dataclasses.replace(settings, **typed)  # the settings' own rules, across fields too
+        except SettingError as err:
+            raise SpaceError(f"{where}.{err}") from None
+        except ValueError as err:
+            raise SpaceError(f"{where}: {err}") from None
+        arms[arm] = typed
+    return arms
 
 
 def _build_dimension(name: str, spec: Any, kind: Any, where: str, rule: Rule | None) -> Dimension:
@@ -457,8 +504,12 @@ def space_file(space: Space) -> dict:
     search: dict[str, Any] = {"subset": list(space.subsets)} if space.spec.by_subset else {}
     for d in space.dimensions if not replication else ():  # a replication's seeds are its settings' seed and `seeds`
         search[d.name] = list(d.choices) if d.choices is not None else {"low": d.low, "high": d.high, "log": d.log}
+    if space.arms:
+        search[ARM] = {arm: dict(values) for arm, values in space.arms.items()}
+    arm_set = {key for values in space.arms.values() for key in values}
     fixed = {k: v for k, v in dataclasses.asdict(space.settings).items()
-             if (k not in searched or (replication and k == "seed")) and k not in space.sections}  # fmt: skip
+             if (k not in searched or (replication and k == "seed")) and k not in space.sections
+             and k not in arm_set}  # fmt: skip
     kind = {"kind": space.kind, "seeds": space.seeds} if replication else {"kind": space.kind}
     if space.published is not None:
         kind["published"] = dataclasses.asdict(space.published)

@@ -124,7 +124,11 @@ def apply_override(raw: dict, assignment: str) -> None:
 
 def _override_search(raw: dict, name: str, text: str, schema: System) -> None:
     """`--set search.NAME=VALUE`: a range or list replaces NAME's search; a plain value fixes NAME at it
-    (NAME leaves `search:` and becomes a fixed setting), the way to fix a setting the space file searches."""
+    (NAME leaves `search:` and becomes a fixed setting), the way to fix a setting the space file searches.
+    `--set search.arm=[NAME, …]` keeps only those of the file's arms."""
+    if name == "arm":
+        _keep_arms(raw, text)
+        return
     if name not in setting_names(schema):
         raise SpaceError(f"--set search.{name}: unknown setting{suggest(name, setting_names(schema))}")
     try:
@@ -139,3 +143,17 @@ def _override_search(raw: dict, name: str, text: str, schema: System) -> None:
     else:
         search.pop(name, None)
         raw[name] = value
+
+
+def _keep_arms(raw: dict, text: str) -> None:
+    arms = (raw.get("search") or {}).get("arm") if isinstance(raw.get("search"), dict) else None
+    if not isinstance(arms, dict):
+        raise SpaceError("--set search.arm: the space file has no arms (search.arm) to choose from")
+    try:
+        names = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        names = text
+    names = [names] if isinstance(names, str) else names
+    if not isinstance(names, list) or not names or any(n not in arms for n in names):
+        raise SpaceError(f"--set search.arm={text[:60]}: expected a list of the file's arms ({', '.join(map(str, arms))})")
+    raw["search"]["arm"] = {n: arms[n] for n in names}

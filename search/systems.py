@@ -22,6 +22,7 @@ from typing import Any
 
 from trainables.asc.data import is_prepared as is_asc_dataset
 from trainables.asc.data import load_prepared as load_asc_dataset
+from trainables.asc.ensemble import EnsembleKdConfig
 from trainables.asc.student import Budget
 from trainables.asc.student_training import StudentConfig
 from trainables.asc.synthetic import SyntheticConfig
@@ -128,5 +129,15 @@ SYSTEMS: dict[str, System] = {
         trial="search.trials:oskdft2_trial", teachers="search.teachers:ssl_teacher",
         checks="search.teacher_checks:check_speaker_run",
         references=False, scene_report=False,
+    ),
+    # NTU's KD-ensemble table as one run: asc_kd's students, after a teachers stage that trains (and caches) PaSST
+    # and baseline-CNN teachers per subset and averages their logits (search/ensemble.py).
+    "asc_kd_ensemble": System(
+        name="asc_kd_ensemble", settings=EnsembleKdConfig,
+        sections={"teacher": TeacherConfig, "cnn_teacher": StudentConfig, "data": SyntheticConfig, "budget": Budget},
+        metric=ASC_METRIC, default_metric="acc", default_mode="max", by_subset=True,
+        not_searchable=frozenset({"subset", "seed", "eval_batch_size", "cnn_teachers"}), dataset=ASC_DATA,
+        trial="search.ensemble:ensemble_student_trial", teachers="search.ensemble:ensemble_teachers",
+        checks="search.ensemble:check_ensemble_run", references=True, scene_report=True,
     ),
 }  # fmt: skip

@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from results.distillation import CHANCE_MARGIN
+from results.run_record import RECORD
 from search.request import RunRequest
 from search.space_errors import SpaceError
 from trainables.asc.data import AscData, load_prepared
 from trainables.asc.evaluation import logits_metrics
 from trainables.asc.logits_file import LogitsMismatch, average_logits
 from trainables.asc.teacher import STANDARD_ARCH, TeacherConfig
+from trainables.speaker.data import load_prepared as load_speakers
 
 
 class WeakTeacher(SpaceError):
@@ -28,6 +30,8 @@ def check_scene_teacher(request: RunRequest) -> None:
     """The teacher checks before Ray starts of the `asc_kd` and `asc_teacher` systems (search/scene_checks.py)."""
     space, data_dir = request.space, request.data
     check_teacher_is_trained(request)
+    if space.kind == "replication" and space.uses_teacher:
+        check_teacher_not_chosen(space.teacher, space.subsets)
     if space.uses_teacher and space.teacher.logits:
         data = load_prepared(data_dir)
         found = check_external_logits(space.teacher, data, space.subsets)
@@ -52,8 +56,8 @@ def check_teacher_strength(teacher: TeacherConfig, metrics: dict[int, dict], n_c
 
 
 def check_speaker_run(request: RunRequest) -> None:
-    """The `oskdft2` system's checks (System.check_teachers): on real data a teacher with weights, and a search
-    with validation trials to rank on (never the test trials it reports)."""
+    """The `oskdft2` system's checks (System.check_teachers): on real data a teacher with weights; a search with
+    validation trials to rank on (never the test trials it reports); a replication on every speaker (none held out)."""
     space, data_dir = request.space, request.data
     info = json.loads((data_dir / "dataset.json").read_text())
     training = space.sections["teacher_training"]
@@ -61,10 +65,33 @@ def check_speaker_run(request: RunRequest) -> None:
         raise SpaceError("teacher_training.weights: on real data the SSL teacher would be trained from scratch; give "
                          "the pretrained teacher (a torchaudio state dict, e.g. HuBERT base) or set "
                          "teacher_training.allow_untrained: true")  # fmt: skip
+    if space.kind == "replication":
+        data = load_speakers(data_dir)
+        held = len(set(data.speakers[data.splits == "val"].tolist()))
+        if held or "val" in data.trials:
+            raise SpaceError(f"--data {data_dir}: a replication trains on every speaker, as the paper does (nothing "
+                             f"is selected, so none is held out for validation), but this dataset holds {held} out for "
+                             "validation trials; prepare it with --val-speakers 0 (the embedded data: --set "
+                             "data.val_speakers=0)")  # fmt: skip
     if space.kind == "search" and not (data_dir / "trials" / "val.txt").is_file():
         raise SpaceError(f"--data {data_dir}: no validation trials (trials/val.txt), so the search could only rank on "
                          "the test trials it reports; prepare the dataset with --val-speakers N, or make the space "
                          "kind: replication (fixed settings with several seeds, nothing selected)")  # fmt: skip
+
+
+def check_teacher_not_chosen(teacher: TeacherConfig, subsets: tuple[int, ...]) -> None:
+    """Refuse (SpaceError) a replication distilling from a run's exported best teacher (`<run>/best/…`): it was chosen
+    on the validation half of the test set, which the replication's figures on the whole of it include."""
+    for subset in subsets:
+        for path in external_logits_paths(teacher, subset):
+            run = next((p.parent for p in Path(path).resolve().parents
+                        if p.name == "best" and (p.parent / RECORD).is_file()), None)  # fmt: skip
+            if run is not None:
+                raise SpaceError(f"teacher.logits: {path} is the best teacher of the run {run}, chosen on the "
+                                 "validation half of test.csv, and a replication's figures are taken on all of "
+                                 "test.csv, that half included; distil from teachers chosen by nothing "
+                                 "(spaces/ntu_pipeline.yaml trains them and averages every one), or make the space a "
+                                 "search (kind: search), which reports the other half only")  # fmt: skip
 
 
 def external_logits_paths(teacher: TeacherConfig, subset: int) -> list[Path]:

@@ -62,8 +62,9 @@ def _init_part(teacher: TeacherConfig) -> dict:
 class TeacherPlan:
     """The cache paths of every stage of a run's teachers, and the Ray experiments that fill them."""
 
-    def __init__(self, request: RunRequest, data_dir: Path, teacher: TeacherConfig | None = None):
+    def __init__(self, request: RunRequest, data_dir: Path, teacher: TeacherConfig | None = None, label: str = ""):
         self.request = request
+        self.label = label  # names this plan's experiments apart from another's in the same run (an arm's)
         self.data_dir = data_dir
         self.data = load_prepared(data_dir)
         self.teacher: TeacherConfig = teacher or request.space.teacher
@@ -151,9 +152,10 @@ class TeacherPlan:
                 cached_dataset(directory, config, generate_pretraining, load_prepared, "the synthetic AudioSet stand-in")
             if not cached_state(state_path):
                 job = teacher_job(self.request, directory, init_path=init, state_path=state_path)
-                self._fit(f"teacher_{name}", {"stage": name, "subset": 100, "seed": self.teacher.seed}, job)
+                experiment = f"teacher_{name}" + (f"_{self.label}" if self.label else "")
+                self._fit(experiment, {"stage": name, "subset": 100, "seed": self.teacher.seed}, job)
                 if not state_path.is_file():
-                    raise RuntimeError(f"the teacher's {name} stage failed; see {self.request.run_dir / f'teacher_{name}'}")
+                    raise RuntimeError(f"the teacher's {name} stage failed; see {self.request.run_dir / experiment}")
             init = state_path
         return init
 
@@ -238,11 +240,11 @@ def ensure_ssl_teacher(request: RunRequest, data_dir: Path) -> Path:
     return path
 
 
-def _context(request: RunRequest, **given) -> TrialContext:
+def run_context(request: RunRequest, **given) -> TrialContext:
     res = request.space.resources
     held_out = ("test", "full_test") if request.space.kind == "replication" else ("test",)
     return TrialContext(data_dir=request.data, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial, held_out=held_out,
-                        metric=request.space.metric, **given)  # fmt: skip
+                        metric=request.space.metric, arms=request.space.arms, **given)  # fmt: skip
 
 
 def distillation_teachers(request: RunRequest) -> TrialContext:
@@ -255,15 +257,20 @@ def distillation_teachers(request: RunRequest) -> TrialContext:
         print(f"Teachers' test figures: {write_teachers(request.run_dir, teacher_logits)}", flush=True)
         check_teacher_strength(request.space.teacher, {s: read_logits(p)["metrics"] for s, p in teacher_logits.items()},
                                len(load_prepared(request.data).classes))  # fmt: skip
-    return _context(request, teacher_logits=teacher_logits, budget=request.space.budget)
+    return run_context(request, teacher_logits=teacher_logits, budget=request.space.budget)
 
 
 def teacher_start(request: RunRequest) -> TrialContext:
-    """asc_teacher: the stages before fine-tuning (pretraining, CochlScene), trained where missing."""
-    init = TeacherPlan(request, request.data, request.space.settings).run_init_stages()
-    return _context(request, init_path=init)
+    """asc_teacher: the stages before fine-tuning (pretraining, CochlScene), trained where missing; each arm of
+    the space (search.arm) starts from its own, since an arm's rates hold in those stages too (NTU's SIT learns
+    CochlScene slowly as well)."""
+    settings = request.space.settings
+    init = TeacherPlan(request, request.data, settings).run_init_stages() if not request.space.arms else None
+    arm_inits = {arm: TeacherPlan(request, request.data, dataclasses.replace(settings, **values), arm).run_init_stages()
+                 for arm, values in request.space.arms.items()}  # fmt: skip
+    return run_context(request, init_path=init, arm_inits=arm_inits)
 
 
 def ssl_teacher(request: RunRequest) -> TrialContext:
     """oskdft2: the frozen SSL teacher, given or trained once."""
-    return _context(request, teacher_state=ensure_ssl_teacher(request, request.data))
+    return run_context(request, teacher_state=ensure_ssl_teacher(request, request.data))

@@ -7,7 +7,7 @@ once, typed, as a `TrialContext`. A teacher-stage trial gets a `TeacherJob` the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from trainables.asc.student import Budget
@@ -26,6 +26,16 @@ class TrialContext:
     # alone; a replication selects nothing and also reports full_test (all of TAU22's test.csv, the tables' set).
     held_out: tuple[str, ...] = ("test",)
     metric: str | None = None  # the ranking metric: an epoch that reports it NaN fails its trial
+    arms: dict[str, dict] = field(default_factory=dict)  # the space's search.arm: arm name → the settings it sets
+    arm_inits: dict[str, Path | None] = field(default_factory=dict)  # asc_teacher: each arm's own init_path
+
+    def with_arm(self, config: dict) -> tuple[dict, TrialContext]:
+        """A trial's config with its arm's settings in place of the arm's name, and the arm's own constants."""
+        if "arm" not in config:
+            return config, self
+        arm = config["arm"]
+        settings = {k: v for k, v in config.items() if k != "arm"}
+        return {**settings, **self.arms[arm]}, replace(self, init_path=self.arm_inits.get(arm, self.init_path))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from trainables.speaker.teacher_training import TeacherTrainConfig, train_ssl_te
 
 def student_trial(config: dict, context: TrialContext) -> None:
     """Train one student; report every epoch's metrics with a checkpoint (student.pt + train_state.pt)."""
+    config, context = context.with_arm(config)
     device = claim_device(context.cpus, context.gpus)
     data = load_prepared(context.data_dir)
     settings = StudentConfig.from_dict(config)
@@ -85,6 +86,7 @@ def _report_with_checkpoint(metrics: dict, make_checkpoint) -> None:
 
 def oskdft2_trial(config: dict, context: TrialContext) -> None:
     """Train one OS-KDFT2 student (student + feature tuner) against the cached teacher; report EER each epoch."""
+    config, context = context.with_arm(config)
     device = claim_device(context.cpus, context.gpus)
     data = load_speakers(context.data_dir)
     teacher = torch.load(context.teacher_state, map_location="cpu", weights_only=True)
@@ -135,6 +137,7 @@ def save_subset_logits(path: Path, data: AscData, subset: int, logits: np.ndarra
 def teacher_search_trial(config: dict, context: TrialContext) -> None:
     """One teacher fine-tuning of a teacher search: every epoch's validation figures; after the last,
     its test figures and a checkpoint with its logits for every clip in both formats."""
+    config, context = context.with_arm(config)
     device = claim_device(context.cpus, context.gpus)
     data = load_prepared(context.data_dir)
     settings = TeacherConfig.from_dict({k: v for k, v in config.items() if k != "subset"})  # the subset: its data

@@ -200,3 +200,46 @@ def test_real_speaker_data_refuses_an_untrained_teacher_and_a_search_without_val
     err = capsys.readouterr().err
     assert "no validation trials (trials/val.txt)" in err and "--val-speakers N" in err and "kind: replication" in err
     assert not (tmp_path / "runs" / "sv").exists(), "refused before anything ran"
+
+
+def test_the_paper_replication_trains_on_every_speaker_beside_the_published_eer(ray_session, tmp_path, capsys):
+    """spaces/oskdft2_vox1.yaml on the VoxCeleb layout: the fixed configuration with 2 seeds on every dev speaker, its
+    Vox1-O EER (the test trials) averaged over both seeds beside the published 4.75 %; refused on a dataset that holds
+    speakers out for validation, since a replication selects nothing."""
+    import json
+
+    import pandas as pd
+
+    from search.run import main
+    from trainables.speaker.teacher import SslConfig, build_teacher
+
+    with_val, every = _voxceleb_layout(tmp_path, 2), _voxceleb_layout(tmp_path, 0)
+    weights = tmp_path / "reduced_hubert.pt"
+    torch.manual_seed(0)
+    torch.save(build_teacher(SslConfig(size="reduced")).state_dict(), weights)
+    argv = ["--space", "oskdft2_vox1", "--storage", str(tmp_path / "runs"), "--name", "paper", "--cpus-per-trial", "1",
+            "--gpus-per-trial", "0"]  # fmt: skip
+    for setting in ("seeds=2", "epochs=2", "p0=0.5", "batch_size=4", "crop_seconds=0.5", "eval_crop_seconds=0.5",
+                    "teacher.size=reduced", f"teacher_training.weights={weights}"):  # fmt: skip
+        argv += ["--set", setting]
+    capsys.readouterr()
+    assert main([*argv, "--data", str(with_val)]) == 2
+    err = capsys.readouterr().err
+    assert "a replication trains on every speaker" in err and "holds 2 out" in err and "--val-speakers 0" in err
+    assert main([*argv, "--data", str(every)]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "runs" / "paper"
+    board = pd.read_csv(run / "leaderboard.csv", dtype={"trial_id": str})
+    assert sorted(board["seed"]) == [1, 2] and (board["status"] == "complete").all(), "seed 1 (the reference's) and 2"
+    assert (board["train_speakers"] == 3).all(), "every VoxCeleb1 dev speaker of the layout (id10001 … id10003)"
+    for trial in (run / "search").glob("*/result.json"):
+        shares = [json.loads(line)["target_share"] for line in trial.read_text().splitlines()]
+        assert shares == [0.5, 1.0], "p = epoch / epochs"
+    (row,) = pd.read_csv(run / "replication.csv").itertuples()
+    eers = 100 * board["test_eer"]
+    assert (row.figure, row.runs, row.planned, row.published) == ("test_eer", 2, 2, 4.75)
+    assert row.mean == pytest.approx(eers.mean()) and row.std == pytest.approx(eers.std(ddof=1))
+    assert row.difference == pytest.approx(eers.mean() - 4.75)
+    assert "Jungwoo4021/OS-KDFT README.md:53" in out and "4.75" in out and "2 of 2" in out
+    train = torch.load(run / "best" / "student.pt", weights_only=True)["config"]["train"]
+    assert (train["schedule"], train["kd_weight"], train["lr"], train["crop_seconds"]) == ("linear", 1.0, 5e-5, 0.5)

@@ -37,9 +37,10 @@ def test_oskdft2_search_ranks_by_eer_and_exports_the_student(ray_session, tmp_pa
 
 
 def test_the_paper_recipe_runs_end_to_end_with_a_reduced_teacher(ray_session, tmp_path, capsys):
-    """spaces/oskdft2_vox1.yaml, the reference's recipe, on the embedded speakers: only the teacher's size
-    (and the data, epochs and batch) changed; its weights come from a local file, as HuBERT base's would."""
-    argv = ["--space", "oskdft2_vox1", "--storage", str(tmp_path / "runs"), "--name", "paper"]
+    """spaces/oskdft2_vox1_search.yaml, the search around the reference's recipe, on the embedded speakers: only the
+    teacher's size (and the data, epochs and batch) changed; its weights come from a local file, as HuBERT base's
+    would."""
+    argv = ["--space", "oskdft2_vox1_search", "--storage", str(tmp_path / "runs"), "--name", "paper"]
     assert main(argv) == 2, "without the teacher's weights file the recipe does not start"
     assert "no teacher weights at /models/hubert_base.pt" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "paper").exists()

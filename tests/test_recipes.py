@@ -163,7 +163,7 @@ def test_ntu_kd_distils_from_the_mean_of_a_list_of_logits_files_one_a_students(r
     assert (train["roll_sec"], train["dir_prob"], train["mixup_alpha"]) == (0.0, 0.6, 1.0)
 
 
-def test_the_teacher_recipes_run_and_sit_reads_tau22_at_44_1_khz(ray_session, real):
+def test_the_teacher_recipes_run_and_sit_reads_tau22_at_44_1_khz(ray_session, real, capsys):
     irs = f"dir_path={real['irs']}"
     assert _run(real, "passt_teacher", "passt", *ON_CPU, *_sets(*REDUCED_PASST, irs, "search.lr=[0.001]")) == 0
     best = real["storage"] / "passt" / "best" / "subset_5"
@@ -171,15 +171,26 @@ def test_the_teacher_recipes_run_and_sit_reads_tau22_at_44_1_khz(ray_session, re
     board = pd.read_csv(real["storage"] / "passt" / "leaderboard.csv", dtype={"trial_id": str})
     full = [c for c in board if c.startswith("full_test_")]
     assert "test_macro_acc" in board and not full, "chosen on the validation half: no figure on all of test.csv"
+    # That teacher was chosen on the validation half: a replication, whose figures take in all of test.csv, refuses it.
+    chosen = f"teacher.logits=['{real['storage']}/passt/best/subset_{{subset}}/logits_meta_order.pt']"
+    capsys.readouterr()
+    assert _run(real, "ntu_kd", "leak", *_sets(*SMALL_STUDENT, chosen, irs, "teacher.allow_weak=true")) == 2
+    err = capsys.readouterr().err
+    assert "is the best teacher of the run" in err and "chosen on the validation half" in err and "ntu_pipeline" in err
+    assert not (real["storage"] / "leak").exists()
 
     cochl = write_cochlscene(real["base"] / "CochlScene")
     assert _run(real, "sit_teacher", "sit", *ON_CPU, *_sets(*REDUCED_PASST, irs, f"cochlscene={cochl}", "sit_epochs=1",
-                "search.backbone_lr_ratio=[0.1]")) == 0  # fmt: skip
+                "search.arm=[sit]")) == 0  # fmt: skip
     rates = {json.loads((d / "dataset.json").read_text())["sample_rate"]
              for d in (real["storage"] / "cache" / "datasets").glob("*-*") if (d / "dataset.json").is_file()}  # fmt: skip
     assert 44100 in rates, "TAU22 and CochlScene read at the teacher's rate"
     assert (real["storage"] / "sit" / "best" / "subset_5" / "logits.pt").is_file()
-    assert len(list((real["storage"] / "sit" / "teacher_sit").glob("*/params.json"))) == 1, "the CochlScene stage"
+    assert len(list((real["storage"] / "sit" / "teacher_sit_sit").glob("*/params.json"))) == 1, "the CochlScene stage"
+    board = pd.read_csv(real["storage"] / "sit" / "leaderboard.csv", dtype={"trial_id": str})
+    assert board["arm"].tolist() == ["sit"] and board.iloc[0]["status"] == "complete"
+    params = json.loads(next((real["storage"] / "sit" / "search").glob("*/params.json")).read_text())
+    assert params["arm"] == "sit", "the trial gets its arm's name; the arm's settings are applied in the trial"
 
 
 def _recipe(name: str, tmp_path: Path, **paths: str):
@@ -222,9 +233,29 @@ def test_the_recipe_files_hold_the_reference_settings(tmp_path):
     assert (passt.schedule, passt.warmup_epochs, passt.rampdown_start, passt.rampdown_epochs, passt.lr_floor) == (
         "exp_warmup_linear_down", 3, 3, 10, 0.01)
     assert (passt.mixstyle_p, passt.mixstyle_alpha, passt.precision) == (0.4, 0.4, "fp32"), "fp32, as the references"
-    sit = _recipe("sit_teacher", tmp_path, weights=str(weights), cochlscene=str(cochl), dir_path=str(tmp_path)).settings
-    assert (sit.sit_epochs, sit.sit_lr, sit.sit_batch_size, sit.lr, sit.head_lr, sit.sample_rate) == (
-        25, 1e-4, 32, 1e-5, 1e-3, 44100)
+    sit = _recipe("sit_teacher", tmp_path, weights=str(weights), cochlscene=str(cochl), dir_path=str(tmp_path))
+    s = sit.settings
+    assert (s.sit_epochs, s.sit_batch_size, s.sample_rate, s.roll_sec, s.precision) == (25, 32, 44100, 0.0, "fp32")
+
+
+def test_the_sit_recipes_arms_are_ntus_two_scripts_rates(tmp_path):
+    """Seq-FT: one lr for every parameter (CochlScene 1e-4, TAU22 1e-5); SIT: NTU's slow learner (CochlScene backbone
+    1e-5, TAU22 backbone 5e-5, the heads at 1e-3 in both), as the optimiser's groups get them."""
+    import dataclasses
+
+    weights, cochl = tmp_path / "passt.pt", tmp_path / "CochlScene"
+    weights.write_bytes(b"")
+    cochl.mkdir()
+    soundfile.write(tmp_path / "ir.wav", np.ones(4, dtype=np.float32), 32000)
+    sit = _recipe("sit_teacher", tmp_path, weights=str(weights), cochlscene=str(cochl), dir_path=str(tmp_path))
+    assert [d.choices for d in sit.dimensions] == [("seq_ft", "sit")] and sit.samples == 2, "both arms, once each"
+    arms = {arm: dataclasses.replace(sit.settings, **values) for arm, values in sit.arms.items()}
+    rates = {arm: {stage: config.stage(stage).rates() for stage in ("sit", "finetune")} for arm, config in arms.items()}
+    assert rates == {"seq_ft": {"sit": (1e-4, 1e-4), "finetune": (1e-5, 1e-5)},
+                     "sit": {"sit": (1e-5, 1e-3), "finetune": (5e-5, 1e-3)}}  # fmt: skip
+    one = _recipe("sit_teacher", tmp_path, weights=str(weights), cochlscene=str(cochl), dir_path=str(tmp_path),
+                  **{"search.arm": "[sit]"})  # fmt: skip
+    assert list(one.arms) == ["sit"] and one.samples == 1
 
 
 def test_sits_stages_take_their_own_settings_and_the_head_layernorm_is_head():
@@ -237,3 +268,79 @@ def test_sits_stages_take_their_own_settings_and_the_head_layernorm_is_head():
     assert TeacherConfig(lr=1e-5).stage("sit").lr == 1e-5, "no stage lr: the run's"
     assert is_head("net.head.0.weight") and is_head("net.head.1.bias") and is_head("net.head_dist.weight")
     assert not is_head("net.blocks.0.norm1.weight") and not is_head("net.norm.weight")
+
+
+def test_no_figure_shown_is_computed_on_the_clips_it_was_selected_on(real):
+    """A search selects on the validation half of test.csv and reports the other half only; a replication selects
+    nothing and reports all of it; the halves share no clip (nor recording location: test_tau22.py)."""
+    from search.request import RunRequest
+    from search.teachers import run_context
+    from trainables.asc.tau22 import prepare_tau22
+
+    data = load_prepared(prepare_tau22(Path(real["root"]), real["storage"] / "cache" / "datasets", progress=False))
+    val, test, full = (set(data.splits[name].tolist()) for name in ("val", "test", "full_test"))
+    assert val and test and not val & test and full == val | test
+    reported = {}
+    for name in ("kd", "ntu_kd_search", "dcase24_baseline", "teacher_tiny", "ntu_cnn_teacher"):
+        space = _recipe(name, real["base"], **({"dir_path": real["irs"]} if name.startswith("ntu") else {}))
+        request = RunRequest(space=space, storage=real["storage"], name=name, data=data.directory, address=None,
+                             resume=False)  # fmt: skip
+        reported[name] = (space.kind, run_context(request).held_out)
+    assert reported == {"kd": ("search", ("test",)), "ntu_kd_search": ("search", ("test",)),
+                        "dcase24_baseline": ("replication", ("test", "full_test")),
+                        "teacher_tiny": ("search", ("test",)),
+                        "ntu_cnn_teacher": ("replication", ("test", "full_test"))}  # fmt: skip
+
+
+def _teacher_files(storage: Path) -> dict[str, float]:
+    return {p.name: p.stat().st_mtime_ns for p in (storage / "cache" / "teachers").glob("*.pt")}
+
+
+def test_ntu_pipeline_trains_caches_and_averages_its_teachers_then_prints_the_table(ray_session, real, capsys):
+    """spaces/ntu_pipeline.yaml at the size of a test: 2 PaSST and 2 CNN teachers on each of 2 splits, 1 epoch; the
+    students distil from the mean of the 4 members' logits; a second run with the same teachers trains none."""
+    tiny = _sets(*SMALL_STUDENT, "seeds=1", "weights=null", f"dir_path={real['irs']}", "cnn_teachers=2",
+                 "teacher.ensemble=2", "teacher.arch=passt_tiny", "teacher.allow_untrained=true",
+                 "teacher.allow_weak=true", "teacher.embed_dim=32", "teacher.depth=1", "teacher.num_heads=2",
+                 "teacher.epochs=1", "teacher.batch_size=50", "teacher.eval_batch_size=300", "cnn_teacher.epochs=1",
+                 "cnn_teacher.batch_size=50", "cnn_teacher.eval_batch_size=300")  # fmt: skip
+    argv = ["--space", "ntu_pipeline", "--data", real["root"], "--storage", str(real["storage"]), "--subsets", "5,10",
+            *ON_CPU, *tiny]  # fmt: skip
+    capsys.readouterr()
+    assert main([*argv, "--name", "pipeline"]) == 0
+    out = capsys.readouterr().out
+    run = real["storage"] / "pipeline"
+    for experiment in ("teachers", "cnn_teachers"):  # 2 splits × 2 seeds each, as Ray trials
+        configs = [json.loads(p.read_text()) for p in (run / experiment).glob("*/params.json")]
+        assert sorted((c["subset"], c["seed"]) for c in configs) == [(5, 0), (5, 1), (10, 0), (10, 1)], experiment
+    cnn = json.loads(next((run / "cnn_teachers").glob("*/params.json")).read_text())["teacher"]
+    assert (cnn["kd_lambda"], cnn["mixup_mixes"], cnn["dir_path"]) == (1.0, "targets", real["irs"]), "the run's DIR"
+    teachers = pd.read_csv(run / "teachers.csv")
+    assert sorted(teachers["subset"]) == [5, 10]
+    for path in map(Path, teachers["logits"]):
+        combined = read_logits(path)
+        assert path.name.startswith("kd-ensemble-")
+        members = [p for p in (real["storage"] / "cache" / "teachers").glob("*.pt")
+                   if (p.name.startswith("cnn-") or len(p.stem) == 20) and read_logits(p)["filenames"] == combined["filenames"]]  # fmt: skip
+        assert sorted(len(p.stem) == 20 for p in members) == [False, False, True, True], "2 CNN and 2 PaSST members"
+        mean = np.mean([read_logits(p)["logits"].numpy() for p in members], axis=0)
+        assert np.allclose(combined["logits"].numpy(), mean, atol=1e-5), "the students learn from the members' mean"
+    table = pd.read_csv(run / "replication.csv")
+    assert table["subset"].tolist() == [5, 10] and table["published"].tolist() == [47.98, 53.03]
+    board = pd.read_csv(run / "leaderboard.csv", dtype={"trial_id": str})
+    assert table["mean"].tolist() == pytest.approx((100 * board.sort_values("subset")["full_test_macro_acc"]).tolist())
+    assert "Replication: full_test_macro_acc on all of test.csv" in out and "Sean_NTU_task1_2" in out
+    assert [line.split()[:2] for line in out.splitlines() if line.strip().startswith(("5%", "10%"))] == [
+        ["5%", "47.98"], ["10%", "53.03"]]
+    train = torch.load(run / "best" / "subset_5" / "student.pt", weights_only=True)["config"]["train"]
+    assert (train["temperature"], train["kd_lambda"], train["lr"], train["dir_path"]) == (2.0, 0.02, 0.005, real["irs"])
+
+    before = _teacher_files(real["storage"])
+    assert main([*argv, "--name", "pipeline_again"]) == 0
+    out = capsys.readouterr().out
+    again = real["storage"] / "pipeline_again"
+    assert not (again / "teachers").exists() and not (again / "cnn_teachers").exists(), "no teacher trained again"
+    assert "to train" not in out and "to make" not in out and out.count(": cached (") == 2 + 4
+    assert _teacher_files(real["storage"]) == before, "the cached teachers are read, not rewritten"
+    assert pd.read_csv(again / "teachers.csv")["logits"].tolist() == teachers["logits"].tolist()
+    assert pd.read_csv(again / "replication.csv")["runs"].tolist() == [1, 1]

@@ -1,5 +1,6 @@
 """Bad input ends in one short message and exit status 2, before Ray starts."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -239,4 +240,34 @@ def test_a_search_with_nothing_to_search_points_to_a_replication():
     raw = read_space_file("kd")
     raw["search"] = {"subset": [5]}
     with pytest.raises(SpaceError, match="make the space kind: replication"):
+        build_space(raw)
+
+
+def _arms(**arms) -> dict:
+    raw = read_space_file("kd")
+    raw["search"] = {"subset": [5], "arm": arms}
+    raw["sampler"] = "grid"
+    return raw
+
+
+def test_arms_set_several_settings_at_once_and_are_recorded():
+    from results.run_record import plain
+    from search.space import space_file
+
+    space = build_space(_arms(low={"lr": 0.001, "kd_lambda": 0.1}, high={"lr": 0.01, "kd_lambda": 0.5}))
+    assert [(d.name, d.choices) for d in space.dimensions] == [("arm", ("low", "high"))] and space.samples == 2
+    assert space.arms == {"low": {"lr": 0.001, "kd_lambda": 0.1}, "high": {"lr": 0.01, "kd_lambda": 0.5}}
+    assert build_space(plain(space_file(space))) == space, "the record holds the arms"
+
+
+@pytest.mark.parametrize("arms, fixed, needle", [
+    ({"a": {"lr": 0.001}}, {"lr": 0.002}, "search.arm.a.lr: lr is set by the arms and also fixed"),
+    ({"a": {"lrr": 0.001}}, {}, "search.arm.a.lrr: not a setting an arm can set (did you mean 'lr'?)"),
+    ({"a": {"kd_lambda": 2.0}}, {}, "search.arm.a.kd_lambda: must lie in [0.0, 1.0], got 2.0"),
+    ({"a": {}}, {}, "search.arm.a: expected the arm's settings"),
+    ({"a": {"subset": 5}}, {}, "search.arm.a.subset: not a setting an arm can set"),
+])  # fmt: skip
+def test_a_malformed_arm_is_refused(arms, fixed, needle):
+    raw = {**_arms(**arms), **fixed}
+    with pytest.raises(SpaceError, match=re.escape(needle)):
         build_space(raw)

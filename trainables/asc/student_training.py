@@ -186,6 +186,16 @@ def student_export(model: Student, frontend: FrontendConfig, config: StudentConf
     return export
 
 
+def exported_logits(export: dict, data: AscData, rows: np.ndarray, device: torch.device, batch_size: int) -> np.ndarray:
+    """fp32 logits [len(rows), classes] of an exported student (`student_export`'s dict) for `rows` of `data`: a
+    trained student as a teacher (NTU's CNN teachers)."""
+    frontend = LogMel(FrontendConfig(**export["config"]["frontend"])).to(device).eval()
+    model = Student(StudentArch.from_dict(export["config"]["arch"]))
+    model.load_state_dict(export["state_dict"])
+    model = model.to(device).eval()
+    return predict(lambda waveform: model(frontend(waveform)), data, rows, batch_size, device).numpy()
+
+
 def train_student(
     config: StudentConfig,
     data: AscData,

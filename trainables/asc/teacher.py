@@ -146,6 +146,10 @@ class TeacherConfig(Settings):
         if self.arch == TINY_ARCH and self.embed_dim % self.num_heads:  # PaSST splits its width evenly over the heads
             raise SettingError("embed_dim", f"{self.embed_dim} must be a multiple of num_heads ({self.num_heads})")
 
+    def rates(self) -> tuple[float, float]:
+        """The learning rates of the optimiser's two groups: (the backbone's, the heads' with their LayerNorm)."""
+        return self.lr * self.backbone_lr_ratio, self.head_lr or self.lr
+
     def stage(self, name: str) -> "TeacherConfig":
         """The settings of one training stage: `pretrain` (synthetic AudioSet stand-in), `sit` (CochlScene, its own
         epochs, lr and batch size) or `finetune` (the subset, as configured)."""

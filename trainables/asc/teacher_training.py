@@ -89,9 +89,10 @@ def train_teacher(
     train_devices = data.train_devices(subset)
     steps_per_epoch = -(-config.train_steps // epochs) if config.train_steps else -(-len(rows) // config.batch_size)
     named = list(model.named_parameters())
+    backbone_lr, head_lr = config.rates()
     groups = [
-        {"params": [p for n, p in named if not is_head(n)], "lr": config.lr * config.backbone_lr_ratio},
-        {"params": [p for n, p in named if is_head(n)], "lr": config.head_lr or config.lr},
+        {"params": [p for n, p in named if not is_head(n)], "lr": backbone_lr},
+        {"params": [p for n, p in named if is_head(n)], "lr": head_lr},
     ]
     optimizer = torch.optim.Adam(groups, weight_decay=config.weight_decay)
     scheduler = lr_schedule(config, optimizer, steps_per_epoch)

@@ -329,7 +329,7 @@ def train_oskdft2(
         metrics.update({k: v.item() / max(seen, 1) for k, v in sums.items()})
         metrics.update(kd_target_fraction=from_target_count / max(seen, 1), target_share=share, epoch=epoch + 1,
                        lr=config.lr, utterances_per_second=seen / train_seconds, student_params=count_parameters(model),
-                       teacher_params=teacher_params)  # fmt: skip
+                       teacher_params=teacher_params, train_speakers=int(np.count_nonzero(speaker_counts)))  # fmt: skip
         if epoch + 1 == config.epochs:
             test = metrics if eval_split == "test" else score("test")
             metrics.update({f"test_{k}": test[k] for k in ("eer", "min_dcf", "min_dcf_p05")})

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 from trainables.asc.student_training import StudentConfig
 from trainables.asc.teacher import TeacherConfig
-from trainables.settings import setting
+from trainables.settings import path_setting, setting
 
 
 @dataclass(frozen=True)
 class EnsembleKdConfig(StudentConfig):
     """The students' settings, and what the run's teachers share."""
 
-    weights: str | None = None  # the PaSST teachers' AudioSet checkpoint, where teacher.weights is unset
+    weights: str | None = path_setting("file")  # the PaSST teachers' AudioSet checkpoint, where teacher.weights is unset
     cnn_teachers: int = setting(3, low=0)  # baseline-CNN teachers per split (seeds cnn_teacher.seed … + n − 1)
 
     def student(self) -> StudentConfig:

@@ -1,5 +1,5 @@
 """End-to-end runs of every trainable on device "cuda": under the CUDA stand-in in the test suite
-(tests/test_cuda_path.py), and on a real GPU as their twins:
+(tests/asc/test_cuda_path.py), and on a real GPU as their twins:
 
     python tests/cuda_scenarios.py --device cuda --storage /tmp/cuda_scenarios
 

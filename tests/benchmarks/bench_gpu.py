@@ -61,7 +61,7 @@ INTERRUPT_GRACE_S = 10.0  # a phase past its limit gets Ctrl-C (Tune saves its t
 DRY_CLIPS, DRY_BATCH, DRY_STEPS, DRY_PACKED = 80, 8, 2, 2
 
 DEFAULT_SEARCH = ["--space", "kd.yaml", "--gpus-per-trial", "0.125", "--set", "resources.teacher_gpus_per_trial=0.2"]
-# The default search at the size of the test suite's end-to-end run (tests/test_end_to_end.py), with a tiny dataset.
+# The default search at the size of the test suite's end-to-end run (tests/search/test_end_to_end.py), with a tiny dataset.
 DRY_SEARCH = ["--space", "kd.yaml", "--subsets", "5", "--samples", "1", "--set", "epochs=1", "--set", "train_steps=2",
               "--set", "batch_size=16", "--set", "confirm_top_k=0", "--set", "compare_without_kd=false",
               "--set", "teacher.epochs=1", "--set", "teacher.train_steps=2", "--set", "teacher.pretrain=none",

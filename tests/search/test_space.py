@@ -14,7 +14,7 @@ from search.space import build_space
 from search.space_errors import SpaceError
 from search.space_file import apply_override, read_space_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _space_file(tmp_path: Path, **changes) -> Path:

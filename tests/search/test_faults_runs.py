@@ -10,8 +10,8 @@ import pandas as pd
 
 from search.per_subset import journal_storage
 from search.run import main
-from tests.test_faults_input import _in_namespace, needs_mounts
-from tests.test_resume import _command
+from tests.search.test_faults_input import _in_namespace, needs_mounts
+from tests.search.test_resume import _command
 
 
 def test_a_run_in_which_no_trial_completed_fails(tmp_path, capsys, ray_session, service_data):

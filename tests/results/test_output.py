@@ -31,10 +31,10 @@ from search.preflight import check_run_dir
 from search.run import main, make_request, parse_args
 from search.space import build_space, space_file
 from search.space_file import read_space_file
-from tests.test_end_to_end import DEVICES, TINY_SETTINGS
+from tests.search.test_end_to_end import DEVICES, TINY_SETTINGS
 from trainables.asc.synthetic import CLASSES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STATES = {"complete": TrialState.COMPLETE, "stopped": TrialState.PRUNED, "failed": TrialState.FAIL}
 SEARCHED = ("temperature", "kd_lambda", "lr")
 

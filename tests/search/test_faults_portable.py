@@ -24,7 +24,7 @@ import yaml
 from results.export import export_best
 from results.trial_records import latest_checkpoint
 from search.per_subset import journal_storage
-from tests.test_resume import ROOT
+from tests.search.test_resume import ROOT
 from trainables.asc.data import load_prepared
 from trainables.asc.logits_file import write_seed_logits
 from trainables.tensor_files import UnreadableFile

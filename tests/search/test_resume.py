@@ -22,7 +22,7 @@ from optuna.storages.journal import JournalFileBackend
 from results.trial_records import checkpoint_index
 from search.checkpoint_retention import restore_floors, restore_points
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = ["epochs=4", "batch_size=50", "compare_without_kd=false", "scheduler.type=fifo", "train_steps=0", "confirm_top_k=0"]
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from search.run import main
-from tests.test_resume import ROOT, _command, _epochs_checkpointed, _study
+from tests.search.test_resume import ROOT, _command, _epochs_checkpointed, _study
 
 
 def test_ctrl_c_stops_cleanly_and_resume_finishes_the_search(tmp_path, capsys, service_data):

@@ -17,7 +17,7 @@ from results import predict
 from results.export import load_student
 from search.run import main
 from search.run_lock import RunLocked, run_lock
-from tests.test_resume import ROOT
+from tests.search.test_resume import ROOT
 from trainables.tensor_files import UnreadableFile, load_tensors
 
 

@@ -14,7 +14,7 @@ from trainables.asc.frontend import FrontendConfig, LogMel
 from trainables.asc.student import Student, StudentArch
 from trainables.asc.synthetic import CLASSES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Exported files compute the same float32 graph (ONNX with a real-valued STFT): the logits of a
 # freshly initialised student are about 0.05 in size and agree to about 1e-8, so these leave room.
 RTOL, ATOL = 1e-4, 1e-5

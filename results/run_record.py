@@ -69,11 +69,11 @@ def refuse_links(run_dir: Path) -> None:
                              "inside its own directory: replace the link by what it points at, or use another --name")
 
 
-def write_record(run_dir: Path, space_file: dict, dataset: Path, storage: Path) -> None:
-    """Write the record: `space_file` (a space file's mapping of the resolved settings) and the dataset."""
+def write_record(run_dir: Path, mapping: dict, dataset: Path, storage: Path) -> None:
+    """Write the record: `mapping` (a space file's mapping of the resolved settings) and the dataset."""
     dataset = Path(dataset)
     shown = dataset.relative_to(storage) if dataset.is_relative_to(storage) else dataset
-    text = yaml.safe_dump(plain({**space_file, DATASET: str(shown)}), sort_keys=False)
+    text = yaml.safe_dump(plain({**mapping, DATASET: str(shown)}), sort_keys=False)
     write_file(Path(run_dir) / RECORD, lambda tmp: tmp.write_text(text))
 
 

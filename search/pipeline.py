@@ -29,7 +29,7 @@ from search.console import banner, quiet_ray
 from search.planning import plan_line, time_steps
 from search.request import RunRequest
 from search.signals import terminate_as_interrupt
-from search.space import space_file
+from search.space import to_mapping
 from search.teacher_checks import WeakTeacher
 from search.tuning import run_confirmation, run_references, search_trials
 from trainables.asc.data import load_prepared
@@ -50,7 +50,7 @@ def run(request: RunRequest) -> None:
     # Ray's start installs its own SIGTERM handler: the run's own one goes on after it.
     with cluster(request) as request, terminate_as_interrupt():
         # The space as given (automatic resources stay automatic), so a resume elsewhere decides them again.
-        write_record(request.run_dir, space_file(space), request.data, request.storage)  # the run has truly started
+        write_record(request.run_dir, to_mapping(space), request.data, request.storage)  # the run has truly started
         space = request.space
         print(plan_line(space, request.data, timing, request.trials_at_once), flush=True)
         try:

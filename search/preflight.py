@@ -32,7 +32,7 @@ from results.run_record import (
 )
 from search.console import banner, duration, working
 from search.request import RunRequest
-from search.space import space_file
+from search.space import to_mapping
 from search.space_errors import SpaceError, shown
 from trainables.asc.tau22 import is_tau22_root, prepare_tau22
 from trainables.atomic import build_directory, set_aside
@@ -145,7 +145,7 @@ def check_resumable(request: RunRequest) -> None:
         recorded = settings_of(read_record(request.run_dir))
     except RecordError as err:
         raise SpaceError(f"--resume: {request.run_dir} holds no run to resume ({err})") from None
-    current = plain(space_file(request.space))
+    current = plain(to_mapping(request.space))
     if isinstance(recorded.get("samples"), int) and current.get("samples", 0) > recorded["samples"]:
         recorded["samples"] = current["samples"]  # --resume --samples N grows the search
     elif isinstance(recorded.get("samples"), int) and current.get("samples", 0) < recorded["samples"]:

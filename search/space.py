@@ -137,6 +137,12 @@ class Space:
         return SYSTEMS[self.system]
 
     @property
+    def confirmation_seeds(self) -> list[int]:
+        """The seeds a confirmation (and the no-KD references beside it) trains: seed + 1 … seed + confirm_seeds."""
+        first = getattr(self.settings, "seed", 0) + 1
+        return list(range(first, first + self.confirm_seeds))
+
+    @property
     def uses_teacher(self) -> bool:
         """Whether some trial distils: the trial settings' own rule, at the lowest kd_lambda the space allows."""
         if not hasattr(self.settings, "uses_teacher"):
@@ -497,7 +503,7 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     raise SpaceError(f"{where}: expected {name}, got {shown(value)}")
 
 
-def space_file(space: Space) -> dict:
+def to_mapping(space: Space) -> dict:
     """`space` as a space file's mapping, every setting spelled out: `build_space` of it gives `space` again."""
     replication = space.kind == "replication"
     searched = {d.name for d in space.dimensions} | ({"subset"} if space.spec.by_subset else set())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from trainables.speaker.teacher_training import TeacherTrainConfig
 
 ASC_METRIC = re.compile(r"^(acc|acc_seen|acc_unseen|acc_sim_seen|macro_acc|acc_[a-z0-9]+)$")
 SV_METRIC = re.compile(r"^(eer|min_dcf|min_dcf_p05)$")
+NO_KD = {"kd_lambda": 1.0}  # the student's loss is then all label loss: the same student without its teacher
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,14 @@ class System:
     trial: str  # "module:function" of its Tune trial, a function of (config, context: TrialContext)
     teachers: str  # "module:function" (request) → TrialContext: makes what its trials need first (teachers)
     checks: str | None  # "module:function" (request) → None: its checks before Ray starts, the dataset at hand
-    references: bool  # each subset's best retrained without distillation, when the space asks (compare_without_kd)
+    # The no-distillation reference: each subset's best configuration is retrained with these settings when the
+    # space asks (compare_without_kd); empty for a system without one.
+    reference_overrides: dict[str, Any] = field(hash=False)
     scene_report: bool  # the acoustic-scene outputs: DCASE rank score and the HTML report
+
+    @property
+    def references(self) -> bool:
+        return bool(self.reference_overrides)
 
     @property
     def trainable(self) -> Callable:
@@ -111,14 +118,14 @@ SYSTEMS: dict[str, System] = {
         metric=ASC_METRIC, default_metric="acc", default_mode="max", by_subset=True,
         not_searchable=frozenset({"subset", "seed", "eval_batch_size"}), dataset=ASC_DATA,
         trial="search.trials:student_trial", teachers="search.teachers:distillation_teachers",
-        checks="search.scene_checks:check_scene_run", references=True, scene_report=True,
+        checks="search.scene_checks:check_scene_run", reference_overrides=NO_KD, scene_report=True,
     ),
     "asc_teacher": System(
         name="asc_teacher", settings=TeacherConfig, sections={"data": SyntheticConfig},
         metric=ASC_METRIC, default_metric="acc", default_mode="max", by_subset=True,
         not_searchable=frozenset({"seed", "eval_batch_size", "arch", "weights", "logits", "cochlscene"}),
         dataset=ASC_DATA, trial="search.trials:teacher_search_trial", teachers="search.teachers:teacher_start",
-        checks="search.scene_checks:check_scene_run", references=False, scene_report=True,
+        checks="search.scene_checks:check_scene_run", reference_overrides={}, scene_report=True,
     ),
     # OS-KDFT2: the `teacher` section is OskdftConfig's own teacher field (the SSL architecture).
     "oskdft2": System(
@@ -128,7 +135,7 @@ SYSTEMS: dict[str, System] = {
         not_searchable=frozenset({"seed", "teacher", "init_layers", "target_layers"}), dataset=SPEAKER_DATA,
         trial="search.trials:oskdft2_trial", teachers="search.teachers:ssl_teacher",
         checks="search.teacher_checks:check_speaker_run",
-        references=False, scene_report=False,
+        reference_overrides={}, scene_report=False,
     ),
     # NTU's KD-ensemble table as one run: asc_kd's students, after a teachers stage that trains (and caches) PaSST
     # and baseline-CNN teachers per subset and averages their logits (search/ensemble.py).
@@ -138,6 +145,6 @@ SYSTEMS: dict[str, System] = {
         metric=ASC_METRIC, default_metric="acc", default_mode="max", by_subset=True,
         not_searchable=frozenset({"subset", "seed", "eval_batch_size", "cnn_teachers"}), dataset=ASC_DATA,
         trial="search.ensemble:ensemble_student_trial", teachers="search.ensemble:ensemble_teachers",
-        checks="search.ensemble:check_ensemble_run", references=True, scene_report=True,
+        checks="search.ensemble:check_ensemble_run", reference_overrides=NO_KD, scene_report=True,
     ),
 }  # fmt: skip

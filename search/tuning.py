@@ -67,7 +67,7 @@ def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: 
     # snapshot no longer needs them (Tune's own num_to_keep deletes them before, and a crash then breaks resume).
     # Tune restores callback states by position: the stateful ones keep theirs (CheckpointRetention third).
     checkpoints = tune.CheckpointConfig(checkpoint_score_attribute=space.metric, checkpoint_score_order=space.mode)
-    hparams = ["subset", *(d.name for d in space.dimensions), "kd_lambda", "seed"]
+    hparams = list(dict.fromkeys(["subset", *(d.name for d in space.dimensions), *space.spec.reference_overrides, "seed"]))
     callbacks = [StorageWatch(request.storage), ReadableTensorBoard(hparams, space.settings.epochs if epochs is None else epochs)]
     if keep_checkpoints:
         callbacks.append(CheckpointRetention(space.metric, space.mode))
@@ -305,6 +305,7 @@ class StageJournal(tune.Callback):
         self.journal, self.run, self.stage = journal, run, stage
         self.metric, self.mode, self.epochs = space.metric, space.mode, space.settings.epochs
         self.distributions = {d.name: _distribution(d) for d in space.dimensions}
+        self.overridden = list(space.spec.reference_overrides)
         self.values: dict[str, dict[int, float]] = {}  # trial id → epoch → metric, as reported here
         self._storage: JournalStorage | None = None
 
@@ -342,13 +343,13 @@ class StageJournal(tune.Callback):
         params = {}
         for name, distribution in self.distributions.items():
             value = trial.config.get(name)
-            try:  # a reference's kd_lambda = 1 may lie outside the searched range: then it is only a user attribute
+            try:  # a reference's settings (kd_lambda = 1) may lie outside the searched range: then only user attributes
                 optuna.trial.create_trial(params={name: value}, distributions={name: distribution}, value=0.0)
                 params[name] = value
             except (ValueError, TypeError):
                 pass
         attrs = {"trial_id": trial.trial_id, "stage": self.stage, "seed": trial.config.get("seed"),
-                 "kd_lambda": trial.config.get("kd_lambda")}  # fmt: skip
+                 **{name: trial.config.get(name) for name in self.overridden}}  # fmt: skip
         study.add_trial(optuna.trial.create_trial(
             state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.FAIL,
             value=values[max(values)] if complete else None, params=params,
@@ -381,7 +382,7 @@ def run_confirmation(request: RunRequest, context: TrialContext, board: pd.DataF
     by them."""
     space = request.space
     complete = board[board["status"] == "complete"]
-    seeds = list(range(space.settings.seed + 1, space.settings.seed + 1 + space.confirm_seeds))
+    seeds = space.confirmation_seeds
     for rank in range(1, space.confirm_top_k + 1):
         picks = {int(subset): {d.name: _plain(rows.iloc[rank - 1][d.name]) for d in space.dimensions}
                  for subset, rows in complete.groupby("subset") if len(rows) >= rank}  # fmt: skip
@@ -417,21 +418,20 @@ def _fit_points(request: RunRequest, context: TrialContext, name: str, points: l
 
 
 def run_references(request: RunRequest, context: TrialContext, board: pd.DataFrame) -> None:
-    """Retrain each subset's best configuration with kd_lambda = 1: what the same student does without a teacher
-    (on the confirmation's seeds when there is one)."""
+    """Retrain each subset's best configuration with the system's reference settings (kd_lambda = 1): what the same
+    student does without a teacher (on the confirmation's seeds when there is one)."""
     space = request.space
-    best = {int(subset): {d.name: _plain(rows.iloc[0][d.name]) for d in space.dimensions if d.name != "kd_lambda"}
+    overrides = space.spec.reference_overrides
+    best = {int(subset): {d.name: _plain(rows.iloc[0][d.name]) for d in space.dimensions if d.name not in overrides}
             for subset, rows in board[board["status"] == "complete"].groupby("subset")}  # fmt: skip
     if not best:
         return
     seeds = reference_seeds(space)
-    _fit_points(request, context, "no_kd", _points(best, seeds, kd_lambda=1.0), "no-KD reference",
+    _fit_points(request, context, "no_kd", _points(best, seeds, **overrides), "no-KD reference",
                 dict.fromkeys(best, len(seeds)), seeded=len(seeds) > 1)
 
 
 def reference_seeds(space: Space) -> list[int]:
     """The no-KD references' seeds: the confirmation's (seed+1 … seed+S) when the best configurations are
     confirmed, so both sides of the comparison have a mean and a spread over the same seeds; else the search's."""
-    if space.confirm_top_k:
-        return list(range(space.settings.seed + 1, space.settings.seed + 1 + space.confirm_seeds))
-    return [space.settings.seed]
+    return space.confirmation_seeds if space.confirm_top_k else [space.settings.seed]

@@ -29,7 +29,7 @@ from results.formats import max_difference
 from search.api import run_search
 from search.preflight import check_run_dir
 from search.run import main, make_request, parse_args
-from search.space import build_space, space_file
+from search.space import build_space, to_mapping
 from search.space_file import read_space_file
 from tests.search.test_end_to_end import DEVICES, TINY_SETTINGS
 from trainables.asc.synthetic import CLASSES
@@ -161,7 +161,7 @@ def test_the_record_is_a_valid_space(run):
     request = make_request(parse_args(["--space", str(record), "--name", "copy", "--storage", str(run["storage"])]))
     recorded = yaml.safe_load(record.read_text())
     settings = {k: v for k, v in recorded.items() if k != "dataset"}
-    assert yaml.safe_load(yaml.safe_dump(space_file(request.space))) == settings
+    assert yaml.safe_load(yaml.safe_dump(to_mapping(request.space))) == settings
     assert build_space(settings) == request.space
     assert request.data == run["storage"] / recorded["dataset"]  # the record names the dataset it ran on
 

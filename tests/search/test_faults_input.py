@@ -348,7 +348,7 @@ def test_a_run_directory_that_is_or_holds_a_link_out_is_refused(tmp_path, capsys
     """Issue 26, case 2: the run would write through the link, outside its directory."""
     from results import export, report
     from results.run_record import write_record
-    from search.space import build_space, space_file
+    from search.space import build_space, to_mapping
     from search.space_file import read_space_file
 
     storage, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
@@ -359,7 +359,7 @@ def test_a_run_directory_that_is_or_holds_a_link_out_is_refused(tmp_path, capsys
     assert not list(elsewhere.iterdir()), "nothing is written where the link points, the run's lock included"
 
     run_dir = storage / "linked"
-    write_record(run_dir, space_file(build_space(read_space_file("kd"))), storage / "cache" / "datasets" / "synthetic-x",
+    write_record(run_dir, to_mapping(build_space(read_space_file("kd"))), storage / "cache" / "datasets" / "synthetic-x",
                  storage)  # fmt: skip
     (elsewhere / "page.html").write_text("the user's own page")
     (run_dir / "best").symlink_to(elsewhere)

@@ -211,9 +211,9 @@ def test_a_replication_fixes_every_setting_and_trains_each_seed_without_selectin
     assert (space.scheduler.type, space.confirm_top_k, space.compare_without_kd) == ("fifo", 0, False)
     # Its record is itself a replication's space file: the same space again.
     from results.run_record import plain
-    from search.space import space_file
+    from search.space import to_mapping
 
-    again = build_space(plain(space_file(space)))
+    again = build_space(plain(to_mapping(space)))
     assert again == space and again.published == space.published
 
 
@@ -252,12 +252,12 @@ def _arms(**arms) -> dict:
 
 def test_arms_set_several_settings_at_once_and_are_recorded():
     from results.run_record import plain
-    from search.space import space_file
+    from search.space import to_mapping
 
     space = build_space(_arms(low={"lr": 0.001, "kd_lambda": 0.1}, high={"lr": 0.01, "kd_lambda": 0.5}))
     assert [(d.name, d.choices) for d in space.dimensions] == [("arm", ("low", "high"))] and space.samples == 2
     assert space.arms == {"low": {"lr": 0.001, "kd_lambda": 0.1}, "high": {"lr": 0.01, "kd_lambda": 0.5}}
-    assert build_space(plain(space_file(space))) == space, "the record holds the arms"
+    assert build_space(plain(to_mapping(space))) == space, "the record holds the arms"
 
 
 @pytest.mark.parametrize("arms, fixed, needle", [

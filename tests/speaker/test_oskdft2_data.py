@@ -153,7 +153,7 @@ def test_the_embedded_speaker_dataset_is_made_once_and_reused_by_the_next_run(tm
     from results.run_record import write_record
     from search.preflight import prepare_dataset
     from search.run import make_request, parse_args
-    from search.space import space_file
+    from search.space import to_mapping
 
     argv = ["--space", "oskdft2", "--storage", str(tmp_path), "--name", "first"]
     for setting in ("data.train_speakers=4", "data.val_speakers=2", "data.test_speakers=2", "data.ood_speakers=4"):
@@ -164,7 +164,7 @@ def test_the_embedded_speaker_dataset_is_made_once_and_reused_by_the_next_run(tm
     stamp = (made / "audio.npy").stat().st_mtime_ns
     assert prepare_dataset(make_request(parse_args(argv))) == made  # a second run with the same settings
     assert "Generating" in capsys.readouterr().out
-    write_record(request.run_dir, space_file(request.space), made, request.storage)
+    write_record(request.run_dir, to_mapping(request.space), made, request.storage)
     resumed = make_request(parse_args(["--resume", "--name", "first", "--storage", str(tmp_path)]))
     assert resumed.data == made and prepare_dataset(resumed) == made  # the record's dataset, as it is
     assert "Generating" not in capsys.readouterr().out

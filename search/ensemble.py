@@ -27,7 +27,7 @@ from search.scene_checks import check_scene_run
 from search.space import Space
 from search.space_errors import SpaceError
 from search.teacher_checks import check_teacher_strength
-from search.teachers import TeacherPlan, _key, fit_teachers, print_teachers, run_context
+from search.teachers import TeacherPlan, _key, fit_teachers, print_teachers, run_context, teacher_dataset
 from search.trial_context import TeacherJob, TrialContext
 from search.trials import ranked, save_subset_logits, student_trial
 from trainables.asc.data import AscData, load_prepared
@@ -67,7 +67,7 @@ def ensemble_teachers(request: RunRequest) -> TrialContext:
     passt, cnn, count = space.teacher, space.sections["cnn_teacher"], space.settings.cnn_teachers
     banner(f"Teachers: {passt.ensemble} PaSST and {count} CNN per subset, their logits averaged")
     data = load_prepared(request.data)
-    plan = TeacherPlan(request, request.data)
+    plan = TeacherPlan(request, teacher_dataset(request, passt))
     passt_paths = plan.ensure(space.subsets)  # the PaSST members' mean, made by the KD search's own teacher plan
     seeds = range(cnn.seed, cnn.seed + count)
     members = {(s, seed): cnn_member_path(plan.cache, data, cnn, s, seed) for s in space.subsets for seed in seeds}

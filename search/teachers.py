@@ -41,6 +41,7 @@ from trainables.asc.data import load_prepared
 from trainables.asc.evaluation import logits_metrics
 from trainables.asc.logits_file import LogitsMismatch, aligned_logits, check_logits_cache, read_logits, save_logits
 from trainables.asc.synthetic import PretrainingConfig, generate_pretraining
+from trainables.asc.tau22 import prepare_at_rate, tau22_root_of
 from trainables.asc.teacher import TeacherConfig
 from trainables.atomic import set_aside
 from trainables.settings import cache_key_fields
@@ -247,12 +248,29 @@ def run_context(request: RunRequest, **given) -> TrialContext:
                         metric=request.space.metric, arms=request.space.arms, **given)  # fmt: skip
 
 
+def teacher_dataset(request: RunRequest, teacher: TeacherConfig) -> Path:
+    """The prepared dataset a run's teachers read: the run's own, unless they hear another rate than the run's TAU22
+    was read at (NTU's PaSST teachers: 44.1 kHz). Then TAU22 is read again at theirs, split clip for clip as the
+    run's, so they hear the full band; without its root (a run moved to another machine) they hear the run's clips,
+    resampled on the device, and are told so."""
+    data = load_prepared(request.data)
+    if teacher.sample_rate == data.sample_rate or not data.source.startswith("tau22:"):
+        return request.data
+    root = tau22_root_of(data)
+    if root is None:
+        print(f"teachers: {data.source.removeprefix('tau22:')} is not here: they hear the {data.sample_rate / 1000:g} "
+              f"kHz clips resampled to {teacher.sample_rate / 1000:g} kHz", flush=True)  # fmt: skip
+        return request.data
+    return prepare_at_rate(data, root, request.cache_dir / "datasets", teacher.sample_rate)
+
+
 def distillation_teachers(request: RunRequest) -> TrialContext:
     """asc_kd: every subset's teacher logits in the cache (trained where missing), when some trial distils."""
     teacher_logits = {}
     if request.space.uses_teacher:
         banner("Teachers")
-        teacher_logits = TeacherPlan(request, request.data).ensure(request.space.subsets)
+        plan = TeacherPlan(request, teacher_dataset(request, request.space.teacher))
+        teacher_logits = plan.ensure(request.space.subsets)
         print_teachers(teacher_logits)
         print(f"Teachers' test figures: {write_teachers(request.run_dir, teacher_logits)}", flush=True)
         check_teacher_strength(request.space.teacher, {s: read_logits(p)["metrics"] for s, p in teacher_logits.items()},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 import torchaudio
 
 from trainables.asc.data import load_prepared
-from trainables.asc.tau22 import prepare_tau22
+from trainables.asc.tau22 import prepare_at_rate, prepare_tau22, tau22_root_of
 from trainables.prepared import DatasetError
 
 
@@ -87,3 +88,25 @@ def test_split_files_from_another_folder(tau22_root, tmp_path):
     assert set(data.splits) == {"split5", "split10", "val", "test", "full_test"}
     with pytest.raises(DatasetError, match="test.csv"):
         prepare_tau22(tau22_root, tmp_path / "cache", splits_dir=tmp_path, progress=False)
+
+
+def test_teachers_at_another_rate_read_tau22_again_split_clip_for_clip_as_the_run(tau22_written, tmp_path):
+    """NTU's PaSST teachers hear TAU22 at 44.1 kHz: the students' 32 kHz dataset is read again at that rate, with
+    the same clips in every split (the val/test halves included), once."""
+    students = load_prepared(prepare_tau22(tau22_written, tmp_path, progress=False))
+    assert tau22_root_of(students) == tau22_written.resolve()
+    directory = prepare_at_rate(students, tau22_written, tmp_path, 44100)
+    teachers = load_prepared(directory)
+    assert (students.sample_rate, teachers.sample_rate) == (32000, 44100)
+    assert teachers.clips.shape == (len(teachers.filenames), 44100) and teachers.fingerprint != students.fingerprint
+    assert set(teachers.splits) == set(students.splits)
+    for name, rows in students.splits.items():
+        assert [students.filenames[r] for r in rows] == [teachers.filenames[r] for r in teachers.splits[name]], name
+    original, rate = soundfile.read(tau22_written / teachers.filenames[3], dtype="float32")
+    assert rate == 44100 and np.abs(teachers.clips[3] / 32767 - original[:44100]).max() < 1e-3, "not resampled"
+    made = directory.stat().st_mtime_ns
+    assert prepare_at_rate(students, tau22_written, tmp_path, 44100) == directory
+    assert directory.stat().st_mtime_ns == made, "read once, then cached"
+
+    assert tau22_root_of(dataclasses.replace(students, source=f"tau22:{tmp_path / 'moved'}")) is None, "root gone"
+    assert tau22_root_of(dataclasses.replace(students, source="synthetic")) is None

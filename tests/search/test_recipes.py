@@ -19,7 +19,7 @@ from tests.tau22_fixture import SPLITS, write_cochlscene
 from trainables.asc.data import load_prepared
 from trainables.asc.logits_file import average_logits, read_logits, read_teacher_logits, write_seed_logits
 from trainables.asc.student_training import StudentConfig
-from trainables.asc.tau22 import halve_by_location
+from trainables.asc.tau22 import halve_by_location, prepare_at_rate, prepare_tau22
 from trainables.common import exp_warmup_linear_down_factor, per_epoch
 
 
@@ -317,6 +317,10 @@ def test_ntu_pipeline_trains_caches_and_averages_its_teachers_then_prints_the_ta
     assert (cnn["kd_lambda"], cnn["mixup_mixes"], cnn["dir_path"]) == (1.0, "targets", real["irs"]), "the run's DIR"
     teachers = pd.read_csv(run / "teachers.csv")
     assert sorted(teachers["subset"]) == [5, 10]
+    datasets = real["storage"] / "cache" / "datasets"
+    students = load_prepared(prepare_tau22(Path(real["root"]), datasets, progress=False))
+    assert (datasets / f"splits-{students.fingerprint}").is_dir(), "the PaSST teachers read TAU22 again at 44.1 kHz"
+    assert load_prepared(prepare_at_rate(students, Path(real["root"]), datasets, 44100)).sample_rate == 44100
     for path in map(Path, teachers["logits"]):
         combined = read_logits(path)
         assert path.name.startswith("kd-ensemble-")

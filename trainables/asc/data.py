@@ -44,6 +44,7 @@ class AscData:
     devices: np.ndarray  # str [clips]
     clips: np.ndarray  # int16 [clips, samples], memory-mapped
     splits: dict[str, np.ndarray]  # split name → sorted row indices
+    source: str = ""  # where the clips came from: "tau22:<root>" for TAU22 read by trainables/asc/tau22.py
 
     def waveforms(self, rows: np.ndarray) -> torch.Tensor:
         """Float waveforms [len(rows), samples] in [-1, 1] for the given rows."""
@@ -129,6 +130,7 @@ def load_prepared(directory: Path) -> AscData:
         devices=meta["source_label"].astype(str).to_numpy(),
         clips=clips,
         splits=splits,
+        source=str(info.get("source", "")),
     )
 
 

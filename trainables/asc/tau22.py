@@ -27,6 +27,7 @@ import pandas as pd
 from trainables.asc.audio_files import decode_to_memmap
 from trainables.asc.data import (
     META_COLUMNS,
+    AscData,
     SUBSETS,
     check_split_lists,
     check_unique,
@@ -187,3 +188,28 @@ def prepare_tau22(root: Path, cache_dir: Path, splits_dir: Path | None = None, p
 
     build_directory(directory, build)
     return directory
+
+
+def tau22_root_of(data: AscData) -> Path | None:
+    """The TAU22 root `data` was read from, when it was read from one that is still there."""
+    if not data.source.startswith("tau22:"):
+        return None
+    root = Path(data.source.removeprefix("tau22:"))
+    return root if is_tau22_root(root) else None
+
+
+def prepare_at_rate(data: AscData, root: Path, cache_dir: Path, sample_rate: int) -> Path:
+    """TAU22 at ROOT read again at `sample_rate`, split as `data` is, clip for clip (its --splits included):
+    NTU's teachers hear the full 44.1 kHz band, not the students' 32 kHz clips resampled."""
+    rows = {name: data.splits[name] for name in data.splits if name.startswith("split")}
+    rows |= {"val": data.splits["val"], "test": data.splits["full_test"]}  # all of test.csv: read again, it halves
+    splits_dir = Path(cache_dir) / f"splits-{data.fingerprint}"
+    if not splits_dir.is_dir():
+        def write(work: Path) -> None:
+            for name, picked in rows.items():
+                frame = pd.DataFrame({"filename": [data.filenames[r] for r in picked],
+                                      "scene_label": [data.classes[label] for label in data.labels[picked]]})
+                frame.to_csv(work / f"{name}.csv", sep="\t", index=False)
+
+        build_directory(splits_dir, write)
+    return prepare_tau22(root, cache_dir, splits_dir, progress=False, sample_rate=sample_rate)

@@ -31,7 +31,6 @@ from search.signals import TERMINATED_STATUS, Terminated, terminate_as_interrupt
 from search.space import build_space
 from search.space_errors import SpaceError, shown
 from search.space_file import apply_override, read_space_file
-from trainables.asc.data import check_splits, load_prepared
 from trainables.asc.logits_file import LogitsMismatch
 from trainables.prepared import DatasetError
 
@@ -109,12 +108,8 @@ def make_request(args: argparse.Namespace) -> RunRequest:
             data = recorded_dataset(recorded, storage)
         except RecordError as err:
             raise SpaceError(f"--resume: {err}") from None
-    if data is not None and space.spec.by_subset:
-        prepared = load_prepared(data)
-        check_splits(prepared)
-        missing = [s for s in space.subsets if f"split{s}" not in prepared.splits]
-        if missing:
-            raise DatasetError(f"--data {args.data}: no split file for subsets {missing}; choose others with --subsets")
+    if data is not None and space.spec.dataset.check_subsets is not None:
+        space.spec.dataset.check_subsets(data, space.subsets)
     return dataclasses.replace(request, data=data)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from search.request import RunRequest
 from search.space_errors import SpaceError
-from search.teacher_checks import check_scene_teacher
+from search.teacher_checks import check_scene_teacher, check_teacher_is_trained
 from trainables.asc.data import AscData, check_splits, load_prepared
 from trainables.asc.metrics import device_metrics
 
@@ -22,12 +22,23 @@ _SETTING_OF_SPLIT = {"val": "data.val_segments_per_class and data.held_out_clips
 
 
 def check_scene_run(request: RunRequest) -> None:
-    """The splits and the ranking metric (SpaceError or DatasetError naming what to change), then the teacher."""
+    """A KD run: the splits and the ranking metric (SpaceError or DatasetError naming what to change), then the
+    teacher it distils from."""
+    check_scene_data(request)
+    check_scene_teacher(request)
+
+
+def check_teacher_search_run(request: RunRequest) -> None:
+    """A teacher search: the splits and the ranking metric, then the teachers its trials train."""
+    check_scene_data(request)
+    check_teacher_is_trained(request, request.space.settings, "")
+
+
+def check_scene_data(request: RunRequest) -> None:
     data = load_prepared(request.data)
     check_splits_used(request, data)
     check_splits(data)  # a hand-made --data was checked already; the embedded one is checked here
     check_ranking_metric(request.space.metric, data, request.space.subsets)
-    check_scene_teacher(request)
 
 
 def check_splits_used(request: RunRequest, data: AscData) -> None:

@@ -144,13 +144,8 @@ class Space:
 
     @property
     def uses_teacher(self) -> bool:
-        """Whether some trial distils: the trial settings' own rule, at the lowest kd_lambda the space allows."""
-        if not hasattr(self.settings, "uses_teacher"):
-            return False
-        for d in self.dimensions:
-            if d.name == "kd_lambda":
-                return dataclasses.replace(self.settings, kd_lambda=min(d.choices) if d.choices else d.low).uses_teacher
-        return self.settings.uses_teacher
+        """Whether some trial of this space distils from the teacher its `teacher` section describes."""
+        return self.spec.uses_teacher(self)
 
     @property
     def teacher(self) -> TeacherConfig:

@@ -13,6 +13,7 @@ only once a run starts, so that Ray is imported there and nowhere earlier.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainables.asc.data import check_subsets
 from trainables.asc.data import is_prepared as is_asc_dataset
 from trainables.asc.data import load_prepared as load_asc_dataset
 from trainables.asc.ensemble import EnsembleKdConfig
@@ -50,12 +52,15 @@ class DatasetKind:
     load: Callable[[Path], Any]  # a prepared dataset, with its `fingerprint`; raises DatasetError (a ValueError)
     is_prepared: Callable[[Path], bool]
     reads_tau22: bool  # --data may also be a TAU22 root, prepared (and cached) on the way in
+    # (dataset, the run's subsets) → None, or DatasetError: a dataset whose trials are grouped by training subset
+    # must have each subset's split; None for a dataset without subsets
+    check_subsets: Callable[[Path, tuple[int, ...]], None] | None
     prepare_hint: str  # how to make one, for the message refusing a folder that holds none
 
 
-ASC_DATA = DatasetKind("synthetic", generate_scenes, load_asc_dataset, is_asc_dataset, True,
+ASC_DATA = DatasetKind("synthetic", generate_scenes, load_asc_dataset, is_asc_dataset, True, check_subsets,
                        "no dataset (neither a TAU22 root with meta.csv nor a prepared dataset)")  # fmt: skip
-SPEAKER_DATA = DatasetKind("speakers", generate_speakers, load_speaker_dataset, is_speaker_dataset, False,
+SPEAKER_DATA = DatasetKind("speakers", generate_speakers, load_speaker_dataset, is_speaker_dataset, False, None,
                            "no prepared speaker dataset (make one with python -m trainables.speaker.data, see "
                            "the README)")  # fmt: skip
 
@@ -80,6 +85,8 @@ class System:
     # space asks (compare_without_kd); empty for a system without one.
     reference_overrides: dict[str, Any] = field(hash=False)
     scene_report: bool  # the acoustic-scene outputs: DCASE rank score and the HTML report
+    uses_teacher: Callable[[Any], bool] = field(default=lambda space: False, hash=False)  # (Space) → whether some
+    # trial distils from the teacher of its `teacher` section, which is then trained or read before the trials
 
     @property
     def references(self) -> bool:
@@ -104,6 +111,14 @@ class System:
         return getattr(settings, "sample_rate", 32000)
 
 
+def _student_distils(space: Any) -> bool:
+    """A KD student distils unless kd_lambda is 1 (labels alone): decided at the lowest kd_lambda the space allows."""
+    for d in space.dimensions:
+        if d.name == "kd_lambda":
+            return dataclasses.replace(space.settings, kd_lambda=min(d.choices) if d.choices else d.low).uses_teacher
+    return space.settings.uses_teacher
+
+
 def _load(reference: str) -> Callable:
     # The one place a system's behaviour is imported. Named like an entry point, it keeps the registry below the
     # code that uses it (no import cycle), and Ray out of the checks made before a run starts.
@@ -119,13 +134,14 @@ SYSTEMS: dict[str, System] = {
         not_searchable=frozenset({"subset", "seed", "eval_batch_size"}), dataset=ASC_DATA,
         trial="search.trials:student_trial", teachers="search.teachers:distillation_teachers",
         checks="search.scene_checks:check_scene_run", reference_overrides=NO_KD, scene_report=True,
+        uses_teacher=_student_distils,
     ),
     "asc_teacher": System(
         name="asc_teacher", settings=TeacherConfig, sections={"data": SyntheticConfig},
         metric=ASC_METRIC, default_metric="acc", default_mode="max", by_subset=True,
         not_searchable=frozenset({"seed", "eval_batch_size", "arch", "weights", "logits", "cochlscene"}),
         dataset=ASC_DATA, trial="search.trials:teacher_search_trial", teachers="search.teachers:teacher_start",
-        checks="search.scene_checks:check_scene_run", reference_overrides={}, scene_report=True,
+        checks="search.scene_checks:check_teacher_search_run", reference_overrides={}, scene_report=True,
     ),
     # OS-KDFT2: the `teacher` section is OskdftConfig's own teacher field (the SSL architecture).
     "oskdft2": System(
@@ -146,5 +162,6 @@ SYSTEMS: dict[str, System] = {
         not_searchable=frozenset({"subset", "seed", "eval_batch_size", "cnn_teachers"}), dataset=ASC_DATA,
         trial="search.ensemble:ensemble_student_trial", teachers="search.ensemble:ensemble_teachers",
         checks="search.ensemble:check_ensemble_run", reference_overrides=NO_KD, scene_report=True,
+        uses_teacher=_student_distils,
     ),
 }  # fmt: skip

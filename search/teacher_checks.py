@@ -27,9 +27,10 @@ class WeakTeacher(SpaceError):
 
 
 def check_scene_teacher(request: RunRequest) -> None:
-    """The teacher checks before Ray starts of the `asc_kd` and `asc_teacher` systems (search/scene_checks.py)."""
+    """The teacher checks before Ray starts of the `asc_kd` system (search/scene_checks.py)."""
     space, data_dir = request.space, request.data
-    check_teacher_is_trained(request)
+    if space.uses_teacher and not space.teacher.logits:
+        check_teacher_is_trained(request, space.teacher, "teacher.")
     if space.kind == "replication" and space.uses_teacher:
         check_teacher_not_chosen(space.teacher, space.subsets)
     if space.uses_teacher and space.teacher.logits:
@@ -112,17 +113,11 @@ def check_external_logits(teacher: TeacherConfig, data: AscData, subsets: tuple[
     return {subset: read_external_logits(teacher, data, subset) for subset in subsets}
 
 
-def check_teacher_is_trained(request: RunRequest) -> None:
+def check_teacher_is_trained(request: RunRequest, teacher: TeacherConfig, where: str) -> None:
     """On real data, refuse (SpaceError) a teacher that would start from random weights: a tiny PaSST, a CNN, or PaSST-S
-    without AudioSet weights. Its logits would teach the student little, silently; `allow_untrained` says it is meant."""
-    space = request.space
+    without AudioSet weights. Its logits would teach the student little, silently; `allow_untrained` says it is meant.
+    `where`: the prefix of the teacher's settings in the space ("teacher." for a KD run's, "" for a teacher search's)."""
     if json.loads((request.data / "dataset.json").read_text()).get("source", "").startswith("synthetic"):
-        return
-    if isinstance(space.settings, TeacherConfig):  # a teacher search: the trials are teachers
-        teacher, where = space.settings, ""
-    elif space.uses_teacher and not space.teacher.logits:
-        teacher, where = space.teacher, "teacher."
-    else:
         return
     if teacher.allow_untrained or (teacher.arch == STANDARD_ARCH and teacher.weights):
         return

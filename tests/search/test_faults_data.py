@@ -74,15 +74,29 @@ def test_a_training_file_also_in_the_test_split_is_refused(tau22_written, tmp_pa
     _refused(capsys, root, tmp_path / "runs", str(root / "split5.csv"), "also in the", "test")
 
 
-def test_a_prepared_dataset_whose_training_and_test_files_overlap_is_refused(tiny_dir, tmp_path, capsys):
+def _split_copy(data: Path, tmp_path: Path) -> Path:
+    """A prepared dataset whose split files may be edited: the rest linked to `data`'s."""
     copy = tmp_path / "data"
     copy.mkdir()
-    for item in tiny_dir.iterdir():
+    for item in data.iterdir():
         if item.name != "splits":
             (copy / item.name).symlink_to(item)
     (copy / "splits").mkdir()
-    for split in (tiny_dir / "splits").iterdir():
+    for split in (data / "splits").iterdir():
         (copy / "splits" / split.name).write_bytes(split.read_bytes())
+    return copy
+
+
+def test_a_prepared_dataset_without_a_subset_s_split_file_is_refused(tiny_dir, tmp_path, capsys):
+    copy = _split_copy(tiny_dir, tmp_path)
+    (copy / "splits" / "split50.csv").unlink()
+    assert main(["--space", "kd", "--data", str(copy), "--storage", str(tmp_path / "runs"), "--subsets", "5,50"]) == 2
+    err = capsys.readouterr().err
+    assert f"{copy}: no split file for subsets [50]; choose others with --subsets" in err and "Traceback" not in err
+
+
+def test_a_prepared_dataset_whose_training_and_test_files_overlap_is_refused(tiny_dir, tmp_path, capsys):
+    copy = _split_copy(tiny_dir, tmp_path)
     test = pd.read_csv(copy / "splits" / "test.csv", sep="\t")
     _edit(copy / "splits" / "split5.csv", lambda s: pd.concat([s, test.iloc[[0]]]))
     assert main(["--space", "kd", "--data", str(copy), "--storage", str(tmp_path / "runs"), "--subsets", "5"]) == 2

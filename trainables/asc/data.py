@@ -151,6 +151,15 @@ def check_splits(data: AscData) -> None:
     check_split_lists(lists, {name: data.directory / "splits" / SPLIT_FILES[name] for name in lists})
 
 
+def check_subsets(directory: Path, subsets: tuple[int, ...]) -> None:
+    """A prepared dataset given with --data: its split files checked, and one for each subset the run trains on."""
+    data = load_prepared(directory)
+    check_splits(data)
+    missing = [s for s in subsets if f"split{s}" not in data.splits]
+    if missing:
+        raise DatasetError(f"{directory}: no split file for subsets {missing}; choose others with --subsets")
+
+
 def check_unique(filenames: pd.Series, where: Path) -> None:
     """A filename listed twice makes its row ambiguous (a split would map it to one of them)."""
     repeated = filenames[filenames.duplicated()]

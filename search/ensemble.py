@@ -15,6 +15,7 @@ Experiments in the run directory: teachers/ (PaSST members), cnn_teachers/ (CNN 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from search.scene_checks import check_scene_run
 from search.space import Space
 from search.space_errors import SpaceError
 from search.teacher_checks import check_teacher_strength
-from search.teachers import TeacherPlan, _key, fit_teachers, print_teachers, run_context, teacher_dataset
+from search.teachers import TeacherPlan, _key, fit_teachers, member_name, print_teachers, run_context, teacher_dataset
 from search.trial_context import TeacherJob, TrialContext
 from search.trials import ranked, save_subset_logits, student_trial
 from trainables.asc.data import AscData, load_prepared
@@ -114,7 +115,8 @@ def train_cnn_teachers(request: RunRequest, cnn: StudentConfig, todo: dict[tuple
     job = TeacherJob(data_dir=request.data, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial, logits_paths=paths)
     fit_teachers(request, "cnn_teachers", cnn_teacher_trial, job, {
         "teacher": dataclasses.asdict(cnn), "stage": "finetune", "subset": tune.grid_search(subsets),
-        "seed": tune.grid_search(seeds)})  # fmt: skip
+        "seed": tune.grid_search(seeds)}, "CNN teacher",
+        functools.partial(member_name, epochs=cnn.epochs, ensemble=request.space.settings.cnn_teachers))  # fmt: skip
     failed = [key for key, path in todo.items() if not path.is_file()]
     if failed:
         raise RuntimeError(f"CNN teacher training failed for (subset, seed) {failed}; see "

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ray import tune
 
@@ -88,22 +90,26 @@ class SearchProgress(tune.Callback):
         say(self._line(trials, trial, failed=True))
 
 
+@dataclass(frozen=True)
+class TrialName:
+    """How a trial of a plain experiment (a teacher) is named: its directory, its words on the console, its epochs."""
+
+    directory: str  # the start of its directory's name, before the trial id: "subset10_seed1", "sit"
+    who: str  # on its progress lines, after the experiment's title: "subset 10% seed 1", or nothing
+    epochs: int
+
+
 class EpochProgress(tune.Callback):
-    """Every epoch of a long trial (a teacher), as one line: which trial, epoch n / N, and its figures."""
+    """Every epoch of a long trial (a teacher), as one line: which trial, epoch n / N, and its figures.
+    `name_of`: a trial's config → its TrialName, from the code that made the experiment."""
 
-    _STAGE_EPOCHS = {"pretrain": "pretrain_epochs", "sit": "sit_epochs"}  # a teacher stage's own epoch count
-
-    def __init__(self, title: str):
+    def __init__(self, title: str, name_of: Callable[[dict], TrialName]):
         self.title = title
+        self.name_of = name_of
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        config = trial.config
-        settings = config.get("teacher") or config.get("training") or {}
-        total = settings.get(self._STAGE_EPOCHS.get(config.get("stage"), "epochs"), "?")
-        fine_tuning = config.get("stage") == "finetune"  # a subset's teacher (not a stage before it)
-        who = f"subset {config['subset']}%" if fine_tuning else ""
-        if fine_tuning and config["teacher"].get("ensemble", 1) > 1:
-            who += f" seed {config['seed']}"
+        name = self.name_of(trial.config)
+        who, total = name.who, name.epochs
         cells = [f"epoch {result.get('training_iteration', '?')}/{total}"]
         for key in ("train_loss", "acc", "acc_unseen"):
             if isinstance(result.get(key), float) and math.isfinite(result[key]):

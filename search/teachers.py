@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from results.distillation import write_teachers
 from results.leaderboard import device_columns
 from search.console import banner
 from search.preflight import cached_dataset
+from search.progress import TrialName
 from search.request import RunRequest
 from search.teacher_checks import check_teacher_strength, external_logits_paths, read_external_logits
 from search.trial_context import TeacherJob, TrialContext
@@ -154,7 +156,10 @@ class TeacherPlan:
             if not cached_state(state_path):
                 job = teacher_job(self.request, directory, init_path=init, state_path=state_path)
                 experiment = f"teacher_{name}" + (f"_{self.label}" if self.label else "")
-                self._fit(experiment, {"stage": name, "subset": 100, "seed": self.teacher.seed}, job)
+                title = {"pretrain": "teacher pretraining", "sit": "teacher CochlScene stage"}[name]
+                epochs = {"pretrain": self.teacher.pretrain_epochs, "sit": self.teacher.sit_epochs}[name]
+                self._fit(experiment, {"stage": name, "subset": 100, "seed": self.teacher.seed}, job, title,
+                          functools.partial(stage_name, epochs=epochs))  # fmt: skip
                 if not state_path.is_file():
                     raise RuntimeError(f"the teacher's {name} stage failed; see {self.request.run_dir / experiment}")
             init = state_path
@@ -167,13 +172,30 @@ class TeacherPlan:
         seeds = sorted({seed for _, seed in todo})
         paths = {(subset, seed): self.member_path(subset, seed) for subset in subsets for seed in seeds}
         config = {"stage": "finetune", "subset": tune.grid_search(subsets), "seed": tune.grid_search(seeds)}
-        self._fit("teachers", config, teacher_job(self.request, self.data_dir, init_path=init, logits_paths=paths))
+        self._fit("teachers", config, teacher_job(self.request, self.data_dir, init_path=init, logits_paths=paths),
+                  "teacher", functools.partial(member_name, epochs=self.teacher.epochs, ensemble=self.teacher.ensemble))
         failed = [key for key, path in todo.items() if not path.is_file()]
         if failed:
             raise RuntimeError(f"teacher training failed for (subset, seed) {failed}; see {self.request.run_dir / 'teachers'}")
 
-    def _fit(self, name: str, config: dict, job: TeacherJob) -> None:
-        fit_teachers(self.request, name, teacher_trial, job, {"teacher": dataclasses.asdict(self.teacher), **config})
+    def _fit(self, name: str, config: dict, job: TeacherJob, title: str, name_of: Callable[[dict], TrialName]) -> None:
+        fit_teachers(self.request, name, teacher_trial, job, {"teacher": dataclasses.asdict(self.teacher), **config},
+                     title, name_of)  # fmt: skip
+
+
+def stage_name(config: dict, epochs: int) -> TrialName:
+    """A teacher stage before fine-tuning (pretraining, CochlScene): one trial, named by its stage."""
+    return TrialName(config["stage"], "", epochs)
+
+
+def member_name(config: dict, epochs: int, ensemble: int) -> TrialName:
+    """One member of a subset's teachers: its subset, and its seed where the subset has several."""
+    who = f"subset {config['subset']}%" + (f" seed {config['seed']}" if ensemble > 1 else "")
+    return TrialName(f"subset{config['subset']}_seed{config['seed']}", who, epochs)
+
+
+def _ssl_name(config: dict, epochs: int) -> TrialName:
+    return TrialName("ssl", "", epochs)
 
 
 def teacher_job(request: RunRequest, data_dir: Path, **given) -> TeacherJob:
@@ -182,10 +204,11 @@ def teacher_job(request: RunRequest, data_dir: Path, **given) -> TeacherJob:
     return TeacherJob(data_dir=data_dir, cpus=res.teacher_cpus_per_trial, gpus=res.teacher_gpus_per_trial, **given)
 
 
-def fit_teachers(request: RunRequest, name: str, trial, job: TeacherJob, param_space: dict) -> None:
+def fit_teachers(request: RunRequest, name: str, trial, job: TeacherJob, param_space: dict, title: str,
+                 name_of: Callable[[dict], TrialName]) -> None:  # fmt: skip
     """Run `trial` on every point of `param_space` as the experiment `name`, `job` its constants and resources."""
     trainable = tune.with_resources(tune.with_parameters(trial, job=job), {"cpu": job.cpus, "gpu": job.gpus})
-    fit_experiment(request, name, trainable, param_space)
+    fit_experiment(request, name, trainable, param_space, title, name_of)
 
 
 def cached_state(path: Path) -> bool:
@@ -235,7 +258,8 @@ def ensure_ssl_teacher(request: RunRequest, data_dir: Path) -> Path:
     print(f"SSL teacher: {'cached' if cached else 'to train'} ({path})", flush=True)
     if not cached:
         fit_teachers(request, "teacher_ssl", ssl_teacher_trial, teacher_job(request, data_dir, state_path=path),
-                     {"ssl": dataclasses.asdict(ssl), "training": dataclasses.asdict(training), "subset": 0})
+                     {"ssl": dataclasses.asdict(ssl), "training": dataclasses.asdict(training), "subset": 0},
+                     "SSL teacher", functools.partial(_ssl_name, epochs=training.epochs))
         if not path.is_file():
             raise RuntimeError(f"the SSL teacher's training failed; see {request.run_dir / 'teacher_ssl'}")
     return path

@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -29,7 +30,7 @@ from search.per_subset import (
     journal_storage,
     study_name,
 )
-from search.progress import EpochProgress, SearchProgress
+from search.progress import EpochProgress, SearchProgress, TrialName
 from search.request import RunRequest
 from search.snapshots import SnapshotKeeper, restore_kept_snapshot, whole_snapshot
 from search.space import Dimension, Space
@@ -42,21 +43,25 @@ JOURNAL = "optuna.journal"
 
 def _trial_dirname(trial, seeded: bool = False) -> str:
     config = trial.config
-    if config.get("stage") == "finetune":  # a teacher: one subset, one ensemble member
-        return f"subset{config['subset']}_seed{config['seed']}_{trial.trial_id}"
-    if config.get("stage"):  # a teacher stage before fine-tuning (pretraining, CochlScene): no subset of this run
-        return f"{config['stage']}_{trial.trial_id}"
     label = f"subset{config['subset']}" if "subset" in config else "trial"
     if seeded:  # a confirmation run: the same configuration with another seed
         label += f"_seed{config['seed']}"
     return f"{label}_{trial.trial_id}"
 
 
-def _tune_config(seeded: bool = False, **settings) -> tune.TuneConfig:
+def _named_dirname(trial, name_of: Callable[[dict], TrialName]) -> str:
+    return f"{name_of(trial.config).directory}_{trial.trial_id}"
+
+
+def _tune_config(seeded: bool = False, name_of: Callable[[dict], TrialName] | None = None,
+                 **settings) -> tune.TuneConfig:  # fmt: skip
     # Reusing a worker between trials of equal resources saves a process start and the torch import (about
     # 4 s a trial here), which matters when a student trial takes seconds; Tune falls back to a fresh worker
     # when a stopped trial's thread does not end in time.
-    name = functools.partial(_trial_dirname, seeded=seeded)
+    if name_of is not None:
+        name = functools.partial(_named_dirname, name_of=name_of)
+    else:
+        name = functools.partial(_trial_dirname, seeded=seeded)
     return tune.TuneConfig(trial_dirname_creator=name, trial_name_creator=name, reuse_actors=True, **settings)
 
 
@@ -186,16 +191,14 @@ def _generator(searcher: Searcher, request: RunRequest, total: int) -> PortableS
     return PortableSearchGenerator(searcher, request.run_dir, total)
 
 
-_EXPERIMENT_TITLES = {"teacher_pretrain": "teacher pretraining", "teacher_sit": "teacher CochlScene stage",
-                      "teachers": "teacher", "teacher_ssl": "SSL teacher"}  # fmt: skip
-
-
-def fit_experiment(request: RunRequest, name: str, trainable, param_space: dict) -> None:
+def fit_experiment(request: RunRequest, name: str, trainable, param_space: dict, title: str,
+                   name_of: Callable[[dict], TrialName]) -> None:  # fmt: skip
     """A plain experiment of the run (no search, no checkpoints), always run afresh: its grid runs in parallel;
-    each epoch is a line."""
+    each epoch is a line, its trial named by `name_of` and the experiment by `title`."""
     points = [config for _, config in generate_variants(param_space)]
-    tune_config = _tune_config(search_alg=_generator(FixedPoints(points), request, len(points)), num_samples=len(points))
-    progress = EpochProgress(_EXPERIMENT_TITLES.get(name, name))
+    tune_config = _tune_config(search_alg=_generator(FixedPoints(points), request, len(points)), num_samples=len(points),
+                               name_of=name_of)  # fmt: skip
+    progress = EpochProgress(title, name_of)
     earlier = request.run_dir / name
     if earlier.exists():
         # Called only for what is missing from the cache (a resume, a teacher deleted or a storage moved): an

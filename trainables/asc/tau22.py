@@ -27,8 +27,8 @@ import pandas as pd
 from trainables.asc.audio_files import decode_to_memmap
 from trainables.asc.data import (
     META_COLUMNS,
-    AscData,
     SUBSETS,
+    AscData,
     check_split_lists,
     check_unique,
     device_of,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,11 +26,12 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results.formats import write_formats
 from results.leaderboard import build_leaderboard
 from results.run_record import LinkedRunError, RecordError, read_record, refuse_links
 from results.student_file import load_student  # noqa: F401  (documented here: from results.export import load_student)
 from results.trial_records import latest_checkpoint
+from search.system import System
+from search.systems import SYSTEMS
 from trainables.atomic import replace_directory
 
 
@@ -42,6 +44,7 @@ def export_best(run_dir: Path, metric: str, mode: str) -> list[Path]:
     format), ready for `teacher.logits` of a KD search.
     """
     board = build_leaderboard(run_dir, metric, mode)
+    formats = _system(read_record(run_dir)).formats
     exported = []
     if board.empty:
         return exported
@@ -56,12 +59,21 @@ def export_best(run_dir: Path, metric: str, mode: str) -> list[Path]:
         # earlier export, never a truncated one.
         trial_id = str(best["trial_id"])
         replace_directory(target, lambda work, checkpoint=checkpoint, names=names, trial_id=trial_id:
-                          names.extend(_export_checkpoint(checkpoint, trial_id, work)))  # fmt: skip
+                          names.extend(_export_checkpoint(checkpoint, trial_id, work, formats)))  # fmt: skip
         exported += [target / name for name in names]
     return exported
 
 
-def _export_checkpoint(checkpoint: Path, trial_id: str, target: Path) -> list[str]:
+def _system(record: dict) -> System:
+    """The registry's entry of the system the run searched: what its students are exported as."""
+    name = record.get("system", "asc_kd")
+    if not isinstance(name, str) or name not in SYSTEMS:
+        raise RecordError(f"the run's record names the system {str(name)[:40]!r}, which this service does not know")
+    return SYSTEMS[name]
+
+
+def _export_checkpoint(checkpoint: Path, trial_id: str, target: Path,
+                       formats: Callable[[Path, Path], list[Path]] | None) -> list[str]:  # fmt: skip
     """Write a checkpoint's results to `target` (the student with its trial id, and its TorchScript and ONNX
     files); the names written."""
     names = []
@@ -73,8 +85,8 @@ def _export_checkpoint(checkpoint: Path, trial_id: str, target: Path) -> list[st
             payload["trial_id"] = trial_id
             torch.save(payload, target / source.name)
             names.append(source.name)
-            if "frontend" in payload["config"]:  # a scene classifier (an OS-KDFT2 student has no such graph)
-                names += [path.name for path in write_formats(target / source.name, target)]
+            if formats is not None:  # the system's other formats of its student (a scene classifier's graph)
+                names += [path.name for path in formats(target / source.name, target)]
         else:
             shutil.copy2(source, target / source.name)
             names.append(source.name)

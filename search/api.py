@@ -34,9 +34,10 @@ from results.run_record import settings_of
 from search.pipeline import run
 from search.preflight import check_address, check_storage, given_dataset, prepare
 from search.request import RunRequest, check_run_name
-from search.space import SPACES_DIR, build_space, system_of
+from search.space import SPACES_DIR
 from search.space_errors import SpaceError
 from search.space_file import apply_override, read_space_file
+from search.systems import build_space, system_of
 
 # The space file each system's bare mapping starts from: what `search/run.py --space <it>` runs.
 DEFAULT_SPACES = {"asc_kd": "kd.yaml", "asc_teacher": "teacher_tiny.yaml", "oskdft2": "oskdft2.yaml",

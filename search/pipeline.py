@@ -54,7 +54,7 @@ def run(request: RunRequest) -> None:
         space = request.space
         print(plan_line(space, request.data, timing, request.trials_at_once), flush=True)
         try:
-            context = system.prepare_trials(request)
+            context = system.context(request)
         except WeakTeacher:
             # Refused before any student trained: the corrected command (allowing the teacher, or a better one) must
             # start the same name afresh, not be told the run exists. Its teachers stay cached.

@@ -211,5 +211,6 @@ def prepare(request: RunRequest) -> RunRequest:
     request = dataclasses.replace(request, data=prepare_dataset(request))
     took = time.monotonic() - started
     print(f"Dataset: {request.data}" + (f" (ready in {duration(took)})" if took > 1 else ""), flush=True)
-    request.space.spec.check_teachers(request)
+    if request.space.spec.checks is not None:
+        request.space.spec.checks(request)
     return request

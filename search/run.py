@@ -28,9 +28,9 @@ from search.preflight import StorageError, check_address, check_run_links, check
 from search.request import RunRequest, check_run_name
 from search.run_lock import RunLocked, run_lock
 from search.signals import TERMINATED_STATUS, Terminated, terminate_as_interrupt
-from search.space import build_space
 from search.space_errors import SpaceError, shown
 from search.space_file import apply_override, read_space_file
+from search.systems import build_space
 from trainables.asc.logits_file import LogitsMismatch
 from trainables.prepared import DatasetError
 

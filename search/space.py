@@ -17,7 +17,7 @@ A space file is YAML data (loaded with yaml.safe_load: nothing in it is evaluate
     data: {...}            # SyntheticConfig fields (the embedded dataset)
     epochs: 6              # every other top-level key: a fixed setting of the system's trial
 
-`system` picks what a trial trains (search/systems.py): `asc_kd` (a KD student; fixed settings are
+`system` picks what a trial trains (search/systems/): `asc_kd` (a KD student; fixed settings are
 StudentConfig's), `asc_teacher` (a PaSST teacher fine-tuning; TeacherConfig's) or `oskdft2` (OskdftConfig's).
 Every error is a `SpaceError` whose message names the offending key. Reading the file and `--set` are
 search/space_file.py; this module turns the raw mapping into a `Space`.
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from search.space_errors import SpaceError, shown, suggest
-from search.systems import SYSTEMS, System
+from search.system import System
 from trainables.asc.data import SUBSETS
 from trainables.asc.student import Budget
 from trainables.asc.teacher import TeacherConfig
@@ -108,7 +108,7 @@ class Space:
     dimensions: tuple[Dimension, ...]
     scheduler: SchedulerSettings
     resources: ResourceSettings
-    settings: Any  # the trial's fixed settings: SYSTEMS[system].settings
+    settings: Any  # the trial's fixed settings: an instance of spec.settings
     sections: dict = field(default_factory=dict)  # name → settings of each of the system's sections
     max_concurrent: int = setting(0, low=0)  # 0: as many as the resources allow
     compare_without_kd: bool = True  # retrain each subset's best configuration with kd_lambda = 1
@@ -127,14 +127,11 @@ class Space:
     # arms that differ in more than one setting (NTU's Seq-FT and SIT differ in lr and head_lr); name → settings
     arms: dict = field(default_factory=dict)
     source: dict = field(default_factory=dict, compare=False)  # the merged mapping, for the record
+    spec: System | None = field(default=None, compare=False, repr=False)  # the registry's entry `system` names
 
     def __post_init__(self) -> None:
         check(self)
 
-    @property
-    def spec(self) -> System:
-        """The registry's entry of this space's system."""
-        return SYSTEMS[self.system]
 
     @property
     def confirmation_seeds(self) -> list[int]:
@@ -164,13 +161,6 @@ SCALAR_KEYS = {"system": str, "metric": str, "mode": str, "samples": int, "max_c
                 "compare_without_kd": bool, "max_failures": int, "seed": int, "confirm_top_k": int,
                 "confirm_seeds": int, "sampler": str, "kind": str, "seeds": int}  # fmt: skip
 _COMMON_SECTIONS: dict[str, type] = {"scheduler": SchedulerSettings, "resources": ResourceSettings}
-
-
-def system_of(raw: dict) -> System:
-    system = raw.get("system", "asc_kd")
-    if system not in SYSTEMS:
-        raise SpaceError(f"system: {shown(system)} is not known; expected one of {', '.join(SYSTEMS)}")
-    return SYSTEMS[system]
 
 
 def section_types(schema: System) -> dict[str, type]:
@@ -207,10 +197,10 @@ def _field_default(cls: type, name: str) -> Any:
     return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
 
-def build_space(raw: dict) -> Space:
-    """Validate the raw mapping into a `Space`; raise SpaceError naming the first problem."""
+def build(raw: dict, schema: System) -> Space:
+    """Validate the raw mapping of a space of the system `schema` into a `Space`; raise SpaceError naming the first
+    problem. (search.systems.build_space finds the system the mapping names.)"""
     raw = dict(raw)
-    schema = system_of(raw)
     sections = section_types(schema)
     fields_ = setting_names(schema)
     known = set(SCALAR_KEYS) | set(sections) | {"search", "published"} | fields_
@@ -253,7 +243,7 @@ def build_space(raw: dict) -> Space:
         meta["samples"] = math.prod(len(d.choices) for d in dimensions)  # every combination, once
     # The scalars the space leaves out take the Space's own defaults.
     return Space(**{**meta, "system": schema.name, "metric": metric, "mode": mode, "samples": meta.get("samples", 1)},
-                 subsets=subsets, dimensions=dimensions, settings=settings, source=raw, published=published, arms=arms,
+                 spec=schema, subsets=subsets, dimensions=dimensions, settings=settings, source=raw, published=published, arms=arms,
                  scheduler=built.pop("scheduler"), resources=built.pop("resources"), sections=built)  # fmt: skip
 
 

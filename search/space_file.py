@@ -11,9 +11,10 @@ from typing import Any
 
 import yaml
 
-from search.space import SCALAR_KEYS, SPACES_DIR, section_types, setting_names, system_of
+from search.space import SCALAR_KEYS, SPACES_DIR, section_types, setting_names
 from search.space_errors import SpaceError, shown, suggest
-from search.systems import System
+from search.system import System
+from search.systems import system_of
 
 
 def resolve_path(name_or_path: str) -> Path:

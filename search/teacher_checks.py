@@ -57,7 +57,7 @@ def check_teacher_strength(teacher: TeacherConfig, metrics: dict[int, dict], n_c
 
 
 def check_speaker_run(request: RunRequest) -> None:
-    """The `oskdft2` system's checks (System.check_teachers): on real data a teacher with weights; a search with
+    """The `oskdft2` system's checks (System.checks): on real data a teacher with weights; a search with
     validation trials to rank on (never the test trials it reports); a replication on every speaker (none held out)."""
     space, data_dir = request.space, request.data
     info = json.loads((data_dir / "dataset.json").read_text())

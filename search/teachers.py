@@ -11,7 +11,7 @@ Where a subset's teacher comes from, in order of the `teacher` section's setting
      the backbone at lr · backbone_lr_ratio (< 1: SIT's slow learner; 1: Seq-FT);
   4. members averaged into one teacher when `ensemble` > 1.
 
-Each system's teacher preparation (`System.teachers` in search/systems.py) ends here too: it makes what the
+Each system's teacher preparation (`System.context`, search/system.py) ends here too: it makes what the
 system's trials distil from and returns the `TrialContext` they all get.
 """
 

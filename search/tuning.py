@@ -247,7 +247,7 @@ def trial_config(space: Space) -> dict:
 
 def trainable_for(space: Space, context: TrialContext):
     """The system's trial function with the run's constants, and the per-trial resources of the space."""
-    trainable = tune.with_parameters(space.spec.trainable, context=context)
+    trainable = tune.with_parameters(space.spec.trial, context=context)
     return tune.with_resources(trainable, _resources(space.resources.cpus_per_trial, space.resources.gpus_per_trial))
 
 

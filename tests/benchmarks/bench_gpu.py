@@ -281,7 +281,7 @@ def phase_prewarm() -> None:
     os.nice(19)
     from search.preflight import cached_dataset, prepare_dataset
     from search.request import RunRequest
-    from search.space import build_space
+    from search.systems import build_space
     from search.space_file import apply_override, read_space_file
     from trainables.asc.synthetic import PretrainingConfig, generate_pretraining
 

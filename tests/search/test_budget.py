@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from results.leaderboard import build_leaderboard
-from search.space import build_space
+from search.systems import build_space
 from search.space_errors import SpaceError
 from search.space_file import apply_override, read_space_file
 from trainables.asc.student import Budget, OverBudget, check_budget

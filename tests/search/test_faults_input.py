@@ -312,7 +312,7 @@ def test_the_python_api_refuses_a_run_name_as_the_command_line_does(tmp_path, na
 def test_the_python_api_starts_from_kd_yaml():
     """The README's example: a few keys over kd.yaml, not over the bare settings types (an untrained passt_tiny)."""
     from search.api import over_default_space
-    from search.space import build_space
+    from search.systems import build_space
     from search.space_file import read_space_file
 
     example = {"samples": 2, "epochs": 1, "search": {"subset": [25], "kd_lambda": {"low": 0.0, "high": 0.5}}}
@@ -348,7 +348,8 @@ def test_a_run_directory_that_is_or_holds_a_link_out_is_refused(tmp_path, capsys
     """Issue 26, case 2: the run would write through the link, outside its directory."""
     from results import export, report
     from results.run_record import write_record
-    from search.space import build_space, to_mapping
+    from search.space import to_mapping
+    from search.systems import build_space
     from search.space_file import read_space_file
 
     storage, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"

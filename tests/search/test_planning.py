@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from search.planning import StepTiming, plan_line, planned_trials, student_seconds, time_student
-from search.space import build_space
+from search.systems import build_space
 from search.space_file import read_space_file
 from trainables.asc.data import load_prepared
 

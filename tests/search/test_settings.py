@@ -11,7 +11,7 @@ import pytest
 
 import search.space
 import trainables
-from search.space import build_space
+from search.systems import build_space
 from search.space_errors import SpaceError
 from search.space_file import read_space_file
 from search.teachers import _init_part, _key

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from search.run import main
-from search.space import build_space
+from search.systems import build_space
 from search.space_errors import SpaceError
 from search.space_file import apply_override, read_space_file
 

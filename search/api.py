@@ -39,15 +39,11 @@ from search.space_errors import SpaceError
 from search.space_file import apply_override, read_space_file
 from search.systems import build_space, system_of
 
-# The space file each system's bare mapping starts from: what `search/run.py --space <it>` runs.
-DEFAULT_SPACES = {"asc_kd": "kd.yaml", "asc_teacher": "teacher_tiny.yaml", "oskdft2": "oskdft2.yaml",
-                  "asc_kd_ensemble": "ntu_pipeline.yaml"}
-
 
 def over_default_space(space: Mapping) -> dict:
     """`space` laid over its system's default space file (see the module's docstring): the raw mapping to validate."""
     given = settings_of(copy.deepcopy(dict(space)))
-    base = read_space_file(str(SPACES_DIR / DEFAULT_SPACES[system_of(given).name]))
+    base = read_space_file(str(SPACES_DIR / system_of(given).default_space))
     merged = {**base}
     for key, value in given.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "search":

@@ -71,11 +71,11 @@ def _device(space: Space) -> torch.device:
 
 
 def time_steps(space: Space, data_dir: Path | None) -> StepTiming | None:
-    """The timing of one of `space`'s trials, for a system whose timing is known here (a KD student); else None."""
-    if space.system != "asc_kd" or data_dir is None:
+    """The timing of one of `space`'s trials, for a system that times them (a KD student's); else None."""
+    if space.spec.time_trial is None or data_dir is None:
         return None
     try:
-        return time_student(space, data_dir)
+        return space.spec.time_trial(space, data_dir)
     except (RuntimeError, ValueError, OSError) as error:  # no estimate is no reason to stop; a trial says it better
         print(f"No time estimate: one student's steps could not be timed ({str(error)[:120]})", flush=True)
         return None
@@ -134,7 +134,7 @@ def plan_line(space: Space, data_dir: Path | None, timing: StepTiming | None, at
     """The run's planned work in one line; with a timing, its estimated length."""
     stages = planned_trials(space)
     total = sum(stages.values())
-    kind = "student trials" if space.system == "asc_kd" else "trials"
+    kind = space.spec.trials_are
     split = ", ".join(f"{n} {stage}" for stage, n in stages.items())
     line = f"Planned: {total} {kind} ({split}) × {getattr(space.settings, 'epochs', '?')} epochs"
     if timing is None or data_dir is None or not space.spec.by_subset:

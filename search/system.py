@@ -54,6 +54,11 @@ class System:
     uses_teacher: Callable[[Any], bool] = lambda space: False
     # (student.pt, folder) → the exported student in other formats, written beside it; None: student.pt alone
     formats: Callable[[Path, Path], list[Path]] | None = None
+    # (Space, prepared dataset) → the timing of a few of one trial's steps, for the planned run's length; None: the
+    # plan gives no estimate
+    time_trial: Callable[[Any, Path], Any] | None = None
+    trials_are: str = "trials"  # what the planned-work line calls its trials
+    default_space: str = "kd.yaml"  # the space file a bare mapping of this system (search.api) lies over
 
     @property
     def references(self) -> bool:

@@ -18,4 +18,5 @@ SYSTEM = System(
     not_searchable=frozenset({"subset", "seed", "eval_batch_size", "cnn_teachers"}), dataset=ASC_DATA,
     trial=ensemble_student_trial, context=ensemble_teachers, checks=check_ensemble_run, scene_report=True,
     reference_overrides=NO_KD, uses_teacher=student_distils, formats=write_formats,
+    default_space="ntu_pipeline.yaml",
 )  # fmt: skip

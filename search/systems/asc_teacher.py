@@ -14,4 +14,5 @@ SYSTEM = System(
     not_searchable=frozenset({"seed", "eval_batch_size", "arch", "weights", "logits", "cochlscene"}),
     dataset=ASC_DATA, trial=teacher_search_trial, context=teacher_start, checks=check_teacher_search_run,
     scene_report=True,
+    default_space="teacher_tiny.yaml",
 )  # fmt: skip

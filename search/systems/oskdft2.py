@@ -23,4 +23,5 @@ SYSTEM = System(
     metric=re.compile(r"^(eer|min_dcf|min_dcf_p05)$"), default_metric="eer", default_mode="min", by_subset=False,
     not_searchable=frozenset({"seed", "teacher", "init_layers", "target_layers"}), dataset=SPEAKER_DATA,
     trial=oskdft2_trial, context=ssl_teacher, checks=check_speaker_run, scene_report=False,
+    default_space="oskdft2.yaml",
 )  # fmt: skip

@@ -135,7 +135,7 @@ def trials_at_once(nodes: list[dict], cpus: float, gpus: float) -> int:
 
 def check_resources(space: Space, nodes: list[dict]) -> int:
     """Refuse, at start, a per-trial request no node can ever satisfy (Tune would leave it pending forever);
-    print and return how many student trials run at once."""
+    print and return how many of its trials (students, for a KD run) run at once."""
     res = space.resources
     requests = {"student": (res.cpus_per_trial, res.gpus_per_trial),
                 "teacher": (res.teacher_cpus_per_trial, res.teacher_gpus_per_trial)}  # fmt: skip
@@ -148,8 +148,9 @@ def check_resources(space: Space, nodes: list[dict]) -> int:
     if space.max_concurrent:
         at_once = min(at_once, space.max_concurrent)
     total_cpus, total_gpus = (sum(n.get(kind, 0) for n in nodes) for kind in ("CPU", "GPU"))
-    print(f"Resources: {total_cpus:g} CPUs, {total_gpus:g} GPUs on {len(nodes)} node(s): up to {at_once} student "
-          f"trials at once ({res.cpus_per_trial:g} CPUs, {res.gpus_per_trial:g} GPUs each)", flush=True)  # fmt: skip
+    print(f"Resources: {total_cpus:g} CPUs, {total_gpus:g} GPUs on {len(nodes)} node(s): up to {at_once} "
+          f"{space.spec.trials_are} at once ({res.cpus_per_trial:g} CPUs, {res.gpus_per_trial:g} GPUs each)",
+          flush=True)  # fmt: skip
     if res.gpus_per_trial > 0:
         print(f"A GPU trial's {res.cpus_per_trial:g} CPUs run its training loop and the thread that gathers its next "
               "batches into pinned memory (resources.cpus_per_trial sets them)", flush=True)  # fmt: skip

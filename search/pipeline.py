@@ -64,7 +64,7 @@ def run(request: RunRequest) -> None:
         if space.kind == "replication":
             banner(f"Replication: the fixed settings with {space.seeds} seeds per subset, nothing selected")
         else:
-            banner(f"Search: {space.samples} trials per subset")
+            banner(f"Search: {space.samples} trials" + (" per subset" if system.by_subset else ""))
         search_trials(request, context)
         if space.confirm_top_k:
             banner(f"Confirmation: the top {space.confirm_top_k} of each subset with {space.confirm_seeds} new seeds")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import pickle
 import warnings
 from collections.abc import Callable
@@ -37,7 +38,15 @@ SEARCH_STAGE = "search"
 
 
 def journal_storage(path: Path) -> JournalStorage:
-    """The Optuna journal at `path` (kept next to the run: `optuna-dashboard <run>/optuna.journal`)."""
+    """The Optuna journal at `path` (kept next to the run: `optuna-dashboard <run>/optuna.journal`).
+
+    Optuna locks the journal with a symbolic link to it, `<journal>.lock`, and frees a lock left by a killed writer
+    once its target has not changed for 30 s. A run killed while writing, then copied or moved, keeps a lock that
+    points at the journal's old path: Optuna cannot time it and would wait for ever. Such a lock is no one's (one
+    driver per run directory, and this one writes the journal by this path): it goes."""
+    lock = Path(f"{path}.lock")
+    if lock.is_symlink() and os.readlink(lock) != str(path):
+        lock.unlink(missing_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
 
 

@@ -1,11 +1,13 @@
 """What Optuna is told: complete trials COMPLETE, early-stopped trials PRUNED, NaN or errored trials FAIL."""
 
 import math
+import os
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from search.per_subset import HonestOptunaSearch, PerSubsetSearch
+from search.per_subset import HonestOptunaSearch, PerSubsetSearch, journal_storage
 
 
 def _searcher(**kwargs) -> HonestOptunaSearch:
@@ -79,3 +81,24 @@ def test_grid_sampler_visits_every_combination_once_and_tells_the_last():
     for i in range(6):  # Optuna's own grid sampler raises on the last one (it calls study.stop())
         searcher.on_trial_complete(f"t{i}", {"acc": i / 10, "training_iteration": 1})
     assert [t.state for t in searcher._ot_study.trials] == [TrialState.COMPLETE] * 6
+
+
+def test_a_journal_lock_left_where_a_copied_run_used_to_be_is_cleared_and_a_live_one_kept(tmp_path):
+    """A driver killed while writing its journal leaves `optuna.journal.lock`, a link to the journal. Optuna frees such
+    a lock once its target has been still for 30 s; but in a run copied or moved since, the link names the old path,
+    Optuna cannot time it and the resumed run waited for ever. That lock goes; a lock on this journal stays."""
+    journal = tmp_path / "copy" / "optuna.journal"
+    journal.parent.mkdir()
+    optuna.create_study(storage=journal_storage(journal), study_name="run/subset5")
+    lock = Path(f"{journal}.lock")
+    os.symlink(tmp_path / "moved_away" / "optuna.journal", lock)  # the original's path, gone
+    storage = journal_storage(journal)
+    assert not lock.is_symlink(), "the lock of the journal's old place is no one's"
+    study = optuna.load_study(storage=storage, study_name="run/subset5")
+    study.add_trial(optuna.trial.create_trial(value=1.0))  # writes: it would wait for ever on that lock
+    assert len(study.trials) == 1
+
+    os.symlink(journal, lock)  # held by a writer of this very journal: not ours to take
+    journal_storage(journal)
+    assert lock.is_symlink()
+    lock.unlink()

@@ -220,8 +220,9 @@ def print_leaderboard(board: pd.DataFrame, metric: str, params: list[str], top: 
         print("No trials finished.")
         return
     confirmed = [f"confirmed_{metric}", f"confirmed_{metric}_std"] if f"confirmed_{metric}" in board else []
-    columns = ["rank", "trial_id", "status", "epochs", *params, *confirmed, "eer", "min_dcf", "test_eer", "test_min_dcf",
-               *dict.fromkeys([metric, "acc", "acc_seen", "acc_unseen", "test_acc", "test_acc_unseen"])]  # fmt: skip
+    columns = list(dict.fromkeys(["rank", "trial_id", "status", "epochs", *params, *confirmed, "eer", "min_dcf",
+                                  "test_eer", "test_min_dcf", metric, "acc", "acc_seen", "acc_unseen", "test_acc",
+                                  "test_acc_unseen"]))  # fmt: skip (a metric among the usual columns is shown once)
     print(f"Leaderboard (validation split, ranked by {metric}; test_* from the test split; every column in leaderboard.csv)")
     for subset, rows in board.groupby("subset"):
         counts = rows["status"].value_counts()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from results.leaderboard import build_leaderboard, rank, summary
+from results.leaderboard import build_leaderboard, print_leaderboard, rank, summary
 
 
 def _trial(experiment: Path, trial_id: str, subset: int, epochs_done: int, acc: float | None, error: str | None = None,
@@ -89,3 +89,11 @@ def test_confirmed_configurations_rank_by_their_seed_mean_and_give_the_rank_scor
     assert result["subsets"][5]["confirmed_runs"] == 2
     assert result["subsets"][25]["confirmed_runs"] == 0  # 25 % was not confirmed: its single run counts
     assert result["rank_score"] == pytest.approx((0.61 + result["subsets"][25]["test_macro_acc"]) / 2, nan_ok=True)
+
+
+def test_the_printed_leaderboard_shows_its_ranking_metric_once(capsys):
+    board = pd.DataFrame({"rank": [1, 2], "trial_id": ["a", "b"], "subset": [0, 0], "status": ["complete"] * 2,
+                          "epochs": [2, 2], "p0": [0.1, 0.2], "eer": [0.05, 0.07], "test_eer": [0.06, 0.08]})
+    print_leaderboard(board, "eer", ["p0"])
+    header = capsys.readouterr().out.splitlines()[2].split()
+    assert header == ["rank", "trial_id", "status", "epochs", "p0", "eer", "test_eer"]

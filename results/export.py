@@ -30,8 +30,9 @@ from results.leaderboard import build_leaderboard
 from results.run_record import LinkedRunError, RecordError, read_record, refuse_links
 from results.student_file import load_student  # noqa: F401  (documented here: from results.export import load_student)
 from results.trial_records import latest_checkpoint
+from search.space_errors import SpaceError
 from search.system import System
-from search.systems import SYSTEMS
+from search.systems import system_of
 from trainables.atomic import replace_directory
 
 
@@ -66,10 +67,10 @@ def export_best(run_dir: Path, metric: str, mode: str) -> list[Path]:
 
 def _system(record: dict) -> System:
     """The registry's entry of the system the run searched: what its students are exported as."""
-    name = record.get("system", "asc_kd")
-    if not isinstance(name, str) or name not in SYSTEMS:
-        raise RecordError(f"the run's record names the system {str(name)[:40]!r}, which this service does not know")
-    return SYSTEMS[name]
+    try:
+        return system_of(record)
+    except SpaceError as err:
+        raise RecordError(f"the run's record: {err}") from None
 
 
 def _export_checkpoint(checkpoint: Path, trial_id: str, target: Path,

@@ -132,7 +132,6 @@ class Space:
     def __post_init__(self) -> None:
         check(self)
 
-
     @property
     def confirmation_seeds(self) -> list[int]:
         """The seeds a confirmation (and the no-KD references beside it) trains: seed + 1 … seed + confirm_seeds."""
@@ -243,8 +242,8 @@ def build(raw: dict, schema: System) -> Space:
         meta["samples"] = math.prod(len(d.choices) for d in dimensions)  # every combination, once
     # The scalars the space leaves out take the Space's own defaults.
     return Space(**{**meta, "system": schema.name, "metric": metric, "mode": mode, "samples": meta.get("samples", 1)},
-                 spec=schema, subsets=subsets, dimensions=dimensions, settings=settings, source=raw, published=published, arms=arms,
-                 scheduler=built.pop("scheduler"), resources=built.pop("resources"), sections=built)  # fmt: skip
+                 spec=schema, subsets=subsets, dimensions=dimensions, settings=settings, source=raw, published=published,
+                 arms=arms, scheduler=built.pop("scheduler"), resources=built.pop("resources"), sections=built)  # fmt: skip
 
 
 def _absolute(settings: Any) -> Any:

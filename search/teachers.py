@@ -156,8 +156,8 @@ class TeacherPlan:
             if not cached_state(state_path):
                 job = teacher_job(self.request, directory, init_path=init, state_path=state_path)
                 experiment = f"teacher_{name}" + (f"_{self.label}" if self.label else "")
-                title = {"pretrain": "teacher pretraining", "sit": "teacher CochlScene stage"}[name]
-                epochs = {"pretrain": self.teacher.pretrain_epochs, "sit": self.teacher.sit_epochs}[name]
+                title, epochs = {"pretrain": ("teacher pretraining", self.teacher.pretrain_epochs),
+                                 "sit": ("teacher CochlScene stage", self.teacher.sit_epochs)}[name]
                 self._fit(experiment, {"stage": name, "subset": 100, "seed": self.teacher.seed}, job, title,
                           functools.partial(stage_name, epochs=epochs))  # fmt: skip
                 if not state_path.is_file():

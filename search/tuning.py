@@ -72,7 +72,8 @@ def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: 
     # snapshot no longer needs them (Tune's own num_to_keep deletes them before, and a crash then breaks resume).
     # Tune restores callback states by position: the stateful ones keep theirs (CheckpointRetention third).
     checkpoints = tune.CheckpointConfig(checkpoint_score_attribute=space.metric, checkpoint_score_order=space.mode)
-    hparams = list(dict.fromkeys(["subset", *(d.name for d in space.dimensions), *space.spec.reference_overrides, "seed"]))
+    searched = [d.name for d in space.dimensions]
+    hparams = list(dict.fromkeys(["subset", *searched, *space.spec.reference_overrides, "seed"]))
     callbacks = [StorageWatch(request.storage), ReadableTensorBoard(hparams, space.settings.epochs if epochs is None else epochs)]
     if keep_checkpoints:
         callbacks.append(CheckpointRetention(space.metric, space.mode))

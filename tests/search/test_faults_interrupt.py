@@ -21,6 +21,13 @@ from search.run import main
 from tests.search.test_resume import ROOT, _command, _epochs_checkpointed, _study
 
 
+def _wait_for_a_checkpoint(driver: subprocess.Popen, run_dir: Path) -> None:
+    """Until the run has checkpointed an epoch, or its driver ended (the caller asserts which)."""
+    deadline = time.time() + 240
+    while _epochs_checkpointed(run_dir) < 1 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+
+
 def test_ctrl_c_stops_cleanly_and_resume_finishes_the_search(tmp_path, capsys, service_data):
     storage = tmp_path / "runs"
     run_dir = storage / "crash"
@@ -31,9 +38,7 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes_the_search(tmp_path, capsys, s
         driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
                                   start_new_session=True)  # fmt: skip
     try:
-        deadline = time.time() + 240
-        while _epochs_checkpointed(run_dir) < 1 and time.time() < deadline and driver.poll() is None:
-            time.sleep(0.2)
+        _wait_for_a_checkpoint(driver, run_dir)
         assert driver.poll() is None, f"the search ended before Ctrl-C:\n{log.read_text()[-2000:]}"
 
         # Case 2: while the driver runs, a second run of the same name is refused before it touches anything.
@@ -76,9 +81,7 @@ def test_sigterm_to_the_whole_process_group_stops_like_ctrl_c_and_the_printed_co
         driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
                                   start_new_session=True)  # fmt: skip
     try:
-        deadline = time.time() + 240
-        while _epochs_checkpointed(run_dir) < 1 and time.time() < deadline and driver.poll() is None:
-            time.sleep(0.2)
+        _wait_for_a_checkpoint(driver, run_dir)
         assert driver.poll() is None, f"the search ended before SIGTERM:\n{log.read_text()[-2000:]}"
         os.killpg(driver.pid, signal.SIGTERM)
         assert driver.wait(timeout=120) == 143, log.read_text()[-3000:]

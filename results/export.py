@@ -30,9 +30,9 @@ from results.leaderboard import build_leaderboard
 from results.run_record import LinkedRunError, RecordError, read_record, refuse_links
 from results.student_file import load_student  # noqa: F401  (documented here: from results.export import load_student)
 from results.trial_records import latest_checkpoint
-from search.space_errors import SpaceError
 from search.system import System
 from search.systems import system_of
+from spaces.errors import SpaceError
 from trainables.atomic import replace_directory
 
 

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 
 import optuna
 import pandas as pd
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+
+from spaces.space import Dimension
 
 MIN_TRIALS = 3  # fewer complete trials than this and a subset gets no importance
 
@@ -40,27 +42,19 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def distribution(name: str, values: list, dimension: dict | None = None) -> BaseDistribution:
-    """The search distribution of one hyperparameter: from the space record, widened to the observed values.
-
-    dimension: the run's space.yaml entry ({name, low, high, log, choices, integer}); without
-    bounds, the range (or, for non-numbers, the set) of the observed values stands in.
-    """
-    dimension = dimension or {}
-    if dimension.get("choices"):
-        return CategoricalDistribution(list(dict.fromkeys([*dimension["choices"], *values])))
+def distribution(name: str, values: list, dimension: Dimension | None = None) -> BaseDistribution:
+    """The search distribution of one hyperparameter: the space's own (`dimension`, from the run's record), widened to
+    the observed values; without one, the range (or, for non-numbers, the set) of the observed values."""
+    if dimension is not None:
+        return dimension.distribution(values)
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return CategoricalDistribution(sorted(set(values), key=str))
-    low = min([*values, *([dimension["low"]] if dimension.get("low") is not None else [])])
-    high = max([*values, *([dimension["high"]] if dimension.get("high") is not None else [])])
-    log = bool(dimension.get("log")) and low > 0
-    if dimension.get("integer"):
-        return IntDistribution(int(low), int(high), log=log)
-    return FloatDistribution(float(low), float(high), log=log)
+    integer = all(isinstance(v, int) for v in values)
+    return Dimension(name, low=min(values), high=max(values), integer=integer).distribution()
 
 
 def rebuild_study(rows: pd.DataFrame, params: list[str], metric: str, mode: str,
-                  dimensions: dict[str, dict] | None = None) -> optuna.Study:  # fmt: skip
+                  dimensions: dict[str, Dimension] | None = None) -> optuna.Study:  # fmt: skip
     """An in-memory study holding one completed trial per row (rows need every param and the metric)."""
     dimensions = dimensions or {}
     values = {p: [_plain(v) for v in rows[p]] for p in params}
@@ -77,7 +71,7 @@ def importances(
     params: list[str],
     metric: str,
     mode: str,
-    dimensions: dict[str, dict] | None = None,
+    dimensions: dict[str, Dimension] | None = None,
     min_trials: int = MIN_TRIALS,
 ) -> list[SubsetImportance]:
     """One entry per subset of the leaderboard, in subset order; skipped subsets say why in `note`."""
@@ -130,7 +124,7 @@ def common_epoch_values(rows: pd.DataFrame, curves: dict[str, pd.DataFrame], met
 
 
 def pooled_importance(board: pd.DataFrame, curves: dict[str, pd.DataFrame], params: list[str], metric: str,
-                      mode: str, subsets: list[int], dimensions: dict[str, dict] | None = None,
+                      mode: str, subsets: list[int], dimensions: dict[str, Dimension] | None = None,
                       min_trials: int = MIN_TRIALS) -> SubsetImportance | None:  # fmt: skip
     """One study of `subsets` pooled (see the module's docstring); None when no subset has 2 comparable trials."""
     pooled, used = [], []

@@ -10,7 +10,6 @@ The `test_*` columns are the test-split figures of the last epoch, present for c
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from pathlib import Path
@@ -20,12 +19,13 @@ import pandas as pd
 from results.run_record import dimensions, read_record, searched_names
 from results.trial_records import TrialRecord, confirmation_experiments, read_experiment
 from trainables.asc.metrics import DEVICE_GROUPS, device_sort_key
-from trainables.asc.student import Budget, Complexity, StudentArch, complexity
 from trainables.atomic import write_file
 
 _STATUS_ORDER = {"complete": 0, "stopped": 1, "failed": 2}
 # Reported keys that are results (the rest is Tune's bookkeeping): device-wise accuracy, EER, sizes.
+# A student trial reports its size (params, param_bytes, macs, within_budget: search/trials.py student_trial).
 _METRIC_PREFIXES = ("acc", "macro_acc", "test_", "full_test_", "eer", "min_dcf", "student_params", "teacher_params",
+                    "params", "param_bytes", "macs", "within_budget",
                     "train_speakers")  # OS-KDFT2: the speakers its training saw
 _SUMMARY = ["acc", "acc_seen", "acc_unseen", "macro_acc"]
 
@@ -38,32 +38,14 @@ def device_columns(metrics: dict, prefix: str = "acc_") -> list[str]:
                   key=device_sort_key)  # fmt: skip
 
 
-@functools.lru_cache(maxsize=256)
-def _complexity(base_channels: int, channels_multiplier: float, expansion_rate: float, n_blocks: str) -> Complexity:
-    arch = StudentArch(base_channels=base_channels, channels_multiplier=channels_multiplier,
-                       expansion_rate=expansion_rate, n_blocks=tuple(int(n) for n in n_blocks.split(",")))  # fmt: skip
-    return complexity(arch)
-
-
-def _complexity_columns(config: dict, budget: dict) -> dict:
-    """Parameters, their memory and MACs per 1-s clip of a student trial, and whether they fit the budget."""
-    if "base_channels" not in config:
-        return {}
-    found = _complexity(int(config["base_channels"]), float(config["channels_multiplier"]),
-                        float(config["expansion_rate"]), str(config.get("n_blocks", "3,2,1")))  # fmt: skip
-    limit = Budget(**budget)
-    return {"params": found.params, "param_bytes": found.param_bytes(limit.bits), "macs": found.macs,
-            "within_budget": not limit.violations(found)}  # fmt: skip
-
-
-def _rows(records: list[TrialRecord], params: list[str], budget: dict) -> list[dict]:
+def _rows(records: list[TrialRecord], params: list[str]) -> list[dict]:
     rows = []
     for record in records:
         last = record.last
         metrics = {k: v for k, v in last.items() if k.startswith(_METRIC_PREFIXES)}
         row = {"trial_id": record.trial_id, "subset": int(record.config.get("subset", 0)), "status": record.status,
                "epochs": record.epochs_done, **{p: record.config.get(p) for p in params}, **metrics,
-               **_complexity_columns(record.config, budget), "train_loss": last.get("train_loss"),
+               "train_loss": last.get("train_loss"),
                "error": record.error or "", "trial_dir": str(record.directory)}  # fmt: skip
         rows.append(row)
     return rows
@@ -135,7 +117,7 @@ def build_leaderboard(run_dir: Path, metric: str, mode: str, experiment: str = "
     record = read_record(run_dir)
     params = list(dimensions(record))
     trials = read_experiment(Path(run_dir) / experiment)
-    frame = pd.DataFrame(_rows(trials, params, record.get("budget") or {}))
+    frame = pd.DataFrame(_rows(trials, params))
     if frame.empty:
         return frame
     confirmed = pd.DataFrame()

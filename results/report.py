@@ -416,7 +416,7 @@ def build_sections(run_dir: Path, data_dir: Path | None = None, top: int = 3) ->
     unseen = unseen_devices(subsets, device_names, data_dir or run_dataset(run_dir))
     effect = kd_effect(run_dir, metric, mode)
     teachers = teacher_accuracy(run_dir)
-    log_params = {name for name, d in searched.items() if d.get("log")}
+    log_params = {name for name, d in searched.items() if d.log}
     search = read_experiment(Path(run_dir) / "search")
     curves = search_curves(search)
     confirmed = confirmed_figures(run_dir, params, metric, search)

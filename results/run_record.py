@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from spaces.space import Dimension, plain, recorded_dimensions
 from trainables.atomic import write_file
 
 RECORD = "space.yaml"
@@ -96,26 +96,10 @@ def settings_of(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != DATASET}
 
 
-def dimensions(record: dict) -> dict[str, dict]:
-    """Each searched hyperparameter (not the subset) as {name, low, high, log, choices, integer}; a replication's
-    one is its seed."""
-    if is_replication(record):
-        first = int(record.get("seed", 0))
-        return {"seed": {"name": "seed", "choices": list(range(first, first + int(record.get("seeds", 1)))),
-                         "integer": True}}  # fmt: skip
-    found = {}
-    for name, spec in record["search"].items():
-        if name == "subset":
-            continue
-        if isinstance(spec, list):
-            found[name] = {"name": name, "choices": spec, "integer": all(isinstance(v, int) for v in spec)}
-        elif name == "arm":  # named arms, each a bundle of settings: the choice is the arm's name
-            found[name] = {"name": name, "choices": list(spec), "integer": False}
-        else:
-            integer = isinstance(spec.get("low"), int) and isinstance(spec.get("high"), int)
-            found[name] = {"name": name, "low": spec.get("low"), "high": spec.get("high"),
-                           "log": bool(spec.get("log")), "integer": integer}  # fmt: skip
-    return found
+def dimensions(record: dict) -> dict[str, Dimension]:
+    """Each searched hyperparameter (not the subset), by name, read as the space reads it; a replication's one is its
+    seed."""
+    return {d.name: d for d in recorded_dimensions(record)}
 
 
 def is_replication(record: dict) -> bool:
@@ -147,23 +131,3 @@ def run_dataset(run_dir: Path) -> Path | None:
     except RecordError:
         return None
     return path
-
-
-def differences(recorded: Any, current: Any, where: str = "") -> list[str]:
-    """'key: recorded → now' for every setting that differs, dotted keys for nested ones."""
-    if isinstance(recorded, dict) and isinstance(current, dict):
-        found = []
-        for key in list(recorded) + [k for k in current if k not in recorded]:
-            label = f"{where}.{key}" if where else str(key)
-            found += differences(recorded.get(key, "(absent)"), current.get(key, "(absent)"), label)
-        return found
-    return [] if recorded == current else [f"{where}: {recorded!r} → {current!r}"]
-
-
-def plain(value: Any) -> Any:
-    """`value` as the record holds it once read back: tuples as lists."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value

@@ -45,7 +45,8 @@ class TrialRecord:
         A trial that failed and then, retried from its checkpoint, ran every epoch is complete: Tune
         leaves the first failure's error.txt behind.
         """
-        if self.epochs_done >= int(self.config.get("epochs", 0)) and self.results:
+        planned = self.last.get("epochs", self.config.get("epochs", 0))  # reported by the trial (a run before: config)
+        if self.results and self.epochs_done >= int(planned):
             return "complete"
         return "failed" if self.error is not None else "stopped"
 

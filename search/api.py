@@ -14,7 +14,7 @@ search whole (the mapping says what is searched), and what it searches the defau
 mapping fixes leaves the default's search. A run's
 own space.yaml spells every setting out, so it runs as recorded.
 
-The result is validated exactly as a file is, and bad input raises `search.space.SpaceError` (a ValueError) naming
+The result is validated exactly as a file is, and bad input raises `spaces.space.SpaceError` (a ValueError) naming
 the key; so do a run name that is not a plain directory name (`../x`, `cache`) and an `address` with no Ray
 cluster behind it (an unusable storage raises StorageError). The run directory is `<storage>/<name>` as with the command line, with the
 same leaderboard, exports and report.
@@ -34,10 +34,10 @@ from results.run_record import settings_of
 from search.pipeline import run
 from search.preflight import check_address, check_storage, given_dataset, prepare
 from search.request import RunRequest, check_run_name
-from search.space import SPACES_DIR
-from search.space_errors import SpaceError
-from search.space_file import apply_override, read_space_file
 from search.systems import build_space, system_of
+from spaces.errors import SpaceError
+from spaces.space import SPACES_DIR
+from spaces.space_file import apply_override, read_space_file
 
 
 def over_default_space(space: Mapping) -> dict:
@@ -73,7 +73,7 @@ def run_search(space: Mapping, *, storage: str | Path = "runs", name: str = "sea
         raise SpaceError(f"space: expected a mapping (what a space file holds), got {type(space).__name__}")
     raw = over_default_space(space)
     for assignment in overrides:
-        apply_override(raw, assignment)
+        apply_override(raw, assignment, system_of(raw))
     built = build_space(raw)
     storage = Path(storage).resolve()
     check_storage(storage)

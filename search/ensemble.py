@@ -6,7 +6,7 @@
               on labels with the `cnn_teacher` section's settings), each member a Ray trial whose logits are cached
               under <storage>/cache/teachers/ by everything that makes it; their raw logits averaged into the file
               the students read. A later run with the same teachers trains none of them again;
-    trial     ensemble_student_trial: the students (search/trials.py student_trial).
+    trial     the students: search/trials.py student_trial, in the students' settings (students_settings).
 The run then goes on as any other (search/pipeline.py): the students' replication, its table, the report.
 
 Experiments in the run directory: teachers/ (PaSST members), cnn_teachers/ (CNN members), both absent when cached.
@@ -25,14 +25,13 @@ from results.distillation import write_teachers
 from search.console import banner
 from search.request import RunRequest
 from search.scene_checks import check_scene_run
-from search.space import Space
-from search.space_errors import SpaceError
+from spaces.space import Space
+from spaces.errors import SpaceError
 from search.teacher_checks import check_teacher_strength
 from search.teachers import TeacherPlan, _key, fit_teachers, member_name, print_teachers, run_context, teacher_dataset
 from search.trial_context import TeacherJob, TrialContext
-from search.trials import ranked, save_subset_logits, student_trial
+from search.trials import ranked, save_subset_logits
 from trainables.asc.data import AscData, load_prepared
-from trainables.asc.ensemble import ONLY_HERE
 from trainables.asc.ensemble import ensemble_teachers as shared_settings
 from trainables.asc.evaluation import eval_batch_size
 from trainables.asc.logits_file import LogitsMismatch, aligned_logits, check_logits_cache, read_logits
@@ -64,7 +63,7 @@ def ensemble_teachers(request: RunRequest) -> TrialContext:
     request = dataclasses.replace(request, space=with_teachers(request.space))
     space = request.space
     if not space.uses_teacher:
-        return run_context(request, budget=space.budget)
+        return run_context(request, settings=students_settings(space), budget=space.budget)
     passt, cnn, count = space.teacher, space.sections["cnn_teacher"], space.settings.cnn_teachers
     banner(f"Teachers: {passt.ensemble} PaSST and {count} CNN per subset, their logits averaged")
     data = load_prepared(request.data)
@@ -84,7 +83,7 @@ def ensemble_teachers(request: RunRequest) -> TrialContext:
     print_teachers(paths)
     print(f"Teachers' test figures: {write_teachers(request.run_dir, paths)}", flush=True)
     check_teacher_strength(passt, {s: read_logits(p)["metrics"] for s, p in paths.items()}, len(data.classes))
-    return run_context(request, teacher_logits=paths, budget=space.budget)
+    return run_context(request, settings=students_settings(space), teacher_logits=paths, budget=space.budget)
 
 
 def cnn_member_path(cache: Path, data: AscData, cnn: StudentConfig, subset: int, seed: int) -> Path:
@@ -158,6 +157,6 @@ def cnn_teacher_trial(config: dict, job: TeacherJob) -> None:
                        exported_logits(last["student"], data, rows, device, batch))  # fmt: skip
 
 
-def ensemble_student_trial(config: dict, context: TrialContext) -> None:
-    """A student of the ensemble: the run's shared teacher settings are not the student's."""
-    student_trial({k: v for k, v in config.items() if k not in ONLY_HERE}, context)
+def students_settings(space: Space) -> StudentConfig:
+    """The students' settings: the run's, less those of its teachers stage (the students are asc_kd's)."""
+    return StudentConfig(**{f.name: getattr(space.settings, f.name) for f in dataclasses.fields(StudentConfig)})

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from search.console import duration
-from search.space import Space
+from spaces.space import Space
 from trainables.asc.data import AscData, load_prepared
 from trainables.asc.evaluation import eval_batch_size, predict
 from trainables.asc.loader import epoch_batches

@@ -24,16 +24,14 @@ from results.run_record import (
     RECORD,
     LinkedRunError,
     RecordError,
-    differences,
-    plain,
     read_record,
     refuse_links,
     settings_of,
 )
 from search.console import banner, duration, working
 from search.request import RunRequest
-from search.space import to_mapping
-from search.space_errors import SpaceError, shown
+from spaces.errors import SpaceError, shown
+from spaces.space import differences, plain, to_mapping
 from trainables.asc.tau22 import is_tau22_root, prepare_tau22
 from trainables.atomic import build_directory, set_aside
 from trainables.prepared import DatasetError

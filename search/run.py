@@ -28,9 +28,9 @@ from search.preflight import StorageError, check_address, check_run_links, check
 from search.request import RunRequest, check_run_name
 from search.run_lock import RunLocked, run_lock
 from search.signals import TERMINATED_STATUS, Terminated, terminate_as_interrupt
-from search.space_errors import SpaceError, shown
-from search.space_file import apply_override, read_space_file
-from search.systems import build_space
+from search.systems import build_space, system_of
+from spaces.errors import SpaceError, shown
+from spaces.space_file import apply_override, read_space_file
 from trainables.asc.logits_file import LogitsMismatch
 from trainables.prepared import DatasetError
 
@@ -75,7 +75,7 @@ def make_request(args: argparse.Namespace) -> RunRequest:
     recorded = raw.get(DATASET)  # a run's record names its dataset; it is itself a space file
     raw = settings_of(raw)
     for assignment in args.overrides:
-        apply_override(raw, assignment)
+        apply_override(raw, assignment, system_of(raw))
     if args.samples is not None:
         if args.samples < 1:
             raise SpaceError(f"--samples must be at least 1, got {args.samples}")

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from search.request import RunRequest
-from search.space_errors import SpaceError
+from spaces.errors import SpaceError
 from search.teacher_checks import check_scene_teacher, check_teacher_is_trained
 from trainables.asc.data import AscData, check_splits, load_prepared
 from trainables.asc.metrics import device_metrics

@@ -14,7 +14,7 @@ import numpy as np
 from results.distillation import CHANCE_MARGIN
 from results.run_record import RECORD
 from search.request import RunRequest
-from search.space_errors import SpaceError
+from spaces.errors import SpaceError
 from trainables.asc.data import AscData, load_prepared
 from trainables.asc.evaluation import logits_metrics
 from trainables.asc.logits_file import LogitsMismatch, average_logits

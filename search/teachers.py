@@ -268,6 +268,7 @@ def ensure_ssl_teacher(request: RunRequest, data_dir: Path) -> Path:
 def run_context(request: RunRequest, **given) -> TrialContext:
     res = request.space.resources
     held_out = ("test", "full_test") if request.space.kind == "replication" else ("test",)
+    given = {"settings": request.space.settings, **given}
     return TrialContext(data_dir=request.data, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial, held_out=held_out,
                         metric=request.space.metric, arms=request.space.arms, **given)  # fmt: skip
 

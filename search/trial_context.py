@@ -1,14 +1,16 @@
 """What a trial needs besides its hyperparameters, handed to it by `tune.with_parameters`.
 
-A trial's config holds its hyperparameters (the searched ones and the fixed settings); where its data
-and teacher are, its budget and its resources are the same for every trial of a run, so they travel
-once, typed, as a `TrialContext`. A teacher-stage trial gets a `TeacherJob` the same way.
+A trial's config holds what the search suggests for it (and a confirmation's seed, a reference's overrides); the
+space's settings it is set into, where its data and teacher are, its budget and its resources are the same for every
+trial of a run, so they travel once, typed, as a `TrialContext`. A teacher-stage trial gets a `TeacherJob` the same
+way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from trainables.asc.student import Budget
 
@@ -16,6 +18,8 @@ from trainables.asc.student import Budget
 @dataclass(frozen=True)
 class TrialContext:
     data_dir: Path  # the prepared dataset
+    # The space's settings, typed (the system's settings type): a trial's are these with its config in place.
+    settings: Any = None
     cpus: float = 1.0  # the trial's CPU threads
     gpus: float = 0.0  # its share of a GPU (a fraction packs several trials on one)
     teacher_logits: dict[int, Path] = field(default_factory=dict)  # asc_kd: the logits file of each subset's teacher

@@ -1,8 +1,10 @@
 """Ray Tune function trainables: thin wrappers that run the plain-PyTorch trainers and report.
 
-Each is an ordinary function of its config (the trial's hyperparameters) and of the run's constants,
-which `tune.with_parameters` hands over once as a typed `TrialContext` (or `TeacherJob`): where the
-dataset and the teacher are, the budget, the trial's resources. Everything else about Ray stays here.
+Each is an ordinary function of its config (what the search suggests for the trial) and of the run's constants,
+which `tune.with_parameters` hands over once as a typed `TrialContext` (or `TeacherJob`): the space's settings,
+where the dataset and the teacher are, the budget, the trial's resources. A trial's settings are the space's with
+the suggestion in place, `replace(context.settings, **config)`, checked by their type's rules as they are made.
+Everything else about Ray stays here.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,32 +38,36 @@ from trainables.speaker.teacher_training import TeacherTrainConfig, train_ssl_te
 def student_trial(config: dict, context: TrialContext) -> None:
     """Train one student; report every epoch's metrics with a checkpoint (student.pt + train_state.pt)."""
     config, context = context.with_arm(config)
+    settings: StudentConfig = replace(context.settings, **config)
     device = claim_device(context.cpus, context.gpus)
     data = load_prepared(context.data_dir)
-    settings = StudentConfig.from_dict(config)
-    check_budget(settings.arch(len(data.classes)), data.sample_rate, context.budget)
+    found = check_budget(settings.arch(len(data.classes)), data.sample_rate, context.budget)
+    sizes = {"params": found.params, "param_bytes": found.param_bytes(context.budget.bits), "macs": found.macs,
+             "within_budget": not context.budget.violations(found)}  # fmt: skip
     logits = None
     if settings.uses_teacher:
         path = context.teacher_logits[settings.subset]
         logits = aligned_logits(path, data, data.splits[f"split{settings.subset}"])
-    train_student(settings, data, logits, ranked(_report_with_checkpoint, context.metric), resume=_resume_state(),
-                  device=device, held_out=context.held_out)  # fmt: skip
+    report = ranked(_report_with_checkpoint, context.metric, {"epochs": settings.epochs, **sizes})
+    train_student(settings, data, logits, report, resume=_resume_state(), device=device, held_out=context.held_out)
 
 
 class NonFiniteMetric(RuntimeError):
     """An epoch's ranking metric is NaN or infinite: the trial fails rather than rank as a result."""
 
 
-def ranked(report: Callable, metric: str | None) -> Callable:
-    """`report`, refusing (NonFiniteMetric) an epoch whose ranking metric is not a finite number: Tune would keep it
-    as a result, rank it, and could export it as the best student."""
+def ranked(report: Callable, metric: str | None, constant: dict | None = None) -> Callable:
+    """`report`, every epoch's metrics with `constant` (what each report of the trial carries: its planned `epochs`,
+    by which its record tells a complete trial from a stopped one; a student's size), refusing (NonFiniteMetric) an
+    epoch whose ranking metric is not a finite number: Tune would keep it as a result, rank it, and could export it
+    as the best student."""
 
     def checked(metrics: dict, *rest) -> None:
         value = metrics.get(metric, math.nan) if metric else 0.0
         if not math.isfinite(value):
             raise NonFiniteMetric(f"the ranking metric {metric} is {value} at epoch {metrics.get('epoch')} (no "
                                   "validation clip it is computed from, or NaN predictions): nothing to rank by")  # fmt: skip
-        report(metrics, *rest)
+        report({**metrics, **(constant or {})}, *rest)
 
     return checked
 
@@ -87,12 +94,12 @@ def _report_with_checkpoint(metrics: dict, make_checkpoint) -> None:
 def oskdft2_trial(config: dict, context: TrialContext) -> None:
     """Train one OS-KDFT2 student (student + feature tuner) against the cached teacher; report EER each epoch."""
     config, context = context.with_arm(config)
+    settings: OskdftConfig = replace(context.settings, **config)
     device = claim_device(context.cpus, context.gpus)
     data = load_speakers(context.data_dir)
     teacher = torch.load(context.teacher_state, map_location="cpu", weights_only=True)
-    settings = OskdftConfig.from_dict(config)
-    train_oskdft2(settings, data, teacher, ranked(_report_with_checkpoint, context.metric), resume=_resume_state(),
-                  device=device)  # fmt: skip
+    report = ranked(_report_with_checkpoint, context.metric, {"epochs": settings.epochs})
+    train_oskdft2(settings, data, teacher, report, resume=_resume_state(), device=device)
 
 
 def ssl_teacher_trial(config: dict, job: TeacherJob) -> None:
@@ -138,11 +145,11 @@ def teacher_search_trial(config: dict, context: TrialContext) -> None:
     """One teacher fine-tuning of a teacher search: every epoch's validation figures; after the last,
     its test figures and a checkpoint with its logits for every clip in both formats."""
     config, context = context.with_arm(config)
+    subset = int(config["subset"])  # not a teacher setting: the data it trains on
+    settings: TeacherConfig = replace(context.settings, **{k: v for k, v in config.items() if k != "subset"})
     device = claim_device(context.cpus, context.gpus)
     data = load_prepared(context.data_dir)
-    settings = TeacherConfig.from_dict({k: v for k, v in config.items() if k != "subset"})  # the subset: its data
     init = None if context.init_path is None else torch.load(context.init_path, map_location="cpu", weights_only=True)
-    subset = int(config["subset"])
 
     def report(metrics: dict, model) -> None:
         if metrics["epoch"] < settings.epochs:
@@ -157,4 +164,5 @@ def teacher_search_trial(config: dict, context: TrialContext) -> None:
             tune.report({**metrics, **test},
                         checkpoint=tune.Checkpoint.from_directory(directory))  # fmt: skip
 
-    train_teacher(settings, data, subset, on_epoch=ranked(report, context.metric), device=device, init_state=init)
+    train_teacher(settings, data, subset, on_epoch=ranked(report, context.metric, {"epochs": settings.epochs}),
+                  device=device, init_state=init)  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -33,10 +32,10 @@ from search.per_subset import (
 from search.progress import EpochProgress, SearchProgress, TrialName
 from search.request import RunRequest
 from search.snapshots import SnapshotKeeper, restore_kept_snapshot, whole_snapshot
-from search.space import Dimension, Space
 from search.stopping import StorageWatch, stoppable
 from search.tensorboard import ReadableTensorBoard
 from search.trial_context import TrialContext
+from spaces.space import Space
 
 JOURNAL = "optuna.journal"
 
@@ -214,14 +213,6 @@ def _resources(cpus: float, gpus: float) -> dict:
     return {"cpu": cpus, "gpu": gpus}
 
 
-def _distribution(d: Dimension) -> optuna.distributions.BaseDistribution:
-    if d.choices is not None:
-        return optuna.distributions.CategoricalDistribution(list(d.choices))
-    if d.integer:
-        return optuna.distributions.IntDistribution(int(d.low), int(d.high), log=d.log)
-    return optuna.distributions.FloatDistribution(d.low, d.high, log=d.log)
-
-
 class _TuneStoppedGrid(optuna.samplers.GridSampler):
     """Optuna's grid sampler, without its `study.stop()` once every point was told: that call is only allowed
     inside `Study.optimize`, and raises when Tune tells the last trial. Tune asks for exactly one trial per
@@ -238,12 +229,6 @@ def sampler_for(space: Space, subset: int) -> optuna.samplers.BaseSampler:
     if space.sampler == "random":
         return optuna.samplers.RandomSampler(seed=space.seed + subset)
     return optuna.samplers.TPESampler(seed=space.seed + subset, n_startup_trials=max(2, space.samples // 3))
-
-
-def trial_config(space: Space) -> dict:
-    """A trial's config besides what the search suggests: the space's fixed settings (hyperparameters only)."""
-    searched = {d.name for d in space.dimensions} | {"subset"}
-    return {k: v for k, v in dataclasses.asdict(space.settings).items() if k not in searched}
 
 
 def trainable_for(space: Space, context: TrialContext):
@@ -266,7 +251,7 @@ def search_trials(request: RunRequest, context: TrialContext) -> None:
     """One Optuna TPE study and one ASHA per subset, all in one Tune experiment named `search`."""
     space = request.space
     epochs = space.settings.epochs
-    optuna_space = {d.name: _distribution(d) for d in space.dimensions}
+    optuna_space = {d.name: d.distribution() for d in space.dimensions}
     journal = request.run_dir / JOURNAL
     storage = journal_storage(journal)
 
@@ -284,7 +269,7 @@ def search_trials(request: RunRequest, context: TrialContext) -> None:
     tune_config = _tune_config(metric=space.metric, mode=space.mode, search_alg=_generator(search, request, total),
                                scheduler=scheduler, num_samples=total)  # fmt: skip
     totals = {s: space.samples for s in subsets}
-    _fit(request, "search", trainable_for(space, context), param_space=trial_config(space), tune_config=tune_config,
+    _fit(request, "search", trainable_for(space, context), param_space={}, tune_config=tune_config,
          run_config=_run_config(request, "search", space, keep_checkpoints=True,
                                 progress=_progress(space, "search", totals)))  # fmt: skip
     _fail_orphans(storage)
@@ -308,7 +293,7 @@ class StageJournal(tune.Callback):
     def __init__(self, journal: Path, run: str, stage: str, space: Space):
         self.journal, self.run, self.stage = journal, run, stage
         self.metric, self.mode, self.epochs = space.metric, space.mode, space.settings.epochs
-        self.distributions = {d.name: _distribution(d) for d in space.dimensions}
+        self.distributions = {d.name: d.distribution() for d in space.dimensions}
         self.overridden = list(space.spec.reference_overrides)
         self.values: dict[str, dict[int, float]] = {}  # trial id → epoch → metric, as reported here
         self._storage: JournalStorage | None = None
@@ -405,7 +390,8 @@ def _plain(value):
 
 def _points(picks: dict[int, dict], seeds: list[int], **fixed) -> list[dict]:
     """One configuration per subset of `picks` and seed: the pick's searched values, the seed, and `fixed`."""
-    return [{"subset": subset, **picks[subset], **fixed, "seed": seed} for subset in sorted(picks) for seed in seeds]
+    return [{**({"subset": subset} if subset else {}), **picks[subset], **fixed, "seed": seed}  # 0: no subsets
+            for subset in sorted(picks) for seed in seeds]  # fmt: skip
 
 
 def _fit_points(request: RunRequest, context: TrialContext, name: str, points: list[dict], title: str,
@@ -414,7 +400,7 @@ def _fit_points(request: RunRequest, context: TrialContext, name: str, points: l
     space = request.space
     search = FixedPoints(points, max_concurrent=space.max_concurrent)
     journal = StageJournal(request.run_dir / JOURNAL, request.name, name, space)
-    _fit(request, name, trainable_for(space, context), points=points, param_space=trial_config(space),
+    _fit(request, name, trainable_for(space, context), points=points, param_space={},
          tune_config=_tune_config(seeded=seeded, search_alg=_generator(search, request, len(points)),
                                   num_samples=len(points)),
          run_config=_run_config(request, name, space, keep_checkpoints=True, progress=_progress(space, title, totals),

@@ -176,7 +176,7 @@ def search(work: Path, standin: bool, timeout: float = 600, env: dict | None = N
 def gpu_planning(device: torch.device, work: Path) -> dict:
     """What the search driver sees of this machine's GPU, and the packing it plans on a 16-core node with it."""
     from search.cluster import automatic_resources, local_gpu
-    from search.space import ResourceSettings
+    from spaces.space import ResourceSettings
 
     gpu = local_gpu()
     node = {"CPU": 16.0, "GPU": 1.0}

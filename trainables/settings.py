@@ -9,7 +9,7 @@
 `setting` keeps a `Rule` in the field's metadata; every field of a settings class has one. Settings
 classes derive from `Settings`, whose `__post_init__` checks them, so no instance breaks a rule, however
 it was made, and whose `from_dict` refuses keys the class does not know. The space parser
-(search/space.py) reads the same rules to check a searched range and to find the paths it makes
+(spaces/space.py) reads the same rules to check a searched range and to find the paths it makes
 absolute and checks, so each rule is written once, beside its field.
 """
 
@@ -44,7 +44,8 @@ class Rule:
     "bool": True or False; "text": a non-empty string, matching `pattern` if given; "items": a tuple whose
     length is within `length` and whose items follow `item`; "path": a non-empty string naming a file or a
     folder (`path`), which `must_exist` (checked by `missing`, where the settings are read, not where they
-    are made: a trial elsewhere may rebuild them from a record); "settings": an instance of `settings`.
+    are made: a trial elsewhere may rebuild them from a record); "settings": an instance of `settings`;
+    "mapping": a dict whose keys are non-empty strings and whose values follow `item`.
     `predicate` narrows any kind further; `means` then says in words what is allowed.
     """
 
@@ -87,6 +88,9 @@ class Rule:
                     and (self.item is None or all(v is not None and self.item.allows(v) for v in value)))  # fmt: skip
         elif self.kind == "path":
             fits = isinstance(value, str) and bool(value.strip())
+        elif self.kind == "mapping":
+            fits = (isinstance(value, dict) and all(isinstance(k, str) and k for k in value)
+                    and (self.item is None or all(v is not None and self.item.allows(v) for v in value.values())))  # fmt: skip
         else:
             fits = isinstance(value, self.settings)
         return fits and (self.predicate is None or bool(self.predicate(value)))
@@ -112,6 +116,9 @@ class Rule:
             return f"must be the path of a {'folder' if self.path == 'dir' else 'file'}"
         if self.kind == "settings":
             return f"must be {self.settings.__name__} settings"
+        if self.kind == "mapping":
+            each = f"; each value {self.item.describe()}" if self.item is not None else ""
+            return f"must be a mapping of names to values{each}"
         if self.kind == "items":
             fewest, most = self.length
             count = (f"{fewest} " if fewest == most else f"{fewest}–{most} " if most is not None
@@ -152,7 +159,7 @@ class Rule:
         return None
 
 
-KINDS = ("number", "bool", "text", "items", "path", "settings")
+KINDS = ("number", "bool", "text", "items", "path", "settings", "mapping")
 
 # Rules several settings share.
 FLAG = Rule(kind="bool")
@@ -198,7 +205,7 @@ def flag(default: bool, *, cache_key: bool | None = None) -> Any:
 def path_setting(kind: str, *, must_exist: bool = True, holds: tuple[str, str] | None = None, missing: str = "nothing at",
                  many: bool = False, cache_key: bool | None = None) -> Any:  # fmt: skip
     """An optional path to a file or folder (`kind` "file" or "dir"), made absolute where the settings are read
-    (search/space.py), since trials run in other working directories; `many`: a tuple of them (default empty)."""
+    (spaces/space.py), since trials run in other working directories; `many`: a tuple of them (default empty)."""
     rule = Rule(kind="path", path=kind, must_exist=must_exist, holds=holds, missing=missing)
     if many:
         return setting((), rule=Rule(kind="items", item=rule), cache_key=cache_key)

@@ -5,8 +5,8 @@ A new system is one module here, beside its trainables, and one line in SYSTEMS.
 
 from __future__ import annotations
 
-from search.space import Space, build
-from search.space_errors import SpaceError, shown
+from spaces.space import Space, build
+from spaces.errors import SpaceError, shown
 from search.system import System
 from search.systems import asc_kd, asc_kd_ensemble, asc_teacher, oskdft2
 

@@ -2,8 +2,9 @@
 caches) PaSST and baseline-CNN teachers per subset and averages their logits (search/ensemble.py)."""
 
 from results.formats import write_formats
-from search.ensemble import check_ensemble_run, ensemble_student_trial, ensemble_teachers
+from search.ensemble import check_ensemble_run, ensemble_teachers
 from search.system import System
+from search.trials import student_trial
 from search.systems.scenes import ASC_DATA, ASC_METRIC, NO_KD, student_distils
 from trainables.asc.ensemble import EnsembleKdConfig
 from trainables.asc.student import Budget
@@ -16,7 +17,7 @@ SYSTEM = System(
     sections={"teacher": TeacherConfig, "cnn_teacher": StudentConfig, "data": SyntheticConfig, "budget": Budget},
     metric=ASC_METRIC, default_metric="acc", default_mode="max", by_subset=True,
     not_searchable=frozenset({"subset", "seed", "eval_batch_size", "cnn_teachers"}), dataset=ASC_DATA,
-    trial=ensemble_student_trial, context=ensemble_teachers, checks=check_ensemble_run, scene_report=True,
+    trial=student_trial, context=ensemble_teachers, checks=check_ensemble_run, scene_report=True,
     reference_overrides=NO_KD, uses_teacher=student_distils, formats=write_formats,
     default_space="ntu_pipeline.yaml",
 )  # fmt: skip

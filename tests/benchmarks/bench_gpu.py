@@ -281,15 +281,15 @@ def phase_prewarm() -> None:
     os.nice(19)
     from search.preflight import cached_dataset, prepare_dataset
     from search.request import RunRequest
-    from search.systems import build_space
-    from search.space_file import apply_override, read_space_file
+    from search.systems import build_space, system_of
+    from spaces.space_file import apply_override, read_space_file
     from trainables.asc.synthetic import PretrainingConfig, generate_pretraining
 
     command = DRY_SEARCH if DRY else DEFAULT_SEARCH
     raw = read_space_file(command[command.index("--space") + 1])
     for i, word in enumerate(command):
         if word == "--set":
-            apply_override(raw, command[i + 1])
+            apply_override(raw, command[i + 1], system_of(raw))
     space = build_space(raw)
     request = RunRequest(space=space, storage=Path(args.work).resolve(), name="default_search", data=None,
                          address=None, resume=False)  # fmt: skip

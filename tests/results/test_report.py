@@ -432,16 +432,23 @@ def test_the_layout_check_finds_a_header_broken_inside_a_word(tmp_path):
 
 
 def test_distributions_come_from_the_space_widened_to_what_ran():
+    """One conversion to Optuna's distributions (the space's), for the search and for the study rebuilt from a
+    run's record; the record's search section read as the space reads it."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     from results.importance import distribution
+    from results.run_record import dimensions
 
-    assert distribution("lr", [0.003, 0.03], {"low": 0.002, "high": 0.02, "log": True}) == FloatDistribution(
-        0.002, 0.03, log=True
-    )
-    assert distribution("freqm", [24, 48], {"low": 16, "high": 64, "integer": True}) == IntDistribution(16, 64)
-    assert distribution("base_channels", [32], {"choices": [24, 32]}) == CategoricalDistribution([24, 32])
+    record = {"search": {"subset": [5], "lr": {"low": 0.002, "high": 0.02, "log": True},
+                         "freqm": {"low": 16, "high": 64, "log": False}, "base_channels": [24, 32]}}  # fmt: skip
+    found = dimensions(record)
+    assert list(found) == ["lr", "freqm", "base_channels"]
+    assert found["lr"].distribution() == FloatDistribution(0.002, 0.02, log=True)
+    assert distribution("lr", [0.003, 0.03], found["lr"]) == FloatDistribution(0.002, 0.03, log=True)
+    assert distribution("freqm", [24, 48], found["freqm"]) == IntDistribution(16, 64)
+    assert distribution("base_channels", [32], found["base_channels"]) == CategoricalDistribution([24, 32])
     assert distribution("temperature", [1.5, 3.0]) == FloatDistribution(1.5, 3.0)  # no bounds recorded
+    assert dimensions({"kind": "replication", "seed": 3, "seeds": 2, "search": {}})["seed"].choices == (3, 4)
 
 
 def _test_figure(trial_dir: Path, name: str) -> float:

@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from results.export import load_student
 from search.run import main
-from search.space_file import read_space_file
+from spaces.space_file import read_space_file
 from trainables.asc.data import load_prepared
 from trainables.asc.evaluation import predict, split_metrics
 from trainables.asc.logits_file import read_logits
@@ -58,6 +58,8 @@ def test_leaderboard_ranks_every_trial_per_subset(first_run):
                 "macro_acc", *[f"acc_{d}" for d in DEVICES], *[f"test_acc_{d}" for d in DEVICES]]  # fmt: skip
     assert set(expected) <= set(board.columns)
     assert (board["status"] == "complete").all()
+    # Each student's size, as its trial reported it: the DCASE24 baseline's, within kd.yaml's budget.
+    assert (board["params"] == 61_148).all() and (board["macs"] == 29_419_156).all() and board["within_budget"].all()
     assert board["kd_lambda"].between(0.0, 0.5).all() and board["temperature"].between(1.0, 5.0).all()
 
 

@@ -302,7 +302,7 @@ def test_a_trained_teacher_near_chance_stops_the_run_before_students_train(ray_s
 @pytest.mark.parametrize("name", ["../x", "cache", "", "a/b"])
 def test_the_python_api_refuses_a_run_name_as_the_command_line_does(tmp_path, name):
     from search.api import run_search
-    from search.space_errors import SpaceError
+    from spaces.errors import SpaceError
 
     with pytest.raises(SpaceError, match="plain directory name"):
         run_search({"samples": 1}, storage=tmp_path / "runs", name=name)
@@ -313,7 +313,7 @@ def test_the_python_api_starts_from_kd_yaml():
     """The README's example: a few keys over kd.yaml, not over the bare settings types (an untrained passt_tiny)."""
     from search.api import over_default_space
     from search.systems import build_space
-    from search.space_file import read_space_file
+    from spaces.space_file import read_space_file
 
     example = {"samples": 2, "epochs": 1, "search": {"subset": [25], "kd_lambda": {"low": 0.0, "high": 0.5}}}
     space, demo = build_space(over_default_space(example)), build_space(read_space_file("kd"))
@@ -348,9 +348,9 @@ def test_a_run_directory_that_is_or_holds_a_link_out_is_refused(tmp_path, capsys
     """Issue 26, case 2: the run would write through the link, outside its directory."""
     from results import export, report
     from results.run_record import write_record
-    from search.space import to_mapping
+    from spaces.space import to_mapping
     from search.systems import build_space
-    from search.space_file import read_space_file
+    from spaces.space_file import read_space_file
 
     storage, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
     storage.mkdir()

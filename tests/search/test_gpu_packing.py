@@ -14,8 +14,8 @@ import torch
 
 from search.cluster import STUDENT_GPU_MEMORY, Gpu, automatic_resources, check_resources, trials_at_once
 from search.systems import build_space
-from search.space_errors import SpaceError
-from search.space_file import read_space_file
+from spaces.errors import SpaceError
+from spaces.space_file import read_space_file
 from tests.cuda_standin import cuda_standin
 from trainables.common import claim_device
 

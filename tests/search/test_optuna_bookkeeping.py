@@ -66,7 +66,7 @@ def test_per_subset_search_gives_each_subset_its_own_study_and_budget():
 
 def test_grid_sampler_visits_every_combination_once_and_tells_the_last():
     from search.systems import build_space
-    from search.space_file import read_space_file
+    from spaces.space_file import read_space_file
     from search.tuning import sampler_for
 
     raw = read_space_file("kd")

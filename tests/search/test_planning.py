@@ -12,7 +12,7 @@ import torch
 
 from search.planning import StepTiming, plan_line, planned_trials, student_seconds, time_student
 from search.systems import build_space
-from search.space_file import read_space_file
+from spaces.space_file import read_space_file
 from trainables.asc.data import load_prepared
 
 

@@ -195,12 +195,12 @@ def test_the_teacher_recipes_run_and_sit_reads_tau22_at_44_1_khz(ray_session, re
 
 def _recipe(name: str, tmp_path: Path, **paths: str):
     """A recipe space built as a run would, its local files pointed at stand-ins."""
-    from search.systems import build_space
-    from search.space_file import apply_override, read_space_file
+    from search.systems import build_space, system_of
+    from spaces.space_file import apply_override, read_space_file
 
     raw = read_space_file(name)
     for key, value in paths.items():
-        apply_override(raw, f"{key}={value}")
+        apply_override(raw, f"{key}={value}", system_of(raw))
     return build_space(raw)
 
 

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-import search.space
+import spaces.space
 import trainables
 from search.systems import build_space
-from search.space_errors import SpaceError
-from search.space_file import read_space_file
 from search.teachers import _init_part, _key
+from spaces.errors import SpaceError
+from spaces.space_file import read_space_file
 from trainables.asc.student import StudentArch
 from trainables.asc.student_training import StudentConfig
 from trainables.asc.teacher import TeacherConfig
 from trainables.settings import (
     FINITE, FLAG, Rule, SettingError, Settings, cache_key_fields, flag, nested, path_fields, path_setting, setting,
-)
+)  # fmt: skip
 from trainables.speaker.student_training import OskdftConfig
 from trainables.speaker.teacher import SslConfig
 from trainables.speaker.teacher_training import TeacherTrainConfig
@@ -41,7 +41,7 @@ def _settings_classes() -> set[type]:
     found, todo = set(), [Settings]
     while todo:
         for sub in todo.pop().__subclasses__():
-            if sub.__module__.startswith(("trainables.", "search.")) and sub not in found:
+            if sub.__module__.startswith(("trainables.", "search.", "spaces.")) and sub not in found:
                 found.add(sub)
                 todo.append(sub)
     return found
@@ -61,8 +61,8 @@ def test_every_field_of_every_settings_type_has_its_rule():
     assert {"StudentConfig", "StudentArch", "Budget", "FrontendConfig", "TeacherConfig", "SyntheticConfig",
             "PretrainingConfig", "OskdftConfig", "SslConfig", "TftConfig", "TeacherTrainConfig",
             "SyntheticSpeakerConfig", "SchedulerSettings", "ResourceSettings"} <= names, names  # fmt: skip
-    assert {c for c in classes if c.__module__ == "search.space"} == {search.space.SchedulerSettings,
-                                                                     search.space.ResourceSettings}
+    assert {c for c in classes if c.__module__ == "spaces.space"} == {spaces.space.SchedulerSettings,
+                                                                     spaces.space.ResourceSettings}
     for cls in classes:
         assert _unruled(cls) == [], f"{cls.__name__}: fields without a rule"
         cls()  # every default keeps its own rule
@@ -73,6 +73,18 @@ def test_every_field_of_every_settings_type_has_its_rule():
         bare: int = 3
 
     assert _unruled(Forgotten) == ["bare"], "the walk above finds a field declared without a rule"
+
+
+def test_every_field_of_the_space_has_its_rule_and_a_space_breaking_one_is_not_made():
+    assert _unruled(spaces.space.Space) == []
+    space = build_space(read_space_file("kd"))
+    for change, needle in [({"subsets": (5, 7)}, "subsets: must be a list"), ({"sections": {"teacher": {}}}, "sections"),
+                           ({"arms": {"": {}}}, "arms: must be a mapping"), ({"settings": {"lr": 1}}, "settings"),
+                           ({"system": ""}, "system: must be a non-empty string")]:  # fmt: skip
+        with pytest.raises(SettingError, match=needle):
+            dataclasses.replace(space, **change)
+    mapping = Rule(kind="mapping", item=Rule(low=0))
+    assert mapping.allows({"a": 1}) and not mapping.allows({"a": -1}) and not mapping.allows({1: 1})
 
 
 def test_the_teacher_cache_key_is_declared_on_every_teacher_field_and_keeps_its_hash():

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from search.run import main
-from search.systems import build_space
-from search.space_errors import SpaceError
-from search.space_file import apply_override, read_space_file
+from search.systems import build_space, system_of
+from spaces.errors import SpaceError
+from spaces.space_file import apply_override, read_space_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,13 +133,13 @@ def test_bad_flags(tmp_path, capsys):
 
 def test_overrides_reach_the_settings():
     raw = read_space_file("kd")
-    apply_override(raw, "epochs=2")
-    apply_override(raw, "teacher.epochs=1")
-    apply_override(raw, "weight_decay=1e-3")  # YAML 1.1 reads 1e-3 as text; a float setting still takes it
+    apply_override(raw, "epochs=2", system_of(raw))
+    apply_override(raw, "teacher.epochs=1", system_of(raw))
+    apply_override(raw, "weight_decay=1e-3", system_of(raw))  # YAML 1.1: 1e-3 is text; a float setting takes it
     space = build_space(raw)
     assert space.settings.epochs == 2 and space.teacher.epochs == 1 and space.settings.weight_decay == 0.001
     with pytest.raises(SpaceError):
-        apply_override(raw, "data.sed=1")
+        apply_override(raw, "data.sed=1", system_of(raw))
 
 
 @pytest.mark.parametrize(("space", "setting"), [("kd", "temperature=3"), ("kd", "subset=5"), ("oskdft2", "lr=5e-5"),
@@ -158,14 +158,14 @@ def test_a_searched_setting_that_is_also_fixed_is_refused(tmp_path, capsys, spac
 
 def test_set_search_fixes_or_reranges_a_searched_setting(capsys):
     raw = read_space_file("oskdft2")
-    apply_override(raw, "search.lr=5e-5")  # the way to fix a searched setting: it leaves the search
-    apply_override(raw, "search.kd_weight={low: 0.5, high: 2.0}")
+    apply_override(raw, "search.lr=5e-5", system_of(raw))  # the way to fix a searched setting: it leaves the search
+    apply_override(raw, "search.kd_weight={low: 0.5, high: 2.0}", system_of(raw))
     space = build_space(raw)
     assert space.settings.lr == 5e-5 and "lr" not in {d.name for d in space.dimensions}
     kd = next(d for d in space.dimensions if d.name == "kd_weight")
     assert (kd.low, kd.high, kd.log) == (0.5, 2.0, False)
     with pytest.raises(SpaceError, match="lrr"):
-        apply_override(raw, "search.lrr=1")
+        apply_override(raw, "search.lrr=1", system_of(raw))
     for name in ("kd", "teacher", "teacher_tiny", "oskdft2"):  # no shipped space holds both (oskdft2_vox1: its test)
         build_space(read_space_file(name))
 
@@ -210,8 +210,7 @@ def test_a_replication_fixes_every_setting_and_trains_each_seed_without_selectin
     assert [d.name for d in space.dimensions] == ["seed"] and space.dimensions[0].choices == (7, 8, 9)
     assert (space.scheduler.type, space.confirm_top_k, space.compare_without_kd) == ("fifo", 0, False)
     # Its record is itself a replication's space file: the same space again.
-    from results.run_record import plain
-    from search.space import to_mapping
+    from spaces.space import plain, to_mapping
 
     again = build_space(plain(to_mapping(space)))
     assert again == space and again.published == space.published
@@ -251,8 +250,7 @@ def _arms(**arms) -> dict:
 
 
 def test_arms_set_several_settings_at_once_and_are_recorded():
-    from results.run_record import plain
-    from search.space import to_mapping
+    from spaces.space import plain, to_mapping
 
     space = build_space(_arms(low={"lr": 0.001, "kd_lambda": 0.1}, high={"lr": 0.01, "kd_lambda": 0.5}))
     assert [(d.name, d.choices) for d in space.dimensions] == [("arm", ("low", "high"))] and space.samples == 2

@@ -9,7 +9,7 @@ import json
 import re
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,7 @@ class ToyConfig(Settings):
 class ToyContext:
     data_dir: Path
     teacher: Path  # the teacher's logits of every point
+    settings: ToyConfig  # the space's; a trial's are these with the search's suggestion in place
 
 
 def _generate(config: ToyData, directory: Path) -> None:
@@ -106,11 +107,11 @@ def toy_context(request) -> ToyContext:
     path = request.run_dir / "toy_teacher.pt"
     torch.save(teacher(torch.from_numpy(data.points)).detach(), path)
     print(f"Toy teacher: {path}", flush=True)
-    return ToyContext(request.data, path)
+    return ToyContext(request.data, path, request.space.settings)
 
 
 def toy_trial(config: dict, context: ToyContext) -> None:
-    settings = ToyConfig.from_dict(config)
+    settings = replace(context.settings, **config)
     data = _load(context.data_dir)
     points, labels = torch.from_numpy(data.points), torch.from_numpy(data.labels)
     soft = torch.softmax(torch.load(context.teacher, weights_only=True), 1)
@@ -120,7 +121,7 @@ def toy_trial(config: dict, context: ToyContext) -> None:
                      settings.seed)  # fmt: skip
         with torch.no_grad():
             predicted = model(points).argmax(1)
-        metrics = {"epoch": epoch, "acc": float((predicted[val] == labels[val]).float().mean())}
+        metrics = {"epoch": epoch, "epochs": settings.epochs, "acc": float((predicted[val] == labels[val]).float().mean())}
         if epoch == settings.epochs:
             metrics["test_acc"] = float((predicted[test] == labels[test]).float().mean())
         with tempfile.TemporaryDirectory() as directory:

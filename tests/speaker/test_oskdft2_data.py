@@ -153,7 +153,7 @@ def test_the_embedded_speaker_dataset_is_made_once_and_reused_by_the_next_run(tm
     from results.run_record import write_record
     from search.preflight import prepare_dataset
     from search.run import make_request, parse_args
-    from search.space import to_mapping
+    from spaces.space import to_mapping
 
     argv = ["--space", "oskdft2", "--storage", str(tmp_path), "--name", "first"]
     for setting in ("data.train_speakers=4", "data.val_speakers=2", "data.test_speakers=2", "data.ood_speakers=4"):

@@ -203,12 +203,11 @@ class OverBudget(RuntimeError):
     """A student configuration over the space's complexity budget; it is not trained."""
 
 
-def check_budget(arch: StudentArch, sample_rate: int, limit: Budget) -> None:
-    """Refuse, before training, a student architecture over the space's complexity budget."""
-    if not (limit.param_bytes or limit.macs):
-        return
+def check_budget(arch: StudentArch, sample_rate: int, limit: Budget) -> Complexity:
+    """The complexity of a student for 1-s clips at `sample_rate`; OverBudget, before training, over the budget."""
     frontend = FrontendConfig(sample_rate=sample_rate)
     found = complexity(arch, (frontend.n_mels, sample_rate // frontend.hop_length + 1))
     reasons = limit.violations(found)
     if reasons:
         raise OverBudget("over the complexity budget: " + "; ".join(reasons))
+    return found

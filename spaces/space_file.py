@@ -1,6 +1,6 @@
 """A space file read from disk (YAML data, never code) and the command line's `--set KEY=VALUE` applied to it.
 
-Both give the raw mapping that `search.space.build_space` validates.
+Both give the raw mapping that `spaces.space.build_space` validates.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from typing import Any
 
 import yaml
 
-from search.space import SCALAR_KEYS, SPACES_DIR, section_types, setting_names
-from search.space_errors import SpaceError, shown, suggest
-from search.system import System
-from search.systems import system_of
+from spaces.errors import SpaceError, shown, suggest
+from spaces.space import SCALAR_KEYS, SPACES_DIR, Schema, section_types, setting_names
 
 
 def resolve_path(name_or_path: str) -> Path:
@@ -88,13 +86,12 @@ def read_space_file(name_or_path: str) -> dict:
     return raw
 
 
-def apply_override(raw: dict, assignment: str) -> None:
-    """Apply one `--set KEY=VALUE` (dotted keys for sections) to the raw mapping, in place."""
+def apply_override(raw: dict, assignment: str, schema: Schema) -> None:
+    """Apply one `--set KEY=VALUE` (dotted keys for sections) to the raw mapping of a space of `schema`, in place."""
     key, sep, text = assignment.partition("=")
     if not sep or not key:
         raise SpaceError(f"--set {shown(assignment)}: expected KEY=VALUE")
     parts = key.split(".")
-    schema = system_of(raw)
     sections = section_types(schema)
     if len(parts) == 2 and parts[0] == "search":
         _override_search(raw, parts[1], text, schema)
@@ -123,7 +120,7 @@ def apply_override(raw: dict, assignment: str) -> None:
     target[parts[-1]] = value
 
 
-def _override_search(raw: dict, name: str, text: str, schema: System) -> None:
+def _override_search(raw: dict, name: str, text: str, schema: Schema) -> None:
     """`--set search.NAME=VALUE`: a range or list replaces NAME's search; a plain value fixes NAME at it
     (NAME leaves `search:` and becomes a fixed setting), the way to fix a setting the space file searches.
     `--set search.arm=[NAME, …]` keeps only those of the file's arms."""

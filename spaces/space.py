@@ -20,29 +20,49 @@ A space file is YAML data (loaded with yaml.safe_load: nothing in it is evaluate
 `system` picks what a trial trains (search/systems/): `asc_kd` (a KD student; fixed settings are
 StudentConfig's), `asc_teacher` (a PaSST teacher fine-tuning; TeacherConfig's) or `oskdft2` (OskdftConfig's).
 Every error is a `SpaceError` whose message names the offending key. Reading the file and `--set` are
-search/space_file.py; this module turns the raw mapping into a `Space`.
+spaces/space_file.py; this module turns the raw mapping into a `Space` and a `Space` back into a mapping. It knows no
+system: what it needs of one is the `Schema` it is given (search/system.py's `System` is one).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from search.space_errors import SpaceError, shown, suggest
-from search.system import System
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from spaces.errors import SpaceError, shown, suggest
 from trainables.asc.data import SUBSETS
 from trainables.asc.student import Budget
 from trainables.asc.teacher import TeacherConfig
 from trainables.settings import (
-    SEED_HIGH, Rule, SettingError, Settings, check, path_fields, rule_of, seed_setting, setting,
-)
+    SEED_HIGH, TEXT, Rule, SettingError, Settings, check, flag, path_fields, rule_of, seed_setting, setting,
+)  # fmt: skip
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
+SPACES_DIR = Path(__file__).resolve().parent  # the shipped space files lie beside this module
+
+
+@runtime_checkable
+class Schema(Protocol):
+    """What a space needs to know of its system (search.system.System provides it)."""
+
+    name: str
+    settings: type  # the trial's settings type: the space's fixed settings are its fields
+    sections: dict[str, type]  # section name → its settings type
+    metric: re.Pattern  # the metrics a space of the system may rank by
+    default_metric: str
+    default_mode: str
+    by_subset: bool  # trials are grouped by training subset (search.subset)
+    not_searchable: frozenset[str]  # settings a search may not vary
+
+    def uses_teacher(self, space: Space) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,17 @@ class Dimension:
     log: bool = False
     choices: tuple | None = None
     integer: bool = False
+
+    def distribution(self, observed: Iterable = ()) -> BaseDistribution:
+        """The Optuna distribution the search samples from; values `observed` outside it (trials of a record
+        written by an older space) widen it, so a study rebuilt from them accepts every one."""
+        observed = list(observed)
+        if self.choices is not None:
+            return CategoricalDistribution(list(dict.fromkeys([*self.choices, *observed])))
+        low, high = min([self.low, *observed]), max([self.high, *observed])
+        if self.integer:
+            return IntDistribution(int(low), int(high), log=self.log)
+        return FloatDistribution(float(low), float(high), log=self.log and low > 0)
 
 
 @dataclass(frozen=True)
@@ -98,20 +129,26 @@ class Published:
 KINDS = ("search", "replication")
 
 
+def _of(cls: type, means: str | None = None) -> Rule:
+    return Rule(kind="settings", settings=cls, means=means)
+
+
 @dataclass(frozen=True)
 class Space:
-    system: str
-    metric: str
+    system: str = setting(rule=TEXT)  # the registry's name of the system
+    metric: str = setting(rule=TEXT)  # the ranking metric (the system's Schema.metric says which)
     mode: str = setting(choices=("max", "min"))
     samples: int = setting(low=1)  # trials per subset (a grid: every combination once)
-    subsets: tuple[int, ...]  # empty for systems not grouped by subset
-    dimensions: tuple[Dimension, ...]
-    scheduler: SchedulerSettings
-    resources: ResourceSettings
-    settings: Any  # the trial's fixed settings: an instance of spec.settings
-    sections: dict = field(default_factory=dict)  # name → settings of each of the system's sections
+    # The training subsets, each searched on its own; empty for systems not grouped by subset.
+    subsets: tuple[int, ...] = setting(rule=Rule(kind="items", item=Rule(choices=SUBSETS)))
+    dimensions: tuple[Dimension, ...] = setting(rule=Rule(kind="items", item=_of(Dimension)))
+    scheduler: SchedulerSettings = setting(rule=_of(SchedulerSettings))
+    resources: ResourceSettings = setting(rule=_of(ResourceSettings))
+    settings: Settings = setting(rule=_of(Settings))  # the trial's fixed settings: an instance of spec.settings
+    # name → settings of each of the system's sections
+    sections: dict = setting(default_factory=dict, rule=Rule(kind="mapping", item=_of(Settings)))
     max_concurrent: int = setting(0, low=0)  # 0: as many as the resources allow
-    compare_without_kd: bool = True  # retrain each subset's best configuration with kd_lambda = 1
+    compare_without_kd: bool = flag(True)  # retrain each subset's best configuration with kd_lambda = 1
     max_failures: int = setting(0, low=0)  # retries of a trial whose worker died
     seed: int = seed_setting(derived=max(SUBSETS))  # seed of the Optuna samplers: subset N's is seed + N
     sampler: str = setting("tpe", choices=("tpe", "random", "grid"))  # grid: every combination of the searched choices
@@ -122,12 +159,14 @@ class Space:
     # `seeds` seeds (the settings' seed and the next ones), nothing selected, every figure on the full test set.
     kind: str = setting("search", choices=KINDS)
     seeds: int = setting(5, low=1)  # a replication's runs per subset
-    published: Published | None = None  # a replication's published figures, to set beside its own
+    published: Published | None = setting(None, rule=_of(Published))  # a replication's figures, set beside its own
     # search.arm: named bundles of fixed settings, one searched choice (`arm`) that sets several settings at once, for
     # arms that differ in more than one setting (NTU's Seq-FT and SIT differ in lr and head_lr); name → settings
-    arms: dict = field(default_factory=dict)
-    source: dict = field(default_factory=dict, compare=False)  # the merged mapping, for the record
-    spec: System | None = field(default=None, compare=False, repr=False)  # the registry's entry `system` names
+    arms: dict = setting(default_factory=dict, rule=Rule(kind="mapping", item=_of(dict)))
+    # The merged mapping, for the record; and the registry's System that `system` names (neither compared).
+    source: dict = field(default_factory=dict, compare=False, metadata={"rule": Rule(kind="mapping")})
+    spec: Schema | None = field(default=None, compare=False, repr=False,
+                                metadata={"rule": _of(Schema, "must be a system (search/system.py System)")})
 
     def __post_init__(self) -> None:
         check(self)
@@ -162,16 +201,16 @@ SCALAR_KEYS = {"system": str, "metric": str, "mode": str, "samples": int, "max_c
 _COMMON_SECTIONS: dict[str, type] = {"scheduler": SchedulerSettings, "resources": ResourceSettings}
 
 
-def section_types(schema: System) -> dict[str, type]:
+def section_types(schema: Schema) -> dict[str, type]:
     return {**_COMMON_SECTIONS, **schema.sections}
 
 
-def setting_names(schema: System) -> set[str]:
+def setting_names(schema: Schema) -> set[str]:
     """Top-level keys: the trial settings' fields, except those a section of the same name fills."""
     return {f.name for f in dataclasses.fields(schema.settings)} - set(schema.sections)
 
 
-def _refuse_searched_and_fixed(raw: dict, dimensions: tuple[Dimension, ...], schema: System) -> None:
+def _refuse_searched_and_fixed(raw: dict, dimensions: tuple[Dimension, ...], schema: Schema) -> None:
     """A setting both searched and fixed would silently lose its fixed value to the search: refuse it."""
     searched = [d.name for d in dimensions] + (["subset"] if schema.by_subset else [])
     for name in searched:
@@ -196,7 +235,7 @@ def _field_default(cls: type, name: str) -> Any:
     return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
 
-def build(raw: dict, schema: System) -> Space:
+def build(raw: dict, schema: Schema) -> Space:
     """Validate the raw mapping of a space of the system `schema` into a `Space`; raise SpaceError naming the first
     problem. (search.systems.build_space finds the system the mapping names.)"""
     raw = dict(raw)
@@ -276,7 +315,11 @@ def _replicate(meta: dict, settings: Any, searched: tuple[Dimension, ...]) -> tu
     if first + count - 1 > SEED_HIGH:
         raise SpaceError(f"seed: {first} + seeds {count} must stay at most {SEED_HIGH} (a replication trains seed … "
                          "seed + seeds − 1)")  # fmt: skip
-    return (Dimension("seed", choices=tuple(range(first, first + count)), integer=True),)
+    return (_seed_dimension(first, count),)
+
+
+def _seed_dimension(first: int, count: int) -> Dimension:
+    return Dimension("seed", choices=tuple(range(first, first + count)), integer=True)
 
 
 def _no_early_stopping(scheduler: SchedulerSettings, given: Any) -> SchedulerSettings:
@@ -285,7 +328,7 @@ def _no_early_stopping(scheduler: SchedulerSettings, given: Any) -> SchedulerSet
     return dataclasses.replace(scheduler, type="fifo")
 
 
-def _build_published(raw: Any, schema: System, subsets: tuple[int, ...], metric: str) -> Published | None:
+def _build_published(raw: Any, schema: Schema, subsets: tuple[int, ...], metric: str) -> Published | None:
     """`published: {source, metric, figures}`: the figures in percent, one per subset the space runs."""
     if raw is None:
         return None
@@ -311,7 +354,7 @@ def _build_published(raw: Any, schema: System, subsets: tuple[int, ...], metric:
     return Published(source.strip(), figure, {k: checked[k] for k in keys if k in checked})
 
 
-def _build_search(search: Any, schema: System,
+def _build_search(search: Any, schema: Schema,
                   replication: bool = False) -> tuple[tuple[int, ...], tuple[Dimension, ...]]:  # fmt: skip
     if search is None and replication:
         search = {}
@@ -350,7 +393,7 @@ def _build_search(search: Any, schema: System,
 ARM = "arm"
 
 
-def _build_arms(search: dict, schema: System, settings: Any, raw: dict,
+def _build_arms(search: dict, schema: Schema, settings: Any, raw: dict,
                 dimensions: tuple[Dimension, ...]) -> dict[str, dict]:  # fmt: skip
     """`search.arm`: each arm's settings, typed and checked as the settings type checks them. A setting an arm sets
     is neither fixed nor searched besides: it would silently lose to the arm, or the arm to it."""
@@ -382,6 +425,32 @@ def _build_arms(search: dict, schema: System, settings: Any, raw: dict,
             raise SpaceError(f"{where}: {err}") from None
         arms[arm] = typed
     return arms
+
+
+def recorded_dimensions(mapping: dict) -> tuple[Dimension, ...]:
+    """The searched dimensions of a space file's mapping written by `to_mapping` (a run's record), read without its
+    system: each entry as `build` reads it, its type that of its values. A replication's one is its seed."""
+    if mapping.get("kind") == "replication":
+        return (_seed_dimension(int(mapping.get("seed", 0)), int(mapping.get("seeds", 1))),)
+    found = []
+    for name, spec in (mapping.get("search") or {}).items():
+        if name == "subset":
+            continue
+        if name == ARM:
+            found.append(Dimension(ARM, choices=tuple(spec)))
+            continue
+        found.append(_build_dimension(name, spec, _kind_of(spec), f"search.{name}", None))
+    return tuple(found)
+
+
+def _kind_of(spec: Any) -> type:
+    """The type a recorded range or list of choices was written with."""
+    values = spec if isinstance(spec, list) else [spec.get("low"), spec.get("high")] if isinstance(spec, dict) else []
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return int
+    if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return float
+    return str if isinstance(spec, list) and all(isinstance(v, str) for v in spec) else object
 
 
 def _build_dimension(name: str, spec: Any, kind: Any, where: str, rule: Rule | None) -> Dimension:
@@ -447,7 +516,9 @@ def _build_dataclass(cls: type, values: Any, where: str, fills: dict | None = No
 
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:
-    """Check (and gently convert) one value against a type hint."""
+    """Check (and gently convert) one value against a type hint (object: any value)."""
+    if kind is object:
+        return value
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
         options = typing.get_args(kind)
         if value is None and type(None) in options:
@@ -511,3 +582,23 @@ def to_mapping(space: Space) -> dict:
         "scheduler": dataclasses.asdict(space.scheduler), "resources": dataclasses.asdict(space.resources),
         **{name: dataclasses.asdict(value) for name, value in space.sections.items()}, **fixed,
     }  # fmt: skip
+
+
+def differences(recorded: Any, current: Any, where: str = "") -> list[str]:
+    """'key: recorded → now' for every setting that differs, dotted keys for nested ones."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        found = []
+        for key in list(recorded) + [k for k in current if k not in recorded]:
+            label = f"{where}.{key}" if where else str(key)
+            found += differences(recorded.get(key, "(absent)"), current.get(key, "(absent)"), label)
+        return found
+    return [] if recorded == current else [f"{where}: {recorded!r} → {current!r}"]
+
+
+def plain(value: Any) -> Any:
+    """`value` as a space file holds it once written and read back: tuples as lists."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value

@@ -18,8 +18,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from search.request import RunRequest
 from search.signals import sigterm_shielded
-from spaces.space import GPU_TRIAL_CPUS, ResourceSettings, Space
 from spaces.errors import SpaceError
+from spaces.space import GPU_TRIAL_CPUS, ResourceSettings, Space
 
 ROOT = Path(__file__).resolve().parent.parent
 # A reused worker runs each trial in a new thread, and glibc gives threads their own malloc arenas, each keeping

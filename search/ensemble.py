@@ -25,12 +25,12 @@ from results.distillation import write_teachers
 from search.console import banner
 from search.request import RunRequest
 from search.scene_checks import check_scene_run
-from spaces.space import Space
-from spaces.errors import SpaceError
 from search.teacher_checks import check_teacher_strength
 from search.teachers import TeacherPlan, _key, fit_teachers, member_name, print_teachers, run_context, teacher_dataset
-from search.trial_context import TeacherJob, TrialContext
+from search.trial_context import StudentContext, TeacherJob
 from search.trials import ranked, save_subset_logits
+from spaces.errors import SpaceError
+from spaces.space import Space
 from trainables.asc.data import AscData, load_prepared
 from trainables.asc.ensemble import ensemble_teachers as shared_settings
 from trainables.asc.evaluation import eval_batch_size
@@ -58,12 +58,12 @@ def check_ensemble_run(request: RunRequest) -> None:
     check_scene_run(dataclasses.replace(request, space=space))
 
 
-def ensemble_teachers(request: RunRequest) -> TrialContext:
+def ensemble_teachers(request: RunRequest) -> StudentContext:
     """Every subset's averaged teacher logits in the cache, training (as Ray trials) only the members not there."""
     request = dataclasses.replace(request, space=with_teachers(request.space))
     space = request.space
     if not space.uses_teacher:
-        return run_context(request, settings=students_settings(space), budget=space.budget)
+        return run_context(request, StudentContext, settings=students_settings(space), budget=space.budget)
     passt, cnn, count = space.teacher, space.sections["cnn_teacher"], space.settings.cnn_teachers
     banner(f"Teachers: {passt.ensemble} PaSST and {count} CNN per subset, their logits averaged")
     data = load_prepared(request.data)
@@ -83,7 +83,8 @@ def ensemble_teachers(request: RunRequest) -> TrialContext:
     print_teachers(paths)
     print(f"Teachers' test figures: {write_teachers(request.run_dir, paths)}", flush=True)
     check_teacher_strength(passt, {s: read_logits(p)["metrics"] for s, p in paths.items()}, len(data.classes))
-    return run_context(request, settings=students_settings(space), teacher_logits=paths, budget=space.budget)
+    return run_context(request, StudentContext, settings=students_settings(space), teacher_logits=paths,
+                       budget=space.budget)  # fmt: skip
 
 
 def cnn_member_path(cache: Path, data: AscData, cnn: StudentConfig, subset: int, seed: int) -> Path:

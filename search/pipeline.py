@@ -29,9 +29,9 @@ from search.console import banner, quiet_ray
 from search.planning import plan_line, time_steps
 from search.request import RunRequest
 from search.signals import terminate_as_interrupt
-from spaces.space import to_mapping
 from search.teacher_checks import WeakTeacher
 from search.tuning import run_confirmation, run_references, search_trials
+from spaces.space import to_mapping
 from trainables.asc.data import load_prepared
 
 

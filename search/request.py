@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from spaces.space import Space
 from spaces.errors import SpaceError, shown
+from spaces.space import Space
 
 # Names a run may not take: the storage's own folders, and anything that would leave the storage.
 RESERVED_NAMES = (".", "..", "cache")

@@ -11,8 +11,8 @@ import math
 import numpy as np
 
 from search.request import RunRequest
-from spaces.errors import SpaceError
 from search.teacher_checks import check_scene_teacher, check_teacher_is_trained
+from spaces.errors import SpaceError
 from trainables.asc.data import AscData, check_splits, load_prepared
 from trainables.asc.metrics import device_metrics
 

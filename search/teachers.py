@@ -12,7 +12,7 @@ Where a subset's teacher comes from, in order of the `teacher` section's setting
   4. members averaged into one teacher when `ensemble` > 1.
 
 Each system's teacher preparation (`System.context`, search/system.py) ends here too: it makes what the
-system's trials distil from and returns the `TrialContext` they all get.
+system's trials distil from and returns the system's `TrialContext` they all get.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from search.preflight import cached_dataset
 from search.progress import TrialName
 from search.request import RunRequest
 from search.teacher_checks import check_teacher_strength, external_logits_paths, read_external_logits
-from search.trial_context import TeacherJob, TrialContext
+from search.trial_context import SpeakerContext, StudentContext, TeacherJob, TeacherSearchContext, TrialContext
 from search.trials import save_state, save_subset_logits, ssl_teacher_trial, teacher_trial
 from search.tuning import fit_experiment
 from trainables.asc.cochlscene import prepare_cochlscene
@@ -50,6 +51,8 @@ from trainables.settings import cache_key_fields
 from trainables.speaker.data import load_prepared as load_speakers
 from trainables.speaker.teacher import build_teacher, load_ssl_state_dict
 from trainables.tensor_files import UnreadableFile, load_tensors
+
+C = TypeVar("C", bound=TrialContext)
 
 
 def _key(*parts) -> str:
@@ -265,12 +268,13 @@ def ensure_ssl_teacher(request: RunRequest, data_dir: Path) -> Path:
     return path
 
 
-def run_context(request: RunRequest, **given) -> TrialContext:
+def run_context(request: RunRequest, kind: type[C], **given) -> C:
+    """The run's context of type `kind` (the system's TrialContext): what every trial gets, and `given`."""
     res = request.space.resources
     held_out = ("test", "full_test") if request.space.kind == "replication" else ("test",)
     given = {"settings": request.space.settings, **given}
-    return TrialContext(data_dir=request.data, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial, held_out=held_out,
-                        metric=request.space.metric, arms=request.space.arms, **given)  # fmt: skip
+    return kind(data_dir=request.data, cpus=res.cpus_per_trial, gpus=res.gpus_per_trial, held_out=held_out,
+                metric=request.space.metric, arms=request.space.arms, **given)  # fmt: skip
 
 
 def teacher_dataset(request: RunRequest, teacher: TeacherConfig) -> Path:
@@ -289,7 +293,7 @@ def teacher_dataset(request: RunRequest, teacher: TeacherConfig) -> Path:
     return prepare_at_rate(data, root, request.cache_dir / "datasets", teacher.sample_rate)
 
 
-def distillation_teachers(request: RunRequest) -> TrialContext:
+def distillation_teachers(request: RunRequest) -> StudentContext:
     """asc_kd: every subset's teacher logits in the cache (trained where missing), when some trial distils."""
     teacher_logits = {}
     if request.space.uses_teacher:
@@ -300,10 +304,10 @@ def distillation_teachers(request: RunRequest) -> TrialContext:
         print(f"Teachers' test figures: {write_teachers(request.run_dir, teacher_logits)}", flush=True)
         check_teacher_strength(request.space.teacher, {s: read_logits(p)["metrics"] for s, p in teacher_logits.items()},
                                len(load_prepared(request.data).classes))  # fmt: skip
-    return run_context(request, teacher_logits=teacher_logits, budget=request.space.budget)
+    return run_context(request, StudentContext, teacher_logits=teacher_logits, budget=request.space.budget)
 
 
-def teacher_start(request: RunRequest) -> TrialContext:
+def teacher_start(request: RunRequest) -> TeacherSearchContext:
     """asc_teacher: the stages before fine-tuning (pretraining, CochlScene), trained where missing; each arm of
     the space (search.arm) starts from its own, since an arm's rates hold in those stages too (NTU's SIT learns
     CochlScene slowly as well)."""
@@ -311,9 +315,9 @@ def teacher_start(request: RunRequest) -> TrialContext:
     init = TeacherPlan(request, request.data, settings).run_init_stages() if not request.space.arms else None
     arm_inits = {arm: TeacherPlan(request, request.data, dataclasses.replace(settings, **values), arm).run_init_stages()
                  for arm, values in request.space.arms.items()}  # fmt: skip
-    return run_context(request, init_path=init, arm_inits=arm_inits)
+    return run_context(request, TeacherSearchContext, init_path=init, arm_inits=arm_inits)
 
 
-def ssl_teacher(request: RunRequest) -> TrialContext:
+def ssl_teacher(request: RunRequest) -> SpeakerContext:
     """oskdft2: the frozen SSL teacher, given or trained once."""
-    return run_context(request, teacher_state=ensure_ssl_teacher(request, request.data))
+    return run_context(request, SpeakerContext, teacher_state=ensure_ssl_teacher(request, request.data))

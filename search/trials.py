@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from ray import tune
 
-from search.trial_context import TeacherJob, TrialContext
+from search.trial_context import SpeakerContext, StudentContext, TeacherJob, TeacherSearchContext
 from trainables.asc.data import AscData, load_prepared
 from trainables.asc.evaluation import logits_metrics
 from trainables.asc.logits_file import aligned_logits, save_logits, write_seed_logits
@@ -35,7 +35,7 @@ from trainables.speaker.teacher import SslConfig
 from trainables.speaker.teacher_training import TeacherTrainConfig, train_ssl_teacher
 
 
-def student_trial(config: dict, context: TrialContext) -> None:
+def student_trial(config: dict, context: StudentContext) -> None:
     """Train one student; report every epoch's metrics with a checkpoint (student.pt + train_state.pt)."""
     config, context = context.with_arm(config)
     settings: StudentConfig = replace(context.settings, **config)
@@ -91,7 +91,7 @@ def _report_with_checkpoint(metrics: dict, make_checkpoint) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def oskdft2_trial(config: dict, context: TrialContext) -> None:
+def oskdft2_trial(config: dict, context: SpeakerContext) -> None:
     """Train one OS-KDFT2 student (student + feature tuner) against the cached teacher; report EER each epoch."""
     config, context = context.with_arm(config)
     settings: OskdftConfig = replace(context.settings, **config)
@@ -141,7 +141,7 @@ def save_subset_logits(path: Path, data: AscData, subset: int, logits: np.ndarra
     save_logits(path, [data.filenames[r] for r in rows], logits, logits_metrics(logits, data, subset, rows))
 
 
-def teacher_search_trial(config: dict, context: TrialContext) -> None:
+def teacher_search_trial(config: dict, context: TeacherSearchContext) -> None:
     """One teacher fine-tuning of a teacher search: every epoch's validation figures; after the last,
     its test figures and a checkpoint with its logits for every clip in both formats."""
     config, context = context.with_arm(config)

@@ -5,10 +5,10 @@ A new system is one module here, beside its trainables, and one line in SYSTEMS.
 
 from __future__ import annotations
 
-from spaces.space import Space, build
-from spaces.errors import SpaceError, shown
 from search.system import System
 from search.systems import asc_kd, asc_kd_ensemble, asc_teacher, oskdft2
+from spaces.errors import SpaceError, shown
+from spaces.space import Space, build
 
 SYSTEMS: dict[str, System] = {s.name: s for s in (asc_kd.SYSTEM, asc_teacher.SYSTEM, oskdft2.SYSTEM,
                                                   asc_kd_ensemble.SYSTEM)}  # fmt: skip

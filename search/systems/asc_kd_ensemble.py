@@ -4,8 +4,8 @@ caches) PaSST and baseline-CNN teachers per subset and averages their logits (se
 from results.formats import write_formats
 from search.ensemble import check_ensemble_run, ensemble_teachers
 from search.system import System
-from search.trials import student_trial
 from search.systems.scenes import ASC_DATA, ASC_METRIC, NO_KD, student_distils
+from search.trials import student_trial
 from trainables.asc.ensemble import EnsembleKdConfig
 from trainables.asc.student import Budget
 from trainables.asc.student_training import StudentConfig

@@ -29,8 +29,8 @@ from results.formats import max_difference
 from search.api import run_search
 from search.preflight import check_run_dir
 from search.run import main, make_request, parse_args
-from spaces.space import to_mapping
 from search.systems import build_space
+from spaces.space import to_mapping
 from spaces.space_file import read_space_file
 from tests.search.test_end_to_end import DEVICES, TINY_SETTINGS
 from trainables.asc.synthetic import CLASSES

@@ -348,8 +348,8 @@ def test_a_run_directory_that_is_or_holds_a_link_out_is_refused(tmp_path, capsys
     """Issue 26, case 2: the run would write through the link, outside its directory."""
     from results import export, report
     from results.run_record import write_record
-    from spaces.space import to_mapping
     from search.systems import build_space
+    from spaces.space import to_mapping
     from spaces.space_file import read_space_file
 
     storage, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"

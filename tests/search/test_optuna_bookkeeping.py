@@ -66,8 +66,8 @@ def test_per_subset_search_gives_each_subset_its_own_study_and_budget():
 
 def test_grid_sampler_visits_every_combination_once_and_tells_the_last():
     from search.systems import build_space
-    from spaces.space_file import read_space_file
     from search.tuning import sampler_for
+    from spaces.space_file import read_space_file
 
     raw = read_space_file("kd")
     raw.update(sampler="grid", search={"subset": [5], "lr": [0.002, 0.02], "kd_lambda": [0.1, 0.5, 1.0]})

@@ -1,7 +1,7 @@
 """Ctrl-C in the middle of a search stops it cleanly and --resume finishes it; a second driver of the same
 run is refused while the first holds it (issue 18, cases 1 and 2). SIGTERM, to the driver or to its whole process
 group, stops a run as Ctrl-C does, and the command printed to continue works from anywhere (issue 26, cases 8 and 9,
-in one run: the group's signal reaches the driver too)."""
+in one run: the group's signal reaches the driver too). One run, stopped once by each signal, then finished."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -21,86 +22,82 @@ from search.run import main
 from tests.search.test_resume import ROOT, _command, _epochs_checkpointed, _study
 
 
-def _wait_for_a_checkpoint(driver: subprocess.Popen, run_dir: Path) -> None:
-    """Until the run has checkpointed an epoch, or its driver ended (the caller asserts which)."""
+def _wait_for_a_checkpoint(driver: subprocess.Popen, run_dir: Path, beyond: int = 0) -> None:
+    """Until some trial of the run has checkpointed more than `beyond` epochs, or its driver ended (the caller
+    asserts which)."""
     deadline = time.time() + 240
-    while _epochs_checkpointed(run_dir) < 1 and time.time() < deadline and driver.poll() is None:
+    while _epochs_checkpointed(run_dir) <= beyond and time.time() < deadline and driver.poll() is None:
         time.sleep(0.2)
 
 
-def test_ctrl_c_stops_cleanly_and_resume_finishes_the_search(tmp_path, capsys, service_data):
-    storage = tmp_path / "runs"
-    run_dir = storage / "crash"
-    env = {**os.environ, "RAY_TMPDIR": f"/tmp/kdi{os.getpid()}", "RAY_AUTH_MODE": "disabled"}
-    command = _command(storage, service_data, "--samples", "2", "--set", "epochs=3", "--set", "max_concurrent=1")
-    log = tmp_path / "driver.log"
-    with log.open("w") as output:  # a session of its own: Ctrl-C reaches the driver and everything it started
-        driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+def _interrupted(command: list[str], cwd: Path, env: dict, log: Path, run_dir: Path, signal_: int, beyond: int = 0,
+                 while_running: Callable[[], None] | None = None) -> subprocess.Popen:  # fmt: skip
+    """Start `command` as the leader of its own process group (as a terminal or a batch job's shell starts it), wait
+    for a checkpoint past `beyond` epochs, call `while_running`, and send `signal_` to the whole group (what Ctrl-C
+    in its terminal, or a cluster scheduler, does); the driver, ended."""
+    with log.open("w") as output:
+        driver = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT,
                                   start_new_session=True)  # fmt: skip
     try:
-        _wait_for_a_checkpoint(driver, run_dir)
-        assert driver.poll() is None, f"the search ended before Ctrl-C:\n{log.read_text()[-2000:]}"
-
-        # Case 2: while the driver runs, a second run of the same name is refused before it touches anything.
-        assert main(command[2:]) == 2
-        assert "in use by another run" in capsys.readouterr().err
-
-        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in its terminal sends
-        assert driver.wait(timeout=120) == 130, log.read_text()[-3000:]
+        _wait_for_a_checkpoint(driver, run_dir, beyond)
+        assert driver.poll() is None, f"the search ended before it was signalled:\n{log.read_text()[-2000:]}"
+        if while_running is not None:
+            while_running()
+        os.killpg(driver.pid, signal_)
+        driver.wait(timeout=120)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-    said = log.read_text()
-    assert "--resume" in said and "Traceback" not in said, said[-3000:]
-    assert not (run_dir / "leaderboard.csv").exists(), "an interrupted search is not ranked"
-    assert not (run_dir / ".lock").exists()
-    states = {t.state for t in _study(run_dir).trials}
-    assert optuna.trial.TrialState.FAIL not in states, "an interrupted trial is not told failed"
-
-    resumed = subprocess.run(command + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
-    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-    board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
-    assert len(board) == 2 and (board["status"] == "complete").all(), board[["trial_id", "status", "epochs"]]
-    assert sorted(t.state.name for t in _study(run_dir).trials) == ["COMPLETE", "COMPLETE"]
+    return driver
 
 
-def test_sigterm_to_the_whole_process_group_stops_like_ctrl_c_and_the_printed_command_continues_from_anywhere(
-        tmp_path, service_data):  # fmt: skip
-    """A cluster scheduler signals the job's process group (`kill -TERM -<pgid>`), which holds the Ray the run
-    started: Ray's raylet and GCS must not go down with it and take the driver along (it exited 1, saying nothing).
-    The driver, signalled with the rest, stops as on Ctrl-C, and the command it prints continues the run from any
-    directory (the user typed `python search/run.py …`, a relative script path)."""
+def test_ctrl_c_then_sigterm_to_the_process_group_stop_cleanly_and_the_printed_command_finishes_from_anywhere(
+        tmp_path, capsys, service_data):  # fmt: skip
+    """Ctrl-C in the middle of a search stops it cleanly, and a second driver of the same run is refused while the
+    first holds it (issue 18, cases 1 and 2). The command it prints continues the run from any directory (the user
+    typed `python search/run.py …`, a relative script path); SIGTERM to that driver's whole process group, as a
+    cluster scheduler sends it, stops it as Ctrl-C does: Ray's raylet and GCS, in the group, must not go down with
+    it and take the driver along (issue 26, cases 8 and 9). The command printed then finishes the search."""
     storage = tmp_path / "runs"
     run_dir = storage / "crash"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {**os.environ, "RAY_TMPDIR": f"/tmp/kdg{os.getpid()}", "RAY_AUTH_MODE": "disabled"}
-    command = _command(storage, service_data, "--samples", "1", "--set", "epochs=2")
-    log = tmp_path / "driver.log"
-    with log.open("w") as output:  # the driver leads its own process group, as a batch job's shell does
-        driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                  start_new_session=True)  # fmt: skip
-    try:
-        _wait_for_a_checkpoint(driver, run_dir)
-        assert driver.poll() is None, f"the search ended before SIGTERM:\n{log.read_text()[-2000:]}"
-        os.killpg(driver.pid, signal.SIGTERM)
-        assert driver.wait(timeout=120) == 143, log.read_text()[-3000:]
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-    said = log.read_text()
+    env = {**os.environ, "RAY_TMPDIR": f"/tmp/kdi{os.getpid()}", "RAY_AUTH_MODE": "disabled"}
+    command = _command(storage, service_data, "--samples", "2", "--set", "epochs=3", "--set", "max_concurrent=1")
+
+    def second_driver_is_refused() -> None:  # case 2, while the first holds the run
+        assert main(command[2:]) == 2
+        assert "in use by another run" in capsys.readouterr().err
+
+    driver = _interrupted(command, ROOT, env, tmp_path / "ctrl_c.log", run_dir, signal.SIGINT,
+                          while_running=second_driver_is_refused)  # fmt: skip
+    said = (tmp_path / "ctrl_c.log").read_text()
+    assert driver.returncode == 130, said[-3000:]
+    assert "--resume" in said and "Traceback" not in said, said[-3000:]
+    assert not (run_dir / "leaderboard.csv").exists(), "an interrupted search is not ranked"
+    assert not (run_dir / ".lock").exists()
+    assert optuna.trial.TrialState.FAIL not in {t.state for t in _study(run_dir).trials}, "not told failed"
+
+    hints = [line for line in said.splitlines() if "continue with: " in line]
+    assert len(hints) == 1, said[-3000:]
+    again = shlex.split(hints[0].split("continue with: ", 1)[1])
+    assert again[-1] == "--resume" and Path(again[1]).is_absolute(), again
+    done = _epochs_checkpointed(run_dir)
+    driver = _interrupted(again, elsewhere, env, tmp_path / "sigterm.log", run_dir, signal.SIGTERM, beyond=done)
+    said = (tmp_path / "sigterm.log").read_text()
+    assert driver.returncode == 143, said[-3000:]
     hints = [line for line in said.splitlines() if "continue with: " in line]
     assert len(hints) == 1 and "Traceback" not in said and "core_worker" not in said, said[-3000:]
     assert said.rstrip().splitlines()[-1] == f"Interrupted; the trials are saved in {run_dir}", said[-1000:]
     assert not (run_dir / "leaderboard.csv").exists() and not (run_dir / ".lock").exists()
     assert optuna.trial.TrialState.FAIL not in {t.state for t in _study(run_dir).trials}
 
-    again = shlex.split(hints[0].split("continue with: ", 1)[1])
-    assert again[-1] == "--resume" and Path(again[1]).is_absolute(), again
-    resumed = subprocess.run(again, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=400)
+    resumed = subprocess.run(shlex.split(hints[0].split("continue with: ", 1)[1]), cwd=elsewhere, env=env,
+                             capture_output=True, text=True, timeout=400)  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
-    assert len(board) == 1 and (board["status"] == "complete").all(), board[["trial_id", "status", "epochs"]]
+    assert len(board) == 2 and (board["status"] == "complete").all(), board[["trial_id", "status", "epochs"]]
+    assert sorted(t.state.name for t in _study(run_dir).trials) == ["COMPLETE", "COMPLETE"]
 
 
 def test_stopped_before_the_run_started_it_says_how_to_start_it_as_typed(tmp_path):

@@ -15,6 +15,7 @@ with the trial's searched values, its `status` (complete, stopped, failed), the 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ray.tune.logger import TBXLoggerCallback
 
@@ -61,9 +62,10 @@ def trial_status(trial, epochs: int, failed: bool) -> str:
 
 
 class ReadableTensorBoard(TBXLoggerCallback):
-    """Grouped tags, a per-device layout, and HParams of `hparams` (config keys) with the trial's true status."""
+    """Grouped tags, a per-device layout, and HParams of `hparams` (name → the space's fixed value; a trial's config
+    overrides it) with the trial's true status."""
 
-    def __init__(self, hparams: list[str], epochs: int):
+    def __init__(self, hparams: dict[str, Any], epochs: int):
         super().__init__()
         self.hparams, self.epochs = hparams, epochs
         self._layout_written: set[str] = set()
@@ -119,7 +121,7 @@ class ReadableTensorBoard(TBXLoggerCallback):
         from tensorboardX.summary import hparams
 
         status = trial_status(trial, self.epochs, failed)
-        values = {k: trial.config.get(k) for k in self.hparams if k in trial.config}
+        values = {k: trial.config.get(k, fixed) for k, fixed in self.hparams.items()}  # else the space's fixed value
         values = {k: v for k, v in values.items() if isinstance(v, (str, bool, int, float))}
         metrics = dict(self._trial_result.get(trial, {}))
         experiment, start, _ = hparams({**values, "status": status}, metrics)

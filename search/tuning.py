@@ -72,7 +72,8 @@ def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: 
     # Tune restores callback states by position: the stateful ones keep theirs (CheckpointRetention third).
     checkpoints = tune.CheckpointConfig(checkpoint_score_attribute=space.metric, checkpoint_score_order=space.mode)
     searched = [d.name for d in space.dimensions]
-    hparams = list(dict.fromkeys(["subset", *searched, *space.spec.reference_overrides, "seed"]))
+    names = dict.fromkeys(["subset", *searched, *space.spec.reference_overrides, "seed"])
+    hparams = {name: getattr(space.settings, name, None) for name in names}  # a trial's config wins over these
     callbacks = [StorageWatch(request.storage), ReadableTensorBoard(hparams, space.settings.epochs if epochs is None else epochs)]
     if keep_checkpoints:
         callbacks.append(CheckpointRetention(space.metric, space.mode))
@@ -294,7 +295,8 @@ class StageJournal(tune.Callback):
         self.journal, self.run, self.stage = journal, run, stage
         self.metric, self.mode, self.epochs = space.metric, space.mode, space.settings.epochs
         self.distributions = {d.name: d.distribution() for d in space.dimensions}
-        self.overridden = list(space.spec.reference_overrides)
+        # The settings a reference overrides, as each trial has them: its config's, else the space's fixed value.
+        self.overridden = {name: getattr(space.settings, name, None) for name in space.spec.reference_overrides}
         self.values: dict[str, dict[int, float]] = {}  # trial id → epoch → metric, as reported here
         self._storage: JournalStorage | None = None
 
@@ -338,7 +340,7 @@ class StageJournal(tune.Callback):
             except (ValueError, TypeError):
                 pass
         attrs = {"trial_id": trial.trial_id, "stage": self.stage, "seed": trial.config.get("seed"),
-                 **{name: trial.config.get(name) for name in self.overridden}}  # fmt: skip
+                 **{name: trial.config.get(name, fixed) for name, fixed in self.overridden.items()}}  # fmt: skip
         study.add_trial(optuna.trial.create_trial(
             state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.FAIL,
             value=values[max(values)] if complete else None, params=params,

@@ -275,6 +275,7 @@ def test_no_figure_shown_is_computed_on_the_clips_it_was_selected_on(real):
     nothing and reports all of it; the halves share no clip (nor recording location: test_tau22.py)."""
     from search.request import RunRequest
     from search.teachers import run_context
+    from search.trial_context import TrialContext
     from trainables.asc.tau22 import prepare_tau22
 
     data = load_prepared(prepare_tau22(Path(real["root"]), real["storage"] / "cache" / "datasets", progress=False))
@@ -285,7 +286,7 @@ def test_no_figure_shown_is_computed_on_the_clips_it_was_selected_on(real):
         space = _recipe(name, real["base"], **({"dir_path": real["irs"]} if name.startswith("ntu") else {}))
         request = RunRequest(space=space, storage=real["storage"], name=name, data=data.directory, address=None,
                              resume=False)  # fmt: skip
-        reported[name] = (space.kind, run_context(request).held_out)
+        reported[name] = (space.kind, run_context(request, TrialContext).held_out)
     assert reported == {"kd": ("search", ("test",)), "ntu_kd_search": ("search", ("test",)),
                         "dcase24_baseline": ("replication", ("test", "full_test")),
                         "teacher_tiny": ("search", ("test",)),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,11 +19,25 @@ TINY = SyntheticConfig(seed=3, train_segments_per_class=3, val_segments_per_clas
                        held_out_clips_per_segment=4)
 
 
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """`<shared>/<name>`, made by `make` once for the whole test session: by whichever pytest-xdist worker asks first
+    (the others wait for it), since the workers' temporary folders share a parent. Read only: a test that alters what
+    it holds works on a copy."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "made_once"
+    shared.mkdir(exist_ok=True)
+    target, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            make(target)
+            done.touch()
+    return target
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("tiny") / "data"
-    generate(TINY, directory)
-    return directory
+    return made_once(tmp_path_factory, "tiny", lambda directory: generate(TINY, directory))
 
 
 @pytest.fixture(scope="session")
@@ -33,17 +49,19 @@ def tiny_data(tiny_dir):
 def service_data(tmp_path_factory) -> Path:
     """A prepared synthetic dataset the command-line tests pass as --data, so each need not generate one:
     val and test keep 2 clips a segment per device (180 clips each), which halves every epoch's evaluation."""
-    directory = tmp_path_factory.mktemp("service") / "data"
-    generate(SyntheticConfig(seed=3, train_segments_per_class=3, test_segments_per_class=1,
-                             held_out_clips_per_segment=2), directory)  # fmt: skip
-    return directory
+    config = SyntheticConfig(seed=3, train_segments_per_class=3, test_segments_per_class=1, held_out_clips_per_segment=2)
+    return made_once(tmp_path_factory, "service", lambda directory: generate(config, directory))
+
+
+ROOT_NAME = "TAU-urban-acoustic-scenes-2022-mobile-development"
 
 
 @pytest.fixture(scope="session")
 def tau22_written(tmp_path_factory) -> Path:
     """TAU22-layout wav files, written once (the slowest fixture); a test that alters files works on a copy."""
-    return write_tau22(tmp_path_factory.mktemp("tau22") / "TAU-urban-acoustic-scenes-2022-mobile-development",
-                       test_clips_per_segment=3)  # fmt: skip
+    root = made_once(tmp_path_factory, "tau22",
+                     lambda directory: write_tau22(directory / ROOT_NAME, test_clips_per_segment=3))  # fmt: skip
+    return root / ROOT_NAME
 
 
 @pytest.fixture(scope="session")

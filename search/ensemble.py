@@ -6,7 +6,7 @@
               on labels with the `cnn_teacher` section's settings), each member a Ray trial whose logits are cached
               under <storage>/cache/teachers/ by everything that makes it; their raw logits averaged into the file
               the students read. A later run with the same teachers trains none of them again;
-    trial     the students: search/trials.py student_trial, in the students' settings (students_settings).
+    trial     the students: search/trials.py student_trial, in the students' own settings (EnsembleKdConfig.student).
 The run then goes on as any other (search/pipeline.py): the students' replication, its table, the report.
 
 Experiments in the run directory: teachers/ (PaSST members), cnn_teachers/ (CNN members), both absent when cached.
@@ -63,7 +63,7 @@ def ensemble_teachers(request: RunRequest) -> StudentContext:
     request = dataclasses.replace(request, space=with_teachers(request.space))
     space = request.space
     if not space.uses_teacher:
-        return run_context(request, StudentContext, settings=students_settings(space), budget=space.budget)
+        return run_context(request, StudentContext, settings=space.settings.student(), budget=space.budget)
     passt, cnn, count = space.teacher, space.sections["cnn_teacher"], space.settings.cnn_teachers
     banner(f"Teachers: {passt.ensemble} PaSST and {count} CNN per subset, their logits averaged")
     data = load_prepared(request.data)
@@ -83,7 +83,7 @@ def ensemble_teachers(request: RunRequest) -> StudentContext:
     print_teachers(paths)
     print(f"Teachers' test figures: {write_teachers(request.run_dir, paths)}", flush=True)
     check_teacher_strength(passt, {s: read_logits(p)["metrics"] for s, p in paths.items()}, len(data.classes))
-    return run_context(request, StudentContext, settings=students_settings(space), teacher_logits=paths,
+    return run_context(request, StudentContext, settings=space.settings.student(), teacher_logits=paths,
                        budget=space.budget)  # fmt: skip
 
 
@@ -156,8 +156,3 @@ def cnn_teacher_trial(config: dict, job: TeacherJob) -> None:
     batch = eval_batch_size(settings.eval_batch_size, device, on_cpu=32)
     save_subset_logits(job.logits_paths[(subset, seed)], data, subset,
                        exported_logits(last["student"], data, rows, device, batch))  # fmt: skip
-
-
-def students_settings(space: Space) -> StudentConfig:
-    """The students' settings: the run's, less those of its teachers stage (the students are asc_kd's)."""
-    return StudentConfig(**{f.name: getattr(space.settings, f.name) for f in dataclasses.fields(StudentConfig)})

@@ -42,8 +42,9 @@ def student_trial(config: dict, context: StudentContext) -> None:
     device = claim_device(context.cpus, context.gpus)
     data = load_prepared(context.data_dir)
     found = check_budget(settings.arch(len(data.classes)), data.sample_rate, context.budget)
+    # within_budget: check_budget refused any student over the budget before it trained
     sizes = {"params": found.params, "param_bytes": found.param_bytes(context.budget.bits), "macs": found.macs,
-             "within_budget": not context.budget.violations(found)}  # fmt: skip
+             "within_budget": True}  # fmt: skip
     logits = None
     if settings.uses_teacher:
         path = context.teacher_logits[settings.subset]

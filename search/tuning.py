@@ -7,8 +7,9 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -38,6 +39,12 @@ from search.trial_context import TrialContext
 from spaces.space import Space
 
 JOURNAL = "optuna.journal"
+
+
+def fixed_values(space: Space, names: Iterable[str]) -> dict[str, Any]:
+    """Each setting's fixed value in the space (None where it has none). A trial's config holds only what it was given
+    besides (its suggestion, seed, overrides), so what a trial ran with is `trial.config.get(name, fixed)`."""
+    return {name: getattr(space.settings, name, None) for name in names}
 
 
 def _trial_dirname(trial, seeded: bool = False) -> str:
@@ -73,7 +80,7 @@ def _run_config(request: RunRequest, name: str, space: Space, keep_checkpoints: 
     checkpoints = tune.CheckpointConfig(checkpoint_score_attribute=space.metric, checkpoint_score_order=space.mode)
     searched = [d.name for d in space.dimensions]
     names = dict.fromkeys(["subset", *searched, *space.spec.reference_overrides, "seed"])
-    hparams = {name: getattr(space.settings, name, None) for name in names}  # a trial's config wins over these
+    hparams = fixed_values(space, names)
     callbacks = [StorageWatch(request.storage), ReadableTensorBoard(hparams, space.settings.epochs if epochs is None else epochs)]
     if keep_checkpoints:
         callbacks.append(CheckpointRetention(space.metric, space.mode))
@@ -295,8 +302,7 @@ class StageJournal(tune.Callback):
         self.journal, self.run, self.stage = journal, run, stage
         self.metric, self.mode, self.epochs = space.metric, space.mode, space.settings.epochs
         self.distributions = {d.name: d.distribution() for d in space.dimensions}
-        # The settings a reference overrides, as each trial has them: its config's, else the space's fixed value.
-        self.overridden = {name: getattr(space.settings, name, None) for name in space.spec.reference_overrides}
+        self.overridden = fixed_values(space, space.spec.reference_overrides)
         self.values: dict[str, dict[int, float]] = {}  # trial id → epoch → metric, as reported here
         self._storage: JournalStorage | None = None
 

@@ -84,16 +84,19 @@ class Rule:
             fits = fits and (self.pattern is None or bool(re.fullmatch(self.pattern, value)))
         elif self.kind == "items":
             fits = (isinstance(value, tuple) and self.length[0] <= len(value)
-                    and (self.length[1] is None or len(value) <= self.length[1])
-                    and (self.item is None or all(v is not None and self.item.allows(v) for v in value)))  # fmt: skip
+                    and (self.length[1] is None or len(value) <= self.length[1]) and self._items_allowed(value))  # fmt: skip
         elif self.kind == "path":
             fits = isinstance(value, str) and bool(value.strip())
         elif self.kind == "mapping":
             fits = (isinstance(value, dict) and all(isinstance(k, str) and k for k in value)
-                    and (self.item is None or all(v is not None and self.item.allows(v) for v in value.values())))  # fmt: skip
+                    and self._items_allowed(value.values()))  # fmt: skip
         else:
             fits = isinstance(value, self.settings)
         return fits and (self.predicate is None or bool(self.predicate(value)))
+
+    def _items_allowed(self, values: Any) -> bool:
+        """Every value of an items or mapping setting follows `item` (any does without one)."""
+        return self.item is None or all(v is not None and self.item.allows(v) for v in values)
 
     def _in_range(self, value: Any) -> bool:
         # bool is an int to Python, and NaN passes every comparison; neither is a number a setting means.

@@ -30,10 +30,6 @@ class EnsembleKdConfig(StudentConfig):
         return StudentConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(StudentConfig)})
 
 
-ONLY_HERE = tuple(f.name for f in dataclasses.fields(EnsembleKdConfig) if f.name not in
-                  {g.name for g in dataclasses.fields(StudentConfig)})  # fmt: skip
-
-
 def ensemble_teachers(settings: EnsembleKdConfig, passt: TeacherConfig,
                       cnn: StudentConfig) -> tuple[TeacherConfig, StudentConfig]:  # fmt: skip
     """The teacher sections with the run's shared settings in place of the ones they leave unset."""

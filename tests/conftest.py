@@ -60,7 +60,7 @@ ROOT_NAME = "TAU-urban-acoustic-scenes-2022-mobile-development"
 def tau22_written(tmp_path_factory) -> Path:
     """TAU22-layout wav files, written once (the slowest fixture); a test that alters files works on a copy."""
     root = made_once(tmp_path_factory, "tau22",
-                     lambda directory: write_tau22(directory / ROOT_NAME, test_clips_per_segment=3))  # fmt: skip
+                     lambda directory: write_tau22(directory / ROOT_NAME, per_class=1, test_clips_per_segment=2))  # fmt: skip
     return root / ROOT_NAME
 
 

@@ -66,23 +66,33 @@ def write_tau22(root: Path, per_class: int = 2, test_locations_per_class: int = 
     all_files = sorted(set(chosen["split50"]) | set(test_files))
     labels = pd.concat(read.values()).drop_duplicates("filename").set_index("filename")["scene_label"]
 
-    world = _World(SyntheticConfig(sample_rate=44100))
+    # A segment is recorded only as long as the clips kept of it (a test segment keeps a few of its 10): the k-th
+    # kept clip is its k-th second. Most of the writing was FFTs of 10-s recordings whose clips were dropped.
+    kept: dict[str, list[int]] = {}
+    for filename in all_files:
+        scene, city, location, segment, k, _ = Path(filename).stem.split("-")
+        kept.setdefault(f"{scene}-{city}-{location}-{segment}", []).append(int(k))
+    worlds: dict[int, _World] = {}
     (root / "audio").mkdir(parents=True, exist_ok=True)
     rows = []
     scenes: dict[str, np.ndarray] = {}
-    recorded: dict[tuple[str, str], np.ndarray] = {}  # a device's 10-s recording, cut into its 1-s clips
+    recorded: dict[tuple[str, str], np.ndarray] = {}  # a device's recording, cut into its 1-s clips
     for filename in all_files:
         scene, city, location, segment, k, _ = Path(filename).stem.split("-")
         device = device_of(filename)
         key = f"{scene}-{city}-{location}-{segment}"
+        seconds = sorted(set(kept[key]))
+        if len(seconds) not in worlds:
+            worlds[len(seconds)] = _World(SyntheticConfig(sample_rate=44100), seconds=len(seconds))
+        world = worlds[len(seconds)]
         if key not in scenes:
             scenes[key] = world.scene_spectrum(CLASSES.index(scene), city if city in CITIES else CITIES[0],
                                                int(location), _rng(seed, int(segment)))  # fmt: skip
         if (key, device) not in recorded:
             recorded[key, device] = world.record(scenes[key], device,
                                                  _rng(seed, int(segment), len(device), ord(device[-1])))  # fmt: skip
-        audio = recorded[key, device]
-        clip = audio[int(k) * 44100 : (int(k) + 1) * 44100]
+        at = seconds.index(int(k)) * 44100
+        clip = recorded[key, device][at : at + 44100]
         soundfile.write(root / filename, np.clip(clip, -1, 1), 44100, subtype="PCM_24")
         rows.append({"filename": filename, "scene_label": labels[filename], "identifier": f"{city}-{location}",
                      "source_label": device})  # fmt: skip

@@ -212,10 +212,10 @@ class _World:
     """
 
     def __init__(self, config: SyntheticConfig, classes: list[str] = CLASSES, devices: list[str] | None = None,
-                 stream: int = 0, sound_events: bool = False):  # fmt: skip
+                 stream: int = 0, sound_events: bool = False, seconds: int = 10):  # fmt: skip
         self.config = config
         self.sound_events = sound_events
-        self.samples = 10 * config.sample_rate
+        self.samples = seconds * config.sample_rate  # a recording: TAU22's 10-s segment unless told shorter
         self.freqs = np.fft.rfftfreq(self.samples, 1 / config.sample_rate)
         self.logf = np.log2(np.maximum(self.freqs, 20.0) / 20.0)  # 0 … ~9.6 octaves above 20 Hz
         bank = _rng(_EVENT_STREAM)  # not the seed: every dataset and corpus hears the same sounds
@@ -270,7 +270,7 @@ class _World:
         return env
 
     def _event(self, event: int, colour_db: np.ndarray, rate_scale: float, rng: np.random.Generator) -> np.ndarray:
-        """10 s of one sound event, unit power: shaped noise, modulated, with its tonal blips."""
+        """One recording's length of one sound event, unit power: shaped noise, modulated, with its tonal blips."""
         noise = np.fft.rfft(rng.standard_normal(self.samples))
         sound = np.fft.irfft(noise * 10 ** ((self.event_envelopes[event] + colour_db) / 20), n=self.samples)
         t = np.arange(self.samples) / self.config.sample_rate
@@ -278,7 +278,7 @@ class _World:
         sound *= 1 + depth * np.sin(2 * np.pi * rate * rate_scale * t + rng.uniform(0, 2 * np.pi))
         tone_rate, centre = self.event_tones[event]
         blip_level = 2.0 * sound.std()  # once: over 320,000 samples for every blip, it was a fifth of the generation
-        for _ in range(rng.poisson(tone_rate * 10)):
+        for _ in range(rng.poisson(tone_rate * self.samples / self.config.sample_rate)):
             start, length = int(rng.integers(self.samples)), int(rng.uniform(0.05, 0.4) * self.config.sample_rate)
             freq = centre * 2 ** rng.normal(0, 0.3)
             piece = np.sin(2 * np.pi * freq * np.arange(length) / self.config.sample_rate) * np.hanning(length)
@@ -287,7 +287,7 @@ class _World:
         return sound / (sound.std() + 1e-9)
 
     def scene_spectrum(self, c: int, city: str, location_id: int, rng: np.random.Generator) -> np.ndarray:
-        """The complex spectrum of one 10-s recording of class `c`, before any device."""
+        """The complex spectrum of one recording of class `c`, before any device."""
         loc_rng = _rng(self.config.seed, 7, location_id)
         colour = self.class_colour[c] + self._random_envelope(loc_rng, 3, self.config.location_jitter_db)
         recipe = list(self.recipes[c])

@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 search: $(VENV)/.installed
 	$(PY) search/run.py --space kd.yaml
 
-# Two workers, each a whole test file at a time (its module fixtures made once): the tests wait on subprocesses and Ray
-# as much as they compute, so the suite takes about two thirds of its time on one worker.
+# Two workers, each a whole test file at a time (its module fixtures made once; the files that read one shared run
+# count as one, tests/conftest.py).
 test: $(VENV)/.installed
 	$(PY) -m pytest -n 2 --dist loadfile

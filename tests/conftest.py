@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.small_run import GROUP, READERS, small_run
 from tests.tau22_fixture import write_tau22
 from trainables.asc.data import load_prepared
 from trainables.asc.synthetic import SyntheticConfig, generate
@@ -62,6 +63,30 @@ def tau22_written(tmp_path_factory) -> Path:
     root = made_once(tmp_path_factory, "tau22",
                      lambda directory: write_tau22(directory / ROOT_NAME, per_class=1, test_clips_per_segment=2))  # fmt: skip
     return root / ROOT_NAME
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test`'s --dist loadfile, but the files that read tests/small_run.py's run are one scope, so the worker
+    that runs them makes the run once. (xdist's loadgroup would say it with marks; with pytest 9.2 it no longer
+    groups.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedRunScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return GROUP if scope in READERS else scope
+
+    return SharedRunScheduling(config, log)
+
+
+@pytest.fixture(scope="session")
+def kd_run(ray_session, service_data, tmp_path_factory) -> dict:
+    """tests/small_run.py's search, made once (its readers are one xdist group). Read only: a test that alters it
+    works on a copy."""
+    return small_run(tmp_path_factory.mktemp("small_run"), service_data)
 
 
 @pytest.fixture(scope="session")

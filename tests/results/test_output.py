@@ -4,9 +4,7 @@ its console, the Optuna journal against the leaderboard, the TensorBoard files, 
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
 import json
 import re
 import shutil
@@ -26,13 +24,12 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from results.formats import max_difference
-from search.api import run_search
 from search.preflight import check_run_dir
 from search.run import main, make_request, parse_args
 from search.systems import build_space
 from spaces.space import to_mapping
 from spaces.space_file import read_space_file
-from tests.search.test_end_to_end import DEVICES, TINY_SETTINGS
+from tests.small_run import DEVICES, NAME, TINY_SETTINGS
 from trainables.asc.synthetic import CLASSES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,32 +38,27 @@ SEARCHED = ("temperature", "kd_lambda", "lr")
 
 
 @pytest.fixture(scope="module")
-def run(ray_session, service_data, tmp_path_factory):
-    """Subset 5, 3 trials of 2 epochs, ASHA from epoch 1 (so a trial may be stopped), no-KD reference."""
-    storage = tmp_path_factory.mktemp("out")
-    space = read_space_file("kd")
-    space["search"]["subset"] = [5]
-    space.update(samples=3, scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        board = run_search(space, storage=storage, name="out", data=service_data, overrides=TINY_SETTINGS)
-    return {"dir": storage / "out", "storage": storage, "board": board, "console": out.getvalue() + err.getvalue()}
+def run(kd_run) -> dict:
+    """tests/small_run.py's search: subsets 5 and 10, 2 trials each of 2 epochs, ASHA from epoch 1 (so a trial may be
+    stopped), the no-KD references."""
+    return kd_run
 
 
 def test_the_console_is_the_project_s_own(run):
     console, run_dir = run["console"], run["dir"]
     lines = console.splitlines()
     assert len(lines) <= 60, console
-    for banner in ("== Dataset ==", "== Teachers ==", "== Search: 3 trials per subset ==", "== References:",
+    for banner in ("== Dataset ==", "== Teachers ==", "== Search: 2 trials per subset ==", "== References:",
                    "== Results =="):  # fmt: skip
         assert banner in console, banner
-    assert re.search(r"search subset 5%: 3/3 done · best acc \d\.\d{3} unseen \d\.\d{3} \[\w+\]", console), console
-    assert re.search(r"search subset 5%: 1/3 done .*· ETA \d+m\d\ds", console), console
-    assert "teacher subset 5%: epoch 1/1" in console
+    for subset in (5, 10):
+        assert re.search(rf"search subset {subset}%: 2/2 done · best acc \d\.\d{{3}} unseen \d\.\d{{3}} \[\w+\]", console)
+        assert re.search(rf"search subset {subset}%: 1/2 done .*· ETA \d+m\d\ds", console), console
+        assert f"teacher subset {subset}%: epoch 1/1" in console
     # Before the first trial (the teachers'), the work planned and how long the students take (issue 26).
     (planned,) = [i for i, line in enumerate(lines) if line.startswith("Planned: ")]
     assert planned < lines.index("== Teachers =="), console
-    expected = (r"Planned: 4 student trials \(3 search, 1 no-KD\) × 2 epochs × \d+ clips, validated on 180 clips "
+    expected = (r"Planned: 6 student trials \(4 search, 2 no-KD\) × 2 epochs × \d+ clips, validated on 180 clips "
                 r"an epoch; about \d+m\d\ds at 2 trials at once \(a step of 50 clips timed: \d\.\d\d s on the cpu; "
                 r"students only, before ASHA's early stops\)")  # fmt: skip
     assert re.fullmatch(expected, lines[planned]), lines[planned]
@@ -74,13 +66,13 @@ def test_the_console_is_the_project_s_own(run):
     for ray_output in ("driver_artifacts", "started with configuration", "Trial status", "Current best trial",
                        "data_dir", "subset100", "A new study created"):  # fmt: skip
         assert ray_output not in console, ray_output
-    assert "Subset 5%: 3 trials" in console and "What distillation did" in console
+    assert "Subset 5%: 2 trials" in console and "Subset 10%: 2 trials" in console and "What distillation did" in console
 
 
 def test_the_api_returns_the_leaderboard(run):
     written = pd.read_csv(run["dir"] / "leaderboard.csv", dtype={"trial_id": str})
     assert run["board"]["trial_id"].tolist() == written["trial_id"].tolist()
-    assert run["board"]["rank"].tolist() == [1, 2, 3]
+    assert run["board"]["rank"].tolist() == [1, 2, 1, 2] and run["board"]["subset"].tolist() == [5, 5, 10, 10]
 
 
 def _epochs(trial_dir: str) -> list[dict]:
@@ -89,18 +81,19 @@ def _epochs(trial_dir: str) -> list[dict]:
 
 def test_every_optuna_trial_agrees_with_its_leaderboard_row(run):
     storage = JournalStorage(JournalFileBackend(str(run["dir"] / "optuna.journal")))
-    study = optuna.load_study(study_name="out/subset5", storage=storage)
-    assert study.metric_names == ["acc"]
-    board = run["board"].set_index("trial_id")
-    searched = [t for t in study.trials if t.user_attrs["stage"] == "search"]
-    assert sorted(t.user_attrs["trial_id"] for t in searched) == sorted(board.index)
-    for trial in searched:
-        row = board.loc[trial.user_attrs["trial_id"]]
-        assert trial.state == STATES[row["status"]]
-        reported = {r["training_iteration"]: r["acc"] for r in _epochs(row["trial_dir"])}
-        assert trial.intermediate_values == pytest.approx(reported), "every epoch, the last included"
-        assert trial.value == pytest.approx(row["acc"]) and max(reported) == row["epochs"]
-        assert trial.params == pytest.approx({p: row[p] for p in SEARCHED})
+    for subset, board in run["board"].groupby("subset"):
+        study = optuna.load_study(study_name=f"{NAME}/subset{subset}", storage=storage)
+        assert study.metric_names == ["acc"]
+        board = board.set_index("trial_id")
+        searched = [t for t in study.trials if t.user_attrs["stage"] == "search"]
+        assert sorted(t.user_attrs["trial_id"] for t in searched) == sorted(board.index)
+        for trial in searched:
+            row = board.loc[trial.user_attrs["trial_id"]]
+            assert trial.state == STATES[row["status"]]
+            reported = {r["training_iteration"]: r["acc"] for r in _epochs(row["trial_dir"])}
+            assert trial.intermediate_values == pytest.approx(reported), "every epoch, the last included"
+            assert trial.value == pytest.approx(row["acc"]) and max(reported) == row["epochs"]
+            assert trial.params == pytest.approx({p: row[p] for p in SEARCHED})
 
 
 def _hparams(accumulator: EventAccumulator) -> tuple[dict, int]:
@@ -127,12 +120,13 @@ def test_tensorboard_is_grouped_per_device_and_true_to_each_trial(run):
         values, status = _hparams(accumulator)
         assert values["status"] == row["status"]
         assert status == {"complete": 1, "stopped": 0, "failed": 2}[row["status"]]  # success, unknown, failure
-        assert values["lr"] == pytest.approx(row["lr"]) and values["subset"] == 5
-    (reference,) = [EventAccumulator(str(p.parent)).Reload() for p in (run["dir"] / "no_kd").glob("*/params.json")]
-    values, _ = _hparams(reference)
-    best = board.iloc[0]
-    assert values["kd_lambda"] == 1.0 and values["lr"] == pytest.approx(best["lr"])
-    assert values["temperature"] == pytest.approx(best["temperature"])
+        assert values["lr"] == pytest.approx(row["lr"]) and values["subset"] == row["subset"]
+    references = [_hparams(EventAccumulator(str(p.parent)).Reload())[0] for p in (run["dir"] / "no_kd").glob("*/params.json")]
+    assert sorted(values["subset"] for values in references) == [5, 10]
+    for values in references:  # each subset's best configuration, without the teacher
+        best = run["board"][run["board"]["subset"] == values["subset"]].iloc[0]
+        assert values["kd_lambda"] == 1.0 and values["lr"] == pytest.approx(best["lr"])
+        assert values["temperature"] == pytest.approx(best["temperature"])
 
 
 def test_every_run_exports_onnx_and_torchscript_with_class_names(run):
@@ -151,7 +145,7 @@ def test_every_run_exports_onnx_and_torchscript_with_class_names(run):
 
 
 def _argv(run, *extra) -> list[str]:
-    argv = ["--space", "kd", "--storage", str(run["storage"]), "--subsets", "5", "--samples", "3"]
+    argv = ["--space", "kd", "--storage", str(run["storage"]), "--subsets", "5,10", "--samples", "2"]
     for setting in TINY_SETTINGS + ["scheduler.grace_period=1"]:
         argv += ["--set", setting]
     return argv + list(extra)  # after the settings above, so an --set here wins
@@ -168,7 +162,7 @@ def test_the_record_is_a_valid_space(run):
 
 
 def test_a_refused_resume_names_what_differs(run, service_data, capsys):
-    assert main(_argv(run, "--name", "out", "--resume", "--set", "epochs=3", "--data", str(service_data))) == 2
+    assert main(_argv(run, "--name", NAME, "--resume", "--set", "epochs=3", "--data", str(service_data))) == 2
     err = capsys.readouterr().err
     assert "epochs: 2 → 3" in err and "Traceback" not in err
 
@@ -182,19 +176,25 @@ def test_a_start_refused_after_ray_started_blocks_nothing(run, service_data, cap
 
 
 def test_a_moved_storage_resumes_by_name_alone_and_retrains_a_missing_teacher(run, tmp_path, capsys):
-    """Last to use the run: its storage is moved elsewhere, its teacher deleted, and `--resume --name` alone given."""
-    moved = tmp_path / "elsewhere"
-    shutil.move(run["storage"], moved)
-    (teacher,) = (moved / "cache" / "teachers").glob("*.pt")
+    """The run's storage moved elsewhere (a copy, while the original is away: other tests read it), a teacher
+    deleted, and `--resume --name` alone given."""
+    moved, away = tmp_path / "elsewhere", tmp_path / "away"
+    shutil.copytree(run["storage"], moved, symlinks=True)
+    teachers = pd.read_csv(moved / NAME / "teachers.csv")
+    teacher = moved / Path(teachers.loc[teachers["subset"] == 5, "logits"].iloc[0]).relative_to(run["storage"])
     teacher.unlink()
     capsys.readouterr()
-    assert main(["--resume", "--name", "out", "--storage", str(moved)]) == 0
+    shutil.move(run["storage"], away)  # nothing may be read where the run was
+    try:
+        assert main(["--resume", "--name", NAME, "--storage", str(moved)]) == 0
+    finally:
+        shutil.move(away, run["storage"])
     out = capsys.readouterr().out
-    assert "Teacher for subset 5%: to make" in out and teacher.is_file()
-    board = pd.read_csv(moved / "out" / "leaderboard.csv", dtype={"trial_id": str})
+    assert "Teacher for subset 5%: to make" in out and "Teacher for subset 10%: cached" in out and teacher.is_file()
+    board = pd.read_csv(moved / NAME / "leaderboard.csv", dtype={"trial_id": str})
     assert sorted(board["trial_id"]) == sorted(run["board"]["trial_id"]), "the finished trials are kept, none added"
     assert board["trial_dir"].str.startswith(str(moved)).all()
-    assert (moved / "out" / "best" / "subset_5" / "student.onnx").is_file()
+    assert (moved / NAME / "best" / "subset_5" / "student.onnx").is_file()
 
 
 def test_console_script_is_the_command_line():

@@ -10,7 +10,7 @@ plain memory, and autocast and GradScaler for "cuda" run as the CPU's.
 
 The patch is global (module attributes), not a TorchFunctionMode: the ASC data path feeds the GPU from
 a thread of its own, and modes are per thread. A process started with this folder's `standin_site`
-on PYTHONPATH and KD_SEARCH_CUDA_STANDIN=1 installs it at start-up (sitecustomize), Ray's workers too,
+on PYTHONPATH and KD_SEARCH_CUDA_STANDIN=1 installs it as torch is imported (sitecustomize), Ray's workers too,
 so a whole `search/run.py` runs against one fake GPU.
 """
 

@@ -1,11 +1,34 @@
-"""Installs the CUDA stand-in (tests/cuda_standin.py) at interpreter start when KD_SEARCH_CUDA_STANDIN is set.
+"""Installs the CUDA stand-in (tests/cuda_standin.py) when KD_SEARCH_CUDA_STANDIN is set, as torch is imported.
 
 Put this folder on PYTHONPATH: every Python process started with it, a search driver and each Ray worker
-it starts, then sees the same fake GPU(s), so a whole search runs its CUDA code on a CPU."""
+it starts, then sees the same fake GPU(s), so a whole search runs its CUDA code on a CPU. The stand-in is
+installed right after torch's own import, not at interpreter start: most of Ray's Python processes never
+import torch, and importing it in each of them cost a search a third of its time."""
 
 import os
+import sys
 
 if os.environ.get("KD_SEARCH_CUDA_STANDIN"):
-    from tests.cuda_standin import install
+    import importlib.abc
+    import importlib.machinery
 
-    install(int(os.environ["KD_SEARCH_CUDA_STANDIN"]))
+    class _AfterTorch(importlib.abc.MetaPathFinder):
+        """Finds torch as Python would, and installs the stand-in once torch's module has run."""
+
+        def find_spec(self, name, path, target=None):
+            if name != "torch":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            run = spec.loader.exec_module
+
+            def run_then_install(module):
+                run(module)
+                from tests.cuda_standin import install
+
+                install(int(os.environ["KD_SEARCH_CUDA_STANDIN"]))
+
+            spec.loader.exec_module = run_then_install
+            return spec
+
+    sys.meta_path.insert(0, _AfterTorch())

@@ -47,9 +47,11 @@ def _hidden(path: Path) -> list[str]:
     return ["unshare", "-m", "--propagation", "private", "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"', str(path)]
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    """(address, env, a folder only the head sees or None where that cannot be arranged)."""
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """(address, env, a folder only the head sees or None where that cannot be arranged); one cluster for the
+    module's tests, as a lab's cluster serves one run after another."""
+    tmp_path = tmp_path_factory.mktemp("cluster")
     temp_dir = f"/tmp/kdh{os.getpid()}"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": temp_dir}
     port = _free_port()

@@ -15,9 +15,9 @@ from trainables.asc.data import load_prepared
 from trainables.asc.synthetic import SyntheticConfig, generate
 
 # A small world: 3 device-a segments per scene in the training pool; val and test 1 segment per scene,
-# 2 clips of it per device (180 clips each: evaluation is most of a small trial's work).
+# 1 clip of it per device (90 clips each: evaluation was half of a small trial's work).
 TINY = SyntheticConfig(seed=3, train_segments_per_class=3, val_segments_per_class=1, test_segments_per_class=1,
-                       held_out_clips_per_segment=2)
+                       held_out_clips_per_segment=1)
 
 
 def made_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:

@@ -58,7 +58,7 @@ def test_the_console_is_the_project_s_own(run):
     # Before the first trial (the teachers'), the work planned and how long the students take (issue 26).
     (planned,) = [i for i, line in enumerate(lines) if line.startswith("Planned: ")]
     assert planned < lines.index("== Teachers =="), console
-    expected = (r"Planned: 6 student trials \(4 search, 2 no-KD\) × 2 epochs × \d+ clips, validated on 180 clips "
+    expected = (r"Planned: 6 student trials \(4 search, 2 no-KD\) × 2 epochs × \d+ clips, validated on 90 clips "
                 r"an epoch; about \d+m\d\ds at 2 trials at once \(a step of 50 clips timed: \d\.\d\d s on the cpu; "
                 r"students only, before ASHA's early stops\)")  # fmt: skip
     assert re.fullmatch(expected, lines[planned]), lines[planned]

@@ -19,9 +19,7 @@ from search.run import main
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
-SETTINGS = ["epochs=2", "batch_size=50", "kd_lambda=1.0", "compare_without_kd=false",
-            "scheduler.type=fifo", "data.seed=5", "data.train_segments_per_class=3",
-            "data.test_segments_per_class=1", "data.held_out_clips_per_segment=4"]  # fmt: skip
+SETTINGS = ["epochs=2", "batch_size=50", "kd_lambda=1.0", "compare_without_kd=false", "scheduler.type=fifo"]
 
 
 def clip_mappings(clips: Path) -> dict[int, dict[str, int]]:
@@ -46,22 +44,25 @@ def clip_mappings(clips: Path) -> dict[int, dict[str, int]]:
     return found
 
 
-def test_concurrent_trials_share_one_copy_of_the_clips(ray_session, tmp_path):
+def test_concurrent_trials_share_one_copy_of_the_clips(ray_session, tmp_path, service_data):
+    """On the session's prepared dataset, which another test's trials may map at the same time: the moments that count
+    are those when both of this run's trials held it."""
     storage = tmp_path / "runs"
     space = tmp_path / "lr_only.yaml"
     space.write_text("system: asc_kd\nsearch:\n  subset: [100]\n  lr: {low: 0.002, high: 0.02, log: true}\n")
-    argv = ["--space", str(space), "--storage", str(storage), "--name", "shared", "--samples", "2"]
+    argv = ["--space", str(space), "--storage", str(storage), "--name", "shared", "--samples", "2",
+            "--data", str(service_data)]  # fmt: skip
     for setting in SETTINGS:
         argv += ["--set", setting]
 
     samples: list[dict[int, dict[str, int]]] = []
     done = threading.Event()
 
+    clips = (service_data / "clips.npy").resolve()
+
     def watch() -> None:
         while not done.is_set():
-            files = list((storage / "cache" / "datasets").glob("*/clips.npy"))
-            if files:
-                samples.append(clip_mappings(files[0].resolve()))
+            samples.append(clip_mappings(clips))
             time.sleep(0.2)
 
     watcher = threading.Thread(target=watch)
@@ -74,12 +75,14 @@ def test_concurrent_trials_share_one_copy_of_the_clips(ray_session, tmp_path):
 
     board = pd.read_csv(storage / "shared" / "leaderboard.csv")
     assert len(board) == 2 and (board["status"] == "complete").all()
-    assert len(set(board["trial_dir"].map(lambda d: pd.read_json(Path(d) / "result.json", lines=True)["pid"].iloc[0]))) == 2
-    size = next((storage / "cache" / "datasets").glob("*/clips.npy")).stat().st_size
+    trials = set(board["trial_dir"].map(lambda d: pd.read_json(Path(d) / "result.json", lines=True)["pid"].iloc[0]))
+    assert len(trials) == 2
+    size = clips.stat().st_size
     # Moments when both trials held more than half of the file, read twice in a row with nothing changed (the
     # processes are read one after the other). Were their pages private, their PSS would add up to their RSS,
-    # more than the file; shared, they add up to at most one copy.
-    both = [s for s, again in zip(samples, samples[1:]) if s == again and sum(m["Rss"] > size / 2 for m in s.values()) >= 2]
+    # more than the file; shared, the PSS of every process mapping it adds up to at most one copy.
+    both = [s for s, again in zip(samples, samples[1:])
+            if s == again and all(pid in s and s[pid]["Rss"] > size / 2 for pid in trials)]  # fmt: skip
     assert both, "the two trials never mapped the clips file at the same time"
     for sample in both:
         assert sum(m["Pss"] for m in sample.values()) <= 1.02 * size, f"more than one copy of the clips: {sample}"

@@ -61,4 +61,11 @@ class LogMel(nn.Module):
         )
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return (self.mel(waveform) + LOG_OFFSET).log().unsqueeze(1)
+        # MelSpectrogram's own power, |X|^2 as abs().pow(2), takes a complex square root first: on a CPU that was
+        # a third of the front end. re^2 + im^2 is the same power (to float rounding) at a third of its cost.
+        spectrogram = self.mel.spectrogram
+        spec = torch.stft(waveform, spectrogram.n_fft, spectrogram.hop_length, spectrogram.win_length,
+                          spectrogram.window, center=spectrogram.center, pad_mode=spectrogram.pad_mode,
+                          normalized=False, onesided=spectrogram.onesided, return_complex=True)  # fmt: skip
+        power = spec.real.square() + spec.imag.square()
+        return (self.mel.mel_scale(power) + LOG_OFFSET).log().unsqueeze(1)

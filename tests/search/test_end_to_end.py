@@ -127,7 +127,8 @@ def test_second_run_reuses_the_teacher_cache(first_run, capsys):
     capsys.readouterr()
     # One subset of the two the first run made teachers for (a later --subsets wins); one epoch is enough here.
     assert main(_argv(first_run, "second", "--subsets", "10", "--samples", "2", "--set", "compare_without_kd=false",
-                      "--set", "confirm_top_k=1", "--set", "confirm_seeds=2", "--set", "epochs=1")) == 0  # fmt: skip
+                      "--set", "confirm_top_k=1", "--set", "confirm_seeds=2", "--set", "epochs=1",
+                      "--set", "base_channels=8")) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert out.count("cached") == 1 and "to make" not in out
     assert not (storage / "second" / "teachers").exists()
@@ -151,7 +152,7 @@ def test_a_nan_trial_fails_and_the_search_goes_on(first_run, tmp_path):
     raw["sampler"] = "grid"
     space = tmp_path / "nan.yaml"
     space.write_text(yaml.safe_dump(raw))
-    argv = _argv(first_run, "nan", "--set", "compare_without_kd=false", space=str(space))
+    argv = _argv(first_run, "nan", "--set", "compare_without_kd=false", "--set", "base_channels=8", space=str(space))
     argv[argv.index("--subsets") + 1] = "5"
     assert main(argv) == 0
     board = pd.read_csv(first_run["storage"] / "nan" / "leaderboard.csv", dtype={"trial_id": str})

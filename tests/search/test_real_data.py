@@ -20,7 +20,8 @@ from trainables.asc.data import load_prepared
 from trainables.asc.logits_file import aligned_logits, read_logits, write_seed_logits
 
 # kd.yaml's step budgets and confirmation are the demo's; one pass and no confirmation here.
-TINY_STUDENT = ["epochs=1", "batch_size=50", "compare_without_kd=false", "train_steps=0", "confirm_top_k=0"]
+TINY_STUDENT = ["epochs=1", "batch_size=50", "compare_without_kd=false", "train_steps=0", "confirm_top_k=0",
+                "base_channels=8"]  # a narrow student: these workflows are not about its width
 TINY_TEACHER = ["teacher.arch=passt_tiny", "teacher.epochs=1", "teacher.pretrain=none", "teacher.allow_untrained=true", "teacher.embed_dim=32", "teacher.depth=1",
                 "teacher.num_heads=2", "teacher.eval_batch_size=300", "teacher.batch_size=50", "teacher.train_steps=0",
                 "teacher.allow_weak=true"]  # fmt: skip

@@ -82,7 +82,7 @@ def pytest_xdist_make_scheduler(config, log):
 
 @pytest.fixture(scope="session")
 def kd_run(ray_session, service_data, tmp_path_factory) -> dict:
-    """tests/small_run.py's search, made once (its readers are one xdist group). Read only: a test that alters it
+    """tests/small_run.py's search, made once (its readers are one xdist scope). Read only: a test that alters it
     works on a copy."""
     return small_run(tmp_path_factory.mktemp("small_run"), service_data)
 

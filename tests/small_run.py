@@ -27,11 +27,13 @@ TINY_SETTINGS = [
 
 
 def small_run(storage: Path, data: Path) -> dict:
-    """Run the search into `storage`; its run folder, storage, leaderboard (as the API returned it) and console."""
+    """Run the search into `storage` on `data`; its run folder, storage, dataset, leaderboard (as the API returned it)
+    and console."""
     space = read_space_file("kd")
     space["search"]["subset"] = [5, 10]
     space.update(samples=2, scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         board = run_search(space, storage=storage, name=NAME, data=data, overrides=TINY_SETTINGS)
-    return {"dir": storage / NAME, "storage": storage, "board": board, "console": out.getvalue() + err.getvalue()}
+    return {"dir": storage / NAME, "storage": storage, "data": data, "board": board,
+            "console": out.getvalue() + err.getvalue()}  # fmt: skip

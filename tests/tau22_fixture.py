@@ -68,10 +68,11 @@ def write_tau22(root: Path, per_class: int = 2, test_locations_per_class: int = 
 
     # A segment is recorded only as long as the clips kept of it (a test segment keeps a few of its 10): the k-th
     # kept clip is its k-th second. Most of the writing was FFTs of 10-s recordings whose clips were dropped.
-    kept: dict[str, list[int]] = {}
+    kept: dict[str, set[int]] = {}
     for filename in all_files:
         scene, city, location, segment, k, _ = Path(filename).stem.split("-")
-        kept.setdefault(f"{scene}-{city}-{location}-{segment}", []).append(int(k))
+        kept.setdefault(f"{scene}-{city}-{location}-{segment}", set()).add(int(k))
+    seconds_of = {key: sorted(ks) for key, ks in kept.items()}
     worlds: dict[int, _World] = {}
     (root / "audio").mkdir(parents=True, exist_ok=True)
     rows = []
@@ -81,7 +82,7 @@ def write_tau22(root: Path, per_class: int = 2, test_locations_per_class: int = 
         scene, city, location, segment, k, _ = Path(filename).stem.split("-")
         device = device_of(filename)
         key = f"{scene}-{city}-{location}-{segment}"
-        seconds = sorted(set(kept[key]))
+        seconds = seconds_of[key]
         if len(seconds) not in worlds:
             worlds[len(seconds)] = _World(SyntheticConfig(sample_rate=44100), seconds=len(seconds))
         world = worlds[len(seconds)]

@@ -36,8 +36,8 @@ def _argv(run: dict, name: str, *extra: str, space: str = "kd") -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def first_run(kd_run, service_data) -> dict:
-    return {**kd_run, "data": service_data}
+def first_run(kd_run) -> dict:
+    return kd_run
 
 
 def test_leaderboard_ranks_every_trial_per_subset(first_run):

@@ -51,14 +51,17 @@ def restore_points(experiment_dir: Path) -> dict[str, str | None] | None:
         return None
 
 
-def restore_floors(experiment_dir: Path) -> dict[str, int] | None:
+def restore_floors(experiment_dir: Path, with_kept: bool = True) -> dict[str, int] | None:
     """restore_points as checkpoint indices: 0 where the checkpoint cannot be told, which keeps them all. None:
     nothing is safe to delete.
 
-    A resume may also restore from the last whole snapshot kept beside the newest (search/snapshots.py), which can
-    be older: each trial's floor is the lower of the two."""
+    While the experiment runs, a resume may also restore from the last whole snapshot kept beside the newest
+    (search/snapshots.py), which can be older: each trial's floor is the lower of the two. `with_kept=False` once
+    Tune has written its last snapshot and waited for it: a resume reads that one whenever it reads whole, and
+    SnapshotKeeper keeps it next."""
     floors: dict[str, int] = {}
-    for directory in [Path(experiment_dir), *kept_snapshots(experiment_dir)[:1]]:
+    kept = kept_snapshots(experiment_dir)[:1] if with_kept else []
+    for directory in [Path(experiment_dir), *kept]:
         points = restore_points(directory)
         if points is None:
             return None
@@ -119,9 +122,11 @@ class CheckpointRetention(tune.Callback):
         self._prune([trial])
 
     def on_experiment_end(self, trials, **info) -> None:
-        # Tune has written and synced its last snapshot by now, so a finished trial keeps exactly two.
+        # Tune has written and synced its last snapshot by now, so a finished trial keeps exactly two. SnapshotKeeper
+        # copies that snapshot only after this callback: its copy may still name a checkpoint long passed.
         if trials:
-            self._read_floors(Path(trials[0].path).parent)
+            self._snapshot_read = ()
+            self._floors = restore_floors(Path(trials[0].path).parent, with_kept=False)
             self._prune(trials)
 
     def _read_floors(self, experiment_dir: Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from types import SimpleNamespace
 from pathlib import Path
 
 from ray import tune
@@ -65,3 +66,32 @@ def test_a_real_search_ends_with_the_latest_and_the_best(ray_session, tmp_path):
 
     snapshot.write_text(snapshot.read_text()[:500])  # a snapshot cut off as it was written
     assert restore_floors(experiment) is None, "nothing is known safe to delete"
+
+
+def _snapshot(directory: Path, status: str, checkpoint: str) -> None:
+    """A Tune experiment snapshot of one trial `t1` at 2 epochs, in the form restore_points reads."""
+    directory.mkdir(parents=True, exist_ok=True)
+    trial = {"trial_id": "t1", "status": status}
+    metadata = {"last_result": {"training_iteration": 2, "checkpoint_dir_name": checkpoint}}
+    state = {"trial_data": [[json.dumps(trial), json.dumps(metadata)]]}
+    (directory / "experiment_state-2026-01-01_10-00-00.json").write_text(json.dumps(state))
+
+
+def test_at_the_end_a_kept_snapshot_that_lags_holds_nothing_back(tmp_path):
+    """SnapshotKeeper copies Tune's last snapshot only after this callback's end; its copy before that may name a
+    checkpoint of a trial that has since finished. During the run it holds that checkpoint; at the end, only Tune's
+    last snapshot counts (it was written and waited for)."""
+    experiment = tmp_path / "search"
+    _snapshot(experiment, "TERMINATED", "checkpoint_000003")
+    _snapshot(experiment / ".whole-snapshot.1000", "RUNNING", "checkpoint_000001")
+    trial_dir = experiment / "subset5_t1"
+    for index in range(4):
+        (trial_dir / f"checkpoint_{index:06d}").mkdir(parents=True)
+    trial = SimpleNamespace(trial_id="t1", path=str(trial_dir))  # what the callback reads of Tune's Trial
+    retention = CheckpointRetention("acc", "max")
+    retention.set_state({"scores": {"t1": dict(enumerate(SCORES))}})
+    retention.on_trial_complete(0, [trial], trial)
+    on_disk = lambda: sorted(p.name for p in trial_dir.glob("checkpoint_*"))  # noqa: E731
+    assert on_disk() == ["checkpoint_000001", "checkpoint_000002", "checkpoint_000003"], "the kept copy needs 1 on"
+    retention.on_experiment_end([trial])
+    assert on_disk() == ["checkpoint_000001", "checkpoint_000003"], "the latest and the best"

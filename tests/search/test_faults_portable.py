@@ -5,12 +5,11 @@ real runs, read back by the tests below."""
 
 from __future__ import annotations
 
-import os
+import contextlib
+import io
 import re
 import shutil
-import signal
-import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import yaml
 from results.export import export_best
 from results.trial_records import latest_checkpoint
 from search.per_subset import journal_storage
+from search.run import main
 from tests.search.test_resume import ROOT
 from trainables.asc.data import load_prepared
 from trainables.asc.logits_file import write_seed_logits
@@ -44,10 +44,29 @@ def _trial_dirs(run_dir: Path) -> list[Path]:
     return [d for name in EXPERIMENTS for d in (run_dir / name).glob("subset*_*") if d.is_dir()]
 
 
+def _watch_for_the_first_checkpoint(run_dir: Path, caches: Path, stop: threading.Event, found: list) -> None:
+    """Delete the teacher cache once the run's first trial has checkpointed (it has read its logits by then; the
+    next trial, started only when it ends, will not find them); what it deleted goes to `found`."""
+    while not stop.is_set() and not list((run_dir / "search").glob("*/checkpoint_000000")):
+        time.sleep(0.05)
+    found.extend(caches.glob("file-*.pt"))
+    for cache in found:
+        cache.unlink()
+
+
+def _main(argv: list[str]) -> tuple[int, str]:
+    """search/run.py's main in this process (on the session's Ray), with what it said."""
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+        code = main(argv)
+    return code, said.getvalue()
+
+
 @pytest.fixture(scope="module")
-def healed(service_data, tmp_path_factory) -> dict:
+def healed(ray_session, service_data, tmp_path_factory) -> dict:
     """Run A distils from a teacher-logits file (its cache deleted once the first trial has loaded it, so the
-    trials after it fail); A is copied to storage B and moved away; B resumes with --samples 3."""
+    trials after it fail); A is copied to storage B and moved away; B resumes with --samples 3. Both in this
+    process: neither driver is killed, so neither needs a process of its own."""
     root = tmp_path_factory.mktemp("portable")
     data = load_prepared(service_data)
     teacher = root / "teacher.pt"  # a teacher that knows every label: no check can call it weak
@@ -58,53 +77,43 @@ def healed(service_data, tmp_path_factory) -> dict:
     space = root / "heal.yaml"
     space.write_text(yaml.safe_dump(raw))
 
-    def command(storage: Path, *extra: str) -> list[str]:
-        argv = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(space), "--data", str(service_data),
-                "--storage", str(storage), "--name", "crash", "--samples", "2", "--set", f"teacher.logits={teacher}"]
+    def argv(storage: Path, *extra: str) -> list[str]:
+        args = ["--space", str(space), "--data", str(service_data), "--storage", str(storage), "--name", "crash",
+                "--samples", "2", "--set", f"teacher.logits={teacher}"]  # fmt: skip
         for setting in SETTINGS:
-            argv += ["--set", setting]
-        return argv + list(extra)
+            args += ["--set", setting]
+        return args + list(extra)
 
-    env = {**os.environ, "RAY_TMPDIR": f"/tmp/kdp{os.getpid()}", "RAY_AUTH_MODE": "disabled"}
     first, copy, moved = root / "a", root / "b", root / "moved"
-    log = root / "first.log"
-    with log.open("w") as output:
-        driver = subprocess.Popen(command(first), cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                  start_new_session=True)  # fmt: skip
+    stop, deleted = threading.Event(), []
+    watcher = threading.Thread(target=_watch_for_the_first_checkpoint,
+                               args=(first / "crash", first / "cache" / "teachers", stop, deleted))  # fmt: skip
+    watcher.start()
     try:
-        deadline = time.time() + 300
-        while not list((first / "crash" / "search").glob("*/checkpoint_000000")) and time.time() < deadline \
-                and driver.poll() is None:  # fmt: skip
-            time.sleep(0.1)
-        assert driver.poll() is None, f"the search ended before its teacher cache could go:\n{log.read_text()[-3000:]}"
-        caches = list((first / "cache" / "teachers").glob("file-*.pt"))
-        assert caches, "the teacher's cache"
-        for cache in caches:  # the first trial has its logits; the one after it will not find them
-            cache.unlink()
-        first_code = driver.wait(timeout=600)
+        first_code, first_log = _main(argv(first))
     finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
+        stop.set()
+        watcher.join()
     first_board = pd.read_csv(first / "crash" / "leaderboard.csv", dtype={"trial_id": str})
 
     shutil.copytree(first, copy, symlinks=True)
     first.rename(moved)  # the original is gone from where the copy's snapshot says the run was
     before = _files(moved)
-    resumed = subprocess.run(command(copy, "--resume", "--samples", "3"), cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=900)  # fmt: skip
-    return {"first_code": first_code, "first_log": log.read_text(), "first_board": first_board, "moved": moved,
-            "before": before, "copy": copy / "crash", "resumed": resumed}
+    code, said = _main(argv(copy, "--resume", "--samples", "3"))
+    return {"first_code": first_code, "first_log": first_log, "first_board": first_board, "deleted": deleted,
+            "moved": moved, "before": before, "copy": copy / "crash", "resumed": (code, said)}
 
 
 def _resumed(healed: dict) -> pd.DataFrame:
-    resumed = healed["resumed"]
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    code, said = healed["resumed"]
+    assert code == 0, said[-3000:]
     return pd.read_csv(healed["copy"] / "leaderboard.csv", dtype={"trial_id": str})
 
 
 def test_the_first_run_lost_trials_to_its_deleted_teacher_cache(healed):
     board = healed["first_board"]
     assert healed["first_code"] == 0, healed["first_log"][-3000:]
+    assert healed["deleted"], "the teacher's cache was there to delete once the first trial had read it"
     assert sorted(board["status"]) == ["complete", "failed"], board[["trial_id", "status", "error"]]
 
 
@@ -121,7 +130,7 @@ def test_resume_reruns_failed_trials_and_grows_the_search(healed):
     failed = healed["first_board"].loc[healed["first_board"]["status"] == "failed", "trial_id"].tolist()
     assert len(board) == 3 and (board["status"] == "complete").all(), board[["trial_id", "status", "error"]]
     assert set(failed) <= set(board["trial_id"]), "the failed trial ran again, under its own id"
-    assert "Teacher for subset 5%: to make" in healed["resumed"].stdout, "the deleted teacher cache is made again"
+    assert "Teacher for subset 5%: to make" in healed["resumed"][1], "the deleted teacher cache is made again"
     comparison = pd.read_csv(healed["copy"] / "comparison.csv")
     assert comparison["runs"].tolist() == [2, 2], "the best configuration was confirmed and compared without KD"
 

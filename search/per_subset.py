@@ -70,7 +70,8 @@ class HonestOptunaSearch(OptunaSearch):
     - Each Optuna trial carries the user attributes `trial_id`, the Tune trial id the leaderboard shows, and
       `stage` (`search`; confirmations and references are added by tuning.StageJournal).
     - A trial told FAIL that Tune runs again (`--resume` reruns errored trials) gets a new Optuna trial with
-      the same parameters, so the study ends as the leaderboard does; the failed one stays as it was.
+      the same parameters, so the study ends as the leaderboard does; the failed one stays as it was. The journal
+      says which trials were told FAIL, also where Tune's snapshot of this searcher is older than the journal.
     - The study's metric is named (Optuna's dashboard otherwise says "Objective 0").
     """
 
@@ -91,6 +92,7 @@ class HonestOptunaSearch(OptunaSearch):
         state = self.__dict__.copy()
         state["_storage"] = state["_ot_study"] = None
         state["_ot_trials"] = {tid: _number(t) for tid, t in self._ot_trials.items()}
+        state.pop("_journal_checked", None)  # a resumed session reads the journal again
         return state
 
     def bind(self, storage: BaseStorage) -> None:
@@ -113,8 +115,15 @@ class HonestOptunaSearch(OptunaSearch):
     def _reopen(self, trial_id: str, step: int) -> None:
         """A trial Optuna was told failed sends results again: Tune reruns it on --resume. It gets a new Optuna
         trial with the same parameters and the intermediate values the failed one had before `step`."""
-        if trial_id not in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id not in self._ot_trials:
             return
+        if trial_id not in self._completed_trials:
+            # Tune's snapshot of this searcher may predate its telling Optuna the trial failed (a storage that
+            # filled up between the two); the journal, written first, has the last word. Read once a session.
+            checked = self.__dict__.setdefault("_journal_checked", set())
+            if trial_id in checked:
+                return
+            checked.add(trial_id)
         failed = self._ot_study._storage.get_trial(_number(self._ot_trials[trial_id]))
         if failed.state != TrialState.FAIL:
             return

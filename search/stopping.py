@@ -11,6 +11,7 @@ Outside an experiment search/signals.py makes SIGTERM a Ctrl-C.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -47,6 +48,15 @@ class StorageFull(Exception):
     """The storage ran low on space; the run stopped while Tune could still save its state."""
 
 
+def storage_full(storage: Path) -> StorageFull | None:
+    """The stop for `storage`, if it has less than RESERVE_BYTES free; None while it has room."""
+    free = free_bytes(storage)
+    if free >= RESERVE_BYTES:
+        return None
+    return StorageFull(f"--storage {storage}: only {free / 2**20:.0f} MiB free; the run stopped and can continue with "
+                       "--resume once space is freed")  # fmt: skip
+
+
 def _request_stop(reason: Exception) -> None:
     tune_handler = signal.getsignal(signal.SIGUSR1)
     if _requests or not callable(tune_handler):  # a second request, or Tune is not running its loop yet
@@ -55,9 +65,41 @@ def _request_stop(reason: Exception) -> None:
     os.kill(os.getpid(), signal.SIGUSR1)
 
 
+class _WhileRoomy(logging.Filter):
+    """Lets Tune's log records through only while the storage has room: once it is full, each trial that cannot
+    write its checkpoint fails with a traceback nobody can act on; the run says it in one line instead."""
+
+    def __init__(self, storage: Path):
+        super().__init__()
+        self.storage = storage
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return storage_full(self.storage) is None
+
+
 @contextmanager
-def stoppable() -> Iterator[None]:
-    """Run a Tune experiment in the block; raise the stop request made during it, if any, after it ended."""
+def stoppable(storage: Path) -> Iterator[None]:
+    """Run a Tune experiment writing to `storage` in the block; raise the stop request made during it, if any,
+    after it ended. An error the experiment raises while `storage` is full (Tune reading back the error file a
+    trial could not write) is that StorageFull."""
+    quiet = _WhileRoomy(storage)
+    controller = logging.getLogger("ray.tune.execution.tune_controller")
+    controller.addFilter(quiet)
+    try:
+        with _stop_requests():
+            try:
+                yield
+            except Exception as err:
+                full = storage_full(storage)
+                if full is None:
+                    raise
+                raise full from err
+    finally:
+        controller.removeFilter(quiet)
+
+
+@contextmanager
+def _stop_requests() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread
         yield
         return
@@ -104,8 +146,8 @@ class StorageWatch(Callback):
         if time.monotonic() - self.checked < 1.0:  # Tune steps many times a second; the disk fills slower
             return
         self.checked = time.monotonic()
-        free = free_bytes(self.storage)
-        if free < RESERVE_BYTES and not _requests:
-            print(f"\nStopping: {self.storage} has {free / 2**20:.0f} MiB free …", file=sys.stderr, flush=True)
-            _request_stop(StorageFull(f"--storage {self.storage}: only {free / 2**20:.0f} MiB free; "
-                                      f"the run stopped and can continue with --resume once space is freed"))
+        full = storage_full(self.storage)
+        if full is not None and not _requests:
+            print(f"\nStopping: {self.storage} has {free_bytes(self.storage) / 2**20:.0f} MiB free …", file=sys.stderr,
+                  flush=True)  # fmt: skip
+            _request_stop(full)

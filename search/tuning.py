@@ -181,7 +181,7 @@ def _fit(request: RunRequest, name: str, trainable, points: list[dict] | None = 
             tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True,
                                        param_space=tuner_kwargs.get("param_space"))  # fmt: skip
             _continue_restored(tuner, tuner_kwargs["tune_config"], tuner_kwargs["run_config"])
-            with stoppable():
+            with stoppable(request.storage):
                 tuner.fit()
             return
         else:
@@ -191,7 +191,7 @@ def _fit(request: RunRequest, name: str, trainable, points: list[dict] | None = 
             print(f"warning: {path} holds no whole snapshot to resume from (stopped before Tune wrote one); {name} "
                   f"starts again, and what it wrote is kept in {aside.name}", file=sys.stderr, flush=True)  # fmt: skip
     tuner = tune.Tuner(trainable, **tuner_kwargs)
-    with stoppable():  # Interrupted or StorageFull, after Tune saved its state, if asked to stop
+    with stoppable(request.storage):  # Interrupted or StorageFull, after Tune saved its state, if asked to stop
         tuner.fit()
 
 

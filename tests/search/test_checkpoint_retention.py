@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 from ray import tune
 

@@ -1,12 +1,17 @@
-"""Ctrl-C in the middle of a search stops it cleanly and --resume finishes it; a second driver of the same
-run is refused while the first holds it (issue 18, cases 1 and 2). SIGTERM, to the driver or to its whole process
-group, stops a run as Ctrl-C does, and the command printed to continue works from anywhere (issue 26, cases 8 and 9,
-in one run: the group's signal reaches the driver too). One run, stopped once by each signal, then finished."""
+"""One run, stopped every way a run is stopped, then finished:
+- kill -9 before Tune's first snapshot: a resume without the searcher's state makes every trial anew, each with the
+  run's constants, and tells the killed one failed;
+- Ctrl-C in the middle stops it cleanly, and a second driver of the same run is refused while the first holds it
+  (issue 18, cases 1 and 2);
+- SIGTERM to the driver's whole process group stops it as Ctrl-C does, and the command printed to continue works
+  from anywhere (issue 26, cases 8 and 9: the group's signal reaches the driver too).
+"""
 
 from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,13 +56,15 @@ def _interrupted(command: list[str], cwd: Path, env: dict, log: Path, run_dir: P
     return driver
 
 
-def test_ctrl_c_then_sigterm_to_the_process_group_stop_cleanly_and_the_printed_command_finishes_from_anywhere(
+def test_killed_before_its_first_snapshot_then_ctrl_c_then_sigterm_to_the_group_and_the_printed_command_finishes(
         tmp_path, capsys, service_data):  # fmt: skip
-    """Ctrl-C in the middle of a search stops it cleanly, and a second driver of the same run is refused while the
-    first holds it (issue 18, cases 1 and 2). The command it prints continues the run from any directory (the user
-    typed `python search/run.py …`, a relative script path); SIGTERM to that driver's whole process group, as a
-    cluster scheduler sends it, stops it as Ctrl-C does: Ray's raylet and GCS, in the group, must not go down with
-    it and take the driver along (issue 26, cases 8 and 9). The command printed then finishes the search."""
+    """A driver killed (kill -9) before Tune wrote its first snapshot: Tune keeps the searcher's state only from
+    that snapshot on, so the resume makes every trial anew; each must still get the run's constants, and the killed
+    trial is kept aside and told failed. Ctrl-C in the middle of that resumed search stops it cleanly, and a second
+    driver of the same run is refused while the first holds it. The command it prints continues the run from any
+    directory (the user typed `python search/run.py …`, a relative script path); SIGTERM to that driver's whole
+    process group, as a cluster scheduler sends it, stops it as Ctrl-C does: Ray's raylet and GCS, in the group, must
+    not go down with it and take the driver along. The command printed then finishes the search."""
     storage = tmp_path / "runs"
     run_dir = storage / "crash"
     elsewhere = tmp_path / "elsewhere"
@@ -65,18 +72,34 @@ def test_ctrl_c_then_sigterm_to_the_process_group_stop_cleanly_and_the_printed_c
     env = {**os.environ, "RAY_TMPDIR": f"/tmp/kdi{os.getpid()}", "RAY_AUTH_MODE": "disabled"}
     command = _command(storage, service_data, "--samples", "2", "--set", "epochs=3", "--set", "max_concurrent=1")
 
+    driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)  # fmt: skip
+    deadline = time.time() + 240
+    while not list((run_dir / "search").glob("subset5_*")) and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    assert driver.poll() is None, "the search ended before it could be killed"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    for snapshot in [*(run_dir / "search").glob("*state*"), *(run_dir / "search").glob(".whole-snapshot.*")]:
+        shutil.rmtree(snapshot) if snapshot.is_dir() else snapshot.unlink()  # as if killed before Tune wrote them
+    (killed,) = [d.name.rsplit("_", 1)[1] for d in (run_dir / "search").glob("subset5_*")]
+
     def second_driver_is_refused() -> None:  # case 2, while the first holds the run
         assert main(command[2:]) == 2
         assert "in use by another run" in capsys.readouterr().err
 
-    driver = _interrupted(command, ROOT, env, tmp_path / "ctrl_c.log", run_dir, signal.SIGINT,
-                          while_running=second_driver_is_refused)  # fmt: skip
+    def failed() -> list[str]:
+        return [t.user_attrs["trial_id"] for t in _study(run_dir).trials if t.state == optuna.trial.TrialState.FAIL]
+
+    driver = _interrupted(command + ["--resume"], ROOT, env, tmp_path / "ctrl_c.log", run_dir, signal.SIGINT,
+                          beyond=_epochs_checkpointed(run_dir), while_running=second_driver_is_refused)  # fmt: skip
     said = (tmp_path / "ctrl_c.log").read_text()
     assert driver.returncode == 130, said[-3000:]
     assert "--resume" in said and "Traceback" not in said, said[-3000:]
     assert not (run_dir / "leaderboard.csv").exists(), "an interrupted search is not ranked"
     assert not (run_dir / ".lock").exists()
-    assert optuna.trial.TrialState.FAIL not in {t.state for t in _study(run_dir).trials}, "not told failed"
+    assert [d.name for d in run_dir.glob("search.interrupted-*/subset5_*")] == [f"subset5_{killed}"], "kept aside"
+    assert failed() == [], "an interrupted trial is not told failed (the killed one is, once the run ends)"
 
     hints = [line for line in said.splitlines() if "continue with: " in line]
     assert len(hints) == 1, said[-3000:]
@@ -90,14 +113,16 @@ def test_ctrl_c_then_sigterm_to_the_process_group_stop_cleanly_and_the_printed_c
     assert len(hints) == 1 and "Traceback" not in said and "core_worker" not in said, said[-3000:]
     assert said.rstrip().splitlines()[-1] == f"Interrupted; the trials are saved in {run_dir}", said[-1000:]
     assert not (run_dir / "leaderboard.csv").exists() and not (run_dir / ".lock").exists()
-    assert optuna.trial.TrialState.FAIL not in {t.state for t in _study(run_dir).trials}
+    assert failed() == []
 
     resumed = subprocess.run(shlex.split(hints[0].split("continue with: ", 1)[1]), cwd=elsewhere, env=env,
                              capture_output=True, text=True, timeout=400)  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
     assert len(board) == 2 and (board["status"] == "complete").all(), board[["trial_id", "status", "epochs"]]
-    assert sorted(t.state.name for t in _study(run_dir).trials) == ["COMPLETE", "COMPLETE"]
+    assert killed not in set(board["trial_id"]), "the killed trial was made anew, under another id"
+    assert sorted(t.state.name for t in _study(run_dir).trials) == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert failed() == [killed], "the killed run's trial is told failed, not left running"
 
 
 def test_stopped_before_the_run_started_it_says_how_to_start_it_as_typed(tmp_path):

@@ -2,6 +2,7 @@
 
 import math
 import os
+import pickle
 from pathlib import Path
 
 import optuna
@@ -102,3 +103,27 @@ def test_a_journal_lock_left_where_a_copied_run_used_to_be_is_cleared_and_a_live
     journal_storage(journal)
     assert lock.is_symlink()
     lock.unlink()
+
+
+def test_a_trial_told_failed_after_the_searchers_snapshot_is_rerun_as_a_new_trial(tmp_path):
+    """A storage that filled up: the journal recorded a trial's failure, Tune's snapshot of the searcher (taken
+    before) did not. The resumed run reruns the trial from its checkpoint; it gets a new Optuna trial with the
+    same parameters and the values before its checkpoint, and the failed one stays as it was."""
+    storage = journal_storage(tmp_path / "optuna.journal")
+    searcher = _searcher(study_name="run/subset5")
+    searcher.bind(storage)
+    params = searcher.suggest("t")
+    searcher.on_trial_result("t", {"acc": 0.4, "training_iteration": 1})
+    snapshot = pickle.dumps(searcher)  # what Tune saved before the disk was full
+    searcher.on_trial_result("t", {"acc": 0.5, "training_iteration": 2})
+    searcher.on_trial_complete("t", None, error=True)  # its checkpoint could not be written
+
+    resumed = pickle.loads(snapshot)
+    resumed.bind(journal_storage(tmp_path / "optuna.journal"))
+    resumed.on_trial_result("t", {"acc": 0.45, "training_iteration": 2})  # rerun from its epoch-1 checkpoint
+    resumed.on_trial_complete("t", {"acc": 0.6, "training_iteration": 3})
+    failed, rerun = optuna.load_study(study_name="run/subset5", storage=storage).trials
+    assert failed.state == TrialState.FAIL and failed.intermediate_values == {1: 0.4, 2: 0.5}
+    assert rerun.state == TrialState.COMPLETE and rerun.params == params and rerun.value == 0.6
+    assert rerun.intermediate_values == {1: 0.4, 2: 0.45, 3: 0.6}
+    assert rerun.user_attrs["trial_id"] == "t" and rerun.user_attrs["rerun_of"] == failed.number

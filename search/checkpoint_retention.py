@@ -8,8 +8,11 @@ keeps every checkpoint, and this callback deletes one only once the snapshot on 
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+import pickletools
+import re
 import shutil
 from pathlib import Path
 
@@ -27,13 +30,30 @@ def newest_snapshot(experiment_dir: Path) -> Path | None:
     return max(experiment_dir.glob("experiment_state-*.json"), default=None)
 
 
+_CHECKPOINT_PATH = re.compile(r"(?:^|/)checkpoint_(\d{6})$")
+
+
+def _registered(manager: object) -> str | None:
+    """The newest checkpoint Tune's checkpoint manager of a trial registered (the one a resume restores the trial
+    from), None if none. The manager is in the snapshot as a pickle (Tune's `CLOUDPICKLE_FALLBACK`, its text or a
+    dict); it is read as opcodes for the checkpoints' paths, and nothing in it is built or run."""
+    if isinstance(manager, str):
+        manager = ast.literal_eval(manager)
+    indices = [int(found.group(1)) for _, arg, _ in pickletools.genops(bytes.fromhex(manager["value"]))
+               if isinstance(arg, str) and (found := _CHECKPOINT_PATH.search(arg))]  # fmt: skip
+    return f"checkpoint_{max(indices):06d}" if indices else None
+
+
 def restore_points(experiment_dir: Path) -> dict[str, str | None] | None:
     """For each trial a resume would restore from the newest experiment snapshot on storage, the name of the
     checkpoint it would restore (None where the snapshot names none yet: the trial then restarts from scratch);
     trials the snapshot does not restore are absent. None when there is no snapshot that reads whole.
 
     Reads Tune's `experiment_state-<session>.json`: `trial_data` holds one [trial, run metadata] pair of JSON
-    texts per trial, with `trial_id`, `status` and `last_result.checkpoint_dir_name`."""
+    texts per trial, with `trial_id`, `status`, `last_result` and the trial's checkpoint manager. Tune restores a
+    trial from the newest checkpoint its manager registered, which can be older than the one its last result names:
+    Tune registers an epoch's checkpoint after the epoch's result, so a run stopped in between names one it never
+    registered."""
     snapshot = newest_snapshot(experiment_dir)
     if snapshot is None:
         return {}
@@ -45,9 +65,9 @@ def restore_points(experiment_dir: Path) -> dict[str, str | None] | None:
             last = metadata.get("last_result") or {}
             if trial["status"] in _NOT_RESTORED or not last.get("training_iteration"):
                 continue  # not restored, or restored from scratch
-            points[trial["trial_id"]] = last.get("checkpoint_dir_name")
+            points[trial["trial_id"]] = _registered(metadata["checkpoint_manager"])
         return points
-    except (OSError, ValueError, KeyError, TypeError, IndexError):  # being written, or a format this does not know
+    except (OSError, ValueError, KeyError, TypeError, IndexError, SyntaxError):  # being written, or a format unknown
         return None
 
 

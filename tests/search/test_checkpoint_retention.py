@@ -9,10 +9,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ray import tune
+from ray.train._internal.checkpoint_manager import _CheckpointManager, _TrainingResult
+from ray.tune.utils.serialization import TuneFunctionEncoder
 
 from search.checkpoint_retention import CheckpointRetention, deletable, restore_floors
 
 SCORES = [0.5, 0.9, 0.6, 0.7]  # the best is epoch 2 (checkpoint 1), the latest checkpoint 3
+
+
+def _manager(checkpoint: Path) -> object:
+    """A trial's checkpoint manager that registered `checkpoint`, as Tune writes it into its snapshot."""
+    manager = _CheckpointManager(tune.CheckpointConfig(checkpoint_score_attribute="acc", checkpoint_score_order="max"))
+    manager.register_checkpoint(_TrainingResult(checkpoint=tune.Checkpoint(str(checkpoint)), metrics={"acc": 0.5}))
+    return json.loads(json.dumps({"m": manager}, cls=TuneFunctionEncoder))["m"]
 
 
 def test_latest_and_best_stay_the_rest_go():
@@ -54,15 +63,17 @@ def test_a_real_search_ends_with_the_latest_and_the_best(ray_session, tmp_path):
         assert kept == ["checkpoint_000001", "checkpoint_000003"], kept
     assert restore_floors(experiment) == {}, "a finished experiment needs no checkpoint to resume"
 
-    # The same snapshot as Tune would have left it had the driver died after the first epoch of trial 0.
+    # The same snapshot as Tune would have left it had the driver died after the second epoch's result of trial 0,
+    # its checkpoint not yet registered (Tune registers it after the result): a resume restores checkpoint 0.
     snapshot = max(experiment.glob("experiment_state-*.json"))
     state = json.loads(snapshot.read_text())
     trial, metadata = (json.loads(text) for text in state["trial_data"][0])
     trial["status"] = "RUNNING"
-    metadata["last_result"].update(training_iteration=1, checkpoint_dir_name="checkpoint_000000")
+    metadata["last_result"].update(training_iteration=2, checkpoint_dir_name="checkpoint_000001")
+    metadata["checkpoint_manager"] = _manager(Path(grid[0].path) / "checkpoint_000000")
     state["trial_data"][0] = [json.dumps(trial), json.dumps(metadata)]
     snapshot.write_text(json.dumps(state))
-    assert restore_floors(experiment) == {trial["trial_id"]: 0}
+    assert restore_floors(experiment) == {trial["trial_id"]: 0}, "the registered checkpoint, not the result's"
 
     snapshot.write_text(snapshot.read_text()[:500])  # a snapshot cut off as it was written
     assert restore_floors(experiment) is None, "nothing is known safe to delete"
@@ -72,7 +83,8 @@ def _snapshot(directory: Path, status: str, checkpoint: str) -> None:
     """A Tune experiment snapshot of one trial `t1` at 2 epochs, in the form restore_points reads."""
     directory.mkdir(parents=True, exist_ok=True)
     trial = {"trial_id": "t1", "status": status}
-    metadata = {"last_result": {"training_iteration": 2, "checkpoint_dir_name": checkpoint}}
+    metadata = {"last_result": {"training_iteration": 2, "checkpoint_dir_name": checkpoint},
+                "checkpoint_manager": _manager(directory / "subset5_t1" / checkpoint)}  # fmt: skip
     state = {"trial_data": [[json.dumps(trial), json.dumps(metadata)]]}
     (directory / "experiment_state-2026-01-01_10-00-00.json").write_text(json.dumps(state))
 

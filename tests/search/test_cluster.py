@@ -81,7 +81,7 @@ def test_a_search_runs_across_two_nodes(cluster, tmp_path, service_data):
     command = [sys.executable, "search/run.py", "--space", "kd", "--address", address, "--storage", str(storage),
                "--name", "cluster", "--subsets", "5,10", "--samples", "1"]  # fmt: skip
     command += ["--data", str(service_data)]
-    for setting in ["epochs=1", "batch_size=50", "compare_without_kd=false", "kd_lambda=1.0", "teacher.pretrain=none"]:
+    for setting in ["epochs=1", "batch_size=50", "compare_without_kd=false", "confirm_top_k=0", "kd_lambda=1.0"]:
         command += ["--set", setting]
     space = tmp_path / "lr_only.yaml"
     space.write_text("system: asc_kd\nsearch:\n  subset: [5, 10]\n  lr: {low: 0.002, high: 0.02, log: true}\n")

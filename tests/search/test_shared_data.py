@@ -19,8 +19,8 @@ from search.run import main
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
-SETTINGS = ["epochs=2", "batch_size=50", "kd_lambda=1.0", "compare_without_kd=false", "scheduler.type=fifo",
-            "base_channels=8"]  # fmt: skip
+SETTINGS = ["epochs=2", "batch_size=50", "kd_lambda=1.0", "compare_without_kd=false", "confirm_top_k=0",
+            "scheduler.type=fifo", "base_channels=8"]  # fmt: skip
 
 
 def clip_mappings(clips: Path) -> dict[int, dict[str, int]]:

@@ -60,6 +60,7 @@ def cluster(request: RunRequest) -> Iterator[RunRequest]:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     ray_logging = logging.INFO if request.verbose else logging.ERROR
     owns_ray = not ray.is_initialized()  # a test session (or a notebook) may have started Ray already
+    started_here = owns_ray and not request.address
     if owns_ray and request.address:
         ray.init(address=request.address, log_to_driver=False, runtime_env=WORKER_ENV, logging_level=ray_logging)
     elif owns_ray:
@@ -78,8 +79,28 @@ def cluster(request: RunRequest) -> Iterator[RunRequest]:
             check_shared_storage(request.storage, nodes)
         yield request
     finally:
-        if owns_ray:
+        if started_here:
+            _stop_started_ray()
+        elif owns_ray:
             ray.shutdown()
+
+
+def _stop_started_ray() -> None:
+    """ray.shutdown() for the Ray this run started, without its graceful stop. Its processes were started with
+    SIGTERM blocked (sigterm_shielded), so the SIGTERM Ray sends each reaches none, and each waits out a second
+    before Ray's SIGKILL: 5 s at the end of every run. They are SIGKILLed once the driver has disconnected."""
+    worker = ray._private.worker  # Ray's own record of the node it started (Ray is pinned; without it, Ray's stop)
+    node = getattr(worker, "_global_node", None)
+    if node is None or not hasattr(node, "kill_all_processes"):
+        ray.shutdown()
+        return
+    worker._global_node = None  # ray.shutdown then disconnects the driver and leaves the node's processes here
+    try:
+        ray.shutdown()
+    finally:
+        if node.is_head():
+            node.destroy_external_storage()
+        node.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
 
 
 def trials_per_gpu(memory: int, per_trial_memory: int, cpus_per_gpu: float, cpus_per_trial: float) -> int:

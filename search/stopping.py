@@ -148,6 +148,6 @@ class StorageWatch(Callback):
         self.checked = time.monotonic()
         full = storage_full(self.storage)
         if full is not None and not _requests:
-            print(f"\nStopping: {self.storage} has {free_bytes(self.storage) / 2**20:.0f} MiB free …", file=sys.stderr,
-                  flush=True)  # fmt: skip
+            free = free_bytes(self.storage) / 2**20
+            print(f"\nStopping: {self.storage} has {free:.0f} MiB free …", file=sys.stderr, flush=True)
             _request_stop(full)

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from search.run import main
-from tests.search.test_resume import ROOT, _command, _epochs_checkpointed, _study
+from tests.search.test_resume import ROOT, _command, _epochs_checkpointed, _study, ray_left
 
 
 def _wait_for_a_checkpoint(driver: subprocess.Popen, run_dir: Path, beyond: int = 0) -> None:
@@ -91,10 +91,15 @@ def test_killed_before_its_first_snapshot_then_ctrl_c_then_sigterm_to_the_group_
     def failed() -> list[str]:
         return [t.user_attrs["trial_id"] for t in _study(run_dir).trials if t.state == optuna.trial.TrialState.FAIL]
 
-    driver = _interrupted(command + ["--resume"], ROOT, env, tmp_path / "ctrl_c.log", run_dir, signal.SIGINT,
+    def own_ray(name: str) -> dict:  # a Ray temp dir for each driver: the processes of each are told apart
+        return {**env, "RAY_TMPDIR": f"/tmp/{name}{os.getpid()}"}
+
+    ctrl_c_env = own_ray("kdj")
+    driver = _interrupted(command + ["--resume"], ROOT, ctrl_c_env, tmp_path / "ctrl_c.log", run_dir, signal.SIGINT,
                           beyond=_epochs_checkpointed(run_dir), while_running=second_driver_is_refused)  # fmt: skip
     said = (tmp_path / "ctrl_c.log").read_text()
     assert driver.returncode == 130, said[-3000:]
+    assert not ray_left(ctrl_c_env["RAY_TMPDIR"]), "the Ray the run started stops with it"
     assert "--resume" in said and "Traceback" not in said, said[-3000:]
     assert not (run_dir / "leaderboard.csv").exists(), "an interrupted search is not ranked"
     assert not (run_dir / ".lock").exists()
@@ -106,18 +111,22 @@ def test_killed_before_its_first_snapshot_then_ctrl_c_then_sigterm_to_the_group_
     again = shlex.split(hints[0].split("continue with: ", 1)[1])
     assert again[-1] == "--resume" and Path(again[1]).is_absolute(), again
     done = _epochs_checkpointed(run_dir)
-    driver = _interrupted(again, elsewhere, env, tmp_path / "sigterm.log", run_dir, signal.SIGTERM, beyond=done)
+    sigterm_env = own_ray("kdk")
+    driver = _interrupted(again, elsewhere, sigterm_env, tmp_path / "sigterm.log", run_dir, signal.SIGTERM, beyond=done)
     said = (tmp_path / "sigterm.log").read_text()
     assert driver.returncode == 143, said[-3000:]
     hints = [line for line in said.splitlines() if "continue with: " in line]
     assert len(hints) == 1 and "Traceback" not in said and "core_worker" not in said, said[-3000:]
     assert said.rstrip().splitlines()[-1] == f"Interrupted; the trials are saved in {run_dir}", said[-1000:]
     assert not (run_dir / "leaderboard.csv").exists() and not (run_dir / ".lock").exists()
+    assert not ray_left(sigterm_env["RAY_TMPDIR"])
     assert failed() == []
 
-    resumed = subprocess.run(shlex.split(hints[0].split("continue with: ", 1)[1]), cwd=elsewhere, env=env,
+    final_env = own_ray("kdl")
+    resumed = subprocess.run(shlex.split(hints[0].split("continue with: ", 1)[1]), cwd=elsewhere, env=final_env,
                              capture_output=True, text=True, timeout=400)  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert not ray_left(final_env["RAY_TMPDIR"])
     board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"trial_id": str})
     assert len(board) == 2 and (board["status"] == "complete").all(), board[["trial_id", "status", "epochs"]]
     assert killed not in set(board["trial_id"]), "the killed trial was made anew, under another id"

@@ -300,9 +300,10 @@ def _teacher_files(storage: Path) -> dict[str, float]:
 
 
 def test_ntu_pipeline_trains_caches_and_averages_its_teachers_then_prints_the_table(ray_session, real, capsys):
-    """spaces/ntu_pipeline.yaml at the size of a test: 2 PaSST and 2 CNN teachers on one split, 1 epoch; the
-    students distil from the mean of the 4 members' logits; a second run with the same teachers trains none."""
-    tiny = _sets(*SMALL_STUDENT, "seeds=1", "weights=null", f"dir_path={real['irs']}", "cnn_teachers=2",
+    """spaces/ntu_pipeline.yaml at the size of a test: 2 PaSST teachers (an ensemble of their own) and 1 CNN teacher
+    on one split, 1 epoch; the students distil from the mean of the 3 members' logits; a second run with the same
+    teachers trains none."""
+    tiny = _sets(*SMALL_STUDENT, "seeds=1", "weights=null", f"dir_path={real['irs']}", "cnn_teachers=1",
                  "teacher.ensemble=2", "teacher.arch=passt_tiny", "teacher.allow_untrained=true",
                  "teacher.allow_weak=true", "teacher.embed_dim=32", "teacher.depth=1", "teacher.num_heads=2",
                  "teacher.epochs=1", "teacher.batch_size=50", "teacher.eval_batch_size=300", "cnn_teacher.epochs=1",
@@ -313,9 +314,9 @@ def test_ntu_pipeline_trains_caches_and_averages_its_teachers_then_prints_the_ta
     assert main([*argv, "--name", "pipeline"]) == 0
     out = capsys.readouterr().out
     run = real["storage"] / "pipeline"
-    for experiment in ("teachers", "cnn_teachers"):  # 2 seeds each, as Ray trials
+    for experiment, seeds in (("teachers", [0, 1]), ("cnn_teachers", [0])):  # one Ray trial a seed
         configs = [json.loads(p.read_text()) for p in (run / experiment).glob("*/params.json")]
-        assert sorted((c["subset"], c["seed"]) for c in configs) == [(5, 0), (5, 1)], experiment
+        assert sorted((c["subset"], c["seed"]) for c in configs) == [(5, seed) for seed in seeds], experiment
     cnn = json.loads(next((run / "cnn_teachers").glob("*/params.json")).read_text())["teacher"]
     assert (cnn["kd_lambda"], cnn["mixup_mixes"], cnn["dir_path"]) == (1.0, "targets", real["irs"]), "the run's DIR"
     teachers = pd.read_csv(run / "teachers.csv")
@@ -329,7 +330,7 @@ def test_ntu_pipeline_trains_caches_and_averages_its_teachers_then_prints_the_ta
         assert path.name.startswith("kd-ensemble-")
         members = [p for p in (real["storage"] / "cache" / "teachers").glob("*.pt")
                    if (p.name.startswith("cnn-") or len(p.stem) == 20) and read_logits(p)["filenames"] == combined["filenames"]]  # fmt: skip
-        assert sorted(len(p.stem) == 20 for p in members) == [False, False, True, True], "2 CNN and 2 PaSST members"
+        assert sorted(len(p.stem) == 20 for p in members) == [False, True, True], "1 CNN and 2 PaSST members"
         mean = np.mean([read_logits(p)["logits"].numpy() for p in members], axis=0)
         assert np.allclose(combined["logits"].numpy(), mean, atol=1e-5), "the students learn from the members' mean"
     table = pd.read_csv(run / "replication.csv")
@@ -347,7 +348,7 @@ def test_ntu_pipeline_trains_caches_and_averages_its_teachers_then_prints_the_ta
     out = capsys.readouterr().out
     again = real["storage"] / "pipeline_again"
     assert not (again / "teachers").exists() and not (again / "cnn_teachers").exists(), "no teacher trained again"
-    assert "to train" not in out and "to make" not in out and out.count(": cached (") == 1 + 2
+    assert "to train" not in out and "to make" not in out and out.count(": cached (") == 1 + 1
     assert _teacher_files(real["storage"]) == before, "the cached teachers are read, not rewritten"
     assert pd.read_csv(again / "teachers.csv")["logits"].tolist() == teachers["logits"].tolist()
     assert pd.read_csv(again / "replication.csv")["runs"].tolist() == [1]

@@ -67,7 +67,7 @@ def restore_points(experiment_dir: Path) -> dict[str, str | None] | None:
                 continue  # not restored, or restored from scratch
             points[trial["trial_id"]] = _registered(metadata["checkpoint_manager"])
         return points
-    except (OSError, ValueError, KeyError, TypeError, IndexError, SyntaxError):  # being written, or a format unknown
+    except (OSError, ValueError, KeyError, TypeError, IndexError, SyntaxError, RecursionError):  # cut short, or unknown
         return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -107,3 +108,29 @@ def test_at_the_end_a_kept_snapshot_that_lags_holds_nothing_back(tmp_path):
     assert on_disk() == ["checkpoint_000001", "checkpoint_000002", "checkpoint_000003"], "the kept copy needs 1 on"
     retention.on_experiment_end([trial])
     assert on_disk() == ["checkpoint_000001", "checkpoint_000003"], "the latest and the best"
+
+
+class _Hostile:
+    def __reduce__(self):  # what loading this pickle would run
+        return (Path.touch, (Path(tempfile.gettempdir()) / "a-hostile-pickle-ran",))
+
+
+def test_a_hostile_checkpoint_manager_in_a_snapshot_is_read_never_run(tmp_path):
+    """The snapshot's pickled checkpoint manager is read as opcodes: a pickle that would create a file when loaded
+    creates none, and names no checkpoint Tune registered (its trial keeps every checkpoint)."""
+    marker = Path(tempfile.gettempdir()) / "a-hostile-pickle-ran"
+    marker.unlink(missing_ok=True)
+    experiment = tmp_path / "search"
+    _snapshot(experiment, "RUNNING", "checkpoint_000001")
+    snapshot = experiment / "experiment_state-2026-01-01_10-00-00.json"
+    state = json.loads(snapshot.read_text())
+    trial, metadata = (json.loads(text) for text in state["trial_data"][0])
+    metadata["checkpoint_manager"] = str({"_type": "CLOUDPICKLE_FALLBACK", "value": pickle.dumps(_Hostile()).hex()})
+    state["trial_data"][0] = [json.dumps(trial), json.dumps(metadata)]
+    snapshot.write_text(json.dumps(state))
+    assert restore_floors(experiment, with_kept=False) == {"t1": 0}, "no registered checkpoint: all are kept"
+    assert not marker.exists(), "nothing in the pickle ran"
+    metadata["checkpoint_manager"] = "{'_type': 'CLOUDPICKLE_FALLBACK', 'value': '80'}"  # cut short
+    state["trial_data"][0] = [json.dumps(trial), json.dumps(metadata)]
+    snapshot.write_text(json.dumps(state))
+    assert restore_floors(experiment, with_kept=False) is None, "a manager cut short: nothing is known safe to delete"

@@ -51,8 +51,12 @@ def _epochs_checkpointed(run_dir: Path) -> int:
     Not a count of checkpoint folders: a trial keeps its latest and best, and deletes older ones once
     Tune's snapshot has moved past them, so a count flickers.
     """
-    indices = [checkpoint_index(path.name) for path in (run_dir / "search").glob("*/checkpoint_*")]
-    return max(indices, default=-1) + 1
+    while True:
+        try:
+            indices = [checkpoint_index(path.name) for path in (run_dir / "search").glob("*/checkpoint_*")]
+            return max(indices, default=-1) + 1
+        except FileNotFoundError:  # a folder renamed as it was listed (SnapshotKeeper's staging copy): again
+            continue
 
 
 def _study(run_dir: Path) -> optuna.Study:

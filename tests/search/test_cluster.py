@@ -74,8 +74,8 @@ def cluster(tmp_path_factory):
 
 
 def test_a_search_runs_across_two_nodes(cluster, tmp_path, service_data):
-    """The driver on the head, its trials on the second node (the only one with CPUs): they read the project, the
-    dataset and the teacher through what that node sees, and write their checkpoints to the shared storage."""
+    """The driver on the head, its trials on the second node (the only one with CPUs): they import the project and
+    read the dataset where that node sees them, and write their checkpoints to the shared storage."""
     address, env, _ = cluster
     storage = tmp_path / "shared"
     command = [sys.executable, "search/run.py", "--space", "kd", "--address", address, "--storage", str(storage),
@@ -101,7 +101,7 @@ def test_a_storage_one_node_cannot_see_is_refused(cluster, tmp_path, service_dat
     if head_only is None:
         pytest.skip("mount namespaces (unshare -m) are not allowed here")
     storage = head_only / "runs"
-    space = tmp_path / "lr_only.yaml"  # no teacher: refused before any teacher would be trained
+    space = tmp_path / "lr_only.yaml"  # no teacher to train before the storage is checked
     space.write_text("system: asc_kd\nkd_lambda: 1.0\nsearch:\n  subset: [5]\n  lr: {low: 0.002, high: 0.02}\n")
     command = [sys.executable, "search/run.py", "--space", str(space), "--address", address, "--storage", str(storage),
                "--data", str(service_data)]  # fmt: skip

@@ -145,22 +145,22 @@ class CheckpointRetention(tune.Callback):
         # Tune has written and synced its last snapshot by now, so a finished trial keeps exactly two. SnapshotKeeper
         # copies that snapshot only after this callback: its copy may still name a checkpoint long passed.
         if trials:
-            self._snapshot_read = ()
-            self._floors = restore_floors(Path(trials[0].path).parent, with_kept=False)
+            self._read_floors(Path(trials[0].path).parent, with_kept=False)
             self._prune(trials)
 
-    def _read_floors(self, experiment_dir: Path) -> bool:
-        """Read the snapshot's floors again if Tune wrote a new one (this runs at every checkpoint); whether it did."""
+    def _read_floors(self, experiment_dir: Path, with_kept: bool = True) -> bool:
+        """Read the snapshot's floors again if Tune wrote a new one (this runs at every checkpoint); whether it did.
+        `with_kept`: as restore_floors."""
         snapshot = newest_snapshot(experiment_dir)
         try:
-            kept = kept_snapshots(experiment_dir)[:1]
+            kept = kept_snapshots(experiment_dir)[:1] if with_kept else []
             stamp = (snapshot, snapshot.stat().st_mtime_ns, snapshot.stat().st_size, *kept) if snapshot else ()
         except OSError:  # replaced as it was looked at
             self._snapshot_read, self._floors = (), None
             return False
         if stamp == self._snapshot_read and stamp:
             return False
-        self._snapshot_read, self._floors = stamp, restore_floors(experiment_dir)
+        self._snapshot_read, self._floors = stamp, restore_floors(experiment_dir, with_kept)
         return True
 
     def _prune(self, trials) -> None:

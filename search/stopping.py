@@ -45,16 +45,18 @@ class Interrupted(Exception):
 
 
 class StorageFull(Exception):
-    """The storage ran low on space; the run stopped while Tune could still save its state."""
+    """The storage ran low on space (`free` bytes left); the run stopped while Tune could still save its state."""
+
+    def __init__(self, storage: Path, free: int):
+        super().__init__(f"--storage {storage}: only {free / 2**20:.0f} MiB free; the run stopped and can continue "
+                         "with --resume once space is freed")  # fmt: skip
+        self.free = free
 
 
 def storage_full(storage: Path) -> StorageFull | None:
     """The stop for `storage`, if it has less than RESERVE_BYTES free; None while it has room."""
     free = free_bytes(storage)
-    if free >= RESERVE_BYTES:
-        return None
-    return StorageFull(f"--storage {storage}: only {free / 2**20:.0f} MiB free; the run stopped and can continue with "
-                       "--resume once space is freed")  # fmt: skip
+    return StorageFull(storage, free) if free < RESERVE_BYTES else None
 
 
 def _request_stop(reason: Exception) -> None:
@@ -148,6 +150,5 @@ class StorageWatch(Callback):
         self.checked = time.monotonic()
         full = storage_full(self.storage)
         if full is not None and not _requests:
-            free = free_bytes(self.storage) / 2**20
-            print(f"\nStopping: {self.storage} has {free:.0f} MiB free …", file=sys.stderr, flush=True)
+            print(f"\nStopping: {self.storage} has {full.free / 2**20:.0f} MiB free …", file=sys.stderr, flush=True)
             _request_stop(full)

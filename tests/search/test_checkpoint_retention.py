@@ -80,12 +80,14 @@ def test_a_real_search_ends_with_the_latest_and_the_best(ray_session, tmp_path):
     assert restore_floors(experiment) is None, "nothing is known safe to delete"
 
 
-def _snapshot(directory: Path, status: str, checkpoint: str) -> None:
-    """A Tune experiment snapshot of one trial `t1` at 2 epochs, in the form restore_points reads."""
+def _snapshot(directory: Path, status: str, checkpoint: str, manager: object = None) -> None:
+    """A Tune experiment snapshot of one trial `t1` at 2 epochs, in the form restore_points reads; its checkpoint
+    manager `manager`, or one that registered `checkpoint`."""
     directory.mkdir(parents=True, exist_ok=True)
     trial = {"trial_id": "t1", "status": status}
+    manager = _manager(directory / "subset5_t1" / checkpoint) if manager is None else manager
     metadata = {"last_result": {"training_iteration": 2, "checkpoint_dir_name": checkpoint},
-                "checkpoint_manager": _manager(directory / "subset5_t1" / checkpoint)}  # fmt: skip
+                "checkpoint_manager": manager}  # fmt: skip
     state = {"trial_data": [[json.dumps(trial), json.dumps(metadata)]]}
     (directory / "experiment_state-2026-01-01_10-00-00.json").write_text(json.dumps(state))
 
@@ -121,16 +123,9 @@ def test_a_hostile_checkpoint_manager_in_a_snapshot_is_read_never_run(tmp_path):
     marker = Path(tempfile.gettempdir()) / "a-hostile-pickle-ran"
     marker.unlink(missing_ok=True)
     experiment = tmp_path / "search"
-    _snapshot(experiment, "RUNNING", "checkpoint_000001")
-    snapshot = experiment / "experiment_state-2026-01-01_10-00-00.json"
-    state = json.loads(snapshot.read_text())
-    trial, metadata = (json.loads(text) for text in state["trial_data"][0])
-    metadata["checkpoint_manager"] = str({"_type": "CLOUDPICKLE_FALLBACK", "value": pickle.dumps(_Hostile()).hex()})
-    state["trial_data"][0] = [json.dumps(trial), json.dumps(metadata)]
-    snapshot.write_text(json.dumps(state))
+    hostile = str({"_type": "CLOUDPICKLE_FALLBACK", "value": pickle.dumps(_Hostile()).hex()})
+    _snapshot(experiment, "RUNNING", "checkpoint_000001", manager=hostile)
     assert restore_floors(experiment, with_kept=False) == {"t1": 0}, "no registered checkpoint: all are kept"
     assert not marker.exists(), "nothing in the pickle ran"
-    metadata["checkpoint_manager"] = "{'_type': 'CLOUDPICKLE_FALLBACK', 'value': '80'}"  # cut short
-    state["trial_data"][0] = [json.dumps(trial), json.dumps(metadata)]
-    snapshot.write_text(json.dumps(state))
+    _snapshot(experiment, "RUNNING", "checkpoint_000001", manager="{'_type': 'CLOUDPICKLE_FALLBACK', 'value': '80'}")
     assert restore_floors(experiment, with_kept=False) is None, "a manager cut short: nothing is known safe to delete"

@@ -29,6 +29,7 @@ class TrialRecord:
     config: dict
     results: list[dict] = field(default_factory=list)  # every report, in order
     error: str | None = None
+    damage: list[str] = field(default_factory=list)  # what of its files was cut short or unreadable, and skipped
 
     @property
     def last(self) -> dict:
@@ -69,18 +70,82 @@ def confirmation_experiments(run_dir: Path) -> list[Path]:
 
 
 def read_experiment(directory: Path) -> list[TrialRecord]:
-    """All trials of one Tune experiment directory (e.g. <run>/search); empty if it does not exist."""
+    """All trials of one Tune experiment directory (e.g. <run>/search); empty if it does not exist.
+
+    A full storage or a killed driver can cut a trial's files short, and Tune's resume then appends
+    to them: a report line cut short (or glued to the next one) and an empty error.txt are kept
+    out of the record and named in its `damage`, never a reason not to read the rest.
+    """
     records = []
-    for params in sorted(Path(directory).glob("*/params.json")):
-        trial_dir = params.parent
-        results = []
-        result_file = trial_dir / "result.json"
-        if result_file.is_file():
-            for line in result_file.read_text().splitlines():
-                if line.strip():
-                    results.append(json.loads(line))
+    for params_file in sorted(Path(directory).glob("*/params.json")):
+        trial_dir = params_file.parent
+        params = _json_object(_text(params_file) or "")
+        if params is None:
+            continue  # a trial with no whole config cannot be ranked or rerun; damage_lines names it
+        results, damage = _reports(trial_dir / "result.json")
+        error = None
         error_file = trial_dir / "error.txt"
-        error = error_file.read_text().strip().splitlines()[-1] if error_file.is_file() else None
+        if error_file.is_file():
+            lines = (_text(error_file) or "").strip().splitlines()
+            error = lines[-1] if lines else "failed (its error.txt is empty: written on a full storage?)"
+            if not lines:
+                damage.append(f"{error_file}: empty")
         trial_id = results[-1]["trial_id"] if results else trial_dir.name.rsplit("_", 1)[-1]
-        records.append(TrialRecord(trial_id, trial_dir, json.loads(params.read_text()), results, error))
+        records.append(TrialRecord(trial_id, trial_dir, params, results, error, damage))
     return records
+
+
+def damage_lines(run_dir: Path) -> list[str]:
+    """One warning per trial file of a run that was cut short or unreadable (what read_experiment skipped)."""
+    lines = []
+    for params_file in sorted(Path(run_dir).glob("*/*/params.json")):
+        if _json_object(_text(params_file) or "") is None:
+            lines.append(f"warning: {params_file} is damaged; its trial is left out of the results")
+    for experiment in sorted({p.parent.parent for p in Path(run_dir).glob("*/*/params.json")}):
+        for record in read_experiment(experiment):
+            lines.extend(f"warning: {found} (cut short by a full storage or a killed run); skipped"
+                         for found in record.damage)  # fmt: skip
+    return lines
+
+
+def _text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def _json_object(text: str) -> dict | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _reports(result_file: Path) -> tuple[list[dict], list[str]]:
+    """A trial's reports from its result.json, and what of it was damaged."""
+    results, damaged = [], 0
+    for line in (_text(result_file) or "").splitlines() if result_file.is_file() else []:
+        if not line.strip():
+            continue
+        report = _json_object(line)
+        if report is None:
+            damaged += 1
+            report = _last_whole_report(line)
+        if report is not None:
+            results.append(report)
+    return results, [f"{result_file}: {damaged} report line(s) cut short"] if damaged else []
+
+
+def _last_whole_report(line: str) -> dict | None:
+    """The resumed run's report that follows a report cut short on the same line, if there is one.
+
+    A nested object of the cut report parses too, so only a whole report (Tune's own keys) counts.
+    """
+    for start in range(1, len(line)):
+        if line.startswith('{"', start):
+            found = _json_object(line[start:])
+            if found is not None and {"trial_id", "training_iteration"} <= found.keys():
+                return found
+    return None

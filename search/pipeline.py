@@ -24,6 +24,7 @@ from results.leaderboard import build_leaderboard, print_comparison, print_leade
 from results.replication import replication_lines, write_replication
 from results.report import write_report
 from results.run_record import RECORD, write_record
+from results.trial_records import damage_lines
 from search.cluster import cluster
 from search.console import banner, quiet_ray
 from search.planning import plan_line, time_steps
@@ -76,6 +77,8 @@ def run(request: RunRequest) -> None:
         banner("Results")
         board = write_tables(request.run_dir, space.metric, space.mode)
         print_leaderboard(board, space.metric, [d.name for d in space.dimensions])
+        for line in damage_lines(request.run_dir):
+            print(line)
         print_comparison(request.run_dir, space.metric, space.mode)
         replicated = write_replication(request.run_dir)
         for line in replication_lines(request.run_dir, replicated):

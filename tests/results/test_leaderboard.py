@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from results.leaderboard import build_leaderboard, print_leaderboard, rank, summary
+from results.trial_records import damage_lines
 
 
 def _trial(experiment: Path, trial_id: str, subset: int, epochs_done: int, acc: float | None, error: str | None = None,
@@ -52,6 +53,32 @@ def test_ranks_per_subset_complete_before_stopped_before_failed(tmp_path):
     for column in ["rank", "trial_id", "subset", "lr", "temperature", "acc", "acc_a", "acc_s4", "acc_unseen"]:
         assert column in board.columns
     assert board.columns.tolist()[:5] == ["rank", "trial_id", "subset", "status", "epochs"]
+
+
+def test_trial_files_a_full_storage_cut_short_are_read_around_and_named(tmp_path):
+    """A full storage leaves an empty error.txt, a report cut mid-line with the resumed run's next report glued
+    to it, and a cut params.json; the run is still ranked, and each damaged file is named."""
+    run_dir = _run_dir(tmp_path)
+    search = run_dir / "search"
+    _trial(search, "resumed", 5, 3, 0.80)
+    result = search / "subset5_resumed" / "result.json"
+    first, second, third = result.read_text().splitlines()
+    result.write_text(f"{first}\n{second[:40]}{second}\n{third}\n{third[:25]}")  # 2 cut, the first glued
+    (search / "subset5_resumed" / "error.txt").write_text("")
+    _trial(search, "lost", 5, 3, 0.99)
+    (search / "subset5_lost" / "params.json").write_text('{"subset": 5, "epo')
+    board = build_leaderboard(run_dir, "acc", "max")
+    resumed = board[board["trial_id"] == "resumed"].iloc[0]
+    assert (resumed["rank"], resumed["status"], resumed["epochs"]) == (1, "complete", 3)
+    assert resumed["acc"] == pytest.approx(0.80)
+    assert "lost" not in board["trial_id"].tolist()
+    warned = damage_lines(run_dir)
+    assert len(warned) == 3, warned
+    assert any(f"{result}: 2 report line(s) cut short" in line for line in warned)
+    assert any(str(search / "subset5_resumed" / "error.txt") in line and "empty" in line for line in warned)
+    assert any(str(search / "subset5_lost" / "params.json") in line for line in warned)
+    (tmp_path / "whole").mkdir()
+    assert not damage_lines(_run_dir(tmp_path / "whole"))
 
 
 def test_mode_min_puts_the_lowest_first():

@@ -8,11 +8,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.small_run import GROUP, READERS, small_run
 from tests.tau22_fixture import write_tau22
 from trainables.asc.data import load_prepared
 from trainables.asc.synthetic import SyntheticConfig, generate
+
+# One torch thread per test process, and per command a test starts: two xdist workers already keep both cores busy,
+# and a second thread in each only spins, waiting for a core (it doubled the CPU time of a dataset's preparation).
+# Ray's trials set their own, one per CPU they hold.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # A small world: 3 device-a segments per scene in the training pool; val and test 1 segment per scene,
 # 1 clip of it per device (90 clips each: evaluation was half of a small trial's work).

@@ -18,8 +18,9 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.conftest import TINY
 from tests.cuda_lines import project_cuda_lines
-from tests.cuda_scenarios import SCENARIOS, search
+from tests.cuda_scenarios import ASC_DATA, SCENARIOS, search
 from tests.cuda_standin import LOG_ENV, MEMORY, NAME, cuda_standin
 from trainables.asc.loader import clip_batches
 
@@ -51,9 +52,16 @@ class Recorder:
                 for line, text in lines.items() if line not in set(data.lines(str(path)) or ())]  # fmt: skip
 
 
+def _work(folder: Path, tiny_dir: Path) -> Path:
+    """A scenario folder whose dataset is the session's tiny one (the same configuration): not made again."""
+    assert ASC_DATA == TINY
+    (folder / "asc_data").symlink_to(tiny_dir)
+    return folder
+
+
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory) -> Recorder:
-    return Recorder(tmp_path_factory.mktemp("cuda"))
+def recorded(tmp_path_factory, tiny_dir) -> Recorder:
+    return Recorder(_work(tmp_path_factory.mktemp("cuda"), tiny_dir))
 
 
 def _finite(metrics: dict) -> bool:
@@ -145,10 +153,10 @@ def test_the_search_plans_for_the_gpu_it_finds(recorded):
     assert (res.teacher_gpus_per_trial, res.teacher_cpus_per_trial) == (1.0, 2.0)
 
 
-def test_the_default_search_runs_on_one_fake_gpu_without_flags(tmp_path):
+def test_the_default_search_runs_on_one_fake_gpu_without_flags(tmp_path, tiny_dir):
     log = tmp_path / "cuda_calls"
     log.mkdir()
-    done = search(tmp_path, standin=True, env={LOG_ENV: str(log)})
+    done = search(_work(tmp_path, tiny_dir), standin=True, env={LOG_ENV: str(log)})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert f"GPUs found ({NAME}, 16 GiB)" in done.stdout
     assert "1 GPUs on 1 node(s): up to 1 student trials at once (2 CPUs, 1 GPUs each)" in done.stdout

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.small_run import GROUP, READERS, small_run
-from tests.tau22_fixture import write_tau22
+from tests.tau22_fixture import write_cochlscene, write_tau22
 from trainables.asc.data import load_prepared
 from trainables.asc.synthetic import SyntheticConfig, generate
 
@@ -68,6 +68,12 @@ def tau22_written(tmp_path_factory) -> Path:
     root = made_once(tmp_path_factory, "tau22",
                      lambda directory: write_tau22(directory / ROOT_NAME, per_class=1, test_clips_per_segment=2))  # fmt: skip
     return root / ROOT_NAME
+
+
+@pytest.fixture(scope="session")
+def cochl_written(tmp_path_factory) -> Path:
+    """CochlScene-layout wav files, written once; read only."""
+    return made_once(tmp_path_factory, "CochlScene", write_cochlscene)
 
 
 # The scopes that take longest (worker-seconds in `make test`, 2026-12-06: 116 to 24), handed out first so that no

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from search.run import main
-from tests.tau22_fixture import write_cochlscene
 from trainables.asc.data import load_prepared
 from trainables.asc.logits_file import aligned_logits, read_logits, write_seed_logits
 
@@ -33,9 +32,9 @@ def _sets(settings: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def layout(tau22_written, tmp_path_factory):
+def layout(tau22_written, cochl_written, tmp_path_factory):
     base = tmp_path_factory.mktemp("real")
-    return {"root": tau22_written, "cochl": write_cochlscene(base / "CochlScene"), "storage": base / "runs"}
+    return {"root": tau22_written, "cochl": cochl_written, "storage": base / "runs"}
 
 
 @pytest.fixture(scope="module")

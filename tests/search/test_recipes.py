@@ -15,7 +15,7 @@ import yaml
 from results.leaderboard import device_columns
 from results.student_logits import main as student_logits_main
 from search.run import main
-from tests.tau22_fixture import SPLITS, write_cochlscene
+from tests.tau22_fixture import SPLITS
 from trainables.asc.data import load_prepared
 from trainables.asc.logits_file import average_logits, read_logits, read_teacher_logits, write_seed_logits
 from trainables.asc.student_training import StudentConfig
@@ -165,7 +165,7 @@ def test_ntu_kd_distils_from_the_mean_of_a_list_of_logits_files_one_a_students(r
     assert (train["roll_sec"], train["dir_prob"], train["mixup_alpha"]) == (0.0, 0.6, 1.0)
 
 
-def test_the_teacher_recipes_run_and_sit_reads_tau22_at_44_1_khz(ray_session, real, capsys):
+def test_the_teacher_recipes_run_and_sit_reads_tau22_at_44_1_khz(ray_session, real, cochl_written, capsys):
     irs = f"dir_path={real['irs']}"
     assert _run(real, "passt_teacher", "passt", *ON_CPU, *_sets(*REDUCED_PASST, irs, "search.lr=[0.001]")) == 0
     best = real["storage"] / "passt" / "best" / "subset_5"
@@ -181,9 +181,8 @@ def test_the_teacher_recipes_run_and_sit_reads_tau22_at_44_1_khz(ray_session, re
     assert "is the best teacher of the run" in err and "chosen on the validation half" in err and "ntu_pipeline" in err
     assert not (real["storage"] / "leak").exists()
 
-    cochl = write_cochlscene(real["base"] / "CochlScene")
-    assert _run(real, "sit_teacher", "sit", *ON_CPU, *_sets(*REDUCED_PASST, irs, f"cochlscene={cochl}", "sit_epochs=1",
-                "search.arm=[sit]")) == 0  # fmt: skip
+    assert _run(real, "sit_teacher", "sit", *ON_CPU, *_sets(*REDUCED_PASST, irs, f"cochlscene={cochl_written}",
+                "sit_epochs=1", "search.arm=[sit]")) == 0  # fmt: skip
     rates = {json.loads((d / "dataset.json").read_text())["sample_rate"]
              for d in (real["storage"] / "cache" / "datasets").glob("*-*") if (d / "dataset.json").is_file()}  # fmt: skip
     assert 44100 in rates, "TAU22 and CochlScene read at the teacher's rate"

@@ -30,7 +30,8 @@ from trainables.asc.logits_file import write_seed_logits
 from trainables.tensor_files import UnreadableFile
 
 SETTINGS = ["epochs=2", "batch_size=50", "scheduler.type=fifo", "train_steps=0", "confirm_top_k=1", "confirm_seeds=2",
-            "compare_without_kd=true", "max_concurrent=1"]  # fmt: skip
+            "compare_without_kd=true", "max_concurrent=1",
+            "base_channels=8"]  # a narrow student: these tests are about resuming, not its width  # fmt: skip
 EXPERIMENTS = ("search", "confirm", "no_kd")
 
 

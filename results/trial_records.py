@@ -82,7 +82,7 @@ def read_experiment(directory: Path) -> list[TrialRecord]:
         params = _json_object(_text(params_file) or "")
         if params is None:
             continue  # a trial with no whole config cannot be ranked or rerun; damage_lines names it
-        results, damage = _reports(trial_dir / "result.json")
+        results, damage = read_reports(trial_dir / "result.json")
         error = None
         error_file = trial_dir / "error.txt"
         if error_file.is_file():
@@ -123,8 +123,8 @@ def _json_object(text: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _reports(result_file: Path) -> tuple[list[dict], list[str]]:
-    """A trial's reports from its result.json, and what of it was damaged."""
+def read_reports(result_file: Path) -> tuple[list[dict], list[str]]:
+    """A trial's reports from its result.json (none if it is missing), and what of it was damaged."""
     results, damaged = [], 0
     for line in (_text(result_file) or "").splitlines() if result_file.is_file() else []:
         if not line.strip():

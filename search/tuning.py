@@ -19,7 +19,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.variant_generator import generate_variants
 
-from results.trial_records import confirmation_experiment, read_experiment
+from results.trial_records import confirmation_experiment, read_experiment, read_reports
 from search.checkpoint_retention import CheckpointRetention
 from search.per_subset import (
     FixedPoints,
@@ -356,15 +356,9 @@ class StageJournal(tune.Callback):
 def _reported(trial, metric: str) -> dict[int, float]:
     """Every epoch's `metric` the trial wrote to its result.json (earlier drivers' epochs of a resumed trial too)."""
     found = {}
-    try:
-        lines = (Path(trial.path) / "result.json").read_text().splitlines()
-    except (OSError, TypeError):
+    if trial.path is None:
         return found
-    for line in lines:
-        try:
-            result = json.loads(line)
-        except ValueError:  # a line cut short by a crash
-            continue
+    for result in read_reports(Path(trial.path) / "result.json")[0]:
         value = result.get(metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
             found[int(result.get("training_iteration", 0))] = float(value)

@@ -90,7 +90,7 @@ def read_experiment(directory: Path) -> list[TrialRecord]:
             error = lines[-1] if lines else "failed (its error.txt is empty: written on a full storage?)"
             if not lines:
                 damage.append(f"{error_file}: empty")
-        trial_id = results[-1]["trial_id"] if results else trial_dir.name.rsplit("_", 1)[-1]
+        trial_id = str((results[-1] if results else {}).get("trial_id") or trial_dir.name.rsplit("_", 1)[-1])
         records.append(TrialRecord(trial_id, trial_dir, params, results, error, damage))
     return records
 

@@ -76,12 +76,30 @@ def read_experiment(directory: Path) -> list[TrialRecord]:
     to them: a report line cut short (or glued to the next one) and an empty error.txt are kept
     out of the record and named in its `damage`, never a reason not to read the rest.
     """
-    records = []
+    return _scan(directory)[0]
+
+
+def damage_lines(run_dir: Path) -> list[str]:
+    """One warning per trial file of a run that was cut short or unreadable (what read_experiment skipped)."""
+    lines = []
+    for experiment in sorted({p.parent.parent for p in Path(run_dir).glob("*/*/params.json")}):
+        records, lost = _scan(experiment)
+        lines.extend(f"warning: {params_file} is damaged; its trial is left out of the results" for params_file in lost)
+        lines.extend(f"warning: {found} (cut short by a full storage or a killed run); skipped"
+                     for record in records for found in record.damage)  # fmt: skip
+    return lines
+
+
+def _scan(directory: Path) -> tuple[list[TrialRecord], list[Path]]:
+    """The trials of one experiment directory, and the params.json files too damaged to make a trial of (a trial
+    with no whole config cannot be ranked or rerun)."""
+    records, lost = [], []
     for params_file in sorted(Path(directory).glob("*/params.json")):
         trial_dir = params_file.parent
         params = _json_object(_text(params_file) or "")
         if params is None:
-            continue  # a trial with no whole config cannot be ranked or rerun; damage_lines names it
+            lost.append(params_file)
+            continue
         results, damage = read_reports(trial_dir / "result.json")
         error = None
         error_file = trial_dir / "error.txt"
@@ -92,20 +110,7 @@ def read_experiment(directory: Path) -> list[TrialRecord]:
                 damage.append(f"{error_file}: empty")
         trial_id = str((results[-1] if results else {}).get("trial_id") or trial_dir.name.rsplit("_", 1)[-1])
         records.append(TrialRecord(trial_id, trial_dir, params, results, error, damage))
-    return records
-
-
-def damage_lines(run_dir: Path) -> list[str]:
-    """One warning per trial file of a run that was cut short or unreadable (what read_experiment skipped)."""
-    lines = []
-    for params_file in sorted(Path(run_dir).glob("*/*/params.json")):
-        if _json_object(_text(params_file) or "") is None:
-            lines.append(f"warning: {params_file} is damaged; its trial is left out of the results")
-    for experiment in sorted({p.parent.parent for p in Path(run_dir).glob("*/*/params.json")}):
-        for record in read_experiment(experiment):
-            lines.extend(f"warning: {found} (cut short by a full storage or a killed run); skipped"
-                         for found in record.damage)  # fmt: skip
-    return lines
+    return records, lost
 
 
 def _text(path: Path) -> str | None:
